@@ -1,0 +1,3 @@
+from fluxsupport.cli import main
+
+main()

@@ -1,0 +1,81 @@
+"""``fluxsupport devcluster``: a real etcd + kube-apiserver on loopback, without Docker."""
+
+from __future__ import annotations
+
+import pathlib
+import shlex
+from typing import Annotated
+
+import typer
+
+from fluxsupport import paths
+from fluxsupport.devcluster import build, cluster
+
+app = typer.Typer(help="Build and run a local Kubernetes control plane (etcd + kube-apiserver).",
+                  no_args_is_help=True)
+
+StateDir = Annotated[pathlib.Path, typer.Option(
+    "--state-dir", envvar="FLUXSUPPORT_DEVCLUSTER_DIR",
+    help="Where certificates, logs, etcd data and the kubeconfig live.")]
+
+
+def default_state_dir() -> pathlib.Path:
+    return paths.cache_dir() / "devcluster"
+
+
+@app.command("build")
+def build_command(
+    tool: Annotated[list[str] | None, typer.Argument(
+        help="kube-apiserver, etcd or helm; all three when omitted.")] = None,
+) -> None:
+    """Build the control-plane binaries into the cache (once; later runs reuse them).
+
+    Example: fluxsupport devcluster build kube-apiserver
+    """
+    names = tuple(tool or ("etcd", "kube-apiserver", "helm"))
+    unknown = sorted(set(names) - set(build.tools()))
+    if unknown:
+        raise typer.BadParameter(f"unknown tool {', '.join(unknown)}; "
+                                 f"choose from {', '.join(build.tools())}")
+    try:
+        built = build.build_all(names)
+    except build.BuildError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from error
+    for name, path in built.items():
+        typer.echo(f"{name}: {path}")
+
+
+@app.command()
+def up(state_dir: StateDir = default_state_dir()) -> None:  # noqa: B008
+    """Start etcd and kube-apiserver on free loopback ports; print the KUBECONFIG line.
+
+    Example: eval "$(fluxsupport devcluster up | tail -1)"
+    """
+    try:
+        plane = cluster.up_detached(state_dir)
+    except (cluster.ControlPlaneError, build.BuildError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from error
+    version = plane.version()["gitVersion"]
+    typer.echo(f"kube-apiserver {version} ready at {plane.server} "
+               f"(etcd on 127.0.0.1:{plane.etcd_port}); logs in {state_dir}", err=True)
+    typer.echo(f"export KUBECONFIG={shlex.quote(str(plane.kubeconfig))}")
+
+
+@app.command()
+def down(state_dir: StateDir = default_state_dir()) -> None:  # noqa: B008
+    """Stop the control plane started by `up` and delete its state."""
+    stopped = cluster.down(state_dir)
+    typer.echo(f"stopped {', '.join(stopped)}" if stopped else "nothing was running", err=True)
+
+
+@app.command()
+def env(state_dir: StateDir = default_state_dir()) -> None:  # noqa: B008
+    """Print the KUBECONFIG line of the running control plane."""
+    kubeconfig = state_dir / "kubeconfig"
+    if not kubeconfig.exists():
+        typer.echo("error: no control plane is running; start one with "
+                   "`fluxsupport devcluster up`", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"export KUBECONFIG={shlex.quote(str(kubeconfig))}")

@@ -1,0 +1,40 @@
+"""``fluxsupport run``: the operator itself."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Annotated
+
+import typer
+
+from fluxsupport import config, runtime
+
+
+def run(
+    kubeconfig: Annotated[pathlib.Path | None, typer.Option(
+        envvar="KUBECONFIG", help="Kubeconfig to use; in-cluster credentials when unset.")] = None,
+    metrics_port: Annotated[int, typer.Option(
+        envvar="FLUXSUPPORT_METRICS_PORT", help="Port for /metrics, /healthz, /readyz.")] = 8080,
+    metrics_host: Annotated[str, typer.Option(envvar="FLUXSUPPORT_METRICS_HOST")] = "0.0.0.0",
+    namespace: Annotated[str, typer.Option(
+        envvar="FLUXSUPPORT_NAMESPACE", help="The operator's own namespace.")
+    ] = "fluxsupport-system",
+    peering: Annotated[bool, typer.Option(
+        envvar="FLUXSUPPORT_PEERING",
+        help="Coordinate with other replicas through kopf peering (needs its CRDs).")] = False,
+    priority: Annotated[int, typer.Option(envvar="FLUXSUPPORT_PRIORITY")] = 0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the operator against the cluster of the current kubeconfig.
+
+    Example: fluxsupport run --metrics-port 8080
+    """
+    if kubeconfig is not None:
+        if not kubeconfig.exists():
+            raise typer.BadParameter(f"{kubeconfig} does not exist", param_hint="--kubeconfig")
+        os.environ["KUBECONFIG"] = str(kubeconfig)
+    runtime.run(config.OperatorConfig(
+        metrics_port=metrics_port, metrics_host=metrics_host, namespace=namespace,
+        standalone=not peering, priority=priority,
+    ), verbose=verbose)

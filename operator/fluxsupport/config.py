@@ -1,0 +1,18 @@
+"""Operator-wide settings, from command-line options or ``FLUXSUPPORT_*`` variables."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorConfig:
+    #: Port of the HTTP server for /metrics, /healthz and /readyz.
+    metrics_port: int = 8080
+    #: Address the HTTP server binds to.
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - the Service and probes reach it from outside
+    #: Without peering only one replica may run; with it, a standby waits.
+    standalone: bool = True
+    priority: int = 0
+    #: Kubernetes namespace the operator runs in (its ConfigMaps live there).
+    namespace: str = "fluxsupport-system"

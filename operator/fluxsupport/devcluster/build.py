@@ -1,0 +1,188 @@
+"""Build kube-apiserver, etcd and helm from the Go tool modules in ``hack/controlplane``.
+
+A cold build compiles a few thousand Go packages and takes many minutes on two cores,
+so it runs once into the cache and reports progress as it goes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import fcntl
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from fluxsupport import paths
+
+
+class BuildError(RuntimeError):
+    """A tool could not be built; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Tool:
+    name: str
+    module: str  # directory under hack/controlplane
+    package: str  # Go main package
+    version: str
+    ldflags: tuple[str, ...] = ()
+
+    @property
+    def binary_name(self) -> str:
+        return f"{self.name}-{self.version}"
+
+
+def modules_dir() -> pathlib.Path:
+    return paths.source_root() / "hack" / "controlplane"
+
+
+def versions() -> dict[str, str]:
+    data: dict[str, str] = json.loads((modules_dir() / "versions.json").read_text())
+    return data
+
+
+def kubernetes_version_ldflags(version: str) -> tuple[str, ...]:
+    """Stamp the release into the binary, as k/k's hack/lib/version.sh does.
+
+    Without these, /version reports v0.0.0-master and emulation-version logic and
+    helm's kubeVersion checks misbehave.
+    """
+    major, minor = version.removeprefix("v").split(".")[:2]
+    build_date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    flags = []
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [
+            f"-X {pkg}.gitVersion={version}",
+            f"-X {pkg}.gitMajor={major}",
+            f"-X {pkg}.gitMinor={minor}",
+            f"-X {pkg}.gitTreeState=clean",
+            f"-X {pkg}.buildDate={build_date}",
+        ]
+    return tuple(flags)
+
+
+def helm_ldflags(helm_version: str, kubernetes_version: str) -> tuple[str, ...]:
+    """Stamp helm's version, and the Kubernetes minor it assumes when rendering offline.
+
+    Without the second part ``helm template`` claims Kubernetes 1.20 (helm's Makefile sets
+    the same variables from its go.mod).
+    """
+    minor = kubernetes_version.split(".")[1]
+    flags = [f"-X helm.sh/helm/v3/internal/version.version={helm_version}",
+             "-X helm.sh/helm/v3/internal/version.gitTreeState=clean"]
+    for pkg in ("helm.sh/helm/v3/pkg/chartutil", "helm.sh/helm/v3/pkg/lint/rules"):
+        flags += [f"-X {pkg}.k8sVersionMajor=1", f"-X {pkg}.k8sVersionMinor={minor}"]
+    return tuple(flags)
+
+
+def tools() -> dict[str, Tool]:
+    pinned = versions()
+    kubernetes = pinned["kubernetes"]
+    return {
+        "kube-apiserver": Tool("kube-apiserver", "apiserver",
+                               "k8s.io/kubernetes/cmd/kube-apiserver", kubernetes,
+                               kubernetes_version_ldflags(kubernetes)),
+        "etcd": Tool("etcd", "etcd", "go.etcd.io/etcd/server/v3", pinned["etcd"]),
+        "helm": Tool("helm", "helm", "helm.sh/helm/v3/cmd/helm", pinned["helm"],
+                     helm_ldflags(pinned["helm"], kubernetes)),
+    }
+
+
+def bin_dir() -> pathlib.Path:
+    return paths.cache_dir() / "bin"
+
+
+def binary_path(name: str) -> pathlib.Path:
+    return bin_dir() / tools()[name].binary_name
+
+
+def go_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"CGO_ENABLED": "0", "GOWORK": "off", "GOFLAGS": "-mod=readonly",
+                "GOTOOLCHAIN": env.get("GOTOOLCHAIN", "local")})
+    return env
+
+
+@contextmanager
+def build_lock() -> Iterator[None]:
+    """Serialise builds: a test run and a demo started together must not race."""
+    bin_dir().mkdir(parents=True, exist_ok=True)
+    with (bin_dir() / ".build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+Reporter = Callable[[str], None]
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _count_packages(tool: Tool, moddir: pathlib.Path) -> int:
+    listed = subprocess.run(
+        ["go", "list", "-deps", tool.package], cwd=moddir, env=go_env(),
+        capture_output=True, text=True,
+    )
+    if listed.returncode != 0:
+        raise BuildError(f"go list {tool.package} failed in {moddir}:\n{listed.stderr.strip()}")
+    return len(listed.stdout.split())
+
+
+def build_tool(tool: Tool, report: Reporter = _stderr) -> pathlib.Path:
+    """Build one tool unless the cache already has it; return the binary's path."""
+    target = bin_dir() / tool.binary_name
+    if target.exists():
+        return target
+    if shutil.which("go") is None:
+        raise BuildError(
+            f"{tool.name} {tool.version} is not in {bin_dir()} and the Go toolchain is not "
+            "on PATH. Install Go 1.26 or newer (https://go.dev/dl/), then run this again."
+        )
+    moddir = modules_dir() / tool.module
+    with build_lock():
+        if target.exists():
+            return target
+        started = time.monotonic()
+        report(f"Building {tool.name} {tool.version} into {target} (once; cached afterwards)")
+        report(f"  resolving packages of {tool.package} ...")
+        total = _count_packages(tool, moddir)
+        partial = target.with_suffix(".partial")
+        command = ["go", "build", "-v", "-trimpath", "-ldflags", " ".join(("-s", "-w",
+                   *tool.ldflags)), "-o", str(partial), tool.package]
+        process = subprocess.Popen(command, cwd=moddir, env=go_env(), text=True,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        assert process.stderr is not None
+        compiled, next_step, errors = 0, 0.0, []
+        for line in process.stderr:
+            line = line.rstrip()
+            if " " in line or line.startswith("#"):
+                errors.append(line)
+                continue
+            compiled += 1
+            share = compiled / max(total, 1)
+            if share >= next_step:
+                elapsed = time.monotonic() - started
+                report(f"  {tool.name}: {compiled}/{total} packages compiled "
+                       f"({share:.0%}, {elapsed:.0f}s) {line}")
+                next_step = share + 0.05
+        if process.wait() != 0:
+            partial.unlink(missing_ok=True)
+            raise BuildError(f"go build {tool.package} failed:\n" + "\n".join(errors[-40:]))
+        partial.replace(target)
+        size_mb = target.stat().st_size / 1e6
+        report(f"  built {tool.name} in {time.monotonic() - started:.0f}s ({size_mb:.0f} MB)")
+        return target
+
+
+def build_all(names: tuple[str, ...] = ("etcd", "kube-apiserver", "helm"),
+              report: Reporter = _stderr) -> dict[str, pathlib.Path]:
+    known = tools()
+    return {name: build_tool(known[name], report) for name in names}

@@ -1,0 +1,1 @@
+"""kopf handlers: read the object, call the domain, return the status patch."""

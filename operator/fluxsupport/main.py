@@ -1,0 +1,80 @@
+"""kopf registrations: operator settings and one thin handler per kind and verb.
+
+Importing this module registers the handlers in kopf's default registry.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from fluxsupport import __version__, config, metrics, server
+from fluxsupport.constants import (
+    BULLETIN_PLURAL,
+    FINALIZER,
+    GROUP,
+    KOPF_PREFIX,
+    REPORTING_COMPONENT,
+    SUPPORTCASE_PLURAL,
+    VERSION,
+)
+from fluxsupport.handlers import bulletin, supportcase
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    operator_config: config.OperatorConfig = memo.config
+    # Events only from explicit kopf.event() calls, never from log lines: log lines may
+    # carry embargoed details.
+    settings.posting.enabled = True
+    settings.posting.loggers = False
+    settings.posting.level = logging.INFO
+    settings.posting.reporting_component = REPORTING_COMPONENT
+    settings.posting.event_name_prefix = "fluxsupport-"
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=KOPF_PREFIX, key="last-handled-configuration")
+    settings.peering.standalone = operator_config.standalone
+    settings.peering.priority = operator_config.priority
+    settings.peering.name = "fluxsupport"
+    # Reconnect quickly after an API outage instead of trusting a silent stream.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 310
+    settings.execution.default_backoff = 5
+
+    metrics.BUILD_INFO.info({"version": __version__})
+    memo.http = await server.start(operator_config.metrics_host, operator_config.metrics_port,
+                                   memo.health)
+
+
+@kopf.on.cleanup()
+async def stop_http(memo: kopf.Memo, **_: Any) -> None:
+    runner = memo.get("http")
+    if runner is not None:
+        await runner.cleanup()
+
+
+@kopf.on.probe(id="alive")
+def probe_alive(**_: Any) -> bool:
+    return True
+
+
+@kopf.on.resume(GROUP, VERSION, SUPPORTCASE_PLURAL)
+@kopf.on.create(GROUP, VERSION, SUPPORTCASE_PLURAL)
+@kopf.on.update(GROUP, VERSION, SUPPORTCASE_PLURAL)
+def supportcase_reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
+                          **_: Any) -> None:
+    supportcase.reconcile(body, patch)
+    metrics.RECONCILIATIONS.labels("SupportCase", "success").inc()
+
+
+@kopf.on.resume(GROUP, VERSION, BULLETIN_PLURAL)
+@kopf.on.create(GROUP, VERSION, BULLETIN_PLURAL)
+@kopf.on.update(GROUP, VERSION, BULLETIN_PLURAL)
+def bulletin_reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
+                       **_: Any) -> None:
+    bulletin.reconcile(body, patch)
+    metrics.RECONCILIATIONS.labels("SecurityBulletin", "success").inc()

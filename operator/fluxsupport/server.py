@@ -1,0 +1,48 @@
+"""The operator's HTTP endpoints: /metrics for Prometheus, /healthz and /readyz for probes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import prometheus_client
+from aiohttp import web
+
+from fluxsupport import metrics
+
+
+class HealthState:
+    """What the probes report. Ready once kopf has run the startup handlers."""
+
+    def __init__(self) -> None:
+        self.ready_flag = asyncio.Event()
+        self.started = time.monotonic()
+
+    @property
+    def ready(self) -> bool:
+        return self.ready_flag.is_set()
+
+
+async def start(host: str, port: int, health: HealthState) -> web.AppRunner:
+    async def serve_metrics(_: web.Request) -> web.Response:
+        response = web.Response(body=metrics.render())
+        response.content_type = prometheus_client.CONTENT_TYPE_LATEST.split(";")[0]
+        return response
+
+    async def healthz(_: web.Request) -> web.Response:
+        # Answering at all proves the event loop, which runs every handler, is not stuck.
+        return web.json_response({"status": "ok",
+                                  "uptime_s": round(time.monotonic() - health.started, 1)})
+
+    async def readyz(_: web.Request) -> web.Response:
+        status = 200 if health.ready else 503
+        return web.json_response({"ready": health.ready}, status=status)
+
+    app = web.Application()
+    app.router.add_get("/metrics", serve_metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
