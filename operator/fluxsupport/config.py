@@ -10,7 +10,7 @@ class OperatorConfig:
     #: Port of the HTTP server for /metrics, /healthz and /readyz.
     metrics_port: int = 8080
     #: Address the HTTP server binds to.
-    metrics_host: str = "0.0.0.0"  # noqa: S104 - the Service and probes reach it from outside
+    metrics_host: str = "0.0.0.0"
     #: Without peering only one replica may run; with it, a standby waits.
     standalone: bool = True
     priority: int = 0

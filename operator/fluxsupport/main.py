@@ -10,7 +10,7 @@ from typing import Any
 
 import kopf
 
-from fluxsupport import __version__, config, metrics, server
+from fluxsupport import config, metrics
 from fluxsupport.constants import (
     BULLETIN_PLURAL,
     FINALIZER,
@@ -40,21 +40,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.peering.standalone = operator_config.standalone
     settings.peering.priority = operator_config.priority
     settings.peering.name = "fluxsupport"
+    settings.peering.mandatory = not operator_config.standalone
     # Reconnect quickly after an API outage instead of trusting a silent stream.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 310
     settings.execution.default_backoff = 5
-
-    metrics.BUILD_INFO.info({"version": __version__})
-    memo.http = await server.start(operator_config.metrics_host, operator_config.metrics_port,
-                                   memo.health)
-
-
-@kopf.on.cleanup()
-async def stop_http(memo: kopf.Memo, **_: Any) -> None:
-    runner = memo.get("http")
-    if runner is not None:
-        await runner.cleanup()
 
 
 @kopf.on.probe(id="alive")

@@ -7,7 +7,7 @@ import logging
 
 import kopf
 
-from fluxsupport import config, server
+from fluxsupport import __version__, config, metrics, server
 
 
 def run(operator_config: config.OperatorConfig, *, verbose: bool = False) -> None:
@@ -20,11 +20,17 @@ def run(operator_config: config.OperatorConfig, *, verbose: bool = False) -> Non
 
 async def _operate(operator_config: config.OperatorConfig) -> None:
     health = server.HealthState()
-    await kopf.operator(
-        clusterwide=True,
-        standalone=operator_config.standalone,
-        priority=operator_config.priority,
-        peering_name="fluxsupport",
-        ready_flag=health.ready_flag,
-        memo=kopf.Memo(config=operator_config, health=health),
-    )
+    metrics.BUILD_INFO.info({"version": __version__})
+    # Before kopf starts, so that a port already in use stops the process with a clear
+    # error instead of a startup handler retrying forever.
+    http = await server.start(operator_config.metrics_host, operator_config.metrics_port, health)
+    try:
+        await kopf.operator(
+            clusterwide=True,
+            standalone=operator_config.standalone,
+            priority=operator_config.priority,
+            ready_flag=health.ready_flag,
+            memo=kopf.Memo(config=operator_config, health=health),
+        )
+    finally:
+        await http.cleanup()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from fluxsupport.cli import devcluster, operator_cmd
+from fluxsupport.cli import demo, devcluster, operator_cmd
 
 app = typer.Typer(
     name="fluxsupport",
@@ -18,6 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("run")(operator_cmd.run)
+app.command("demo")(demo.demo)
 app.add_typer(devcluster.app, name="devcluster")
 
 

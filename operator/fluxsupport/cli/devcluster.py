@@ -47,7 +47,7 @@ def build_command(
 
 
 @app.command()
-def up(state_dir: StateDir = default_state_dir()) -> None:  # noqa: B008
+def up(state_dir: StateDir = default_state_dir()) -> None:
     """Start etcd and kube-apiserver on free loopback ports; print the KUBECONFIG line.
 
     Example: eval "$(fluxsupport devcluster up | tail -1)"
@@ -64,14 +64,14 @@ def up(state_dir: StateDir = default_state_dir()) -> None:  # noqa: B008
 
 
 @app.command()
-def down(state_dir: StateDir = default_state_dir()) -> None:  # noqa: B008
+def down(state_dir: StateDir = default_state_dir()) -> None:
     """Stop the control plane started by `up` and delete its state."""
     stopped = cluster.down(state_dir)
     typer.echo(f"stopped {', '.join(stopped)}" if stopped else "nothing was running", err=True)
 
 
 @app.command()
-def env(state_dir: StateDir = default_state_dir()) -> None:  # noqa: B008
+def env(state_dir: StateDir = default_state_dir()) -> None:
     """Print the KUBECONFIG line of the running control plane."""
     kubeconfig = state_dir / "kubeconfig"
     if not kubeconfig.exists():

@@ -34,7 +34,12 @@ def run(
         if not kubeconfig.exists():
             raise typer.BadParameter(f"{kubeconfig} does not exist", param_hint="--kubeconfig")
         os.environ["KUBECONFIG"] = str(kubeconfig)
-    runtime.run(config.OperatorConfig(
-        metrics_port=metrics_port, metrics_host=metrics_host, namespace=namespace,
-        standalone=not peering, priority=priority,
-    ), verbose=verbose)
+    try:
+        runtime.run(config.OperatorConfig(
+            metrics_port=metrics_port, metrics_host=metrics_host, namespace=namespace,
+            standalone=not peering, priority=priority,
+        ), verbose=verbose)
+    except OSError as error:
+        typer.echo(f"error: cannot serve metrics on {metrics_host}:{metrics_port}: {error}",
+                   err=True)
+        raise typer.Exit(1) from error

@@ -129,7 +129,7 @@ def _stderr(line: str) -> None:
 def _count_packages(tool: Tool, moddir: pathlib.Path) -> int:
     listed = subprocess.run(
         ["go", "list", "-deps", tool.package], cwd=moddir, env=go_env(),
-        capture_output=True, text=True,
+        capture_output=True, text=True, check=False,
     )
     if listed.returncode != 0:
         raise BuildError(f"go list {tool.package} failed in {moddir}:\n{listed.stderr.strip()}")
@@ -161,8 +161,8 @@ def build_tool(tool: Tool, report: Reporter = _stderr) -> pathlib.Path:
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         assert process.stderr is not None
         compiled, next_step, errors = 0, 0.0, []
-        for line in process.stderr:
-            line = line.rstrip()
+        for raw in process.stderr:
+            line = raw.rstrip()
             if " " in line or line.startswith("#"):
                 errors.append(line)
                 continue

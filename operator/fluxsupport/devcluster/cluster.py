@@ -216,7 +216,8 @@ class ControlPlane:
         process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent if self.attached else None,
+            # Only prctl runs between fork and exec, which is safe with threads.
+            preexec_fn=_die_with_parent if self.attached else None,  # noqa: PLW1509
         )
         log.close()
         self._processes[name] = process
@@ -348,9 +349,14 @@ def up_detached(state_dir: pathlib.Path) -> ControlPlane:
     behind as an orphan or a zombie.
     """
     build.build_all(("etcd", "kube-apiserver"))
+    if (state_dir / "state.json").exists():
+        existing = ControlPlane.load(state_dir)
+        if existing.running().get("supervisor") and existing._apiserver_ready():
+            return existing
     down(state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    log = (state_dir / "supervisor.log").open("ab")
+    supervisor_log = supervisor_log_path(state_dir)
+    supervisor_log.parent.mkdir(parents=True, exist_ok=True)
+    log = supervisor_log.open("wb")
     supervisor = subprocess.Popen(
         [sys.executable, "-m", "fluxsupport.devcluster.cluster", str(state_dir)],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
@@ -362,9 +368,14 @@ def up_detached(state_dir: pathlib.Path) -> ControlPlane:
     supervisor.stdout.close()
     if first_line != "READY":
         supervisor.wait(timeout=30)
-        tail = (state_dir / "supervisor.log").read_text(errors="replace").splitlines()[-30:]
+        tail = supervisor_log.read_text(errors="replace").splitlines()[-30:]
         raise ControlPlaneError("the control plane did not start:\n" + "\n".join(tail))
     return ControlPlane.load(state_dir)
+
+
+def supervisor_log_path(state_dir: pathlib.Path) -> pathlib.Path:
+    # Beside the state directory, which ``up`` recreates from scratch.
+    return state_dir.with_name(f"{state_dir.name}-supervisor.log")
 
 
 def supervise(state_dir: pathlib.Path) -> None:

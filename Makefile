@@ -1,0 +1,51 @@
+# fluxsupport: `make demo` and `make test` set up everything on a fresh machine.
+# Prerequisites: Python 3.11+ and Go 1.26+ (Go builds the local control plane once).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export FLUXSUPPORT_CACHE ?= $(HOME)/.cache/fluxsupport
+PYTEST_ARGS ?=
+
+.PHONY: all venv tools lint test demo bench lock clean help
+
+help:
+	@echo "make demo    build what is missing, start a local control plane, run the operator"
+	@echo "make test    lint, type-check and run every test against a real kube-apiserver"
+	@echo "make bench   benchmarks (QUICK=1 for the short run)"
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $@
+
+venv: $(BIN)/.installed
+
+tools: venv
+	@command -v go >/dev/null || { echo "Go 1.26+ is needed to build the local control plane: https://go.dev/dl/" >&2; exit 1; }
+	$(BIN)/fluxsupport devcluster build
+
+lint: venv
+	$(BIN)/ruff check operator tests hack bench
+	$(BIN)/mypy
+
+test: tools lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+demo: tools
+	$(BIN)/fluxsupport demo
+
+bench: tools
+	$(BIN)/python -m bench $(if $(QUICK),--quick,)
+
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet -e '.[dev]'
+	{ echo "# Exact versions for every machine: pip install -c constraints.txt -e '.[dev]'"; \
+	  echo "# Regenerate with: make lock"; \
+	  .lock-venv/bin/pip freeze --exclude-editable; } > constraints.txt
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,189 @@
+"""The SLA policy: calendar, targets per level and the warning point.
+
+One operator-wide policy, read from YAML (a file, a ConfigMap key or Helm values). Every
+field has the default of the published support policy, so an empty document is valid.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import re
+import zoneinfo
+from typing import Annotated, Any
+
+import holidays
+import pydantic
+import yaml
+
+#: Severity names as the CRD spells them, with their level.
+LEVELS: dict[str, int] = {"Urgent": 1, "High": 2, "Medium": 3, "Low": 4}
+LEVEL_NAMES: dict[int, str] = {level: name for name, level in LEVELS.items()}
+
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+_DURATION = re.compile(r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
+
+
+class PolicyError(ValueError):
+    """The policy document is invalid; the message names the field and what to fix."""
+
+
+def parse_duration(value: Any) -> int:
+    """Seconds from ``4h``, ``1h30m``, ``45s``, ``2d`` (24-hour days) or a plain number."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration such as 4h or 30s, got {value!r}")
+    if isinstance(value, int | float):
+        seconds = int(value)
+    else:
+        match = _DURATION.match(str(value).strip())
+        if not match or not any(match.groupdict().values()):
+            raise ValueError(f"expected a duration such as 4h, 1h30m or 30s, got {value!r}")
+        parts = {key: int(number or 0) for key, number in match.groupdict().items()}
+        seconds = parts["d"] * 86400 + parts["h"] * 3600 + parts["m"] * 60 + parts["s"]
+    if seconds <= 0:
+        raise ValueError(f"a target must be positive, got {value!r}")
+    return seconds
+
+
+def _time_of_day(value: Any) -> datetime.time | None:
+    """``HH:MM``; ``24:00`` means the end of the day and is returned as None."""
+    text = str(value).strip()
+    if text == "24:00":
+        return None
+    try:
+        return datetime.time.fromisoformat(text)
+    except ValueError as error:
+        raise ValueError(f"expected a time of day such as 09:00, got {value!r}") from error
+
+
+Seconds = Annotated[int, pydantic.BeforeValidator(parse_duration)]
+
+
+class BusinessHours(pydantic.BaseModel):
+    """Weekly opening hours in the policy's time zone. ``alwaysOpen`` means 24x7."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    always_open: bool = pydantic.Field(False, alias="alwaysOpen")
+    days: tuple[str, ...] = ("Mon", "Tue", "Wed", "Thu", "Fri")
+    start: str = "09:00"
+    end: str = "18:00"
+
+    @pydantic.field_validator("days")
+    @classmethod
+    def _known_days(cls, days: tuple[str, ...]) -> tuple[str, ...]:
+        normalised = tuple(day[:3].capitalize() for day in days)
+        unknown = [day for day in normalised if day not in WEEKDAYS]
+        if unknown:
+            raise ValueError(f"unknown weekday {unknown[0]!r}; use Mon, Tue, ... Sun")
+        if not normalised:
+            raise ValueError("at least one business day is needed")
+        return tuple(sorted(set(normalised), key=WEEKDAYS.index))
+
+    @pydantic.model_validator(mode="after")
+    def _start_before_end(self) -> BusinessHours:
+        start, end = _time_of_day(self.start), _time_of_day(self.end)
+        if start is None:
+            raise ValueError("start must be before 24:00")
+        if end is not None and end <= start:
+            raise ValueError(f"end {self.end} must be after start {self.start}; "
+                             "windows that cross midnight are not supported")
+        return self
+
+    @property
+    def weekdays(self) -> frozenset[int]:
+        return frozenset(WEEKDAYS.index(day) for day in self.days)
+
+    @property
+    def opening(self) -> datetime.time:
+        opening = _time_of_day(self.start)
+        assert opening is not None
+        return opening
+
+    @property
+    def closing(self) -> datetime.time | None:
+        """None means midnight at the end of the day."""
+        return _time_of_day(self.end)
+
+
+class Targets(pydantic.BaseModel):
+    """First-response budgets in business time, per level."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    Urgent: Seconds = 4 * 3600
+    High: Seconds = 8 * 3600
+    Medium: Seconds = 12 * 3600
+    Low: Seconds = 24 * 3600
+
+    def for_level(self, level: int) -> int:
+        seconds: int = getattr(self, LEVEL_NAMES[level])
+        return seconds
+
+
+class Policy(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    timezone: str = "Europe/London"
+    #: python-holidays country and optional subdivision, ``GB-ENG``; empty for none.
+    holidays: str = "GB-ENG"
+    closed_dates: tuple[datetime.date, ...] = pydantic.Field((), alias="closedDates")
+    business_hours: BusinessHours = pydantic.Field(default_factory=BusinessHours,
+                                                   alias="businessHours")
+    targets: Targets = pydantic.Field(default_factory=Targets)
+    #: Share of the budget after which a case is at risk.
+    warning_ratio: float = pydantic.Field(0.75, alias="warningRatio", gt=0, lt=1)
+
+    @pydantic.field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError(f"unknown IANA time zone {zone!r}, e.g. Europe/London") from error
+        return zone
+
+    @pydantic.field_validator("holidays")
+    @classmethod
+    def _known_calendar(cls, code: str) -> str:
+        if code:
+            holiday_calendar(code, 2026)
+        return code
+
+    def fingerprint(self) -> str:
+        """Short hash of everything that moves a deadline, plus the holidays release."""
+        material = self.model_dump_json(by_alias=True) + holidays.__version__
+        return hashlib.sha256(material.encode()).hexdigest()[:12]
+
+
+def holiday_calendar(code: str, years: int | range) -> holidays.HolidayBase:
+    """python-holidays for ``CC`` or ``CC-SUBDIV``; ValueError names what is unknown."""
+    country, _, subdivision = code.partition("-")
+    try:
+        return holidays.country_holidays(country.upper(), subdiv=subdivision or None,
+                                         years=years, observed=True, language="en_US")
+    except NotImplementedError as error:
+        raise ValueError(f"unknown holiday country {country!r} (ISO 3166-1 alpha-2, "
+                         "e.g. GB, US, DE)") from error
+    except ValueError as error:
+        raise ValueError(f"unknown holiday calendar {code!r}: {error}") from error
+
+
+def load_policy(text: str, source: str = "policy") -> Policy:
+    """Parse a YAML policy; PolicyError says which field is wrong and why."""
+    try:
+        data = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as error:
+        raise PolicyError(f"{source}: not valid YAML: {error}") from error
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise PolicyError(f"{source}: expected a mapping of policy fields, got {type(data).__name__}")
+    try:
+        return Policy.model_validate(data)
+    except pydantic.ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc']) or '(root)'}: {item['msg']}"
+            for item in error.errors())
+        raise PolicyError(f"{source}: {problems}") from error

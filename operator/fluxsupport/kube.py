@@ -1,0 +1,55 @@
+"""Kubernetes client helpers for the CLI and the demo (the operator itself talks through kopf)."""
+
+from __future__ import annotations
+
+import pathlib
+import time
+from typing import Any
+
+import kubernetes
+import yaml
+
+from fluxsupport import paths
+
+
+def api_client(kubeconfig: pathlib.Path | None = None) -> kubernetes.client.ApiClient:
+    """A client for ``kubeconfig``, else $KUBECONFIG or ~/.kube/config, else in-cluster."""
+    if kubeconfig is not None:
+        return kubernetes.config.new_client_from_config(str(kubeconfig))
+    try:
+        return kubernetes.config.new_client_from_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_incluster_config()
+        return kubernetes.client.ApiClient()
+
+
+def crd_documents() -> list[dict[str, Any]]:
+    return [yaml.safe_load(path.read_text()) for path in sorted(paths.crds_dir().glob("*.yaml"))]
+
+
+def install_crds(client: kubernetes.client.ApiClient, timeout_s: float = 60.0) -> None:
+    """Create or update our CRDs and wait until the API server serves them."""
+    extensions = kubernetes.client.ApiextensionsV1Api(client)
+    names = []
+    for crd in crd_documents():
+        name = crd["metadata"]["name"]
+        names.append(name)
+        try:
+            existing = extensions.read_custom_resource_definition(name)
+        except kubernetes.client.ApiException as error:
+            if error.status != 404:
+                raise
+            extensions.create_custom_resource_definition(crd)
+        else:
+            crd["metadata"]["resourceVersion"] = existing.metadata.resource_version
+            extensions.replace_custom_resource_definition(name, crd)
+    deadline = time.monotonic() + timeout_s
+    for name in names:
+        while True:
+            status = extensions.read_custom_resource_definition(name).status
+            if any(c.type == "Established" and c.status == "True"
+                   for c in (status.conditions or [])):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"CRD {name} was not established within {timeout_s:.0f}s")
+            time.sleep(0.1)
