@@ -70,11 +70,30 @@ def api(kubeconfig: pathlib.Path) -> harness.Api:
     return harness.Api(kubeconfig)
 
 
+#: The operator under test runs 24x7 with short targets, so that breaches happen during the
+#: run. Business-hours arithmetic is covered by the unit tests and the demo test.
+TEST_POLICY = """\
+timezone: UTC
+holidays: ""
+businessHours: {alwaysOpen: true}
+targets: {Urgent: 4s, High: 1h, Medium: 2h, Low: 3h}
+warningRatio: 0.5
+"""
+
+
 @pytest.fixture(scope="session")
-def operator(api: harness.Api, kubeconfig: pathlib.Path,
+def policy_file(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    path = tmp_path_factory.mktemp("policy") / "policy.yaml"
+    path.write_text(TEST_POLICY)
+    return path
+
+
+@pytest.fixture(scope="session")
+def operator(api: harness.Api, kubeconfig: pathlib.Path, policy_file: pathlib.Path,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.OperatorProcess]:
     log_dir = tmp_path_factory.mktemp("operator")
-    process = harness.OperatorProcess(kubeconfig, log_dir)
+    process = harness.OperatorProcess(kubeconfig, log_dir,
+                                      extra_args=("--policy", str(policy_file)))
     process.start()
     try:
         yield process

@@ -17,3 +17,14 @@ FINALIZER: Final = f"{GROUP}/finalizer"
 
 #: Shown as the source of Events.
 REPORTING_COMPONENT: Final = "fluxsupport"
+
+#: Lifecycle annotations on a SupportCase (RFC 3339 times, free-text names).
+RESPONDED_AT: Final = f"{GROUP}/responded-at"
+RESPONDED_BY: Final = f"{GROUP}/responded-by"
+RESOLVED_AT: Final = f"{GROUP}/resolved-at"
+RESOLVED_BY: Final = f"{GROUP}/resolved-by"
+DISMISSED_AT: Final = f"{GROUP}/dismissed-at"
+DISMISSED_BY: Final = f"{GROUP}/dismissed-by"
+DISMISS_REASON: Final = f"{GROUP}/dismiss-reason"
+#: Any new value asks the operator to collect the cluster diagnostics again.
+COLLECT_DIAGNOSTICS: Final = f"{GROUP}/collect-diagnostics"

@@ -10,7 +10,7 @@ from typing import Any
 
 import kopf
 
-from fluxsupport import config, metrics
+from fluxsupport import config
 from fluxsupport.constants import (
     BULLETIN_PLURAL,
     FINALIZER,
@@ -52,13 +52,14 @@ def probe_alive(**_: Any) -> bool:
     return True
 
 
-@kopf.on.resume(GROUP, VERSION, SUPPORTCASE_PLURAL)
-@kopf.on.create(GROUP, VERSION, SUPPORTCASE_PLURAL)
-@kopf.on.update(GROUP, VERSION, SUPPORTCASE_PLURAL)
-def supportcase_reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
-                          **_: Any) -> None:
-    supportcase.reconcile(body, patch)
-    metrics.RECONCILIATIONS.labels("SupportCase", "success").inc()
+@kopf.on.event(GROUP, VERSION, SUPPORTCASE_PLURAL)
+async def supportcase_event(type: str | None, body: kopf.Body, memo: kopf.Memo,
+                            **_: Any) -> None:
+    cases: supportcase.CaseController = memo.cases
+    if type == "DELETED":
+        cases.forget(body.metadata["namespace"], body.metadata["name"])
+        return
+    await cases.reconcile(cases.observe(body))
 
 
 @kopf.on.resume(GROUP, VERSION, BULLETIN_PLURAL)
@@ -67,4 +68,3 @@ def supportcase_reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
 def bulletin_reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
                        **_: Any) -> None:
     bulletin.reconcile(body, patch)
-    metrics.RECONCILIATIONS.labels("SecurityBulletin", "success").inc()

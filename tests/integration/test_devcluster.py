@@ -51,7 +51,8 @@ def test_up_version_down_leaves_no_process(tmp_path: pathlib.Path) -> None:
         assert version["serverVersion"]["gitVersion"].startswith("v1.")
         assert len(_control_plane_pids(state_dir)) == 2
         again = _fluxsupport("devcluster", "up", env=env)
-        assert again.returncode == 0 and again.stdout.strip() == export_line, again.stderr
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.strip() == export_line
     finally:
         stopped = _fluxsupport("devcluster", "down", env=env)
     assert stopped.returncode == 0, stopped.stderr

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from fluxsupport import config, runtime
+from fluxsupport import config, policy_source, runtime
+from fluxsupport.domain.policy import Policy, PolicyError
 
 
 def run(
@@ -24,6 +25,12 @@ def run(
         envvar="FLUXSUPPORT_PEERING",
         help="Coordinate with other replicas through kopf peering (needs its CRDs).")] = False,
     priority: Annotated[int, typer.Option(envvar="FLUXSUPPORT_PRIORITY")] = 0,
+    policy_file: Annotated[pathlib.Path | None, typer.Option(
+        "--policy", envvar="FLUXSUPPORT_POLICY",
+        help="SLA policy YAML file (time zone, holidays, hours, targets).")] = None,
+    policy_configmap: Annotated[str | None, typer.Option(
+        envvar="FLUXSUPPORT_POLICY_CONFIGMAP",
+        help="Read the policy from key policy.yaml of this ConfigMap in --namespace.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the operator against the cluster of the current kubeconfig.
@@ -35,10 +42,20 @@ def run(
             raise typer.BadParameter(f"{kubeconfig} does not exist", param_hint="--kubeconfig")
         os.environ["KUBECONFIG"] = str(kubeconfig)
     try:
+        if policy_file is not None:
+            policy = policy_source.from_file(policy_file)
+        elif policy_configmap:
+            policy = policy_source.from_configmap(namespace, policy_configmap)
+        else:
+            policy = Policy()
+    except PolicyError as error:
+        typer.echo(f"error: invalid SLA policy: {error}", err=True)
+        raise typer.Exit(2) from error
+    try:
         runtime.run(config.OperatorConfig(
             metrics_port=metrics_port, metrics_host=metrics_host, namespace=namespace,
             standalone=not peering, priority=priority,
-        ), verbose=verbose)
+        ), policy, verbose=verbose)
     except OSError as error:
         typer.echo(f"error: cannot serve metrics on {metrics_host}:{metrics_port}: {error}",
                    err=True)

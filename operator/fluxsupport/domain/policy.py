@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import importlib.metadata
 import re
 import zoneinfo
 from typing import Annotated, Any
@@ -44,6 +45,17 @@ def parse_duration(value: Any) -> int:
     if seconds <= 0:
         raise ValueError(f"a target must be positive, got {value!r}")
     return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """``4h``, ``1h30m``, ``45s``: the inverse of parse_duration, for messages."""
+    remaining = int(seconds)
+    parts = []
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        count, remaining = divmod(remaining, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
 
 
 def _time_of_day(value: Any) -> datetime.time | None:
@@ -153,7 +165,7 @@ class Policy(pydantic.BaseModel):
 
     def fingerprint(self) -> str:
         """Short hash of everything that moves a deadline, plus the holidays release."""
-        material = self.model_dump_json(by_alias=True) + holidays.__version__
+        material = self.model_dump_json(by_alias=True) + importlib.metadata.version("holidays")
         return hashlib.sha256(material.encode()).hexdigest()[:12]
 
 
@@ -179,7 +191,8 @@ def load_policy(text: str, source: str = "policy") -> Policy:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise PolicyError(f"{source}: expected a mapping of policy fields, got {type(data).__name__}")
+        raise PolicyError(
+            f"{source}: expected a mapping of policy fields, got {type(data).__name__}")
     try:
         return Policy.model_validate(data)
     except pydantic.ValidationError as error:

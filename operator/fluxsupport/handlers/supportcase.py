@@ -1,20 +1,179 @@
-"""Reconcile a SupportCase."""
+"""Reconcile SupportCases: keep the latest body of each, evaluate it, patch what changed.
+
+kopf's event handler feeds ``observe``; ``reconcile`` runs right after, and again from the
+scheduler at the case's warning point and deadline, or after a failed write.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import datetime
+import logging
+import time
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
-import kopf
+import aiohttp
 
-from fluxsupport.domain import conditions
+from fluxsupport import constants, k8s
+from fluxsupport.domain import calendar as calendar_module
+from fluxsupport.domain import policy as policy_module
+from fluxsupport.domain import supportcase as domain
+from fluxsupport.scheduler import Scheduler
+
+logger = logging.getLogger(__name__)
+
+CaseKey = tuple[str, str]
+RETRY_DELAYS_S = (0.5, 1, 2, 4, 8, 15, 30)
 
 
-def reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
-    now = datetime.datetime.now(datetime.UTC)
-    generation = int(body.metadata.get("generation") or 0)
-    previous: list[Any] = list(body.status.get("conditions") or [])
-    ready = conditions.Condition(type="Ready", status="True", reason="Reconciled",
-                                 message="The case has been reconciled.")
-    patch.status["observedGeneration"] = generation
-    patch.status["conditions"] = conditions.merge(previous, [ready], generation, now)
+@dataclasses.dataclass
+class CaseSnapshot:
+    namespace: str
+    name: str
+    uid: str
+    resource_version: str
+    generation: int
+    created: datetime.datetime
+    spec: dict[str, Any]
+    annotations: dict[str, str]
+    status: dict[str, Any]
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> CaseSnapshot:
+        metadata = body.get("metadata") or {}
+        return cls(
+            namespace=metadata["namespace"], name=metadata["name"],
+            uid=metadata.get("uid", ""), resource_version=metadata.get("resourceVersion", ""),
+            generation=int(metadata.get("generation") or 0),
+            created=domain.parse_time(metadata["creationTimestamp"]),
+            spec=dict(body.get("spec") or {}),
+            annotations=dict(metadata.get("annotations") or {}),
+            status=dict(body.get("status") or {}),
+        )
+
+    @property
+    def ref(self) -> k8s.ObjectRef:
+        return k8s.ObjectRef(constants.API_VERSION, constants.SUPPORTCASE_KIND,
+                             constants.SUPPORTCASE_PLURAL, self.name, self.namespace, self.uid)
+
+
+def newer_or_equal(candidate: str, current: str) -> bool:
+    """Whether a watch event is not older than what we already hold.
+
+    resourceVersions are opaque, but etcd's are integers; only then are they compared.
+    """
+    if candidate.isdigit() and current.isdigit():
+        return int(candidate) >= int(current)
+    return True
+
+
+def status_differs(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    return any(current.get(key) != value for key, value in desired.items())
+
+
+Diagnostics = Callable[[], dict[str, Any]]
+
+
+class CaseController:
+    def __init__(self, policy: policy_module.Policy, client: k8s.Client,
+                 diagnostics: Diagnostics | None = None) -> None:
+        self.policy = policy
+        self.calendar = calendar_module.BusinessCalendar(policy)
+        self.client = client
+        self.diagnostics = diagnostics
+        self.scheduler = Scheduler(self._scheduled)
+        self.cases: dict[CaseKey, CaseSnapshot] = {}
+        self.views: dict[CaseKey, domain.MetricsView] = {}
+        #: Responses of deleted cases, so that the counter never goes down while running.
+        self.deleted_outcomes: dict[tuple[int, str], int] = {}
+        self._locks: dict[CaseKey, asyncio.Lock] = {}
+        self._failures: dict[CaseKey, int] = {}
+
+    def observe(self, body: Mapping[str, Any]) -> CaseKey:
+        snapshot = CaseSnapshot.from_body(body)
+        key = (snapshot.namespace, snapshot.name)
+        held = self.cases.get(key)
+        if held is None or held.uid != snapshot.uid or newer_or_equal(
+                snapshot.resource_version, held.resource_version):
+            self.cases[key] = snapshot
+        return key
+
+    def forget(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        self.cases.pop(key, None)
+        self._locks.pop(key, None)
+        self._failures.pop(key, None)
+        self.scheduler.cancel(key)
+        view = self.views.pop(key, None)
+        if view is not None and view.outcome is not None:
+            tally = (view.level, view.outcome)
+            self.deleted_outcomes[tally] = self.deleted_outcomes.get(tally, 0) + 1
+
+    async def _scheduled(self, key: Hashable) -> None:
+        assert isinstance(key, tuple)
+        await self.reconcile(key)
+
+    async def reconcile(self, key: CaseKey) -> None:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            await self._reconcile(key)
+
+    async def _reconcile(self, key: CaseKey) -> None:
+        case = self.cases.get(key)
+        if case is None:
+            return
+        now = datetime.datetime.now(datetime.UTC)
+        evaluation = domain.evaluate(
+            spec=case.spec, annotations=case.annotations, created=case.created,
+            generation=case.generation, previous=case.status, policy=self.policy,
+            calendar=self.calendar, now=now)
+        desired = dict(evaluation.status)
+        diagnostics = self._diagnostics_for(case)
+        if diagnostics is not None:
+            desired["diagnostics"] = diagnostics
+        if evaluation.metrics is not None:
+            self.views[key] = evaluation.metrics
+        if status_differs(case.status, desired):
+            try:
+                result = await self.client.patch_status(case.ref, desired,
+                                                        case.resource_version)
+            except k8s.ApiError as error:
+                if error.status == 404:
+                    self.forget(*key)
+                    return
+                self._retry_later(key, error)
+                return
+            except (aiohttp.ClientError, TimeoutError, OSError) as error:
+                self._retry_later(key, error)
+                return
+            self._failures.pop(key, None)
+            case.status = dict(result.get("status") or {})
+            case.resource_version = (result.get("metadata") or {}).get(
+                "resourceVersion", case.resource_version)
+            for event in evaluation.events:
+                self.client.post_event_soon(case.ref, event.type, event.reason, event.message)
+        when = evaluation.next_transition
+        self.scheduler.replace(key, when.timestamp() if when else None)
+
+    def _retry_later(self, key: CaseKey, error: Exception) -> None:
+        failures = self._failures.get(key, 0)
+        self._failures[key] = failures + 1
+        delay = RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S) - 1)]
+        if not (isinstance(error, k8s.ApiError) and error.status == 409):
+            logger.warning("SupportCase %s/%s: status write failed (%s); retrying in %ss",
+                           key[0], key[1], error, delay)
+        self.scheduler.schedule(key, time.time() + delay)
+
+    def _diagnostics_for(self, case: CaseSnapshot) -> dict[str, Any] | None:
+        """New diagnostics at creation, and whenever the request annotation changes."""
+        if self.diagnostics is None:
+            return None
+        requested = case.annotations.get(constants.COLLECT_DIAGNOSTICS, "")
+        held = case.status.get("diagnostics") or {}
+        if held and held.get("request", "") == requested:
+            return None
+        collected = self.diagnostics()
+        collected["request"] = requested
+        return collected

@@ -1,0 +1,427 @@
+"""What a SupportCase's status should be, as a pure function of the case, the policy and now.
+
+The handler and the deadline scheduler both call ``evaluate``. Because the result depends
+only on the object and the clock, whichever of them writes last writes the right status.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import pydantic
+
+from fluxsupport import constants
+from fluxsupport.domain import conditions
+from fluxsupport.domain.calendar import BusinessCalendar
+from fluxsupport.domain.policy import LEVEL_NAMES, LEVELS, Policy, format_duration
+
+POLICY_REFERENCE = "ControlPlane Enterprise for Flux CD support policy"
+
+
+class State(enum.StrEnum):
+    PENDING = "Pending"
+    AT_RISK = "AtRisk"
+    BREACHED = "Breached"
+    MET = "Met"
+    LATE = "Late"
+    CLOSED = "Closed"
+
+
+class Impact(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(populate_by_name=True)
+
+    statement: str
+    environment: Literal["production", "staging", "development"]
+    outage: Literal["full", "partial", "degraded", "none"]
+    business_critical: bool = pydantic.Field(False, alias="businessCritical")
+
+
+class CaseSpec(pydantic.BaseModel):
+    """The fields the SLA logic reads; the CRD schema has already validated them."""
+
+    model_config = pydantic.ConfigDict(populate_by_name=True, extra="ignore")
+
+    title: str
+    severity: Literal["Urgent", "High", "Medium", "Low"]
+    impact: Impact
+    component: str
+    category: str
+    requires_infrastructure_access: bool = pydantic.Field(
+        False, alias="requiresInfrastructureAccess")
+
+    @property
+    def level(self) -> int:
+        return LEVELS[self.severity]
+
+
+def assess_level(impact: Impact) -> int:
+    """The level the impact supports: production outages of business-critical services are
+    Level 1 (full), 2 (partial) or 3 (degraded); everything else is Level 4."""
+    if impact.environment == "production" and impact.business_critical:
+        return {"full": 1, "partial": 2, "degraded": 3}.get(impact.outage, 4)
+    return 4
+
+
+def describe_level(level: int) -> str:
+    return f"Level {level} ({LEVEL_NAMES[level]})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Lifecycle:
+    """The lifecycle annotations, parsed; ``problems`` lists the unparseable ones."""
+
+    responded_at: datetime.datetime | None = None
+    responded_by: str | None = None
+    resolved_at: datetime.datetime | None = None
+    resolved_by: str | None = None
+    dismissed_at: datetime.datetime | None = None
+    dismissed_by: str | None = None
+    dismiss_reason: str | None = None
+    problems: tuple[str, ...] = ()
+
+
+def parse_time(value: str) -> datetime.datetime:
+    """RFC 3339 with an explicit offset; naive times are rejected as ambiguous."""
+    moment = datetime.datetime.fromisoformat(value.strip().replace("z", "Z"))
+    if moment.tzinfo is None:
+        raise ValueError("it has no time-zone offset")
+    return moment.astimezone(datetime.UTC)
+
+
+def parse_lifecycle(annotations: Mapping[str, str]) -> Lifecycle:
+    values: dict[str, Any] = {}
+    problems = []
+    for key, field in ((constants.RESPONDED_AT, "responded_at"),
+                       (constants.RESOLVED_AT, "resolved_at"),
+                       (constants.DISMISSED_AT, "dismissed_at")):
+        raw = annotations.get(key)
+        if raw is None:
+            continue
+        try:
+            values[field] = parse_time(raw)
+        except ValueError as error:
+            problems.append(f"annotation {key}={raw!r} is not an RFC 3339 time "
+                            f"such as 2026-12-07T11:00:00Z ({error})")
+    for key, field in ((constants.RESPONDED_BY, "responded_by"),
+                       (constants.RESOLVED_BY, "resolved_by"),
+                       (constants.DISMISSED_BY, "dismissed_by"),
+                       (constants.DISMISS_REASON, "dismiss_reason")):
+        if annotations.get(key):
+            values[field] = annotations[key]
+    return Lifecycle(**values, problems=tuple(problems))
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    started_at: datetime.datetime
+    warning_at: datetime.datetime
+    deadline: datetime.datetime
+    target_seconds: int
+    calendar: str
+
+
+def compute_timing(created: datetime.datetime, level: int, policy: Policy,
+                   calendar: BusinessCalendar) -> Timing:
+    target = policy.targets.for_level(level)
+    return Timing(
+        started_at=calendar.clock_start(created),
+        warning_at=calendar.add(created, round(target * policy.warning_ratio)),
+        deadline=calendar.add(created, target),
+        target_seconds=target,
+        calendar=policy.fingerprint(),
+    )
+
+
+def _stored_timing(previous: Mapping[str, Any]) -> Timing | None:
+    first = previous.get("firstResponse") or {}
+    try:
+        return Timing(parse_time(first["startedAt"]), parse_time(first["warningAt"]),
+                      parse_time(first["deadline"]), int(first["targetSeconds"]),
+                      str(first.get("calendar", "")))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricsView:
+    """What the metrics collector needs to know about one case."""
+
+    level: int
+    state: State
+    awaiting_response: bool
+    open: bool
+    deadline: float
+    warning: float
+    outcome: Literal["met", "breached"] | None
+    response_business_seconds: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    status: dict[str, Any]
+    events: tuple[Event, ...]
+    next_transition: datetime.datetime | None
+    metrics: MetricsView | None
+
+
+def _invalid_spec(error: pydantic.ValidationError, old_conditions: list[Any], generation: int,
+                  now: datetime.datetime) -> Evaluation:
+    message = "; ".join(f"spec.{'.'.join(str(p) for p in item['loc'])}: {item['msg']}"
+                        for item in error.errors())
+    ready = conditions.Condition(type="Ready", status="False", reason="InvalidSpec",
+                                 message=message)
+    status = {"observedGeneration": generation,
+              "conditions": conditions.merge(old_conditions, [ready], generation, now)}
+    return Evaluation(status, (Event("Warning", "InvalidSpec", message),), None, None)
+
+
+def _timing(previous: Mapping[str, Any], created: datetime.datetime, level: int,
+            policy: Policy, calendar: BusinessCalendar) -> tuple[Timing, Event | None, str]:
+    """Stored timing, unless there is none yet or the level changed since it was stored."""
+    timing = _stored_timing(previous)
+    previous_level = previous.get("level")
+    if timing is None:
+        timing = compute_timing(created, level, policy, calendar)
+        return timing, Event("Normal", "DeadlineSet",
+                             f"{describe_level(level)}: first response due "
+                             f"{_rfc(timing.deadline)} ({format_duration(timing.target_seconds)} "
+                             f"of business time from {_rfc(timing.started_at)}, "
+                             f"{policy.timezone})"), ""
+    if previous_level == level:
+        return timing, None, ""
+    old_deadline = timing.deadline
+    timing = compute_timing(created, level, policy, calendar)
+    note = (f"Severity changed from {describe_level(int(previous_level))}"
+            if isinstance(previous_level, int) and previous_level in LEVEL_NAMES
+            else "Severity changed")
+    note += (f" to {describe_level(level)}: deadline recomputed from the same start, "
+             f"{_rfc(old_deadline)} -> {_rfc(timing.deadline)}.")
+    return timing, Event("Normal", "SeverityChanged", note), " " + note
+
+
+def _state(timing: Timing, responded_at: datetime.datetime | None,
+           dismissed_at: datetime.datetime | None, now: datetime.datetime) -> State:
+    if responded_at is not None:
+        return State.MET if responded_at <= timing.deadline else State.LATE
+    if dismissed_at is not None:
+        return State.BREACHED if dismissed_at >= timing.deadline else State.CLOSED
+    if now >= timing.deadline:
+        return State.BREACHED
+    if now >= timing.warning_at:
+        return State.AT_RISK
+    return State.PENDING
+
+
+def _closure(lifecycle: Lifecycle) -> dict[str, Any] | None:
+    if lifecycle.resolved_at is not None:
+        closure = {"outcome": "Resolved", "at": _rfc(lifecycle.resolved_at)}
+        if lifecycle.resolved_by:
+            closure["by"] = lifecycle.resolved_by
+        return closure
+    if lifecycle.dismissed_at is not None:
+        closure = {"outcome": "Dismissed", "at": _rfc(lifecycle.dismissed_at)}
+        if lifecycle.dismissed_by:
+            closure["by"] = lifecycle.dismissed_by
+        if lifecycle.dismiss_reason:
+            closure["reason"] = lifecycle.dismiss_reason
+        return closure
+    return None
+
+
+def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
+             created: datetime.datetime, generation: int, previous: Mapping[str, Any],
+             policy: Policy, calendar: BusinessCalendar, now: datetime.datetime) -> Evaluation:
+    """Compute the whole status of a case; see the module docstring."""
+    old_conditions = list(previous.get("conditions") or [])
+    try:
+        case = CaseSpec.model_validate(spec)
+    except pydantic.ValidationError as error:
+        return _invalid_spec(error, old_conditions, generation, now)
+
+    lifecycle = parse_lifecycle(annotations)
+    level, assessed = case.level, assess_level(case.impact)
+    timing, timing_event, severity_note = _timing(previous, created, level, policy, calendar)
+
+    responded_at, responded_by = lifecycle.responded_at, lifecycle.responded_by
+    if responded_at is None and lifecycle.resolved_at is not None:
+        # A resolution is a response: nobody resolves a case without answering it.
+        responded_at, responded_by = lifecycle.resolved_at, lifecycle.resolved_by
+    dismissed_at = lifecycle.dismissed_at
+    state = _state(timing, responded_at, dismissed_at, now)
+    awaiting = responded_at is None and dismissed_at is None
+
+    first_response: dict[str, Any] = {
+        "startedAt": _rfc(timing.started_at), "warningAt": _rfc(timing.warning_at),
+        "deadline": _rfc(timing.deadline), "targetSeconds": timing.target_seconds,
+        "state": state.value, "calendar": timing.calendar,
+    }
+    business_seconds = None
+    if not awaiting:
+        # Only once the clock has stopped: a ticking value would rewrite status forever.
+        clock_end = responded_at or dismissed_at
+        assert clock_end is not None
+        business_seconds = max(0, int(calendar.elapsed(created, clock_end)))
+        first_response["businessSeconds"] = business_seconds
+    if responded_at is not None:
+        first_response["respondedAt"] = _rfc(responded_at)
+        if responded_by:
+            first_response["respondedBy"] = responded_by
+
+    closure = _closure(lifecycle)
+    current = _conditions(case, level, assessed, state, timing, lifecycle, policy,
+                          severity_note, responded_at)
+    events = [timing_event] if timing_event else []
+    events += _transition_events(previous, state, current, timing, responded_at)
+
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "level": level,
+        "assessedLevel": assessed,
+        "firstResponse": first_response,
+        "closure": closure,
+        "conditions": conditions.merge(old_conditions, current, generation, now),
+    }
+    next_transition = None
+    if awaiting:
+        next_transition = next((moment for moment in (timing.warning_at, timing.deadline)
+                                if moment > now), None)
+    outcome: Literal["met", "breached"] | None = None
+    if responded_at is not None:
+        outcome = "met" if state is State.MET else "breached"
+    metrics = MetricsView(
+        level=level, state=state, awaiting_response=awaiting, open=closure is None,
+        deadline=timing.deadline.timestamp(), warning=timing.warning_at.timestamp(),
+        outcome=outcome,
+        response_business_seconds=business_seconds if responded_at is not None else None,
+    )
+    return Evaluation(status, tuple(events), next_transition, metrics)
+
+
+def _conditions(case: CaseSpec, level: int, assessed: int, state: State, timing: Timing,
+                lifecycle: Lifecycle, policy: Policy, severity_note: str,
+                responded_at: datetime.datetime | None) -> list[conditions.Condition]:
+    condition = conditions.Condition
+    result = []
+    if lifecycle.problems:
+        result.append(condition(type="Ready", status="False", reason="InvalidAnnotation",
+                                message="; ".join(lifecycle.problems) + ". Fix the value; the "
+                                "annotation is ignored until then."))
+    else:
+        summary = {
+            State.PENDING: f"first response due {_rfc(timing.deadline)}",
+            State.AT_RISK: f"first response due {_rfc(timing.deadline)}; past the warning point",
+            State.BREACHED: f"first response was due {_rfc(timing.deadline)}",
+            State.MET: f"responded at {_rfc(responded_at)}, within the deadline"
+            if responded_at else "",
+            State.LATE: f"responded at {_rfc(responded_at)}, after the deadline "
+                        f"{_rfc(timing.deadline)}" if responded_at else "",
+            State.CLOSED: "dismissed before the deadline",
+        }[state]
+        result.append(condition(type="Ready", status="True", reason="Reconciled",
+                                message=f"{describe_level(level)}: {summary}.{severity_note}"))
+
+    if case.component == "other":
+        result.append(condition(
+            type="InScope", status="False", reason="ThirdParty",
+            message=f"Third-party tools are outside the {POLICY_REFERENCE}, which covers the "
+                    "Flux controllers and the Flux Operator; the case may be dismissed. The SLA "
+                    "clock keeps running until it is."))
+    elif case.requires_infrastructure_access:
+        result.append(condition(
+            type="InScope", status="False", reason="RequiresInfrastructureAccess",
+            message=f"Cases that need access to the customer's infrastructure are outside the "
+                    f"{POLICY_REFERENCE}; the case may be dismissed. The SLA clock keeps running "
+                    "until it is."))
+    else:
+        result.append(condition(
+            type="InScope", status="True", reason="FluxComponent",
+            message=f"{case.component} is covered by the {POLICY_REFERENCE}."))
+
+    impact = case.impact
+    criticality = "business-critical" if impact.business_critical else "not business-critical"
+    impact_text = f"{impact.environment}, outage {impact.outage}, {criticality}"
+    if level < assessed:
+        result.append(condition(
+            type="SeverityConsistent", status="False", reason="ImpactBelowSeverity",
+            message=f"Claimed {describe_level(level)}, but the impact ({impact_text}) supports "
+                    f"{describe_level(assessed)}. The deadline follows the claimed level."))
+    else:
+        result.append(condition(
+            type="SeverityConsistent", status="True", reason="ImpactSupportsSeverity",
+            message=f"The impact ({impact_text}) supports {describe_level(level)}."))
+
+    if responded_at is not None:
+        result.append(condition(type="FirstResponded", status="True", reason="Responded",
+                                message=f"First response at {_rfc(responded_at)}."))
+    elif state is State.CLOSED or lifecycle.dismissed_at is not None:
+        result.append(condition(type="FirstResponded", status="False", reason="Dismissed",
+                                message="The case was dismissed without a response."))
+    else:
+        result.append(condition(type="FirstResponded", status="False", reason="AwaitingResponse",
+                                message=f"First response due {_rfc(timing.deadline)}."))
+
+    at_risk = state is State.AT_RISK
+    result.append(condition(
+        type="FirstResponseAtRisk", status="True" if at_risk else "False",
+        reason={State.PENDING: "WithinBudget", State.AT_RISK: "WarningPointPassed",
+                State.BREACHED: "DeadlinePassed", State.MET: "Responded",
+                State.LATE: "Responded", State.CLOSED: "Dismissed"}[state],
+        message=f"Warning point {_rfc(timing.warning_at)} "
+                f"({policy.warning_ratio:.0%} of the budget)."))
+
+    breached = state in (State.BREACHED, State.LATE)
+    result.append(condition(
+        type="FirstResponseBreached", status="True" if breached else "False",
+        reason={State.PENDING: "WithinDeadline", State.AT_RISK: "WithinDeadline",
+                State.BREACHED: "DeadlinePassed", State.MET: "RespondedInTime",
+                State.LATE: "RespondedLate", State.CLOSED: "Dismissed"}[state],
+        message=f"Deadline {_rfc(timing.deadline)}."))
+    return result
+
+
+def _transition_events(previous: Mapping[str, Any], state: State,
+                       current: list[conditions.Condition], timing: Timing,
+                       responded_at: datetime.datetime | None) -> list[Event]:
+    events = []
+    old_state = (previous.get("firstResponse") or {}).get("state")
+    if old_state != state.value:
+        if state is State.AT_RISK:
+            events.append(Event("Warning", "FirstResponseAtRisk",
+                                f"First response due {_rfc(timing.deadline)}; "
+                                "the warning point has passed."))
+        elif state is State.BREACHED:
+            events.append(Event("Warning", "FirstResponseBreached",
+                                f"No first response by the deadline {_rfc(timing.deadline)}."))
+        elif state is State.MET:
+            events.append(Event("Normal", "FirstResponded",
+                                f"First response at {_rfc(responded_at)}, within the deadline."))
+        elif state is State.LATE:
+            events.append(Event("Warning", "FirstRespondedLate",
+                                f"First response at {_rfc(responded_at)}, after the deadline "
+                                f"{_rfc(timing.deadline)}."))
+    old = {item.get("type"): item for item in previous.get("conditions") or []}
+    for condition in current:
+        if condition.type in ("InScope", "SeverityConsistent") and condition.status == "False":
+            before = old.get(condition.type) or {}
+            if before.get("status") != "False" or before.get("reason") != condition.reason:
+                events.append(Event("Warning", condition.reason, condition.message))
+        if condition.type == "Ready" and condition.status == "False":
+            before = old.get("Ready") or {}
+            if before.get("message") != condition.message:
+                events.append(Event("Warning", condition.reason, condition.message))
+    return events
+
+
+def _rfc(moment: datetime.datetime | None) -> str:
+    return conditions.rfc3339(moment) if moment is not None else ""

@@ -1,0 +1,80 @@
+"""One timer for all objects: reconcile a key at an instant, or again after a failure.
+
+kopf timers and daemons cost one task per object; ten thousand open cases would mean ten
+thousand sleeping tasks. Here a single heap holds the next instant per key and one loop
+sleeps until the earliest. Nothing polls the API: a key is only reconciled when its
+instant comes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Hashable
+
+logger = logging.getLogger(__name__)
+
+Callback = Callable[[Hashable], Awaitable[None]]
+
+
+class Scheduler:
+    def __init__(self, callback: Callback, concurrency: int = 32) -> None:
+        self._callback = callback
+        self._heap: list[tuple[float, int, Hashable]] = []
+        self._due: dict[Hashable, float] = {}
+        self._counter = itertools.count()
+        self._wakeup = asyncio.Event()
+        self._limit = asyncio.Semaphore(concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def schedule(self, key: Hashable, when: float) -> None:
+        """Run ``callback(key)`` at wall-clock ``when`` (epoch seconds); earliest wins."""
+        current = self._due.get(key)
+        if current is not None and current <= when:
+            return
+        self._due[key] = when
+        heapq.heappush(self._heap, (when, next(self._counter), key))
+        if self._heap[0][2] == key:
+            self._wakeup.set()
+
+    def replace(self, key: Hashable, when: float | None) -> None:
+        """Forget any earlier instant of ``key`` and schedule it at ``when`` (if any)."""
+        self._due.pop(key, None)
+        if when is not None:
+            self.schedule(key, when)
+
+    def cancel(self, key: Hashable) -> None:
+        self._due.pop(key, None)
+
+    async def run(self) -> None:
+        while True:
+            self._wakeup.clear()
+            now = time.time()
+            while self._heap and self._heap[0][0] <= now:
+                when, _, key = heapq.heappop(self._heap)
+                if self._due.get(key) != when:
+                    continue  # Superseded or cancelled.
+                del self._due[key]
+                await self._limit.acquire()
+                task = asyncio.create_task(self._invoke(key))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            timeout = (self._heap[0][0] - time.time()) if self._heap else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(),
+                                       timeout=None if timeout is None else max(timeout, 0))
+
+    async def _invoke(self, key: Hashable) -> None:
+        try:
+            await self._callback(key)
+        except Exception:
+            logger.exception("scheduled reconcile of %s failed", key)
+        finally:
+            self._limit.release()

@@ -1,0 +1,189 @@
+"""SupportCase evaluation: timing, lifecycle states, scope and severity conditions, events."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pytest
+
+from fluxsupport import constants
+from fluxsupport.domain import supportcase
+from fluxsupport.domain.calendar import BusinessCalendar
+from fluxsupport.domain.policy import Policy
+
+POLICY = Policy()
+CALENDAR = BusinessCalendar(POLICY)
+CREATED = datetime.datetime(2026, 12, 7, 10, 0, tzinfo=datetime.UTC)  # Monday 10:00 London
+
+
+def spec(**changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "title": "HelmReleases stuck", "description": "...", "severity": "High",
+        "impact": {"statement": "Deploys blocked", "environment": "production",
+                   "outage": "partial", "businessCritical": True},
+        "component": "helm-controller", "category": "incident",
+    }
+    base.update(changes)
+    return base
+
+
+def evaluate(case_spec: dict[str, Any] | None = None, annotations: dict[str, str] | None = None,
+             previous: dict[str, Any] | None = None, now: datetime.datetime | None = None,
+             ) -> supportcase.Evaluation:
+    return supportcase.evaluate(
+        spec=case_spec or spec(), annotations=annotations or {}, created=CREATED,
+        generation=1, previous=previous or {}, policy=POLICY, calendar=CALENDAR,
+        now=now or CREATED + datetime.timedelta(minutes=1))
+
+
+def conditions(result: supportcase.Evaluation) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in result.status["conditions"]}
+
+
+def test_new_case_gets_its_deadline_and_all_conditions() -> None:
+    result = evaluate()
+    first = result.status["firstResponse"]
+    assert first["startedAt"] == "2026-12-07T10:00:00Z"
+    assert first["warningAt"] == "2026-12-07T16:00:00Z"  # 6 of 8 business hours
+    assert first["deadline"] == "2026-12-07T18:00:00Z"  # 8 h run out exactly at closing
+    assert first["state"] == "Pending"
+    assert result.status["level"] == 2
+    assert result.status["assessedLevel"] == 2
+    assert conditions(result) == {
+        "Ready": ("True", "Reconciled"),
+        "InScope": ("True", "FluxComponent"),
+        "SeverityConsistent": ("True", "ImpactSupportsSeverity"),
+        "FirstResponded": ("False", "AwaitingResponse"),
+        "FirstResponseAtRisk": ("False", "WithinBudget"),
+        "FirstResponseBreached": ("False", "WithinDeadline"),
+    }
+    assert [event.reason for event in result.events] == ["DeadlineSet"]
+    assert result.next_transition == datetime.datetime(2026, 12, 7, 16, tzinfo=datetime.UTC)
+
+
+def test_states_follow_the_clock() -> None:
+    first = evaluate().status
+    at_risk = evaluate(previous=first, now=datetime.datetime(2026, 12, 7, 16, tzinfo=datetime.UTC))
+    assert at_risk.status["firstResponse"]["state"] == "AtRisk"
+    assert conditions(at_risk)["FirstResponseAtRisk"] == ("True", "WarningPointPassed")
+    assert [e.reason for e in at_risk.events] == ["FirstResponseAtRisk"]
+    breached = evaluate(previous=at_risk.status,
+                        now=datetime.datetime(2026, 12, 7, 18, tzinfo=datetime.UTC))
+    assert breached.status["firstResponse"]["state"] == "Breached"
+    assert conditions(breached)["FirstResponseBreached"] == ("True", "DeadlinePassed")
+    assert breached.next_transition is None
+    # The stored deadline never moves, even when re-evaluated much later.
+    assert breached.status["firstResponse"]["deadline"] == first["firstResponse"]["deadline"]
+
+
+def test_response_in_time_is_met_and_late_response_stays_breached() -> None:
+    first = evaluate().status
+    met = evaluate(annotations={constants.RESPONDED_AT: "2026-12-07T12:00:00Z",
+                                constants.RESPONDED_BY: "alice"}, previous=first)
+    assert met.status["firstResponse"]["state"] == "Met"
+    assert met.status["firstResponse"]["respondedBy"] == "alice"
+    assert met.status["firstResponse"]["businessSeconds"] == 2 * 3600
+    assert met.metrics is not None
+    assert met.metrics.outcome == "met"
+    late = evaluate(annotations={constants.RESPONDED_AT: "2026-12-08T09:30:00+00:00"},
+                    previous=first, now=datetime.datetime(2026, 12, 8, 10, tzinfo=datetime.UTC))
+    assert late.status["firstResponse"]["state"] == "Late"
+    assert conditions(late)["FirstResponseBreached"] == ("True", "RespondedLate")
+    assert conditions(late)["FirstResponded"] == ("True", "Responded")
+
+
+def test_response_exactly_at_the_deadline_is_met() -> None:
+    first = evaluate().status
+    met = evaluate(annotations={constants.RESPONDED_AT: first["firstResponse"]["deadline"]},
+                   previous=first)
+    assert met.status["firstResponse"]["state"] == "Met"
+
+
+def test_severity_change_recomputes_from_the_same_start_and_says_so() -> None:
+    first = evaluate().status
+    urgent = evaluate(spec(severity="Urgent", impact={
+        "statement": "All down", "environment": "production", "outage": "full",
+        "businessCritical": True}), previous=first)
+    assert urgent.status["firstResponse"]["startedAt"] == "2026-12-07T10:00:00Z"
+    assert urgent.status["firstResponse"]["deadline"] == "2026-12-07T14:00:00Z"
+    assert [e.reason for e in urgent.events] == ["SeverityChanged"]
+    ready = next(c for c in urgent.status["conditions"] if c["type"] == "Ready")
+    assert "Severity changed from Level 2 (High) to Level 1 (Urgent)" in ready["message"]
+    assert "2026-12-07T18:00:00Z -> 2026-12-07T14:00:00Z" in ready["message"]
+
+
+@pytest.mark.parametrize(("changes", "reason"), [
+    ({"component": "other"}, "ThirdParty"),
+    ({"requiresInfrastructureAccess": True}, "RequiresInfrastructureAccess"),
+])
+def test_out_of_scope_cases_keep_their_clock(changes: dict[str, Any], reason: str) -> None:
+    result = evaluate(spec(**changes))
+    assert conditions(result)["InScope"] == ("False", reason)
+    message = next(c["message"] for c in result.status["conditions"] if c["type"] == "InScope")
+    assert "support policy" in message
+    assert "clock keeps running" in message
+    assert result.status["firstResponse"]["state"] == "Pending"
+    assert reason in [e.reason for e in result.events]
+
+
+@pytest.mark.parametrize(("impact", "assessed"), [
+    ({"environment": "production", "outage": "full", "businessCritical": True}, 1),
+    ({"environment": "production", "outage": "partial", "businessCritical": True}, 2),
+    ({"environment": "production", "outage": "degraded", "businessCritical": True}, 3),
+    ({"environment": "production", "outage": "full", "businessCritical": False}, 4),
+    ({"environment": "staging", "outage": "full", "businessCritical": True}, 4),
+    ({"environment": "production", "outage": "none", "businessCritical": True}, 4),
+])
+def test_assessed_level(impact: dict[str, Any], assessed: int) -> None:
+    assert supportcase.assess_level(supportcase.Impact.model_validate(
+        {"statement": "x", **impact})) == assessed
+
+
+def test_severity_above_impact_is_flagged_but_the_deadline_follows_the_claim() -> None:
+    result = evaluate(spec(severity="Urgent", impact={
+        "statement": "Staging slow", "environment": "staging", "outage": "degraded"}))
+    assert conditions(result)["SeverityConsistent"] == ("False", "ImpactBelowSeverity")
+    assert result.status["level"] == 1
+    assert result.status["assessedLevel"] == 4
+    assert result.status["firstResponse"]["deadline"] == "2026-12-07T14:00:00Z"
+
+
+def test_dismissal_stops_the_clock() -> None:
+    first = evaluate().status
+    dismissed = evaluate(annotations={constants.DISMISSED_AT: "2026-12-07T11:00:00Z",
+                                      constants.DISMISS_REASON: "third-party tool"},
+                         previous=first)
+    assert dismissed.status["firstResponse"]["state"] == "Closed"
+    assert dismissed.status["closure"] == {"outcome": "Dismissed", "at": "2026-12-07T11:00:00Z",
+                                           "reason": "third-party tool"}
+    assert dismissed.next_transition is None
+    assert dismissed.metrics is not None
+    assert not dismissed.metrics.awaiting_response
+
+
+def test_resolution_counts_as_the_response() -> None:
+    resolved = evaluate(annotations={constants.RESOLVED_AT: "2026-12-07T11:00:00Z"})
+    assert resolved.status["firstResponse"]["state"] == "Met"
+    assert resolved.status["closure"]["outcome"] == "Resolved"
+
+
+def test_bad_annotation_gives_ready_false_and_keeps_the_rest() -> None:
+    result = evaluate(annotations={constants.RESPONDED_AT: "yesterday"})
+    assert conditions(result)["Ready"] == ("False", "InvalidAnnotation")
+    message = result.status["conditions"][0]["message"]
+    assert constants.RESPONDED_AT in message
+    assert "RFC 3339" in message
+    assert result.status["firstResponse"]["state"] == "Pending"
+
+
+def test_naive_times_are_rejected() -> None:
+    result = evaluate(annotations={constants.RESPONDED_AT: "2026-12-07T11:00:00"})
+    assert conditions(result)["Ready"] == ("False", "InvalidAnnotation")
+
+
+def test_unchanged_case_evaluates_to_the_same_status() -> None:
+    first = evaluate().status
+    again = evaluate(previous=first, now=CREATED + datetime.timedelta(minutes=5))
+    assert again.status == first
+    assert again.events == ()
