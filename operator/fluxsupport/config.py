@@ -16,3 +16,5 @@ class OperatorConfig:
     priority: int = 0
     #: Kubernetes namespace the operator runs in (its ConfigMaps live there).
     namespace: str = "fluxsupport-system"
+    #: Namespaces where the Flux controllers and the Flux Operator run.
+    flux_namespaces: tuple[str, ...] = ("flux-system",)

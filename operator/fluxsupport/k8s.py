@@ -15,7 +15,7 @@ import json
 import logging
 import ssl
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -112,6 +112,19 @@ class Client:
                 raise ApiError(response.status, message)
             result: dict[str, Any] = json.loads(text) if text else {}
             return result
+
+    async def watch_lines(self, path: str, params: Mapping[str, str],
+                          read_timeout: float) -> AsyncIterator[dict[str, Any]]:
+        """Yield watch events of ``path`` until the server closes the stream."""
+        session = await self._ensure_session()
+        timeout = aiohttp.ClientTimeout(total=None, connect=5, sock_read=read_timeout)
+        async with session.get(self._configuration.host + path, params=dict(params),
+                               headers=self._headers(), timeout=timeout) as response:
+            if response.status >= 400:
+                raise ApiError(response.status, await response.text())
+            async for line in response.content:
+                if line.strip():
+                    yield json.loads(line)
 
     async def patch_status(self, ref: ObjectRef, status: Mapping[str, Any],
                            resource_version: str | None) -> dict[str, Any]:

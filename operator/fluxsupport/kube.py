@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 import time
 from typing import Any
@@ -53,3 +54,11 @@ def install_crds(client: kubernetes.client.ApiClient, timeout_s: float = 60.0) -
             if time.monotonic() > deadline:
                 raise TimeoutError(f"CRD {name} was not established within {timeout_s:.0f}s")
             time.sleep(0.1)
+
+
+def api_message(error: Any) -> str:
+    """The human part of an ApiException: the Status message, not the whole body."""
+    try:
+        return str(json.loads(error.body).get("message", error.reason))
+    except (TypeError, ValueError):
+        return str(error.reason)

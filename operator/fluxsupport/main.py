@@ -62,9 +62,10 @@ async def supportcase_event(type: str | None, body: kopf.Body, memo: kopf.Memo,
     await cases.reconcile(cases.observe(body))
 
 
-@kopf.on.resume(GROUP, VERSION, BULLETIN_PLURAL)
-@kopf.on.create(GROUP, VERSION, BULLETIN_PLURAL)
-@kopf.on.update(GROUP, VERSION, BULLETIN_PLURAL)
-def bulletin_reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
-                       **_: Any) -> None:
-    bulletin.reconcile(body, patch)
+@kopf.on.event(GROUP, VERSION, BULLETIN_PLURAL)
+async def bulletin_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    bulletins: bulletin.BulletinController = memo.bulletins
+    if type == "DELETED":
+        bulletins.forget(body.metadata["name"])
+        return
+    await bulletins.reconcile(bulletins.observe(body))

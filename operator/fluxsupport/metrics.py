@@ -21,6 +21,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from fluxsupport.handlers.bulletin import BulletinController
     from fluxsupport.handlers.supportcase import CaseController
 
 REGISTRY = prometheus_client.CollectorRegistry(auto_describe=True)
@@ -91,6 +92,39 @@ class CaseCollector(Collector):
         yield responses
         yield open_cases
         yield histogram
+
+
+class BulletinCollector(Collector):
+    """Bounded labels only: bulletin names, never CVE ids, titles or digests."""
+
+    def __init__(self, bulletins: BulletinController) -> None:
+        self.bulletins = bulletins
+
+    def collect(self) -> Iterator[Metric]:
+        components = GaugeMetricFamily(
+            "fluxsupport_bulletin_components", "Running components by bulletin verdict.",
+            labels=["bulletin", "verdict"])
+        vulnerable = GaugeMetricFamily(
+            "fluxsupport_component_vulnerable",
+            "1 when the component runs an image the bulletin shows is vulnerable.",
+            labels=["namespace", "component", "bulletin"])
+        overdue = GaugeMetricFamily(
+            "fluxsupport_bulletin_patch_overdue",
+            "1 when patchBy has passed and a component is still vulnerable.",
+            labels=["bulletin"])
+        for name, view in list(self.bulletins.views.items()):
+            for verdict, count in view.counts.items():
+                components.add_metric([name, verdict], count)
+            for namespace, component, is_vulnerable in view.vulnerable:
+                vulnerable.add_metric([namespace, component, name], 1 if is_vulnerable else 0)
+            overdue.add_metric([name], 1 if view.patch_overdue else 0)
+        yield components
+        yield vulnerable
+        yield overdue
+
+
+def register_bulletins(bulletins: BulletinController) -> None:
+    REGISTRY.register(BulletinCollector(bulletins))
 
 
 def register_cases(cases: CaseController) -> None:

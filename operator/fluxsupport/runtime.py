@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import kopf
 
-from fluxsupport import __version__, config, k8s, metrics, server
+from fluxsupport import __version__, config, k8s, metrics, server, watcher
 from fluxsupport.domain import policy as policy_module
-from fluxsupport.handlers import supportcase
+from fluxsupport.handlers import bulletin, inventory, supportcase
 
 
 def run(operator_config: config.OperatorConfig, policy: policy_module.Policy, *,
@@ -28,9 +29,24 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
     health = server.HealthState()
     metrics.BUILD_INFO.info({"version": __version__})
     client = k8s.Client()
-    cases = supportcase.CaseController(policy, client)
+    flux = inventory.Inventory(client, operator_config.flux_namespaces)
+    configmaps = watcher.Watch(
+        client, f"/api/v1/namespaces/{operator_config.namespace}/configmaps",
+        lambda: bulletins.reconcile_all_soon())  # noqa: PLW0108 - bulletins is bound below
+    bulletins = bulletin.BulletinController(client, flux, configmaps, operator_config.namespace)
+    cases = supportcase.CaseController(policy, client, diagnostics=flux.diagnostics)
     metrics.register_cases(cases)
-    background = [asyncio.create_task(cases.scheduler.run(), name="supportcase-scheduler")]
+    metrics.register_bulletins(bulletins)
+    await flux.load_server_version()
+    background = [
+        asyncio.create_task(cases.scheduler.run(), name="supportcase-scheduler"),
+        asyncio.create_task(bulletins.scheduler.run(), name="bulletin-scheduler"),
+        asyncio.create_task(configmaps.run(), name="configmap-watch"),
+        *flux.tasks(),
+    ]
+    # Verdicts computed from a half-listed inventory would flap: wait for the first lists.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(flux.wait_synced(), configmaps.synced.wait()), 30)
     # Before kopf starts, so that a port already in use stops the process with a clear
     # error instead of a startup handler retrying forever.
     http = await server.start(operator_config.metrics_host, operator_config.metrics_port, health)
@@ -40,7 +56,8 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
             standalone=operator_config.standalone,
             priority=operator_config.priority,
             ready_flag=health.ready_flag,
-            memo=kopf.Memo(config=operator_config, health=health, cases=cases),
+            memo=kopf.Memo(config=operator_config, health=health, cases=cases,
+                           bulletins=bulletins),
         )
     finally:
         for task in background:

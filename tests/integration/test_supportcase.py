@@ -63,7 +63,8 @@ def test_created_case_gets_its_deadline(api: harness.Api, operator: harness.Oper
     assert parse(first["warningAt"]) == created + datetime.timedelta(minutes=30)
     assert obj["status"]["level"] == 2
     printed = harness.kubectl(api.kubeconfig, "get", "supportcases", "-n", namespace).stdout
-    assert "LEVEL" in printed and "DUE" in printed
+    assert "LEVEL" in printed
+    assert "DUE" in printed
     assert first["deadline"] in printed
     metrics = operator.metrics()
     assert (f'supportcase_first_response_deadline_timestamp_seconds{{level="2",'
@@ -86,7 +87,7 @@ def test_respond_makes_it_met(api: harness.Api, operator: harness.OperatorProces
     harness.wait_for(lambda: "FirstResponded" in [
         e.reason for e in api.events_for(namespace, "respond")], what="FirstResponded Event")
     metrics = operator.metrics()
-    assert f'supportcase="respond"' not in metrics  # no deadline series once responded
+    assert 'supportcase="respond"' not in metrics  # no deadline series once responded
     assert 'supportcase_first_responses_total{level="2",outcome="met"}' in metrics
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from fluxsupport.cli import demo, devcluster, operator_cmd
+from fluxsupport.cli import bulletin, case, demo, devcluster, operator_cmd, report, sla
 
 app = typer.Typer(
     name="fluxsupport",
@@ -19,7 +19,11 @@ app = typer.Typer(
 )
 app.command("run")(operator_cmd.run)
 app.command("demo")(demo.demo)
+app.command("report")(report.report)
 app.add_typer(devcluster.app, name="devcluster")
+app.add_typer(case.app, name="case")
+app.add_typer(sla.app, name="sla")
+app.add_typer(bulletin.app, name="bulletin")
 
 
 def main() -> None:

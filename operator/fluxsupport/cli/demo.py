@@ -1,10 +1,11 @@
-"""``fluxsupport demo``: everything fluxsupport does, on a local control plane."""
+"""``fluxsupport demo``: everything fluxsupport does, on a local control plane, in a minute."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import importlib.resources
 import os
-import pathlib
 import signal
 import subprocess
 import sys
@@ -15,85 +16,146 @@ import kubernetes
 import typer
 import yaml
 
-from fluxsupport import kube, paths
-from fluxsupport.constants import GROUP, VERSION
+from fluxsupport import constants, kube, paths
+from fluxsupport.cli import report
 from fluxsupport.devcluster import build, cluster
+from fluxsupport.domain.policy import Policy
+
+OPERATOR_NAMESPACE = "fluxsupport-system"
 
 
-def _ready(obj: dict[str, Any]) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (obj.get("status") or {}).get("conditions") or [])
+def _data(name: str) -> str:
+    return importlib.resources.files("fluxsupport.demo").joinpath(name).read_text()
+
+
+def _say(message: str) -> None:
+    typer.secho(message, err=True, fg=typer.colors.CYAN)
+
+
+def _ensure_namespace(core: Any, name: str) -> None:
+    with contextlib.suppress(kubernetes.client.ApiException):
+        core.create_namespace({"metadata": {"name": name}})
+
+
+def install_flux(client: kubernetes.client.ApiClient) -> int:
+    """Flux Deployments plus the Pod and status a kubelet would report for each."""
+    core, apps = kubernetes.client.CoreV1Api(client), kubernetes.client.AppsV1Api(client)
+    _ensure_namespace(core, "flux-system")
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    deployments = [d for d in yaml.safe_load_all(_data("flux-system.yaml")) if d]
+    for deployment in deployments:
+        name = deployment["metadata"]["name"]
+        apps.create_namespaced_deployment("flux-system", deployment)
+        apps.patch_namespaced_deployment_status(name, "flux-system", {"status": {
+            "replicas": 1, "readyReplicas": 1, "availableReplicas": 1, "updatedReplicas": 1,
+            "conditions": [{"type": "Available", "status": "True", "reason":
+                            "MinimumReplicasAvailable", "lastTransitionTime": now}]}})
+        template = deployment["spec"]["template"]
+        container = template["spec"]["containers"][0]
+        pod_name = f"{name}-demo"
+        core.create_namespaced_pod("flux-system", {
+            "metadata": {"name": pod_name, "labels": template["metadata"]["labels"]},
+            "spec": {"containers": [{"name": container["name"], "image": container["image"]}]}})
+        repository = container["image"].split("@")[0].rsplit(":", 1)[0]
+        digest = container["image"].partition("@")[2] or "sha256:" + "5" * 64
+        core.patch_namespaced_pod_status(pod_name, "flux-system", {"status": {
+            "phase": "Running", "containerStatuses": [{
+                "name": container["name"], "image": container["image"], "ready": True,
+                "restartCount": 0, "imageID": f"{repository}@{digest}",
+                "state": {"running": {"startedAt": now}}}]}})
+    return len(deployments)
+
+
+def apply_samples(client: kubernetes.client.ApiClient) -> None:
+    core = kubernetes.client.CoreV1Api(client)
+    custom = kubernetes.client.CustomObjectsApi(client)
+    core.create_namespaced_config_map(OPERATOR_NAMESPACE, {
+        "metadata": {"name": "flux-vex-v2.7"}, "data": {"vex.json": _data("vex.json")}})
+    custom.create_cluster_custom_object(constants.GROUP, constants.VERSION,
+                                        constants.BULLETIN_PLURAL,
+                                        yaml.safe_load(_data("bulletin.yaml")))
+    for case in yaml.safe_load_all(_data("cases.yaml")):
+        namespace = case["metadata"]["namespace"]
+        _ensure_namespace(core, namespace)
+        custom.create_namespaced_custom_object(constants.GROUP, constants.VERSION, namespace,
+                                               constants.SUPPORTCASE_PLURAL, case)
+
+
+def wait_reconciled(client: kubernetes.client.ApiClient, timeout_s: float = 60) -> None:
+    custom = kubernetes.client.CustomObjectsApi(client)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        cases = custom.list_cluster_custom_object(constants.GROUP, constants.VERSION,
+                                                  constants.SUPPORTCASE_PLURAL)["items"]
+        bulletins = custom.list_cluster_custom_object(constants.GROUP, constants.VERSION,
+                                                      constants.BULLETIN_PLURAL)["items"]
+        if all((c.get("status") or {}).get("firstResponse") for c in cases) and all(
+                (b.get("status") or {}).get("components") for b in bulletins):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"the operator did not reconcile the samples within {timeout_s:.0f}s")
 
 
 def demo(
     once: Annotated[bool, typer.Option(help="Print the report and exit (for scripts and CI).")
                     ] = False,
-    metrics_port: Annotated[int, typer.Option(help="Port for the operator's /metrics.")] = 8080,
+    metrics_port: Annotated[int, typer.Option(
+        help="Port for the operator's /metrics; a free one when 0.")] = 0,
 ) -> None:
-    """Start a local control plane, install the CRDs, run the operator, apply samples.
+    """Start a local control plane, a realistic flux-system, the operator and samples; report.
 
     Example: fluxsupport demo --once
     """
     state_dir = paths.cache_dir() / "demo"
     try:
         build.build_all(("etcd", "kube-apiserver"))
-        typer.echo("Starting etcd and kube-apiserver on loopback ...", err=True)
+        _say("Starting etcd and kube-apiserver on loopback ...")
         plane = cluster.up(state_dir, attached=True)
     except (build.BuildError, cluster.ControlPlaneError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from error
+    port = metrics_port or cluster.free_port()
     operator: subprocess.Popen[bytes] | None = None
     try:
         client = kube.api_client(plane.kubeconfig)
         kube.install_crds(client)
-        log = (state_dir / "operator.log").open("ab")
-        operator = subprocess.Popen(
-            [sys.executable, "-m", "fluxsupport", "run", "--metrics-host", "127.0.0.1",
-             "--metrics-port", str(metrics_port)],
-            env={**os.environ, "KUBECONFIG": str(plane.kubeconfig)},
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=cluster._die_with_parent,  # noqa: PLW1509 - only prctl runs
-        )
-        _apply_samples(client)
-        _print_report(client, plane, metrics_port)
+        _ensure_namespace(kubernetes.client.CoreV1Api(client), OPERATOR_NAMESPACE)
+        _say(f"Created {install_flux(client)} Flux Deployments in flux-system "
+             "(v2.7.5 enterprise-distroless; source-controller from before a fix)")
+        log_path = state_dir / "operator.log"
+        with log_path.open("ab") as log:
+            operator = subprocess.Popen(
+                [sys.executable, "-m", "fluxsupport", "run", "--metrics-host", "127.0.0.1",
+                 "--metrics-port", str(port), "--namespace", OPERATOR_NAMESPACE,
+                 "--flux-namespace", "flux-system"],
+                env={**os.environ, "KUBECONFIG": str(plane.kubeconfig)},
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=cluster._die_with_parent,  # noqa: PLW1509 - only prctl runs
+            )
+        _say("Started the operator; applying a SecurityBulletin, its OpenVEX ConfigMap and "
+             "three SupportCases ...")
+        apply_samples(client)
+        wait_reconciled(client)
+        custom = kubernetes.client.CustomObjectsApi(client)
+        typer.echo("")
+        report.render(report.collect(custom, Policy(), datetime.datetime.now(datetime.UTC)))
+        typer.echo(f"""
+Try it yourself (kube-apiserver {plane.version()['gitVersion']} at {plane.server}):
+  export KUBECONFIG={plane.kubeconfig}
+  kubectl get supportcases -A
+  kubectl get securitybulletin cpsb-2026-0602 -o yaml
+  kubectl wait --for=condition=Ready supportcase/helmreleases-stuck -n team-a
+Metrics: curl -s http://127.0.0.1:{port}/metrics | grep -E '^(supportcase|fluxsupport)_'
+Operator log: {log_path}""")
         if not once:
-            typer.echo("\nRunning until Ctrl-C ...", err=True)
+            _say("\nRunning until Ctrl-C ...")
             with contextlib.suppress(KeyboardInterrupt):
                 signal.pause()
+    except (kubernetes.client.ApiException, TimeoutError, OSError) as error:
+        typer.echo(f"error: the demo failed: {error}", err=True)
+        raise typer.Exit(1) from error
     finally:
         if operator is not None:
             cluster.stop_process_group(operator.pid)
         plane.stop()
-        typer.echo("Stopped the operator, kube-apiserver and etcd.", err=True)
-
-
-def _apply_samples(client: kubernetes.client.ApiClient) -> None:
-    custom = kubernetes.client.CustomObjectsApi(client)
-    examples = paths.source_root() / "examples"
-    case = yaml.safe_load((examples / "supportcase.yaml").read_text())
-    bulletin = yaml.safe_load((examples / "securitybulletin.yaml").read_text())
-    custom.create_namespaced_custom_object(GROUP, VERSION, "default", "supportcases", case)
-    custom.create_cluster_custom_object(GROUP, VERSION, "securitybulletins", bulletin)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        case_obj = custom.get_namespaced_custom_object(
-            GROUP, VERSION, "default", "supportcases", case["metadata"]["name"])
-        bulletin_obj = custom.get_cluster_custom_object(
-            GROUP, VERSION, "securitybulletins", bulletin["metadata"]["name"])
-        if _ready(case_obj) and _ready(bulletin_obj):
-            return
-        time.sleep(0.2)
-    raise typer.Exit(1)
-
-
-def _print_report(client: kubernetes.client.ApiClient, plane: cluster.ControlPlane,
-                  metrics_port: int) -> None:
-    version = plane.version()["gitVersion"]
-    typer.echo(f"kube-apiserver {version} at {plane.server}")
-    typer.echo("SupportCase default/helmreleases-stuck: Ready")
-    typer.echo("SecurityBulletin cpsb-2026-0811: Ready")
-    kubeconfig: pathlib.Path = plane.kubeconfig
-    typer.echo(f"\nexport KUBECONFIG={kubeconfig}")
-    typer.echo("kubectl get supportcases -A")
-    typer.echo("kubectl get securitybulletins")
-    typer.echo(f"curl -s http://127.0.0.1:{metrics_port}/metrics | grep fluxsupport")
+        _say("Stopped the operator, kube-apiserver and etcd.")

@@ -21,6 +21,8 @@ def run(
     namespace: Annotated[str, typer.Option(
         envvar="FLUXSUPPORT_NAMESPACE", help="The operator's own namespace.")
     ] = "fluxsupport-system",
+    flux_namespace: Annotated[list[str] | None, typer.Option(
+        help="Namespace where Flux runs (repeat for several).")] = None,
     peering: Annotated[bool, typer.Option(
         envvar="FLUXSUPPORT_PEERING",
         help="Coordinate with other replicas through kopf peering (needs its CRDs).")] = False,
@@ -55,8 +57,16 @@ def run(
         runtime.run(config.OperatorConfig(
             metrics_port=metrics_port, metrics_host=metrics_host, namespace=namespace,
             standalone=not peering, priority=priority,
+            flux_namespaces=_flux_namespaces(flux_namespace),
         ), policy, verbose=verbose)
     except OSError as error:
         typer.echo(f"error: cannot serve metrics on {metrics_host}:{metrics_port}: {error}",
                    err=True)
         raise typer.Exit(1) from error
+
+
+def _flux_namespaces(given: list[str] | None) -> tuple[str, ...]:
+    if given:
+        return tuple(given)
+    from_env = os.environ.get("FLUXSUPPORT_FLUX_NAMESPACES", "")
+    return tuple(n.strip() for n in from_env.split(",") if n.strip()) or ("flux-system",)

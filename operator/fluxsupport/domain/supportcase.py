@@ -199,7 +199,8 @@ def _timing(previous: Mapping[str, Any], created: datetime.datetime, level: int,
                              f"of business time from {_rfc(timing.started_at)}, "
                              f"{policy.timezone})"), ""
     if previous_level == level:
-        return timing, None, ""
+        carried = str((previous.get("firstResponse") or {}).get("recalculation") or "")
+        return timing, None, f" {carried}" if carried else ""
     old_deadline = timing.deadline
     timing = compute_timing(created, level, policy, calendar)
     note = (f"Severity changed from {describe_level(int(previous_level))}"
@@ -266,6 +267,8 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
         "deadline": _rfc(timing.deadline), "targetSeconds": timing.target_seconds,
         "state": state.value, "calendar": timing.calendar,
     }
+    if severity_note:
+        first_response["recalculation"] = severity_note.strip()
     business_seconds = None
     if not awaiting:
         # Only once the clock has stopped: a ticking value would rewrite status forever.

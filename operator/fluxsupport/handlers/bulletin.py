@@ -1,20 +1,316 @@
-"""Reconcile a SecurityBulletin."""
+"""Reconcile SecurityBulletins against the live inventory and the OpenVEX ConfigMaps."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import datetime
+import logging
+import time
+from collections.abc import Hashable, Mapping
 from typing import Any
 
-import kopf
+import aiohttp
+import pydantic
 
-from fluxsupport.domain import conditions
+from fluxsupport import constants, k8s, watcher
+from fluxsupport.domain import bulletin as domain
+from fluxsupport.domain import conditions, vex
+from fluxsupport.handlers.inventory import Inventory
+from fluxsupport.handlers.supportcase import RETRY_DELAYS_S, newer_or_equal, status_differs
+from fluxsupport.scheduler import Scheduler
+
+logger = logging.getLogger(__name__)
 
 
-def reconcile(body: kopf.Body, patch: kopf.Patch) -> None:
-    now = datetime.datetime.now(datetime.UTC)
-    generation = int(body.metadata.get("generation") or 0)
-    previous: list[Any] = list(body.status.get("conditions") or [])
-    ready = conditions.Condition(type="Ready", status="True", reason="Reconciled",
-                                 message="The bulletin has been reconciled.")
-    patch.status["observedGeneration"] = generation
-    patch.status["conditions"] = conditions.merge(previous, [ready], generation, now)
+@dataclasses.dataclass
+class BulletinSnapshot:
+    name: str
+    uid: str
+    resource_version: str
+    generation: int
+    spec: dict[str, Any]
+    status: dict[str, Any]
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> BulletinSnapshot:
+        metadata = body.get("metadata") or {}
+        return cls(metadata["name"], metadata.get("uid", ""),
+                   metadata.get("resourceVersion", ""), int(metadata.get("generation") or 0),
+                   dict(body.get("spec") or {}), dict(body.get("status") or {}))
+
+    @property
+    def ref(self) -> k8s.ObjectRef:
+        return k8s.ObjectRef(constants.API_VERSION, constants.BULLETIN_KIND,
+                             constants.BULLETIN_PLURAL, self.name, None, self.uid)
+
+
+@dataclasses.dataclass(frozen=True)
+class BulletinView:
+    """What the metrics collector reads."""
+
+    counts: dict[str, int]
+    vulnerable: tuple[tuple[str, str, bool], ...]  # namespace, component, vulnerable
+    patch_overdue: bool
+
+
+def _validation_message(error: pydantic.ValidationError) -> str:
+    return "; ".join(f"spec.{'.'.join(str(p) for p in item['loc'])}: {item['msg']}"
+                     for item in error.errors())
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    """Belt and braces for embargoed bulletins: no message may quote their details."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret.strip():
+            text = text.replace(secret, "[embargoed]")
+    return text
+
+
+class BulletinController:
+    def __init__(self, client: k8s.Client, inventory: Inventory,
+                 configmaps: watcher.Watch, operator_namespace: str) -> None:
+        self.client = client
+        self.inventory = inventory
+        self.configmaps = configmaps
+        self.operator_namespace = operator_namespace
+        self.scheduler = Scheduler(self._scheduled)
+        self.bulletins: dict[str, BulletinSnapshot] = {}
+        self.views: dict[str, BulletinView] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._failures: dict[str, int] = {}
+        inventory.subscribe(self.reconcile_all_soon)
+
+    def observe(self, body: Mapping[str, Any]) -> str:
+        snapshot = BulletinSnapshot.from_body(body)
+        held = self.bulletins.get(snapshot.name)
+        if held is None or held.uid != snapshot.uid or newer_or_equal(
+                snapshot.resource_version, held.resource_version):
+            spec_changed = held is None or held.spec != snapshot.spec
+            self.bulletins[snapshot.name] = snapshot
+            if spec_changed:
+                # Verdicts depend on other bulletins (later rebuilds): re-check them too.
+                self.reconcile_all_soon()
+        return snapshot.name
+
+    def forget(self, name: str) -> None:
+        self.bulletins.pop(name, None)
+        self.views.pop(name, None)
+        self._locks.pop(name, None)
+        self.scheduler.cancel(name)
+        self.reconcile_all_soon()
+
+    def reconcile_all_soon(self) -> None:
+        now = time.time()
+        for name in self.bulletins:
+            self.scheduler.schedule(name, now)
+
+    async def _scheduled(self, key: Hashable) -> None:
+        assert isinstance(key, str)
+        await self.reconcile(key)
+
+    async def reconcile(self, name: str) -> None:
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            await self._reconcile(name)
+
+    def _parsed(self) -> list[domain.Bulletin]:
+        parsed = []
+        for snapshot in self.bulletins.values():
+            try:
+                parsed.append(domain.Bulletin(snapshot.name,
+                                              domain.BulletinSpec.model_validate(snapshot.spec)))
+            except pydantic.ValidationError:
+                continue
+        return parsed
+
+    def _vex_documents(self, spec: domain.BulletinSpec) -> tuple[list[vex.Document], list[str]]:
+        documents, problems = [], []
+        for ref in spec.vex:
+            name, key = ref.config_map_key_ref.name, ref.config_map_key_ref.key
+            where = f"ConfigMap {self.operator_namespace}/{name}"
+            configmap = self.configmaps.objects.get(name)
+            if configmap is None:
+                problems.append(f"{where} not found; create it in the operator's namespace")
+                continue
+            data = (configmap.get("data") or {}).get(key)
+            if data is None:
+                problems.append(f"{where} has no key {key!r}")
+                continue
+            try:
+                documents.append(vex.parse_document(data, source=f"{where} key {key}"))
+            except vex.VexError as error:
+                problems.append(str(error))
+        return documents, problems
+
+    async def _reconcile(self, name: str) -> None:
+        snapshot = self.bulletins.get(name)
+        if snapshot is None:
+            return
+        now = datetime.datetime.now(datetime.UTC)
+        desired, events, next_transition, view = self._evaluate(snapshot, now)
+        if view is not None:
+            self.views[name] = view
+        if status_differs(snapshot.status, desired):
+            try:
+                result = await self.client.patch_status(snapshot.ref, desired,
+                                                        snapshot.resource_version)
+            except k8s.ApiError as error:
+                if error.status == 404:
+                    self.forget(name)
+                    return
+                self._retry_later(name, error)
+                return
+            except (aiohttp.ClientError, TimeoutError, OSError) as error:
+                self._retry_later(name, error)
+                return
+            self._failures.pop(name, None)
+            snapshot.status = dict(result.get("status") or {})
+            snapshot.resource_version = (result.get("metadata") or {}).get(
+                "resourceVersion", snapshot.resource_version)
+            for type_, reason, message in events:
+                self.client.post_event_soon(snapshot.ref, type_, reason, message)
+        self.scheduler.replace(name, next_transition.timestamp() if next_transition else None)
+
+    def _retry_later(self, name: str, error: Exception) -> None:
+        failures = self._failures.get(name, 0)
+        self._failures[name] = failures + 1
+        delay = RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S) - 1)]
+        if not (isinstance(error, k8s.ApiError) and error.status == 409):
+            logger.warning("SecurityBulletin %s: status write failed (%s); retrying in %ss",
+                           name, error, delay)
+        self.scheduler.schedule(name, time.time() + delay)
+
+    def _evaluate(self, snapshot: BulletinSnapshot, now: datetime.datetime
+                  ) -> tuple[dict[str, Any], list[tuple[str, str, str]],
+                             datetime.datetime | None, BulletinView | None]:
+        old_conditions = list(snapshot.status.get("conditions") or [])
+        generation = snapshot.generation
+        try:
+            spec = domain.BulletinSpec.model_validate(snapshot.spec)
+        except pydantic.ValidationError as error:
+            message = _validation_message(error)
+            ready = conditions.Condition(type="Ready", status="False", reason="InvalidSpec",
+                                         message=message)
+            invalid = {"observedGeneration": generation,
+                       "conditions": conditions.merge(old_conditions, [ready], generation, now)}
+            return invalid, [("Warning", "InvalidSpec", message)], None, None
+        bulletin = domain.Bulletin(snapshot.name, spec)
+        documents, vex_problems = self._vex_documents(spec)
+        verdicts = domain.evaluate(bulletin, self.inventory.components(), self._parsed(),
+                                   documents)
+        embargoed = spec.embargoed(now)
+        counts = {"vulnerable": 0, "notAffected": 0, "fixed": 0, "unknown": 0}
+        field = {"Vulnerable": "vulnerable", "NotAffected": "notAffected", "Fixed": "fixed",
+                 "Unknown": "unknown"}
+        for verdict in verdicts:
+            counts[field[verdict.verdict]] += 1
+        overdue = bool(spec.patch_by and now >= spec.patch_by and counts["vulnerable"])
+
+        current = [self._ready(vex_problems, verdicts), self._compliant(counts),
+                   self._patch_overdue(spec, overdue, counts)]
+        components = [self._component_status(v) for v in verdicts]
+        status: dict[str, Any] = {
+            "observedGeneration": generation, "embargoed": embargoed, "counts": counts,
+            "components": components,
+            "conditions": conditions.merge(old_conditions, current, generation, now),
+        }
+        events = self._events(snapshot, spec, components, current, embargoed)
+        if embargoed:
+            events = [(type_, reason, redact(message, spec.secrets()))
+                      for type_, reason, message in events]
+        upcoming = [t for t in (spec.embargo_until, spec.patch_by) if t and t > now]
+        view = BulletinView(
+            counts={label: counts[key] for label, key in field.items()},
+            vulnerable=tuple((v.component.namespace, v.component.component,
+                              v.verdict == "Vulnerable") for v in verdicts),
+            patch_overdue=overdue)
+        return status, events, min(upcoming) if upcoming else None, view
+
+    @staticmethod
+    def _component_status(verdict: domain.ComponentVerdict) -> dict[str, Any]:
+        component = verdict.component
+        item: dict[str, Any] = {
+            "namespace": component.namespace, "name": component.name,
+            "component": component.component, "image": component.image,
+            "version": component.tag or "", "digests": list(component.digests),
+            "verdict": verdict.verdict, "reason": verdict.reason, "message": verdict.message,
+            "cves": [{"id": c.id, "verdict": c.verdict, "reason": c.reason}
+                     for c in verdict.cves],
+        }
+        if verdict.remediation is not None:
+            item["remediation"] = verdict.remediation.as_kustomize_image()
+        return item
+
+    @staticmethod
+    def _ready(vex_problems: list[str],
+               verdicts: list[domain.ComponentVerdict]) -> conditions.Condition:
+        if vex_problems:
+            return conditions.Condition(
+                type="Ready", status="False", reason="InvalidVex",
+                message="; ".join(vex_problems) + ". Verdicts ignore that document until fixed.")
+        return conditions.Condition(
+            type="Ready", status="True", reason="Evaluated",
+            message=f"Checked {len(verdicts)} running component(s) concerned by the bulletin.")
+
+    @staticmethod
+    def _compliant(counts: dict[str, int]) -> conditions.Condition:
+        if counts["vulnerable"]:
+            return conditions.Condition(
+                type="Compliant", status="False", reason="VulnerableComponents",
+                message=f"{counts['vulnerable']} component(s) run a vulnerable image; "
+                        "see status.components[].remediation.")
+        if counts["unknown"]:
+            return conditions.Condition(
+                type="Compliant", status="Unknown", reason="UnknownDigests",
+                message=f"{counts['unknown']} component(s) could not be checked.")
+        return conditions.Condition(type="Compliant", status="True",
+                                    reason="NoVulnerableComponents",
+                                    message="No running component is vulnerable.")
+
+    @staticmethod
+    def _patch_overdue(spec: domain.BulletinSpec, overdue: bool,
+                       counts: dict[str, int]) -> conditions.Condition:
+        if overdue:
+            assert spec.patch_by is not None
+            return conditions.Condition(
+                type="PatchOverdue", status="True", reason="PatchByPassed",
+                message=f"patchBy {conditions.rfc3339(spec.patch_by)} has passed and "
+                        f"{counts['vulnerable']} component(s) are still vulnerable.")
+        if spec.patch_by is None:
+            return conditions.Condition(type="PatchOverdue", status="False", reason="NoPatchBy",
+                                        message="The bulletin sets no patchBy time.")
+        return conditions.Condition(
+            type="PatchOverdue", status="False", reason="NotOverdue",
+            message=f"patchBy {conditions.rfc3339(spec.patch_by)}.")
+
+    @staticmethod
+    def _events(snapshot: BulletinSnapshot, spec: domain.BulletinSpec,
+                components: list[dict[str, Any]], current: list[conditions.Condition],
+                embargoed: bool) -> list[tuple[str, str, str]]:
+        """Events name components and verdicts; CVE ids only once the embargo is over."""
+        events = []
+        before = {(c.get("namespace"), c.get("component")): c.get("verdict")
+                  for c in snapshot.status.get("components") or []}
+        for item in components:
+            old = before.get((item["namespace"], item["component"]))
+            if old == item["verdict"]:
+                continue
+            text = (f"{item['namespace']}/{item['component']}: {old or 'new'} -> "
+                    f"{item['verdict']} ({item['reason']})")
+            if not embargoed:
+                ids = ", ".join(c["id"] for c in item["cves"])
+                text += f"; {ids}"
+            if item["verdict"] == "Vulnerable" and "remediation" in item:
+                fix = item["remediation"]
+                text += f"; fix: {fix['name']}:{fix['newTag']}@{fix['digest']}"
+            events.append(("Warning" if item["verdict"] == "Vulnerable" else "Normal",
+                           f"Verdict{item['verdict']}", text))
+        if snapshot.status.get("embargoed") and not embargoed:
+            ids = ", ".join(v.id for v in spec.vulnerabilities)
+            events.append(("Normal", "EmbargoLifted", f"Disclosed: {ids}"))
+        old_ready: dict[str, Any] = next((c for c in snapshot.status.get("conditions") or []
+                          if c.get("type") == "Ready"), {})
+        ready = current[0]
+        if ready.status == "False" and old_ready.get("message") != ready.message:
+            events.append(("Warning", ready.reason, ready.message))
+        return events

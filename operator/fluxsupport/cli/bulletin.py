@@ -1,0 +1,249 @@
+"""``fluxsupport bulletin``: check bulletins offline, build them from images files, list them.
+
+``check`` exit codes: 0 nothing is vulnerable, 1 something is, 2 invalid input.
+"""
+
+from __future__ import annotations
+
+import datetime
+import pathlib
+import re
+from typing import Annotated, Any
+
+import jsonschema
+import kubernetes
+import pydantic
+import typer
+import yaml
+
+from fluxsupport import constants, kube
+from fluxsupport.cli import output
+from fluxsupport.cli.case import Kubeconfig, api_error, custom_api
+from fluxsupport.domain import bulletin as domain
+from fluxsupport.domain import inventory, vex
+
+app = typer.Typer(help="Check, build and list SecurityBulletins.", no_args_is_help=True)
+
+_CVE = re.compile(r"^(CVE-\d{4}-\d{4,}|GHSA(-[23456789cfghjmpqrvwx]{4}){3})$")
+
+
+def _schema() -> dict[str, Any]:
+    for crd in kube.crd_documents():
+        if crd["spec"]["names"]["kind"] == constants.BULLETIN_KIND:
+            schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+            return schema
+    raise output.fail("cannot find the SecurityBulletin CRD; set FLUXSUPPORT_SOURCE to a "
+                      "fluxsupport checkout")
+
+
+def _read_yaml_documents(path: pathlib.Path) -> list[Any]:
+    try:
+        return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+    except OSError as error:
+        raise output.fail(f"{path}: cannot read: {error.strerror}") from error
+    except yaml.YAMLError as error:
+        raise output.fail(f"{path}: not valid YAML: {error}") from error
+
+
+def load_bulletins(paths: list[pathlib.Path]) -> list[domain.Bulletin]:
+    validator = jsonschema.Draft7Validator(_schema(), format_checker=jsonschema.FormatChecker())
+    bulletins = []
+    for path in paths:
+        for index, doc in enumerate(_read_yaml_documents(path)):
+            where = f"{path}" + (f" (document {index + 1})" if index else "")
+            if not isinstance(doc, dict) or doc.get("kind") != constants.BULLETIN_KIND:
+                raise output.fail(f"{where}: expected kind: SecurityBulletin")
+            errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+            if errors:
+                first = errors[0]
+                field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
+                                for p in first.absolute_path).lstrip(".")
+                raise output.fail(f"{where}: {field or '(root)'}: {first.message}")
+            name = (doc.get("metadata") or {}).get("name")
+            if not name:
+                raise output.fail(f"{where}: metadata.name: required")
+            try:
+                bulletins.append(domain.Bulletin(name, domain.BulletinSpec.model_validate(
+                    doc["spec"])))
+            except pydantic.ValidationError as error:
+                item = error.errors()[0]
+                raise output.fail(f"{where}: spec.{'.'.join(map(str, item['loc']))}: "
+                                  f"{item['msg']}") from error
+    return bulletins
+
+
+def load_inventory(paths: list[pathlib.Path]) -> list[inventory.RunningComponent]:
+    objects: list[dict[str, Any]] = []
+    for path in paths:
+        for doc in _read_yaml_documents(path):
+            if not isinstance(doc, dict):
+                raise output.fail(f"{path}: expected Kubernetes objects, got {type(doc).__name__}")
+            if doc.get("kind", "").endswith("List") and isinstance(doc.get("items"), list):
+                objects += doc["items"]
+            else:
+                objects.append(doc)
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for obj in objects:
+        by_kind.setdefault(str(obj.get("kind")), []).append(obj)
+    components = inventory.build_inventory(by_kind.get("Deployment", []), by_kind.get("Pod", []),
+                                           by_kind.get("FluxReport", []),
+                                           by_kind.get("FluxInstance", []))
+    if not components:
+        raise output.fail(f"{', '.join(map(str, paths))}: no Flux Deployment found (labels "
+                          "app.kubernetes.io/part-of=flux or app.kubernetes.io/name=flux-operator)")
+    return components
+
+
+def verdict_json(bulletin: domain.Bulletin, verdicts: list[domain.ComponentVerdict]
+                 ) -> dict[str, Any]:
+    return {"name": bulletin.name, "components": [{
+        "namespace": v.component.namespace, "component": v.component.component,
+        "image": v.component.image, "digest": ",".join(v.component.digests),
+        "verdict": v.verdict, "reason": v.reason,
+        "cves": [{"id": c.id, "verdict": c.verdict, "reason": c.reason} for c in v.cves],
+        "remediation": v.remediation.as_kustomize_image() if v.remediation else None,
+    } for v in verdicts]}
+
+
+@app.command()
+def check(
+    bulletins: Annotated[list[pathlib.Path], typer.Argument(help="SecurityBulletin YAML files.")],
+    inventory_files: Annotated[list[pathlib.Path], typer.Option(
+        "--inventory", help="`kubectl get deploy,pods -n flux-system -o yaml` output, or "
+                            "multi-document YAML.")],
+    vex_files: Annotated[list[pathlib.Path] | None, typer.Option(
+        "--vex", help="OpenVEX JSON documents.")] = None,
+    fmt: Annotated[output.Format, output.OutputOption] = output.Format.table,
+) -> None:
+    """Check bulletins against an inventory file, offline (for CI pipelines).
+
+    Example: fluxsupport bulletin check cpsb-2026-0811.yaml --inventory flux.yaml
+    --vex vex/v2.7.json -o json
+
+    Exit codes: 0 nothing is vulnerable, 1 something is, 2 invalid input.
+    """
+    parsed = load_bulletins(bulletins)
+    components = load_inventory(inventory_files)
+    documents = []
+    for path in vex_files or []:
+        try:
+            documents.append(vex.parse_document(path.read_bytes(), source=str(path)))
+        except OSError as error:
+            raise output.fail(f"{path}: cannot read: {error.strerror}") from error
+        except vex.VexError as error:
+            raise output.fail(str(error)) from error
+    results = [(b, domain.evaluate(b, components, parsed, documents)) for b in parsed]
+    report = {"bulletins": [verdict_json(b, v) for b, v in results]}
+    rows = [{"bulletin": b["name"], **c,
+             "fix": (f"{c['remediation']['newTag']}@{c['remediation']['digest']}"
+                     if c["remediation"] else "")}
+            for b in report["bulletins"] for c in b["components"]]
+    output.emit(report, fmt, [("BULLETIN", "bulletin"), ("NAMESPACE", "namespace"),
+                              ("COMPONENT", "component"), ("VERDICT", "verdict"),
+                              ("REASON", "reason"), ("FIX", "fix")], rows)
+    if any(v.verdict == "Vulnerable" for _, verdicts in results for v in verdicts):
+        raise typer.Exit(1)
+
+
+@app.command("import")
+def import_images(
+    images: Annotated[pathlib.Path, typer.Option(
+        help="Distribution images file, images/<version>/<variant>.yaml (kustomize images:).")],
+    cve: Annotated[list[str], typer.Option(help="CVE or GHSA id the images fix (repeat).")],
+    name: Annotated[str, typer.Option(help="metadata.name of the bulletin.")],
+    component: Annotated[list[str] | None, typer.Option(
+        help="Only these components (repeat); all in the file when omitted.")] = None,
+    title: Annotated[str | None, typer.Option()] = None,
+    severity: Annotated[str, typer.Option(help="Critical, High, Medium or Low.")] = "High",
+    published: Annotated[str | None, typer.Option(help="RFC 3339; now when omitted.")] = None,
+    patch_by: Annotated[str | None, typer.Option(help="RFC 3339 patch deadline.")] = None,
+    embargo_until: Annotated[str | None, typer.Option(help="RFC 3339 embargo end.")] = None,
+) -> None:
+    """Build a SecurityBulletin manifest from a distribution images file plus CVE ids.
+
+    Example: fluxsupport bulletin import --images images/v2.7.5/enterprise-distroless.yaml
+    --cve CVE-2026-47680 --component source-controller --name cpsb-2026-0602
+    """
+    bad = [c for c in cve if not _CVE.match(c)]
+    if bad:
+        raise typer.BadParameter(f"{bad[0]!r} is not a CVE-YYYY-NNNN or GHSA id",
+                                 param_hint="--cve")
+    if severity not in ("Critical", "High", "Medium", "Low"):
+        raise typer.BadParameter("use Critical, High, Medium or Low", param_hint="--severity")
+    docs = _read_yaml_documents(images)
+    entries = docs[0].get("images") if docs and isinstance(docs[0], dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise output.fail(f"{images}: expected a kustomize `images:` list")
+    fixes = []
+    for index, entry in enumerate(entries):
+        try:
+            repository, tag, digest = entry["name"], entry["newTag"], entry["digest"]
+        except (KeyError, TypeError) as error:
+            raise output.fail(f"{images}: images[{index}]: needs name, newTag and digest"
+                              ) from error
+        short = str(repository).rsplit("/", 1)[-1]
+        if component and short not in component:
+            continue
+        fixes.append({"component": short, "version": tag,
+                      "images": [{"repository": repository, "digest": digest}]})
+    if not fixes:
+        raise output.fail(f"{images}: none of the components {component} is in the file")
+    components = [f["component"] for f in fixes]
+    spec: dict[str, Any] = {
+        "title": title or f"Fix {', '.join(cve)}",
+        "publishedAt": published or datetime.datetime.now(datetime.UTC).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"),
+        "severity": severity,
+        "vulnerabilities": [{"id": c, "severity": severity, "components": components}
+                            for c in cve],
+        "fixes": fixes,
+    }
+    if patch_by:
+        spec["patchBy"] = patch_by
+    if embargo_until:
+        spec["embargoUntil"] = embargo_until
+    manifest = {"apiVersion": constants.API_VERSION, "kind": constants.BULLETIN_KIND,
+                "metadata": {"name": name}, "spec": spec}
+    validator = jsonschema.Draft7Validator(_schema(), format_checker=jsonschema.FormatChecker())
+    errors = list(validator.iter_errors(manifest))
+    if errors:
+        raise output.fail(f"the bulletin would be invalid: {errors[0].message}")
+    typer.echo(yaml.safe_dump(manifest, sort_keys=False).rstrip())
+
+
+def bulletin_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for item in items:
+        status = item.get("status") or {}
+        counts = status.get("counts") or {}
+        compliant = next((c.get("status") for c in status.get("conditions") or []
+                          if c.get("type") == "Compliant"), "")
+        rows.append({"name": item["metadata"]["name"],
+                     "severity": (item.get("spec") or {}).get("severity", ""),
+                     "vulnerable": counts.get("vulnerable", ""),
+                     "notAffected": counts.get("notAffected", ""),
+                     "fixed": counts.get("fixed", ""), "compliant": compliant,
+                     "embargoed": status.get("embargoed", ""),
+                     "components": status.get("components") or []})
+    return rows
+
+
+@app.command("list")
+def list_bulletins(
+    fmt: Annotated[output.Format, output.OutputOption] = output.Format.table,
+    kubeconfig: Kubeconfig = None,
+) -> None:
+    """List SecurityBulletins with their verdict counts."""
+    api = custom_api(kubeconfig)
+    try:
+        listing = api.list_cluster_custom_object(constants.GROUP, constants.VERSION,
+                                                 constants.BULLETIN_PLURAL)
+    except (kubernetes.client.ApiException, OSError) as error:
+        raise api_error(error, "securitybulletins") from error
+    rows = bulletin_rows(listing.get("items") or [])
+    output.emit([{k: v for k, v in r.items() if k != "components"} for r in rows], fmt,
+                [("NAME", "name"), ("SEVERITY", "severity"), ("VULNERABLE", "vulnerable"),
+                 ("NOTAFFECTED", "notAffected"), ("FIXED", "fixed"),
+                 ("COMPLIANT", "compliant")], rows)
+
+

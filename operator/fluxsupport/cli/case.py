@@ -1,0 +1,195 @@
+"""``fluxsupport case``: file and follow SupportCases in the cluster."""
+
+from __future__ import annotations
+
+import datetime
+import pathlib
+from typing import Annotated, Any
+
+import kubernetes
+import typer
+
+from fluxsupport import constants, kube
+from fluxsupport.cli import output
+from fluxsupport.domain import supportcase
+from fluxsupport.domain.conditions import rfc3339
+
+app = typer.Typer(help="Create, answer, close and list SupportCases.", no_args_is_help=True)
+
+Kubeconfig = Annotated[pathlib.Path | None, typer.Option(
+    "--kubeconfig", envvar="KUBECONFIG", help="Kubeconfig file (like kubectl).")]
+Namespace = Annotated[str, typer.Option("--namespace", "-n", help="The case's namespace.")]
+At = Annotated[str | None, typer.Option(
+    "--at", help="RFC 3339 time with offset; now when omitted.")]
+By = Annotated[str | None, typer.Option("--by", help="Who did it (free text).")]
+
+
+def custom_api(kubeconfig: pathlib.Path | None) -> Any:
+    if kubeconfig is not None and not kubeconfig.exists():
+        raise output.fail(f"kubeconfig {kubeconfig} does not exist")
+    try:
+        return kubernetes.client.CustomObjectsApi(kube.api_client(kubeconfig))
+    except kubernetes.config.ConfigException as error:
+        raise output.fail(f"no usable kubeconfig: {error}", 1) from error
+
+
+def api_error(error: Exception, what: str) -> typer.Exit:
+    if isinstance(error, kubernetes.client.ApiException):
+        if error.status == 404:
+            return output.fail(f"{what} not found")
+        if error.status == 422:
+            return output.fail(f"{what} rejected by the API server: {kube.api_message(error)}")
+        return output.fail(f"{what}: HTTP {error.status} {kube.api_message(error)}", 1)
+    return output.fail(f"{what}: cannot reach the cluster ({error})", 1)
+
+
+def _time(value: str | None) -> str:
+    if value is None:
+        return rfc3339(datetime.datetime.now(datetime.UTC))
+    try:
+        return rfc3339(supportcase.parse_time(value))
+    except ValueError as error:
+        raise typer.BadParameter(f"{value!r} is not an RFC 3339 time with an offset",
+                                 param_hint="--at") from error
+
+
+def _annotate(kubeconfig: pathlib.Path | None, namespace: str, name: str,
+              annotations: dict[str, str | None], verb: str) -> None:
+    api = custom_api(kubeconfig)
+    try:
+        api.patch_namespaced_custom_object(
+            constants.GROUP, constants.VERSION, namespace, constants.SUPPORTCASE_PLURAL, name,
+            {"metadata": {"annotations": annotations}})
+    except (kubernetes.client.ApiException, OSError) as error:
+        raise api_error(error, f"supportcase {namespace}/{name}") from error
+    typer.echo(f"supportcase {namespace}/{name} {verb}")
+
+
+@app.command()
+def respond(name: str, namespace: Namespace = "default", at: At = None, by: By = None,
+            kubeconfig: Kubeconfig = None) -> None:
+    """Record the first response (annotation support.fluxcd.controlplane.io/responded-at).
+
+    Example: fluxsupport case respond helmreleases-stuck -n team-a --by alice
+    """
+    _annotate(kubeconfig, namespace, name,
+              {constants.RESPONDED_AT: _time(at), constants.RESPONDED_BY: by}, "responded")
+
+
+@app.command()
+def resolve(name: str, namespace: Namespace = "default", at: At = None, by: By = None,
+            kubeconfig: Kubeconfig = None) -> None:
+    """Record the resolution (it also counts as the first response if none was recorded)."""
+    _annotate(kubeconfig, namespace, name,
+              {constants.RESOLVED_AT: _time(at), constants.RESOLVED_BY: by}, "resolved")
+
+
+@app.command()
+def dismiss(name: str, namespace: Namespace = "default", at: At = None, by: By = None,
+            reason: Annotated[str | None, typer.Option(help="Why, e.g. third-party tool.")
+                              ] = None,
+            kubeconfig: Kubeconfig = None) -> None:
+    """Dismiss the case (out of scope, duplicate...); the SLA clock stops."""
+    _annotate(kubeconfig, namespace, name,
+              {constants.DISMISSED_AT: _time(at), constants.DISMISSED_BY: by,
+               constants.DISMISS_REASON: reason}, "dismissed")
+
+
+@app.command()
+def create(
+    name: str,
+    title: Annotated[str, typer.Option(help="One line naming the problem.")],
+    statement: Annotated[str, typer.Option(help="Impact statement: who is affected, how.")],
+    description: Annotated[str | None, typer.Option(help="Details; the title if omitted.")
+                           ] = None,
+    severity: Annotated[str, typer.Option(help="Urgent, High, Medium or Low.")] = "Low",
+    environment: Annotated[str, typer.Option(help="production, staging or development.")
+                           ] = "production",
+    outage: Annotated[str, typer.Option(help="full, partial, degraded or none.")] = "none",
+    business_critical: Annotated[bool, typer.Option(help="The service is business-critical.")
+                                 ] = False,
+    component: Annotated[str, typer.Option(help="e.g. helm-controller, flux-operator, other.")
+                         ] = "other",
+    category: Annotated[str, typer.Option(help="incident, question, upgrade, ...")] = "question",
+    contact_name: Annotated[str | None, typer.Option()] = None,
+    contact_email: Annotated[str | None, typer.Option()] = None,
+    requires_infrastructure_access: Annotated[bool, typer.Option()] = False,
+    namespace: Namespace = "default",
+    dry_run: Annotated[bool, typer.Option(help="Print the manifest instead of creating it.")
+                       ] = False,
+    kubeconfig: Kubeconfig = None,
+) -> None:
+    """Create a SupportCase; the API server validates it against the CRD schema.
+
+    Example: fluxsupport case create stuck -n team-a --title "HelmReleases stuck"
+    --statement "Prod deploys blocked" --severity High --outage partial
+    --business-critical --component helm-controller --category incident
+    """
+    body: dict[str, Any] = {
+        "apiVersion": constants.API_VERSION, "kind": constants.SUPPORTCASE_KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "title": title, "description": description or title, "severity": severity,
+            "impact": {"statement": statement, "environment": environment, "outage": outage,
+                       "businessCritical": business_critical},
+            "component": component, "category": category,
+            "requiresInfrastructureAccess": requires_infrastructure_access,
+        },
+    }
+    contact = {k: v for k, v in (("name", contact_name), ("email", contact_email)) if v}
+    if contact:
+        body["spec"]["contact"] = contact
+    if dry_run:
+        output.emit(body, output.Format.yaml)
+        return
+    api = custom_api(kubeconfig)
+    try:
+        api.create_namespaced_custom_object(constants.GROUP, constants.VERSION, namespace,
+                                            constants.SUPPORTCASE_PLURAL, body)
+    except (kubernetes.client.ApiException, OSError) as error:
+        raise api_error(error, f"supportcase {namespace}/{name}") from error
+    typer.echo(f"supportcase {namespace}/{name} created")
+
+
+def case_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for item in items:
+        status = item.get("status") or {}
+        first = status.get("firstResponse") or {}
+        conditions = {c.get("type"): c for c in status.get("conditions") or []}
+        scope = conditions.get("InScope", {})
+        severity = conditions.get("SeverityConsistent", {})
+        rows.append({
+            "namespace": item["metadata"]["namespace"], "name": item["metadata"]["name"],
+            "level": status.get("level", ""), "assessedLevel": status.get("assessedLevel", ""),
+            "component": (item.get("spec") or {}).get("component", ""),
+            "state": first.get("state", ""), "deadline": first.get("deadline", ""),
+            "inScope": scope.get("status", ""), "scopeReason": scope.get("reason", ""),
+            "severityConsistent": severity.get("status", ""),
+            "severityReason": severity.get("reason", ""),
+        })
+    return rows
+
+
+@app.command("list")
+def list_cases(
+    namespace: Annotated[str | None, typer.Option("--namespace", "-n")] = None,
+    all_namespaces: Annotated[bool, typer.Option("--all-namespaces", "-A")] = False,
+    fmt: Annotated[output.Format, output.OutputOption] = output.Format.table,
+    kubeconfig: Kubeconfig = None,
+) -> None:
+    """List SupportCases with level, state and deadline."""
+    api = custom_api(kubeconfig)
+    try:
+        if all_namespaces or namespace is None:
+            listing = api.list_cluster_custom_object(
+                constants.GROUP, constants.VERSION, constants.SUPPORTCASE_PLURAL)
+        else:
+            listing = api.list_namespaced_custom_object(
+                constants.GROUP, constants.VERSION, namespace, constants.SUPPORTCASE_PLURAL)
+    except (kubernetes.client.ApiException, OSError) as error:
+        raise api_error(error, "supportcases") from error
+    rows = case_rows(listing.get("items") or [])
+    output.emit(rows, fmt, [("NAMESPACE", "namespace"), ("NAME", "name"), ("LEVEL", "level"),
+                            ("COMPONENT", "component"), ("STATE", "state"),
+                            ("DUE", "deadline"), ("IN SCOPE", "inScope")], rows)

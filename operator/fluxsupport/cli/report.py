@@ -1,0 +1,81 @@
+"""``fluxsupport report``: every case and every bulletin verdict in the cluster, in one view."""
+
+from __future__ import annotations
+
+import datetime
+import pathlib
+from typing import Annotated, Any
+
+import kubernetes
+import typer
+import yaml
+
+from fluxsupport import constants
+from fluxsupport.cli import output
+from fluxsupport.cli.bulletin import bulletin_rows
+from fluxsupport.cli.case import Kubeconfig, api_error, case_rows, custom_api
+from fluxsupport.cli.sla import remaining
+from fluxsupport.domain.calendar import BusinessCalendar
+from fluxsupport.domain.policy import Policy, PolicyError, load_policy
+
+
+def collect(api: Any, policy: Policy, now: datetime.datetime) -> dict[str, Any]:
+    """The report as data: what ``-o json`` prints and the tables show."""
+    cases = api.list_cluster_custom_object(constants.GROUP, constants.VERSION,
+                                           constants.SUPPORTCASE_PLURAL).get("items") or []
+    bulletins = api.list_cluster_custom_object(constants.GROUP, constants.VERSION,
+                                               constants.BULLETIN_PLURAL).get("items") or []
+    calendar = BusinessCalendar(policy)
+    rows = case_rows(cases)
+    for row in rows:
+        open_clock = row["state"] in ("Pending", "AtRisk", "Breached")
+        row["remaining"] = remaining(row["deadline"], now, calendar) \
+            if row["deadline"] and open_clock else ""
+    return {"generatedAt": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "timezone": policy.timezone,
+            "cases": rows, "bulletins": bulletin_rows(bulletins)}
+
+
+def render(data: dict[str, Any]) -> None:
+    output.table([("NAMESPACE", "namespace"), ("CASE", "name"), ("LEVEL", "level"),
+                  ("ASSESSED", "assessedLevel"), ("COMPONENT", "component"),
+                  ("STATE", "state"), ("DUE (UTC)", "deadline"),
+                  ("BUSINESS TIME LEFT", "remaining"), ("IN SCOPE", "scopeReason"),
+                  ("SEVERITY CHECK", "severityReason")],
+                 data["cases"], title=f"Support cases (business time in {data['timezone']})")
+    verdicts = [{"bulletin": b["name"], **c, "digest": ", ".join(
+        d[:19] + "…" for d in c.get("digests") or [])}
+        for b in data["bulletins"] for c in b["components"]]
+    output.table([("BULLETIN", "bulletin"), ("NAMESPACE", "namespace"),
+                  ("COMPONENT", "component"), ("VERSION", "version"), ("DIGEST", "digest"),
+                  ("VERDICT", "verdict"), ("REASON", "reason")],
+                 verdicts, title="Security bulletin verdicts")
+    fixes = [c["remediation"] for c in verdicts if c.get("remediation")]
+    if fixes:
+        typer.echo("\nRemediation (paste into your kustomization or FluxInstance patch):")
+        typer.echo(yaml.safe_dump({"images": fixes}, sort_keys=False).rstrip())
+
+
+def report(
+    fmt: Annotated[output.Format, output.OutputOption] = output.Format.table,
+    policy: Annotated[pathlib.Path | None, typer.Option(
+        help="Policy YAML, for the business time left; the published defaults otherwise.")
+    ] = None,
+    kubeconfig: Kubeconfig = None,
+) -> None:
+    """Cluster-wide table of SupportCases and SecurityBulletin verdicts.
+
+    Example: fluxsupport report -o json
+    """
+    try:
+        loaded = load_policy(policy.read_text() if policy else "", str(policy or "defaults"))
+    except (OSError, PolicyError) as error:
+        raise typer.BadParameter(str(error), param_hint="--policy") from error
+    api = custom_api(kubeconfig)
+    try:
+        data = collect(api, loaded, datetime.datetime.now(datetime.UTC))
+    except (kubernetes.client.ApiException, OSError) as error:
+        raise api_error(error, "report") from error
+    if fmt is output.Format.table:
+        render(data)
+    else:
+        output.emit(data, fmt)

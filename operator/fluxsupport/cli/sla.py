@@ -1,0 +1,86 @@
+"""``fluxsupport sla``: what-if deadline arithmetic, without a cluster."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import pathlib
+import zoneinfo
+from typing import Annotated
+
+import typer
+
+from fluxsupport.domain import supportcase
+from fluxsupport.domain.calendar import BusinessCalendar
+from fluxsupport.domain.policy import LEVELS, PolicyError, load_policy
+
+app = typer.Typer(help="Business-hours SLA arithmetic.", no_args_is_help=True)
+
+
+def _level(value: str) -> int:
+    if value.isdigit() and 1 <= int(value) <= 4:
+        return int(value)
+    if value.capitalize() in LEVELS:
+        return LEVELS[value.capitalize()]
+    raise typer.BadParameter(f"{value!r} is not a level; use 1-4 or Urgent, High, Medium, Low")
+
+
+@app.command()
+def due(
+    level: Annotated[str, typer.Option(help="1-4, or Urgent, High, Medium, Low.")],
+    opened: Annotated[str, typer.Option(
+        help="When the case was opened, ISO 8601 with an offset, e.g. 2026-12-04T16:00:00Z.")],
+    timezone: Annotated[str | None, typer.Option(help="IANA zone; default from the policy.")
+                        ] = None,
+    holidays: Annotated[str | None, typer.Option(
+        help="Holiday calendar CC[-SUBDIV], e.g. GB-ENG, DE-BY; '' for none.")] = None,
+    policy: Annotated[pathlib.Path | None, typer.Option(
+        help="Policy YAML file; the published defaults otherwise.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print startedAt, warningAt, deadline.")
+                       ] = False,
+) -> None:
+    """Print the first-response deadline of a case opened at --opened.
+
+    Example: fluxsupport sla due --level 1 --opened 2026-12-04T16:00:00Z
+    prints 2026-12-07T11:00:00+00:00 (Friday 16:00 + 4 business hours, London).
+    """
+    number = _level(level)
+    try:
+        start = supportcase.parse_time(opened)
+    except ValueError as error:
+        raise typer.BadParameter(f"{opened!r} is not an ISO 8601 time with an offset "
+                                 f"({error})", param_hint="--opened") from error
+    try:
+        text = policy.read_text() if policy else ""
+    except OSError as error:
+        raise typer.BadParameter(f"cannot read {policy}: {error.strerror}",
+                                 param_hint="--policy") from error
+    try:
+        data = load_policy(text, source=str(policy or "defaults")).model_dump(
+            by_alias=True, mode="json")
+        if timezone is not None:
+            data["timezone"] = timezone
+        if holidays is not None:
+            data["holidays"] = holidays
+        merged = load_policy(json.dumps(data), source="options")
+    except PolicyError as error:
+        raise typer.BadParameter(str(error)) from error
+    calendar = BusinessCalendar(merged)
+    timing = supportcase.compute_timing(start, number, merged, calendar)
+    zone = zoneinfo.ZoneInfo(merged.timezone)
+    if as_json:
+        typer.echo(json.dumps({"startedAt": timing.started_at.astimezone(zone).isoformat(),
+                               "warningAt": timing.warning_at.astimezone(zone).isoformat(),
+                               "deadline": timing.deadline.astimezone(zone).isoformat()}))
+    else:
+        typer.echo(timing.deadline.astimezone(zone).isoformat())
+
+
+def remaining(deadline: str, now: datetime.datetime, calendar: BusinessCalendar) -> str:
+    """Business time left until ``deadline`` (negative once passed), for reports."""
+    due_at = supportcase.parse_time(deadline)
+    seconds = calendar.elapsed(now, due_at) if due_at > now else -calendar.elapsed(due_at, now)
+    sign = "-" if seconds < 0 else ""
+    minutes = int(abs(seconds)) // 60
+    return f"{sign}{minutes // 60}h{minutes % 60:02d}m"
+

@@ -1,0 +1,269 @@
+"""Verdicts of a SecurityBulletin against the running Flux components: pure functions.
+
+Rules (docs/concepts.md explains them with examples):
+
+* Digests decide, never tags or registries: a tag is rebuilt many times and mirrors change
+  the registry, but a digest names one build.
+* A running digest listed as a fix for the component is Fixed. So is a digest that a *later*
+  bulletin lists for the same component and version: rebuilds are cumulative.
+* Otherwise the version line (major.minor) decides. Below the fixed patch of its line: Vulnerable.
+  The fixed version itself with an unlisted digest: a build from before the fix, Vulnerable.
+  A newer patch in a fixed line, or a line newer than every fixed line: Fixed. An older line
+  with no fix: Vulnerable.
+* No digest at all: Unknown.
+* OpenVEX: the latest matching statement per CVE wins. ``not_affected`` makes the CVE
+  NotAffected. ``fixed`` and ``affected`` only count when they name the running digest:
+  distributions publish version-less ``fixed`` statements to quiet scanners on current
+  images, and such a statement must never hide a digest the bulletin shows is pre-fix.
+* A component is Vulnerable if any CVE is, NotAffected if every CVE is suppressed, Unknown if
+  any CVE is, and otherwise Fixed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import re
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+import pydantic
+
+from fluxsupport.domain import vex
+from fluxsupport.domain.inventory import RunningComponent
+
+Verdict = Literal["Fixed", "Vulnerable", "NotAffected", "Unknown"]
+_VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
+_SEVERITY_ORDER: dict[str, int] = {"Vulnerable": 0, "Unknown": 1, "Fixed": 2, "NotAffected": 3}
+
+
+class _Model(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+
+class Vulnerability(_Model):
+    id: str
+    severity: str | None = None
+    summary: str | None = None
+    components: tuple[str, ...]
+
+
+class FixImage(_Model):
+    repository: str
+    digest: str
+
+
+class Fix(_Model):
+    component: str
+    version: str
+    images: tuple[FixImage, ...]
+
+
+class ConfigMapKeyRef(_Model):
+    name: str
+    key: str
+
+
+class VexRef(_Model):
+    config_map_key_ref: ConfigMapKeyRef = pydantic.Field(alias="configMapKeyRef")
+
+
+class BulletinSpec(_Model):
+    title: str
+    summary: str | None = None
+    published_at: datetime.datetime = pydantic.Field(alias="publishedAt")
+    severity: str
+    embargo_until: datetime.datetime | None = pydantic.Field(None, alias="embargoUntil")
+    patch_by: datetime.datetime | None = pydantic.Field(None, alias="patchBy")
+    vulnerabilities: tuple[Vulnerability, ...]
+    fixes: tuple[Fix, ...]
+    vex: tuple[VexRef, ...] = ()
+
+    def embargoed(self, now: datetime.datetime) -> bool:
+        return self.embargo_until is not None and now < self.embargo_until
+
+    def secrets(self) -> list[str]:
+        """Every string that must not leak while the bulletin is under embargo."""
+        found = [self.title, *(v.id for v in self.vulnerabilities)]
+        found += [text for text in (self.summary, *(v.summary for v in self.vulnerabilities))
+                  if text]
+        return found
+
+
+@dataclasses.dataclass(frozen=True)
+class Bulletin:
+    name: str
+    spec: BulletinSpec
+
+
+def version_tuple(tag: str | None) -> tuple[int, int, int] | None:
+    match = _VERSION.match(tag or "")
+    return (int(match[1]), int(match[2]), int(match[3])) if match else None
+
+
+@dataclasses.dataclass(frozen=True)
+class CveVerdict:
+    id: str
+    verdict: Verdict
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Remediation:
+    name: str
+    new_tag: str
+    digest: str
+
+    def as_kustomize_image(self) -> dict[str, str]:
+        return {"name": self.name, "newTag": self.new_tag, "digest": self.digest}
+
+
+@dataclasses.dataclass(frozen=True)
+class ComponentVerdict:
+    component: RunningComponent
+    verdict: Verdict
+    reason: str
+    message: str
+    cves: tuple[CveVerdict, ...]
+    remediation: Remediation | None
+
+
+def _digest_verdict(bulletin: Bulletin, component: str, version: tuple[int, int, int] | None,
+                    digest: str, later: Sequence[Bulletin]) -> tuple[Verdict, str]:
+    fixes = [fix for fix in bulletin.spec.fixes if fix.component == component]
+    if any(image.digest == digest for fix in fixes for image in fix.images):
+        return "Fixed", "DigestListed"
+    for newer in later:
+        for fix in newer.spec.fixes:
+            if fix.component == component and version_tuple(fix.version) == version and any(
+                    image.digest == digest for image in fix.images):
+                return "Fixed", f"RebuiltIn:{newer.name}"
+    if version is None:
+        return "Unknown", "UnparseableVersion"
+    fixed_versions = [v for v in (version_tuple(fix.version) for fix in fixes) if v]
+    if not fixed_versions:
+        return "Unknown", "NoFixForComponent"
+    same_line = [v for v in fixed_versions if v[:2] == version[:2]]
+    if same_line:
+        fixed = min(same_line)
+        if version < fixed:
+            return "Vulnerable", "VersionBelowFix"
+        if version == fixed:
+            return "Vulnerable", "DigestNotListed"
+        return "Fixed", "NewerPatch"
+    if all(version[:2] > v[:2] for v in fixed_versions):
+        return "Fixed", "NewerLine"
+    return "Vulnerable", "NoFixForLine"
+
+
+def _apply_vex(verdict: Verdict, reason: str, documents: Sequence[vex.Document], cve: str,
+               component: RunningComponent, digest: str | None) -> tuple[Verdict, str]:
+    if not documents:
+        return verdict, reason
+    image_name = component.repository.rsplit("/", 1)[-1] or component.component
+    candidate = vex.image_purl(image_name, digest=digest,
+                               repository_url=component.repository or None,
+                               tag=component.tag)
+    statement = vex.effective_statement(documents, cve, candidate)
+    if statement is None:
+        return verdict, reason
+    if statement.status == "not_affected":
+        return "NotAffected", f"VexNotAffected:{statement.justification or 'impact_statement'}"
+    if not statement.digest_specific:
+        return verdict, reason
+    if statement.status == "fixed" and verdict == "Unknown":
+        return "Fixed", "VexFixed"
+    if statement.status == "affected" and verdict != "Vulnerable":
+        return "Vulnerable", "VexAffected"
+    return verdict, reason
+
+
+def _worst(verdicts: Iterable[tuple[Verdict, str]]) -> tuple[Verdict, str]:
+    return min(verdicts, key=lambda item: _SEVERITY_ORDER[item[0]])
+
+
+def _aggregate(cves: Sequence[CveVerdict]) -> tuple[Verdict, str]:
+    verdicts = [c.verdict for c in cves]
+    if "Vulnerable" in verdicts:
+        return "Vulnerable", next(c.reason for c in cves if c.verdict == "Vulnerable")
+    if all(v == "NotAffected" for v in verdicts):
+        return "NotAffected", "AllSuppressedByVex"
+    if "Unknown" in verdicts:
+        return "Unknown", next(c.reason for c in cves if c.verdict == "Unknown")
+    return "Fixed", next(c.reason for c in cves if c.verdict == "Fixed")
+
+
+VARIANT_PATHS = ("distroless-fips", "distroless", "alpine")
+
+
+def _variant(repository: str) -> str | None:
+    segments = repository.split("/")
+    return next((v for v in VARIANT_PATHS if v in segments), None)
+
+
+def remediation_for(bulletin: Bulletin, component: RunningComponent) -> Remediation | None:
+    """The fix to install, as a kustomize images entry that keeps the running registry
+    (mirrors included) and variant."""
+    fixes = [fix for fix in bulletin.spec.fixes if fix.component == component.component]
+    running = version_tuple(component.tag)
+    candidates = sorted(((version_tuple(f.version) or (0, 0, 0), f) for f in fixes),
+                        key=lambda item: item[0])
+    chosen = None
+    if running is not None:
+        chosen = next((f for v, f in candidates if v[:2] == running[:2]), None) or next(
+            (f for v, f in candidates if v > running), None)
+    if chosen is None and candidates:
+        chosen = candidates[-1][1]
+    if chosen is None:
+        return None
+    variant = _variant(component.repository)
+    image = (next((i for i in chosen.images if i.repository == component.repository), None)
+             or next((i for i in chosen.images if _variant(i.repository) == variant), None)
+             or chosen.images[0])
+    return Remediation(component.repository or image.repository, chosen.version, image.digest)
+
+
+def evaluate_component(bulletin: Bulletin, component: RunningComponent,
+                       later: Sequence[Bulletin] = (),
+                       documents: Sequence[vex.Document] = ()) -> ComponentVerdict | None:
+    """The verdict of one running component, or None if no CVE of the bulletin concerns it."""
+    concerned = [v for v in bulletin.spec.vulnerabilities if component.component in v.components]
+    if not concerned:
+        return None
+    version = version_tuple(component.tag)
+    cves = []
+    for vulnerability in concerned:
+        if not component.digests:
+            outcome = _apply_vex("Unknown", "NoDigest", documents, vulnerability.id,
+                                 component, None)
+        else:
+            outcome = _worst(_apply_vex(*_digest_verdict(bulletin, component.component, version,
+                                                         digest, later),
+                                        documents, vulnerability.id, component, digest)
+                             for digest in component.digests)
+        cves.append(CveVerdict(vulnerability.id, *outcome))
+    verdict, reason = _aggregate(cves)
+    remediation = remediation_for(bulletin, component) if verdict == "Vulnerable" else None
+    message = _message(component, verdict, reason, remediation)
+    return ComponentVerdict(component, verdict, reason, message, tuple(cves), remediation)
+
+
+def _message(component: RunningComponent, verdict: Verdict, reason: str,
+             remediation: Remediation | None) -> str:
+    digests = ", ".join(component.digests) or "no digest"
+    text = f"{component.component} {component.tag or '(no tag)'} ({digests}): {verdict}, {reason}"
+    if remediation is not None:
+        text += (f"; install {remediation.name}:{remediation.new_tag}@{remediation.digest}")
+    return text
+
+
+def evaluate(bulletin: Bulletin, inventory: Iterable[RunningComponent],
+             all_bulletins: Iterable[Bulletin] = (),
+             documents: Sequence[vex.Document] = ()) -> list[ComponentVerdict]:
+    later = [b for b in all_bulletins
+             if b.name != bulletin.name and b.spec.published_at > bulletin.spec.published_at]
+    verdicts = (evaluate_component(bulletin, component, later, documents)
+                for component in inventory)
+    return [v for v in verdicts if v is not None]
+
+

@@ -1,0 +1,522 @@
+"""OpenVEX v0.2.0 documents: parsing, purl matching and the statement that wins.
+
+A VEX document says, per vulnerability and product, whether the product is affected. The
+security-bulletin verdicts consult it to suppress or confirm findings for a running image.
+This module is pure: it takes the document text (from a ConfigMap, a file, a test) and plain
+purls, and never talks to Kubernetes.
+
+Validation follows the official JSON Schema where that helps the author (clear errors for wrong
+types, unknown fields, a ``not_affected`` without a reason) and is lenient where real documents
+are not: an empty ``statements`` list (Flux's ``v2.9.json``) and go-vex's document-level
+``supplier`` are accepted. Every document the schema accepts is accepted here (see the property
+test), with one deliberate exception: ``@context`` must name OpenVEX v0.2.0, because the schema
+only checks that it is a URI while the version decides how the rest is read.
+
+Document ``@id`` is never used as a key: real publishers reuse one ``@id`` for different documents.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import re
+import urllib.parse
+from collections.abc import Iterable, Sequence
+from typing import Annotated, Any, Literal, get_args
+
+import pydantic
+from packageurl import PackageURL, normalize_qualifiers
+
+#: A ConfigMap value cannot be bigger anyway (etcd's object limit is about 1.5 MiB for the lot).
+MAX_DOCUMENT_BYTES = 1_048_576
+
+#: Deeper JSON than this is rejected before validation; a real OpenVEX document is about 8 deep.
+MAX_DEPTH = 64
+
+#: The only JSON-LD context understood. Without a version it would be the v0.0.1 format,
+#: whose shapes (plain-string products and vulnerabilities) differ.
+CONTEXT = "https://openvex.dev/ns/v0.2.0"
+
+Status = Literal["not_affected", "affected", "fixed", "under_investigation"]
+Justification = Literal[
+    "component_not_present",
+    "vulnerable_code_not_present",
+    "vulnerable_code_not_in_execute_path",
+    "vulnerable_code_cannot_be_controlled_by_adversary",
+    "inline_mitigations_already_exist",
+]
+STATUSES: tuple[str, ...] = get_args(Status)
+JUSTIFICATIONS: tuple[str, ...] = get_args(Justification)
+
+_LEAP_SECOND = re.compile(r"^(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:)60(?:\.\d+)?")
+_DIGEST = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[A-Za-z0-9=_-]+$")
+_SIMPLE_KEY = re.compile(r"^[@A-Za-z_][A-Za-z0-9_@-]*$")
+
+
+class VexError(ValueError):
+    """A VEX document cannot be used.
+
+    The message names the document (its source), the JSON path of the problem and what to fix,
+    because it ends up verbatim in a bulletin condition that a person has to act on.
+    """
+
+
+def _leap_second(value: Any) -> Any:
+    """RFC 3339 allows ``:60``; Python cannot hold it, so keep the instant just before it.
+
+    Ordering against other statements is preserved except against the same leap second itself.
+    """
+    if isinstance(value, str):
+        return _LEAP_SECOND.sub(r"\g<1>59.999999", value, count=1)
+    return value
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema counts ``1.0`` and ``1e30`` as integers; pydantic refuses big floats."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: An integer version of at least 1, as JSON Schema reads integers.
+Version = Annotated[int, pydantic.BeforeValidator(_integral), pydantic.Field(ge=1)]
+
+#: An RFC 3339 date-time; a UTC offset is required so that statements order unambiguously.
+Timestamp = Annotated[pydantic.AwareDatetime, pydantic.BeforeValidator(_leap_second)]
+
+
+class _Model(pydantic.BaseModel):
+    # Unknown fields are errors (as in the schema): a misspelt "justifcation" must not pass
+    # silently. populate_by_name lets Python code use field names instead of "@id".
+    model_config = pydantic.ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class Vulnerability(_Model):
+    name: str
+    id: str | None = pydantic.Field(None, alias="@id")
+    description: str | None = None
+    aliases: tuple[str, ...] = ()
+
+    def matches(self, vulnerability: str) -> bool:
+        """True for the name, the ``@id`` or any alias; case does not matter (cve- = CVE-)."""
+        wanted = vulnerability.strip().casefold()
+        names = (self.name, self.id or "", *self.aliases)
+        return any(name.strip().casefold() == wanted for name in names if name)
+
+
+class Identifiers(_Model):
+    purl: str | None = None
+    cpe22: str | None = None
+    cpe23: str | None = None
+
+
+class Subcomponent(_Model):
+    """A component named by ``@id`` (an IRI; purls qualify) and/or ``identifiers``."""
+
+    id: str | None = pydantic.Field(None, alias="@id")
+    identifiers: Identifiers | None = None
+    #: Algorithm (``sha-256``, ...) to hash value; kept but not used for matching.
+    hashes: dict[str, str] = pydantic.Field(default_factory=dict)
+
+
+class Product(Subcomponent):
+    """A product; with ``subcomponents`` the statement is about those parts of it only."""
+
+    subcomponents: tuple[Subcomponent, ...] = ()
+
+
+class Statement(_Model):
+    vulnerability: Vulnerability
+    status: Status
+    products: tuple[Product, ...] = ()
+    justification: Justification | None = None
+    impact_statement: str | None = None
+    action_statement: str | None = None
+    action_statement_timestamp: Timestamp | None = None
+    status_notes: str | None = None
+    #: None means the document's timestamp (OpenVEX inheritance).
+    timestamp: Timestamp | None = None
+    last_updated: Timestamp | None = None
+    id: str | None = pydantic.Field(None, alias="@id")
+    version: Version | None = None
+    supplier: str | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _status_needs_reason(self) -> Statement:
+        # The two MUSTs the schema enforces. go-vex's stricter rules (e.g. no impact_statement
+        # on "fixed") are not applied: Flux's own v2.7.json breaks them.
+        # Presence is what counts, as in the schema: an empty impact_statement still passes.
+        if (self.status == "not_affected" and self.justification is None
+                and self.impact_statement is None):
+            raise ValueError("a not_affected statement needs a justification (one of "
+                             f"{', '.join(JUSTIFICATIONS)}) or an impact_statement")
+        if self.status == "affected" and self.action_statement is None:
+            raise ValueError("an affected statement needs an action_statement saying what to do")
+        return self
+
+
+class Document(_Model):
+    context: str = pydantic.Field(alias="@context")
+    #: Not unique in practice; never use it as a key.
+    id: str = pydantic.Field(alias="@id")
+    author: str
+    timestamp: Timestamp
+    version: Version
+    #: The schema wants at least one; Flux publishes an empty list for a fresh release line.
+    statements: tuple[Statement, ...]
+    role: str | None = None
+    last_updated: Timestamp | None = None
+    tooling: str | None = None
+    #: Removed from the spec in 2023-06 but still written by go-vex; accepted and ignored.
+    supplier: str | None = None
+
+    @pydantic.field_validator("context")
+    @classmethod
+    def _known_context(cls, context: str) -> str:
+        if context.strip().rstrip("/") != CONTEXT:
+            hint = (" (a context without a version is OpenVEX v0.0.1; re-export the document as "
+                    "v0.2.0)") if context.strip().rstrip("/") == "https://openvex.dev/ns" else ""
+            raise ValueError(f"unsupported OpenVEX context {context!r}; expected {CONTEXT}{hint}")
+        return context
+
+    def statement_timestamp(self, statement: Statement) -> datetime.datetime:
+        """The statement's own timestamp, or the document's when it has none."""
+        return statement.timestamp or self.timestamp
+
+
+# --- parsing -------------------------------------------------------------------------------
+
+
+def _path(location: Iterable[int | str]) -> str:
+    """``statements[3].products[0].@id`` from a pydantic location or a JSON walk."""
+    text = ""
+    for part in location:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif _SIMPLE_KEY.match(part):
+            text += f".{part}" if text else part
+        else:
+            text += f"[{json.dumps(part)}]"
+    return text or "(root)"
+
+
+_KIND_MESSAGES = {
+    "model_type": "expected a JSON object",
+    "model_attributes_type": "expected a JSON object",
+    "dict_type": "expected a JSON object",
+    "list_type": "expected a JSON array",
+    "tuple_type": "expected a JSON array",
+    "string_type": "expected a string",
+    "missing": "required field is missing",
+    "extra_forbidden": "unknown field; OpenVEX v0.2.0 does not define it (check the spelling)",
+}
+
+
+def _describe(error: Any) -> str:
+    message = _KIND_MESSAGES.get(error["type"], error["msg"])
+    message = message.removeprefix("Value error, ")
+    value = error.get("input")
+    if error["type"] not in ("missing", "extra_forbidden", "value_error") and (
+            value is None or isinstance(value, str | int | float | bool)):
+        shown = json.dumps(value)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        message += f" (got {shown})"
+    return f"{_path(error['loc'])}: {message}"
+
+
+def _position(text: str, index: int) -> tuple[int, int]:
+    line = text.count("\n", 0, index) + 1
+    return line, index - (text.rfind("\n", 0, index) + 1) + 1
+
+
+def _too_deep_at(text: str) -> int:
+    """Index of the first bracket deeper than MAX_DEPTH (strings skipped), or -1."""
+    depth, in_string, escaped = 0, False, False
+    for index, char in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return index
+        elif char in "]}":
+            depth -= 1
+    return -1
+
+
+def _check_depth(data: Any, source: str) -> None:
+    """Iterative, so that depth is bounded before pydantic recurses into the data."""
+    stack: list[tuple[Any, int, tuple[int | str, ...]]] = [(data, 1, ())]
+    while stack:
+        value, depth, path = stack.pop()
+        children: Iterable[tuple[int | str, Any]]
+        if isinstance(value, dict):
+            children = value.items()
+        elif isinstance(value, list):
+            children = enumerate(value)
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            where = _path(path)
+            if len(where) > 120:
+                where = "..." + where[-117:]
+            raise VexError(f"{source}: {where}: nesting deeper than {MAX_DEPTH} levels; "
+                           "an OpenVEX document needs fewer than 10, so this is not one")
+        stack.extend((child, depth + 1, (*path, key)) for key, child in children)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_document(data: str | bytes, source: str) -> Document:
+    """Parse and validate one OpenVEX v0.2.0 JSON document.
+
+    ``source`` names where it came from (``ConfigMap ns/name key k``) and starts every error
+    message. Raises VexError for oversized, malformed, too deeply nested or invalid documents.
+    """
+    size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
+    if size > MAX_DOCUMENT_BYTES:
+        raise VexError(f"{source}: the document is {size} bytes, over the limit of "
+                       f"{MAX_DOCUMENT_BYTES} bytes (1 MiB, the most a ConfigMap holds); split "
+                       "it into several documents")
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise VexError(f"{source}: not UTF-8 (byte {error.start}: {error.reason}); save the "
+                           "document as UTF-8 JSON") from error
+    else:
+        text = data
+    text = text.removeprefix("\ufeff")
+    try:
+        loaded = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as error:
+        truncated = error.pos >= len(text.rstrip())
+        hint = "; the document looks truncated" if truncated else ""
+        raise VexError(f"{source}: not valid JSON at line {error.lineno}, column {error.colno}: "
+                       f"{error.msg}{hint}") from error
+    except RecursionError as error:
+        index = _too_deep_at(text)
+        where = " at line {}, column {}".format(*_position(text, index)) if index >= 0 else ""
+        raise VexError(f"{source}: JSON nested deeper than {MAX_DEPTH} levels{where}; an OpenVEX "
+                       "document needs fewer than 10, so this is not one") from error
+    except ValueError as error:  # NaN / Infinity
+        raise VexError(f"{source}: not valid JSON: {error}") from error
+    if not isinstance(loaded, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+            type(loaded), "a number")
+        raise VexError(f"{source}: (root): expected a JSON object (an OpenVEX document), "
+                       f"got {kind}")
+    _check_depth(loaded, source)
+    try:
+        return Document.model_validate(loaded)
+    except pydantic.ValidationError as error:
+        problems = [_describe(item) for item in error.errors()]
+        shown = "; ".join(problems[:10])
+        if len(problems) > 10:
+            shown += f"; and {len(problems) - 10} more"
+        raise VexError(f"{source}: {shown}") from error
+    except RecursionError as error:  # pragma: no cover - depth is bounded above
+        raise VexError(f"{source}: nested too deeply to validate") from error
+
+
+# --- purls ---------------------------------------------------------------------------------
+
+
+def _parse_purl(text: str | None) -> PackageURL | None:
+    if not text or not text.startswith("pkg:"):
+        return None
+    try:
+        return PackageURL.from_string(text)
+    except ValueError:
+        return None
+
+
+def product_purls(product: Subcomponent) -> list[PackageURL]:
+    """The purls naming a product: its ``@id`` when that is a purl, and ``identifiers.purl``.
+
+    Strings that are not valid purls are skipped (see ``document_warnings``); CPEs and hashes
+    are not used for matching.
+    """
+    purls: list[PackageURL] = []
+    texts = (product.id, product.identifiers.purl if product.identifiers else None)
+    for text in texts:
+        purl = _parse_purl(text)
+        if purl is not None and purl not in purls:
+            purls.append(purl)
+    return purls
+
+
+def _unquote(value: str | None) -> str | None:
+    # packageurl decodes parsed strings but keeps constructor arguments as given, so
+    # "sha256%3Aab" and "sha256:ab" only compare equal after decoding both.
+    return urllib.parse.unquote(value) if value else None
+
+
+def _qualifiers(purl: PackageURL) -> dict[str, str]:
+    raw = purl.qualifiers
+    if not isinstance(raw, dict):  # constructors normalise to a dict; be safe with a string
+        raw = normalize_qualifiers(raw, encode=False) or {}
+    return {key.lower(): urllib.parse.unquote(str(value)) for key, value in raw.items()}
+
+
+def _version(purl: PackageURL) -> str | None:
+    version = _unquote(purl.version)
+    # OCI versions are digests, whose hex is case-insensitive.
+    return version.lower() if version and purl.type == "oci" else version
+
+
+def purl_matches(statement_purl: PackageURL, candidate: PackageURL) -> bool:
+    """Whether a statement's product purl covers the candidate (e.g. a running image).
+
+    Same type, namespace and name. A statement without a version covers every version; with
+    one, the candidate must have that version. Every qualifier in the statement must be on the
+    candidate with the same value; extra candidate qualifiers are fine. A statement subpath
+    must be the candidate's. Version ranges (``vers:``) are not supported by OpenVEX.
+    """
+    if (statement_purl.type.lower(), _unquote(statement_purl.namespace),
+            _unquote(statement_purl.name)) != (
+            candidate.type.lower(), _unquote(candidate.namespace), _unquote(candidate.name)):
+        return False
+    wanted_version = _version(statement_purl)
+    if wanted_version is not None and wanted_version != _version(candidate):
+        return False
+    candidate_qualifiers = _qualifiers(candidate)
+    if any(candidate_qualifiers.get(key) != value
+           for key, value in _qualifiers(statement_purl).items()):
+        return False
+    wanted_subpath = _unquote(statement_purl.subpath)
+    return wanted_subpath is None or wanted_subpath.strip("/") == (
+        _unquote(candidate.subpath) or "").strip("/")
+
+
+def image_purl(name: str, digest: str | None = None, repository_url: str | None = None,
+               tag: str | None = None) -> PackageURL:
+    """``pkg:oci/<name>@<digest>?repository_url=...&tag=...`` for a container image.
+
+    ``name`` is a repository (``ghcr.io/fluxcd/source-controller`` or ``source-controller``);
+    the purl name is its last path segment in lower case, as the purl ``oci`` type requires.
+    Tags and digests go in their own arguments; ValueError when ``name`` carries one.
+    """
+    segment = name.strip().rstrip("/").rsplit("/", 1)[-1]
+    if not segment:
+        raise ValueError(f"image name {name!r} is empty")
+    if "@" in segment or ":" in segment:
+        raise ValueError(f"image name {name!r} includes a tag or digest; pass them as tag= and "
+                         "digest=")
+    version = None
+    if digest:
+        version = urllib.parse.unquote(digest.strip())
+        if not _DIGEST.match(version):
+            raise ValueError(f"digest {digest!r} is not of the form sha256:<hex>")
+        version = version.lower()
+    qualifiers = {key: value for key, value in
+                  (("repository_url", repository_url), ("tag", tag)) if value}
+    return PackageURL(type="oci", name=segment.lower(), version=version,
+                      qualifiers=qualifiers or None)
+
+
+# --- the effective statement ---------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Effective:
+    """The statement that decides a (vulnerability, product) pair, with where it came from."""
+
+    status: Status
+    justification: Justification | None
+    impact_statement: str | None
+    #: The statement's timestamp, or its document's when it has none.
+    timestamp: datetime.datetime
+    #: For messages only: not unique across documents.
+    document_id: str
+    statement_index: int
+    #: Position of the document in the sequence given to effective_statement.
+    document_index: int | None = None
+    action_statement: str | None = None
+    #: The matching product purl carried a version (a digest for images), so the statement is
+    #: about this exact build rather than every build of the name.
+    digest_specific: bool = False
+
+
+def _matching_purls(statement: Statement, candidate: PackageURL) -> list[PackageURL]:
+    """Product purls of the statement that cover the candidate.
+
+    A product with subcomponents is about those subcomponents inside it (a package in an
+    image), not the product as a whole, so it never matches: suppressing a CVE for all of
+    ``pkg:oci/trivy`` because it was assessed for ``pkg:apk/alpine/git`` inside would be wrong.
+    """
+    return [purl for product in statement.products if not product.subcomponents
+            for purl in product_purls(product) if purl_matches(purl, candidate)]
+
+
+def _instant(moment: datetime.datetime) -> tuple[int, int]:
+    """A UTC ordering key in integers: comparing aware datetimes near year 1 or 9999 overflows."""
+    offset = moment.utcoffset() or datetime.timedelta()
+    seconds = (moment.toordinal() * 86400 + moment.hour * 3600 + moment.minute * 60
+               + moment.second - int(offset.total_seconds()))
+    return seconds, moment.microsecond
+
+
+def effective_statement(documents: Sequence[Document], vulnerability: str,
+                        candidate: PackageURL) -> Effective | None:
+    """The statement that decides whether ``candidate`` is affected by ``vulnerability``.
+
+    Among the statements of all documents whose vulnerability matches (name, ``@id`` or alias)
+    and that have a product purl covering the candidate, the latest timestamp wins; a statement
+    without one has its document's. On equal timestamps the later one wins: documents in the
+    order given, statements in document order (go-vex's EffectiveStatement does the same).
+    None when no statement applies.
+    """
+    best: Effective | None = None
+    best_key: tuple[tuple[int, int], int, int] | None = None
+    for document_index, document in enumerate(documents):
+        for index, statement in enumerate(document.statements):
+            if not statement.vulnerability.matches(vulnerability):
+                continue
+            purls = _matching_purls(statement, candidate)
+            if not purls:
+                continue
+            timestamp = document.statement_timestamp(statement)
+            key = (_instant(timestamp), document_index, index)
+            if best_key is not None and key < best_key:
+                continue
+            best_key = key
+            best = Effective(
+                status=statement.status, justification=statement.justification,
+                impact_statement=statement.impact_statement, timestamp=timestamp,
+                document_id=document.id, statement_index=index, document_index=document_index,
+                action_statement=statement.action_statement,
+                digest_specific=any(purl.version for purl in purls))
+    return best
+
+
+def document_warnings(document: Document) -> list[str]:
+    """Things that parse but probably do not do what the author meant, for a condition."""
+    warnings: list[str] = []
+    if not document.statements:
+        warnings.append("statements: empty, so the document changes no verdict")
+    for index, statement in enumerate(document.statements):
+        if not statement.products:
+            warnings.append(f"statements[{index}].products: none, so the statement matches "
+                            "nothing")
+        for number, product in enumerate(statement.products):
+            where = f"statements[{index}].products[{number}]"
+            texts = {"@id": product.id,
+                     "identifiers.purl": product.identifiers.purl if product.identifiers else None}
+            for field, text in texts.items():
+                looks_like_purl = field == "identifiers.purl" or (text or "").startswith("pkg:")
+                if text and looks_like_purl and _parse_purl(text) is None:
+                    warnings.append(f"{where}.{field}: {text!r} is not a valid purl, so it "
+                                    "matches nothing")
+    return warnings

@@ -1,0 +1,95 @@
+"""The live Flux inventory: namespaced watches on Deployments, Pods, FluxReports and
+FluxInstances, turned into RunningComponents on demand."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from fluxsupport import k8s, watcher
+from fluxsupport.domain import inventory as domain
+from fluxsupport.domain.conditions import rfc3339
+
+
+def _pod_projection(pod: Mapping[str, Any]) -> dict[str, Any]:
+    metadata = pod.get("metadata") or {}
+    return {
+        "metadata": {"name": metadata.get("name"), "namespace": metadata.get("namespace"),
+                     "labels": metadata.get("labels") or {}},
+        "spec": {"containers": [{"name": c.get("name"), "image": c.get("image")}
+                                for c in (pod.get("spec") or {}).get("containers") or []]},
+        "status": {"containerStatuses": [
+            {"name": s.get("name"), "imageID": s.get("imageID")}
+            for s in (pod.get("status") or {}).get("containerStatuses") or []]},
+    }
+
+
+class Inventory:
+    def __init__(self, client: k8s.Client, namespaces: tuple[str, ...]) -> None:
+        self.client = client
+        self.namespaces = namespaces
+        self._listeners: list[Callable[[], None]] = []
+        self._cache: list[domain.RunningComponent] | None = None
+        self.watches: list[watcher.Watch] = []
+        self.kubernetes_version = ""
+        for namespace in namespaces:
+            self.deployments = self._watch(f"/apis/apps/v1/namespaces/{namespace}/deployments")
+            self._watch(f"/api/v1/namespaces/{namespace}/pods", projection=_pod_projection)
+            self._watch(f"/apis/fluxcd.controlplane.io/v1/namespaces/{namespace}/fluxreports",
+                        optional=True)
+            self._watch(f"/apis/fluxcd.controlplane.io/v1/namespaces/{namespace}/fluxinstances",
+                        optional=True)
+
+    def _watch(self, path: str, **kwargs: Any) -> watcher.Watch:
+        watch = watcher.Watch(self.client, path, self._changed, **kwargs)
+        self.watches.append(watch)
+        return watch
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        self._cache = None
+        for listener in self._listeners:
+            listener()
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [asyncio.create_task(w.run(), name=f"watch {w.path}") for w in self.watches]
+
+    async def wait_synced(self, timeout: float = 30.0) -> None:
+        await asyncio.wait_for(asyncio.gather(*(w.synced.wait() for w in self.watches)),
+                               timeout=timeout)
+
+    def _objects(self, suffix: str) -> list[dict[str, Any]]:
+        return [obj for w in self.watches if w.path.endswith(suffix)
+                for obj in w.objects.values()]
+
+    def components(self) -> list[domain.RunningComponent]:
+        if self._cache is None:
+            self._cache = domain.build_inventory(
+                self._objects("/deployments"), self._objects("/pods"),
+                self._objects("/fluxreports"), self._objects("/fluxinstances"))
+        return self._cache
+
+    async def load_server_version(self) -> None:
+        try:
+            version = await self.client.request("GET", "/version")
+        except (k8s.ApiError, OSError):
+            return
+        self.kubernetes_version = str(version.get("gitVersion", ""))
+
+    def diagnostics(self) -> dict[str, Any]:
+        """The SupportCase diagnostics block: what runs, as of now."""
+        components = self.components()
+        return {
+            "collectedAt": rfc3339(datetime.datetime.now(datetime.UTC)),
+            "kubernetesVersion": self.kubernetes_version,
+            "fluxVersion": domain.flux_version(components) or "",
+            "components": [
+                {"name": c.name, "namespace": c.namespace, "component": c.component,
+                 "image": c.image, "digests": list(c.digests), "version": c.tag or "",
+                 "ready": bool(c.ready)}
+                for c in components[:64]],
+        }

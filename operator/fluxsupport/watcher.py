@@ -1,0 +1,96 @@
+"""List and watch a few kinds in a few namespaces, keeping small projections in memory.
+
+The Flux inventory lives in one or two namespaces, so these watches are namespaced: the
+operator needs no cluster-wide read on Deployments and Pods. A 410 Gone or a broken
+stream leads to a fresh list, as client-go's reflector does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import aiohttp
+
+from fluxsupport import k8s
+
+logger = logging.getLogger(__name__)
+
+Projection = Callable[[Mapping[str, Any]], dict[str, Any]]
+WATCH_TIMEOUT_S = 300
+ABSENT_RETRY_S = 30.0
+
+
+def default_projection(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop managedFields and last-applied annotations: they dominate the size."""
+    metadata = {k: v for k, v in (obj.get("metadata") or {}).items()
+                if k in ("name", "namespace", "uid", "labels", "resourceVersion", "generation")}
+    return {**{k: v for k, v in obj.items() if k != "metadata"}, "metadata": metadata}
+
+
+class Watch:
+    """One list+watch loop; ``objects`` maps name to the latest projection."""
+
+    def __init__(self, client: k8s.Client, path: str, on_change: Callable[[], None], *,
+                 optional: bool = False, projection: Projection = default_projection) -> None:
+        self.client = client
+        self.path = path
+        self.on_change = on_change
+        self.optional = optional
+        self.projection = projection
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.synced = asyncio.Event()
+
+    async def run(self) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                version = await self._list()
+                backoff = 0.5
+                await self._watch(version)
+            except k8s.ApiError as error:
+                if error.status == 404 and self.optional:
+                    # The kind is not installed (FluxReport without the Flux Operator).
+                    self.synced.set()
+                    await asyncio.sleep(ABSENT_RETRY_S)
+                    continue
+                if error.status != 410:
+                    logger.warning("watch %s failed: %s; listing again in %.1fs",
+                                   self.path, error, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 10)
+            except (aiohttp.ClientError, TimeoutError, OSError) as error:
+                logger.warning("watch %s interrupted: %s; listing again in %.1fs",
+                               self.path, error or type(error).__name__, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10)
+
+    async def _list(self) -> str:
+        listing = await self.client.request("GET", self.path)
+        self.objects = {item["metadata"]["name"]: self.projection(item)
+                        for item in listing.get("items") or []}
+        self.synced.set()
+        self.on_change()
+        return str((listing.get("metadata") or {}).get("resourceVersion", ""))
+
+    async def _watch(self, version: str) -> None:
+        params = {"watch": "1", "resourceVersion": version, "allowWatchBookmarks": "true",
+                  "timeoutSeconds": str(WATCH_TIMEOUT_S)}
+        while True:
+            async for event in self.client.watch_lines(self.path, params,
+                                                       read_timeout=WATCH_TIMEOUT_S + 30):
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    raise k8s.ApiError(int(obj.get("code", 500)), str(obj.get("message")))
+                params["resourceVersion"] = str(
+                    (obj.get("metadata") or {}).get("resourceVersion", params["resourceVersion"]))
+                if kind == "BOOKMARK":
+                    continue
+                name = obj["metadata"]["name"]
+                if kind == "DELETED":
+                    self.objects.pop(name, None)
+                else:
+                    self.objects[name] = self.projection(obj)
+                self.on_change()

@@ -1,0 +1,136 @@
+"""Bulletin verdicts on real release data: digests decide, version lines, later rebuilds, VEX."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from fluxsupport.domain import bulletin, inventory, vex
+from tests import fixtures
+
+CVE = "CVE-2026-47680"
+PRE = fixtures.images(fixtures.PRE_FIX_V275)
+FIX = fixtures.images(fixtures.FIX_V275)
+VEX_27 = vex.parse_document((fixtures.UPSTREAM / "vex" / "v2.7.json").read_text(), "v2.7.json")
+
+
+def make(body: dict[str, Any]) -> bulletin.Bulletin:
+    return bulletin.Bulletin(body["metadata"]["name"],
+                             bulletin.BulletinSpec.model_validate(body["spec"]))
+
+
+FIX_BULLETIN = make(fixtures.bulletin_for("cpsb-47680", CVE, "source-controller",
+                                          FIX["source-controller"]))
+
+
+def running(entries: dict[str, dict[str, str]], component: str = "source-controller",
+            version: str = "v2.7.5") -> inventory.RunningComponent:
+    components = inventory.build_inventory(fixtures.deployments_running(entries, version))
+    return next(c for c in components if c.component == component)
+
+
+def verdict_of(component: inventory.RunningComponent, later: tuple[bulletin.Bulletin, ...] = (),
+               documents: tuple[vex.Document, ...] = ()) -> bulletin.ComponentVerdict:
+    result = bulletin.evaluate_component(FIX_BULLETIN, component, later, documents)
+    assert result is not None
+    return result
+
+
+def test_pre_fix_digest_of_the_same_tag_is_vulnerable() -> None:
+    result = verdict_of(running(PRE))
+    assert (result.verdict, result.reason) == ("Vulnerable", "DigestNotListed")
+    assert result.remediation is not None
+    assert result.remediation.as_kustomize_image() == {
+        "name": "ghcr.io/controlplaneio-fluxcd/distroless/source-controller",
+        "newTag": "v1.7.4", "digest": FIX["source-controller"]["digest"]}
+
+
+def test_listed_digest_is_fixed() -> None:
+    result = verdict_of(running(FIX))
+    assert (result.verdict, result.reason) == ("Fixed", "DigestListed")
+    assert result.remediation is None
+
+
+def test_version_less_vex_fixed_statement_never_masks_a_pre_fix_digest() -> None:
+    # v2.7.json says CVE-2026-47680 is `fixed` for pkg:oci/source-controller, any version.
+    result = verdict_of(running(PRE), documents=(VEX_27,))
+    assert result.verdict == "Vulnerable"
+
+
+def test_later_rebuild_listed_by_a_later_bulletin_counts_as_fixed() -> None:
+    current = fixtures.release_images("v2.7.5", "enterprise-distroless")
+    rebuild = make(fixtures.bulletin_for("cpsb-later", "CVE-2026-99999", "source-controller",
+                                         current["source-controller"],
+                                         published="2026-08-14T00:00:00Z"))
+    component = running(current)
+    assert verdict_of(component).verdict == "Vulnerable"  # same tag, digest not in this bulletin
+    result = verdict_of(component, later=(rebuild,))
+    assert (result.verdict, result.reason) == ("Fixed", "RebuiltIn:cpsb-later")
+
+
+def test_not_affected_vex_statement_suppresses_the_cve() -> None:
+    suppressed = make(fixtures.bulletin_for("cpsb-fulcio", "CVE-2025-66506", "source-controller",
+                                            FIX["source-controller"]))
+    result = bulletin.evaluate_component(suppressed, running(PRE), (), (VEX_27,))
+    assert result is not None
+    assert result.verdict == "NotAffected"
+    assert result.reason == "AllSuppressedByVex"
+
+
+@pytest.mark.parametrize(("tag", "expected"), [
+    ("v1.7.3", ("Vulnerable", "VersionBelowFix")),
+    ("v1.7.5", ("Fixed", "NewerPatch")),
+    ("v1.8.0", ("Fixed", "NewerLine")),
+    ("v1.6.9", ("Vulnerable", "NoFixForLine")),
+    ("main", ("Unknown", "UnparseableVersion")),
+])
+def test_version_lines(tag: str, expected: tuple[str, str]) -> None:
+    entries = {"source-controller": {**PRE["source-controller"], "newTag": tag,
+                                     "digest": "sha256:" + "f" * 64}}
+    result = verdict_of(running(entries))
+    assert (result.verdict, result.reason) == expected
+
+
+def test_no_digest_is_unknown() -> None:
+    component = running(PRE)
+    component = inventory.RunningComponent(**{**component.__dict__, "digests": ()})
+    result = verdict_of(component)
+    assert (result.verdict, result.reason) == ("Unknown", "NoDigest")
+
+
+def test_rollout_with_a_vulnerable_digest_is_vulnerable() -> None:
+    component = running(FIX)
+    component = inventory.RunningComponent(**{
+        **component.__dict__,
+        "digests": (FIX["source-controller"]["digest"], PRE["source-controller"]["digest"])})
+    assert verdict_of(component).verdict == "Vulnerable"
+
+
+def test_mirror_keeps_its_registry_and_variant_in_the_remediation() -> None:
+    mirror = "mirror.example.com/flux/distroless/source-controller"
+    mirrored = {"source-controller": {**PRE["source-controller"], "name": mirror}}
+    fips = fixtures.release_images("v2.7.5", "enterprise-distroless-fips")["source-controller"]
+    base = fixtures.bulletin_for("multi", CVE, "source-controller", FIX["source-controller"])
+    multi = make({"metadata": {"name": "multi"}, "spec": {
+        **base["spec"],
+        "fixes": [{"component": "source-controller", "version": "v1.7.4", "images": [
+            {"repository": fips["name"], "digest": fips["digest"]},
+            {"repository": FIX["source-controller"]["name"],
+             "digest": FIX["source-controller"]["digest"]}]}]}})
+    result = bulletin.evaluate_component(multi, running(mirrored))
+    assert result is not None
+    assert result.remediation is not None
+    assert result.remediation.name == mirror
+    assert result.remediation.digest == FIX["source-controller"]["digest"]
+
+
+def test_components_not_named_by_the_bulletin_are_not_judged() -> None:
+    assert bulletin.evaluate_component(FIX_BULLETIN, running(PRE, "helm-controller")) is None
+
+
+def test_secrets_list_everything_an_embargo_hides() -> None:
+    body = fixtures.bulletin_for("x", CVE, "source-controller", FIX["source-controller"],
+                                 summary="Path traversal in Bucket")
+    assert set(make(body).spec.secrets()) >= {CVE, "Fix CVE-2026-47680 in source-controller",
+                                              "Path traversal in Bucket"}
