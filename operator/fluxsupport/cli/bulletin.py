@@ -11,14 +11,13 @@ import re
 from typing import Annotated, Any
 
 import jsonschema
-import kubernetes
 import pydantic
 import typer
 import yaml
 
 from fluxsupport import constants, kube
 from fluxsupport.cli import output
-from fluxsupport.cli.case import Kubeconfig, api_error, custom_api
+from fluxsupport.cli.case import CLIENT_ERRORS, Kubeconfig, api_error, custom_api
 from fluxsupport.domain import bulletin as domain
 from fluxsupport.domain import inventory, vex
 
@@ -238,7 +237,7 @@ def list_bulletins(
     try:
         listing = api.list_cluster_custom_object(constants.GROUP, constants.VERSION,
                                                  constants.BULLETIN_PLURAL)
-    except (kubernetes.client.ApiException, OSError) as error:
+    except CLIENT_ERRORS as error:
         raise api_error(error, "securitybulletins") from error
     rows = bulletin_rows(listing.get("items") or [])
     output.emit([{k: v for k, v in r.items() if k != "components"} for r in rows], fmt,

@@ -8,11 +8,15 @@ from typing import Annotated, Any
 
 import kubernetes
 import typer
+import urllib3
 
 from fluxsupport import constants, kube
 from fluxsupport.cli import output
 from fluxsupport.domain import supportcase
 from fluxsupport.domain.conditions import rfc3339
+
+#: What a failed API call raises: an HTTP error, or urllib3's give-up after its retries.
+CLIENT_ERRORS = (kubernetes.client.ApiException, OSError, urllib3.exceptions.HTTPError)
 
 app = typer.Typer(help="Create, answer, close and list SupportCases.", no_args_is_help=True)
 
@@ -60,7 +64,7 @@ def _annotate(kubeconfig: pathlib.Path | None, namespace: str, name: str,
         api.patch_namespaced_custom_object(
             constants.GROUP, constants.VERSION, namespace, constants.SUPPORTCASE_PLURAL, name,
             {"metadata": {"annotations": annotations}})
-    except (kubernetes.client.ApiException, OSError) as error:
+    except CLIENT_ERRORS as error:
         raise api_error(error, f"supportcase {namespace}/{name}") from error
     typer.echo(f"supportcase {namespace}/{name} {verb}")
 
@@ -146,7 +150,7 @@ def create(
     try:
         api.create_namespaced_custom_object(constants.GROUP, constants.VERSION, namespace,
                                             constants.SUPPORTCASE_PLURAL, body)
-    except (kubernetes.client.ApiException, OSError) as error:
+    except CLIENT_ERRORS as error:
         raise api_error(error, f"supportcase {namespace}/{name}") from error
     typer.echo(f"supportcase {namespace}/{name} created")
 
@@ -187,7 +191,7 @@ def list_cases(
         else:
             listing = api.list_namespaced_custom_object(
                 constants.GROUP, constants.VERSION, namespace, constants.SUPPORTCASE_PLURAL)
-    except (kubernetes.client.ApiException, OSError) as error:
+    except CLIENT_ERRORS as error:
         raise api_error(error, "supportcases") from error
     rows = case_rows(listing.get("items") or [])
     output.emit(rows, fmt, [("NAMESPACE", "namespace"), ("NAME", "name"), ("LEVEL", "level"),

@@ -6,6 +6,7 @@ import contextlib
 import datetime
 import importlib.resources
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -106,7 +107,7 @@ def demo(
 
     Example: fluxsupport demo --once
     """
-    state_dir = paths.cache_dir() / "demo"
+    state_dir = pathlib.Path(os.environ.get("FLUXSUPPORT_DEMO_DIR") or paths.cache_dir() / "demo")
     try:
         build.build_all(("etcd", "kube-apiserver"))
         _say("Starting etcd and kube-apiserver on loopback ...")

@@ -6,14 +6,13 @@ import datetime
 import pathlib
 from typing import Annotated, Any
 
-import kubernetes
 import typer
 import yaml
 
 from fluxsupport import constants
 from fluxsupport.cli import output
 from fluxsupport.cli.bulletin import bulletin_rows
-from fluxsupport.cli.case import Kubeconfig, api_error, case_rows, custom_api
+from fluxsupport.cli.case import CLIENT_ERRORS, Kubeconfig, api_error, case_rows, custom_api
 from fluxsupport.cli.sla import remaining
 from fluxsupport.domain.calendar import BusinessCalendar
 from fluxsupport.domain.policy import Policy, PolicyError, load_policy
@@ -42,14 +41,16 @@ def render(data: dict[str, Any]) -> None:
                   ("BUSINESS TIME LEFT", "remaining"), ("IN SCOPE", "scopeReason"),
                   ("SEVERITY CHECK", "severityReason")],
                  data["cases"], title=f"Support cases (business time in {data['timezone']})")
-    verdicts = [{"bulletin": b["name"], **c, "digest": ", ".join(
-        d[:19] + "…" for d in c.get("digests") or [])}
-        for b in data["bulletins"] for c in b["components"]]
+    verdicts = [{"bulletin": b["name"], **c,
+                 "digest": ", ".join(d[:19] + "…" for d in c.get("digests") or []),
+                 "cveVerdicts": ", ".join(f"{v['id']} {v['verdict']}" for v in c.get("cves") or [])}
+                for b in data["bulletins"] for c in b["components"]]
     output.table([("BULLETIN", "bulletin"), ("NAMESPACE", "namespace"),
                   ("COMPONENT", "component"), ("VERSION", "version"), ("DIGEST", "digest"),
-                  ("VERDICT", "verdict"), ("REASON", "reason")],
+                  ("VERDICT", "verdict"), ("REASON", "reason"), ("CVES", "cveVerdicts")],
                  verdicts, title="Security bulletin verdicts")
-    fixes = [c["remediation"] for c in verdicts if c.get("remediation")]
+    fixes = [{key: c["remediation"][key] for key in ("name", "newTag", "digest")}
+             for c in verdicts if c.get("remediation")]
     if fixes:
         typer.echo("\nRemediation (paste into your kustomization or FluxInstance patch):")
         typer.echo(yaml.safe_dump({"images": fixes}, sort_keys=False).rstrip())
@@ -73,7 +74,7 @@ def report(
     api = custom_api(kubeconfig)
     try:
         data = collect(api, loaded, datetime.datetime.now(datetime.UTC))
-    except (kubernetes.client.ApiException, OSError) as error:
+    except CLIENT_ERRORS as error:
         raise api_error(error, "report") from error
     if fmt is output.Format.table:
         render(data)
