@@ -111,11 +111,12 @@ class OperatorProcess:
 
     def __init__(self, kubeconfig: pathlib.Path, log_dir: pathlib.Path,
                  extra_args: tuple[str, ...] = (), env: Mapping[str, str] | None = None,
-                 name: str = "operator") -> None:
+                 name: str = "operator", verbose: bool = True) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_dir / f"{name}.log"
         self.extra_args = extra_args
         self.env = dict(env or {})
+        self.verbose = verbose
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -129,7 +130,8 @@ class OperatorProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "fluxsupport", "run", "--metrics-host", "127.0.0.1",
-             "--metrics-port", str(self.port), "--verbose", *self.extra_args],
+             "--metrics-port", str(self.port), *(["--verbose"] if self.verbose else []),
+             *self.extra_args],
             env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, preexec_fn=cluster._die_with_parent,  # noqa: PLW1509
         )

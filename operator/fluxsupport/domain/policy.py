@@ -7,6 +7,7 @@ field has the default of the published support policy, so an empty document is v
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import importlib.metadata
 import re
@@ -45,17 +46,6 @@ def parse_duration(value: Any) -> int:
     if seconds <= 0:
         raise ValueError(f"a target must be positive, got {value!r}")
     return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """``4h``, ``1h30m``, ``45s``: the inverse of parse_duration, for messages."""
-    remaining = int(seconds)
-    parts = []
-    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
-        count, remaining = divmod(remaining, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts) or "0s"
 
 
 def _time_of_day(value: Any) -> datetime.time | None:
@@ -165,8 +155,14 @@ class Policy(pydantic.BaseModel):
 
     def fingerprint(self) -> str:
         """Short hash of everything that moves a deadline, plus the holidays release."""
-        material = self.model_dump_json(by_alias=True) + importlib.metadata.version("holidays")
-        return hashlib.sha256(material.encode()).hexdigest()[:12]
+        return _fingerprint(self.model_dump_json(by_alias=True))
+
+
+@functools.lru_cache(maxsize=16)
+def _fingerprint(policy_json: str) -> str:
+    # A holidays upgrade can add holidays and so move deadlines: it is part of the calendar.
+    material = policy_json + importlib.metadata.version("holidays")
+    return hashlib.sha256(material.encode()).hexdigest()[:12]
 
 
 def holiday_calendar(code: str, years: int | range) -> holidays.HolidayBase:

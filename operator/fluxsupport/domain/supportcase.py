@@ -17,7 +17,7 @@ import pydantic
 from fluxsupport import constants
 from fluxsupport.domain import conditions
 from fluxsupport.domain.calendar import BusinessCalendar
-from fluxsupport.domain.policy import LEVEL_NAMES, LEVELS, Policy, format_duration
+from fluxsupport.domain.policy import LEVEL_NAMES, LEVELS, Policy
 
 POLICY_REFERENCE = "ControlPlane Enterprise for Flux CD support policy"
 
@@ -192,12 +192,8 @@ def _timing(previous: Mapping[str, Any], created: datetime.datetime, level: int,
     timing = _stored_timing(previous)
     previous_level = previous.get("level")
     if timing is None:
-        timing = compute_timing(created, level, policy, calendar)
-        return timing, Event("Normal", "DeadlineSet",
-                             f"{describe_level(level)}: first response due "
-                             f"{_rfc(timing.deadline)} ({format_duration(timing.target_seconds)} "
-                             f"of business time from {_rfc(timing.started_at)}, "
-                             f"{policy.timezone})"), ""
+        # No Event here: one per created case would double the API writes of a burst.
+        return compute_timing(created, level, policy, calendar), None, ""
     if previous_level == level:
         carried = str((previous.get("firstResponse") or {}).get("recalculation") or "")
         return timing, None, f" {carried}" if carried else ""

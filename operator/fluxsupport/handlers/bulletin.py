@@ -81,17 +81,19 @@ class BulletinController:
         self._failures: dict[str, int] = {}
         inventory.subscribe(self.reconcile_all_soon)
 
-    def observe(self, body: Mapping[str, Any]) -> str:
+    def observe(self, body: Mapping[str, Any]) -> tuple[str, bool]:
+        """Keep the newest body; say whether it is news (not the echo of our own write)."""
         snapshot = BulletinSnapshot.from_body(body)
         held = self.bulletins.get(snapshot.name)
-        if held is None or held.uid != snapshot.uid or newer_or_equal(
-                snapshot.resource_version, held.resource_version):
-            spec_changed = held is None or held.spec != snapshot.spec
-            self.bulletins[snapshot.name] = snapshot
-            if spec_changed:
-                # Verdicts depend on other bulletins (later rebuilds): re-check them too.
-                self.reconcile_all_soon()
-        return snapshot.name
+        if held is not None and held.uid == snapshot.uid and (
+                held.resource_version == snapshot.resource_version
+                or not newer_or_equal(snapshot.resource_version, held.resource_version)):
+            return snapshot.name, False
+        self.bulletins[snapshot.name] = snapshot
+        if held is None or held.spec != snapshot.spec:
+            # Verdicts depend on other bulletins (later rebuilds): re-check them too.
+            self.reconcile_all_soon()
+        return snapshot.name, True
 
     def forget(self, name: str) -> None:
         self.bulletins.pop(name, None)

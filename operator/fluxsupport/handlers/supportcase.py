@@ -91,14 +91,17 @@ class CaseController:
         self._locks: dict[CaseKey, asyncio.Lock] = {}
         self._failures: dict[CaseKey, int] = {}
 
-    def observe(self, body: Mapping[str, Any]) -> CaseKey:
+    def observe(self, body: Mapping[str, Any]) -> tuple[CaseKey, bool]:
+        """Keep the newest body; say whether it is news (not the echo of our own write)."""
         snapshot = CaseSnapshot.from_body(body)
         key = (snapshot.namespace, snapshot.name)
         held = self.cases.get(key)
-        if held is None or held.uid != snapshot.uid or newer_or_equal(
-                snapshot.resource_version, held.resource_version):
-            self.cases[key] = snapshot
-        return key
+        if held is not None and held.uid == snapshot.uid and (
+                held.resource_version == snapshot.resource_version
+                or not newer_or_equal(snapshot.resource_version, held.resource_version)):
+            return key, False
+        self.cases[key] = snapshot
+        return key, True
 
     def forget(self, namespace: str, name: str) -> None:
         key = (namespace, name)

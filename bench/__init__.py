@@ -1,0 +1,1 @@
+"""Benchmarks against the real API server (``make bench``; ``make bench QUICK=1``)."""

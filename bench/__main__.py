@@ -1,0 +1,181 @@
+"""``python -m bench [--quick]``: every figure of issue 7, against a fresh local control plane.
+
+Prints a table and writes bench/results/latest.json. Throughput is a ratio to the raw API
+limit measured in the same run; the calendar speed also comes with a same-run baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import pathlib
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+from tests import harness
+
+from bench import client as bc
+from bench import scenarios as sc
+from fluxsupport import kube
+from fluxsupport.devcluster import build, cluster
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def git_commit() -> str:
+    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True, check=False)
+    dirty = subprocess.run(["git", "status", "--porcelain", "operator"], cwd=ROOT,
+                           capture_output=True, text=True, check=False).stdout.strip()
+    return result.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+async def run(quick: bool, workdir: pathlib.Path) -> dict[str, Any]:
+    sizes = {"throughput_n": 300 if quick else 2000, "throughput_trials": 3 if quick else 3,
+             "detect_trials": 20 if quick else 50, "bulletins": 20,
+             "breach_n": 500, "memory_cases": 2000 if quick else 10000,
+             "memory_bulletins": 20 if quick else 100,
+             "calendar_samples": 50_000 if quick else 200_000}
+    figures: dict[str, Any] = {}
+
+    say("calendar engine")
+    speeds = [sc.calendar_speed(sizes["calendar_samples"]) for _ in range(5)]
+    figures["deadlines_per_s"] = sc.spread([s["deadlines_per_s"] for s in speeds])
+    figures["datetime_adds_per_s"] = sc.spread([s["datetime_adds_per_s"] for s in speeds])
+
+    build.build_all(("etcd", "kube-apiserver"))
+    plane = cluster.ControlPlane(workdir / "controlplane", attached=True)
+    plane.prepare()
+    plane.start()
+    operator: harness.OperatorProcess | None = None
+    try:
+        kube.install_crds(kube.api_client(plane.kubeconfig))
+        client = bc.client_for(plane.kubeconfig)
+        policy_path = workdir / "policy.yaml"
+        policy_path.write_text("")
+        operator = harness.OperatorProcess(plane.kubeconfig, workdir,
+                                           extra_args=("--policy", str(policy_path)),
+                                           verbose=False)
+        await sc.install_flux(client)
+
+        say(f"throughput: {sizes['throughput_trials']} x (raw, operator) bursts of "
+            f"{sizes['throughput_n']}")
+        raw, with_operator = [], []
+        for _ in range(sizes["throughput_trials"]):
+            raw.append(await sc.raw_burst(client, sizes["throughput_n"]))
+            operator.start()
+            with_operator.append(await sc.operator_burst(client, sizes["throughput_n"]))
+            operator.stop()
+        figures["raw_burst_s"] = sc.spread(raw)
+        figures["operator_burst_s"] = sc.spread(with_operator)
+        figures["throughput_ratio"] = sc.spread(
+            [r / o for r, o in zip(raw, with_operator, strict=True)])
+
+        operator.start()
+        say(f"detection: {sizes['bulletins']} bulletins, {sizes['detect_trials']} trials")
+        names = await sc.create_bulletins(client, sizes["bulletins"], "detect")
+        to_status, to_metrics = await sc.detection(client, operator.metrics_url, names,
+                                                   sizes["detect_trials"])
+        figures["detect_status_ms"] = sc.spread([v * 1000 for v in to_status])
+        figures["detect_metrics_ms"] = sc.spread([v * 1000 for v in to_metrics])
+
+        say(f"breach precision: {sizes['breach_n']} cases due in the same second")
+        lags = await sc.breach_precision(client, sizes["breach_n"], operator, policy_path, False)
+        figures["breach_lag_ms"] = sc.spread([v * 1000 for v in lags])
+        say("breach precision with an operator restart 5 s before the deadline")
+        restart_lags = await sc.breach_precision(client, sizes["breach_n"], operator,
+                                                 policy_path, True)
+        figures["breach_restart_lag_ms"] = sc.spread([v * 1000 for v in restart_lags])
+        policy_path.write_text("")
+        operator.stop()
+        operator.start()
+
+        say(f"memory: {sizes['memory_cases']} cases and {sizes['memory_bulletins']} bulletins")
+        await sc.load_many(client, sizes["memory_cases"], sizes["memory_bulletins"])
+        assert operator.process is not None
+        await asyncio.sleep(2)
+        rss = [sc.rss_mb(operator.process.pid)]
+        say("resume: restart and wait until every object is evaluated")
+        resumes = []
+        for _ in range(3):
+            resumes.append(await sc.resume_time(client, operator))
+            await asyncio.sleep(2)
+            assert operator.process is not None
+            rss.append(sc.rss_mb(operator.process.pid))
+        figures["rss_mb"] = sc.spread(rss)
+        figures["resume_s"] = sc.spread(resumes)
+        await client.close()
+    finally:
+        if operator is not None:
+            operator.stop()
+        plane.stop()
+
+    return {
+        "throughput_ratio": figures["throughput_ratio"]["median"],
+        "detect_p50_ms": sc.percentile(figures["detect_status_ms"]["trials"], 0.5),
+        "detect_p99_ms": sc.percentile(figures["detect_status_ms"]["trials"], 0.99),
+        "detect_metrics_p50_ms": sc.percentile(figures["detect_metrics_ms"]["trials"], 0.5),
+        "detect_metrics_p99_ms": sc.percentile(figures["detect_metrics_ms"]["trials"], 0.99),
+        "breach_p99_ms": sc.percentile(figures["breach_lag_ms"]["trials"], 0.99),
+        "breach_restart_p99_ms": sc.percentile(figures["breach_restart_lag_ms"]["trials"], 0.99),
+        "rss_mb": max(figures["rss_mb"]["trials"]),
+        "resume_s": figures["resume_s"]["median"],
+        "deadlines_per_s": figures["deadlines_per_s"]["median"],
+        "deadlines_vs_datetime_add": figures["deadlines_per_s"]["median"]
+        / figures["datetime_adds_per_s"]["median"],
+        "n_cases": sizes["memory_cases"],
+        "quick": quick,
+        "sizes": sizes,
+        "figures": figures,
+    }
+
+
+TARGETS = [("throughput_ratio", ">=", 0.5), ("detect_p50_ms", "<", 200), ("detect_p99_ms", "<", 1000),
+           ("breach_p99_ms", "<", 1000), ("breach_restart_p99_ms", "<", 1000),
+           ("rss_mb", "<", 250), ("resume_s", "<", 60), ("deadlines_per_s", ">=", 50_000)]
+
+
+def print_table(results: dict[str, Any]) -> None:
+    print(f"{'figure':<26}{'value':>14}  target")
+    for key, op, target in TARGETS:
+        value = results[key]
+        met = value >= target if op == ">=" else value < target
+        print(f"{key:<26}{value:>14.3f}  {op} {target}  {'ok' if met else 'MISSED'}")
+    print(f"{'n_cases':<26}{results['n_cases']:>14}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, under 5 minutes")
+    parser.add_argument("--output", type=pathlib.Path,
+                        default=ROOT / "bench" / "results" / "latest.json")
+    args = parser.parse_args()
+    began = time.time()
+    with tempfile.TemporaryDirectory(prefix="fluxsupport-bench-") as tmp:
+        results = asyncio.run(run(args.quick, pathlib.Path(tmp)))
+    results.update({
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "cpus": sc.cpu_count()},
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "git_commit": git_commit(),
+        "command": " ".join([sys.executable, "-m", "bench", *sys.argv[1:]]),
+        "duration_s": round(time.time() - began, 1),
+    })
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print_table(results)
+    print(f"wrote {args.output} in {results['duration_s']} s")
+
+
+if __name__ == "__main__":
+    main()

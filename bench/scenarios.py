@@ -1,0 +1,274 @@
+"""The five measurements of ``make bench``; each returns raw per-trial numbers."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import pathlib
+import statistics
+import time
+import timeit
+import urllib.request
+import uuid
+from typing import Any
+
+from tests import fixtures, harness
+
+from bench import client as bc
+from fluxsupport import constants, k8s
+from fluxsupport.domain.calendar import BusinessCalendar
+from fluxsupport.domain.policy import Policy
+
+CONCURRENCY = 32
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))
+    return ordered[index]
+
+
+# ---- 5. calendar engine --------------------------------------------------------------------
+
+def calendar_speed(samples: int) -> dict[str, float]:
+    """Deadlines per second on one core, and a baseline of plain datetime additions."""
+    calendar = BusinessCalendar(Policy())
+    start = datetime.datetime(2026, 1, 5, 8, tzinfo=datetime.UTC)
+    starts = [start + datetime.timedelta(minutes=37 * i) for i in range(samples)]
+    calendar.add(starts[-1], 24 * 3600)  # Build the holiday table outside the timing.
+    began = time.perf_counter()
+    for index, opened in enumerate(starts):
+        calendar.add(opened, (4, 8, 12, 24)[index % 4] * 3600)
+    engine = samples / (time.perf_counter() - began)
+    delta = datetime.timedelta(hours=8)
+    baseline = samples / timeit.timeit(lambda: [s + delta for s in starts], number=1)
+    return {"deadlines_per_s": engine, "datetime_adds_per_s": baseline}
+
+
+# ---- 1. throughput ------------------------------------------------------------------------
+
+async def raw_burst(client: k8s.Client, count: int) -> float:
+    """N creates plus one status patch each, by a plain client: what the API can absorb."""
+    namespace = f"raw-{uuid.uuid4().hex[:8]}"
+    await bc.create_namespace(client, namespace)
+    status = {"firstResponse": {"deadline": "2030-01-01T00:00:00Z", "state": "Pending"}}
+
+    def job(index: int) -> Any:
+        async def run() -> None:
+            name = f"case-{index}"
+            await client.request("POST", bc.CASES.format(namespace=namespace),
+                                 bc.case_body(name, namespace))
+            ref = k8s.ObjectRef(constants.API_VERSION, "SupportCase", "supportcases", name,
+                                namespace)
+            await client.patch_status(ref, status, None)
+        return run
+
+    began = time.time()
+    await bc.bounded((job(i) for i in range(count)), CONCURRENCY)
+    elapsed = time.time() - began
+    await bc.delete_cases(client, namespace)
+    return elapsed
+
+
+async def operator_burst(client: k8s.Client, count: int) -> float:
+    """N creates; time until the operator has written every deadline."""
+    namespace = f"op-{uuid.uuid4().hex[:8]}"
+    await bc.create_namespace(client, namespace)
+    observer = bc.Observer(client, bc.CASES.format(namespace=namespace), bc.has_deadline)
+    await observer.start()
+
+    def job(index: int) -> Any:
+        async def run() -> None:
+            await client.request("POST", bc.CASES.format(namespace=namespace),
+                                 bc.case_body(f"case-{index}", namespace))
+        return run
+
+    began = time.time()
+    await bc.bounded((job(i) for i in range(count)), CONCURRENCY)
+    done = await observer.wait_count(count, timeout=600)
+    await observer.stop()
+    return done - began
+
+
+# ---- 2. detection latency -----------------------------------------------------------------
+
+PRE = fixtures.images(fixtures.PRE_FIX_V275)
+FIX = fixtures.images(fixtures.FIX_V275)
+
+
+def pinned(entry: dict[str, str]) -> str:
+    return f"{entry['name']}:{entry['newTag']}@{entry['digest']}"
+
+
+async def install_flux(client: k8s.Client) -> None:
+    await bc.create_namespace(client, "flux-system")
+    for deployment in fixtures.deployments_running(FIX, "v2.7.5"):
+        deployment.pop("status", None)
+        try:
+            await client.request("POST", "/apis/apps/v1/namespaces/flux-system/deployments",
+                                 deployment)
+        except k8s.ApiError as error:
+            if error.status != 409:
+                raise
+
+
+async def create_bulletins(client: k8s.Client, count: int, prefix: str) -> list[str]:
+    names = []
+    for index in range(count):
+        name = f"{prefix}-{index:03d}"
+        body = fixtures.bulletin_for(name, f"CVE-2026-{70000 + index}", "source-controller",
+                                     FIX["source-controller"])
+        await client.request("POST", bc.BULLETINS, body)
+        names.append(name)
+    return names
+
+
+def _vulnerable_in_metrics(metrics_url: str, bulletin: str) -> bool:
+    with urllib.request.urlopen(metrics_url, timeout=2) as response:
+        text = response.read().decode()
+    return (f'fluxsupport_component_vulnerable{{bulletin="{bulletin}",'
+            f'component="source-controller",namespace="flux-system"}} 1.0') in text
+
+
+async def detection(client: k8s.Client, metrics_url: str, bulletins: list[str],
+                    trials: int) -> tuple[list[float], list[float]]:
+    """Flip source-controller to a vulnerable digest; time until every bulletin says so."""
+    path = "/apis/apps/v1/namespaces/flux-system/deployments/source-controller"
+
+    def verdict(obj: dict[str, Any], wanted: str) -> bool:
+        return any(c.get("component") == "source-controller" and c.get("verdict") == wanted
+                   for c in (obj.get("status") or {}).get("components") or [])
+
+    to_status, to_metrics = [], []
+    for _ in range(trials):
+        for image, wanted in ((pinned(FIX["source-controller"]), "Fixed"),
+                              (pinned(PRE["source-controller"]), "Vulnerable")):
+            observer = bc.Observer(client, bc.BULLETINS, lambda o, w=wanted: verdict(o, w))
+            await observer.start()
+            began = time.time()
+            await client.request("PATCH", path, {"spec": {"template": {"spec": {"containers": [
+                {"name": "manager", "image": image}]}}}}, "application/strategic-merge-patch+json")
+            if wanted == "Vulnerable":
+                while not await asyncio.to_thread(_vulnerable_in_metrics, metrics_url,
+                                                  bulletins[-1]):
+                    await asyncio.sleep(0.005)
+                to_metrics.append(time.time() - began)
+            done = await observer.wait_count(len(bulletins), timeout=30)
+            await observer.stop()
+            if wanted == "Vulnerable":
+                to_status.append(done - began)
+    return to_status, to_metrics
+
+
+# ---- 3. breach precision ------------------------------------------------------------------
+
+def aligned_policy(opening: datetime.datetime, target_s: int) -> str:
+    """Every day opens at ``opening``'s time of day: cases created before it all start
+    their clock then, so their deadlines fall in the same second."""
+    return (f"timezone: UTC\nholidays: ''\n"
+            f"businessHours: {{days: [Mon, Tue, Wed, Thu, Fri, Sat, Sun], "
+            f"start: '{opening:%H:%M:%S}', end: '24:00'}}\n"
+            f"targets: {{Urgent: {target_s}s, High: {target_s}s, Medium: 1h, Low: 2h}}\n")
+
+
+async def breach_precision(client: k8s.Client, count: int, operator: harness.OperatorProcess,
+                           policy_path: pathlib.Path, restart: bool) -> list[float]:
+    now = datetime.datetime.now(datetime.UTC)
+    if now.hour == 23 and now.minute >= 58:
+        await asyncio.sleep(180)
+        now = datetime.datetime.now(datetime.UTC)
+    opening = (now + datetime.timedelta(seconds=25)).replace(microsecond=0)
+    target = 8
+    deadline = opening + datetime.timedelta(seconds=target)
+    policy_path.write_text(aligned_policy(opening, target))
+    operator.stop()
+    operator.start()
+    namespace = f"breach-{uuid.uuid4().hex[:8]}"
+    await bc.create_namespace(client, namespace)
+    observer = bc.Observer(client, bc.CASES.format(namespace=namespace), bc.breached)
+    await observer.start()
+
+    def job(index: int) -> Any:
+        async def run() -> None:
+            await client.request("POST", bc.CASES.format(namespace=namespace),
+                                 bc.case_body(f"case-{index}", namespace, "Urgent"))
+        return run
+
+    await bc.bounded((job(i) for i in range(count)), CONCURRENCY)
+    if time.time() > opening.timestamp():
+        raise RuntimeError("creating the cases took longer than the lead time")
+    if restart:
+        await asyncio.sleep(max(0.0, deadline.timestamp() - 5 - time.time()))
+        await asyncio.to_thread(operator.stop)
+        await asyncio.to_thread(operator.start, False)
+    await observer.wait_count(count, timeout=120)
+    await observer.stop()
+    return [seen - deadline.timestamp() for seen in observer.seen.values()]
+
+
+# ---- 4. memory and resume -----------------------------------------------------------------
+
+def rss_mb(pid: int) -> float:
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+async def load_many(client: k8s.Client, cases: int, bulletins: int) -> None:
+    namespace = f"mem-{uuid.uuid4().hex[:8]}"
+    await bc.create_namespace(client, namespace)
+    observer = bc.Observer(client, bc.CASES.format(namespace=namespace), bc.has_deadline)
+    await observer.start()
+
+    def job(index: int) -> Any:
+        async def run() -> None:
+            await client.request("POST", bc.CASES.format(namespace=namespace),
+                                 bc.case_body(f"case-{index}", namespace, "Low"))
+        return run
+
+    await bc.bounded((job(i) for i in range(cases)), CONCURRENCY)
+    await create_bulletins(client, bulletins, f"mem-{namespace[-4:]}")
+    await observer.wait_count(cases, timeout=1200)
+    await observer.stop()
+
+
+def _metrics_counts(metrics_url: str) -> tuple[int, int]:
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return 0, 0
+    cases = sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+                if line.startswith("supportcase_open_cases{"))
+    bulletins = sum(1 for line in text.splitlines()
+                    if line.startswith("fluxsupport_bulletin_patch_overdue{"))
+    return cases, bulletins
+
+
+async def resume_time(client: k8s.Client, operator: harness.OperatorProcess) -> float:
+    """Restart the operator; seconds until it has evaluated every case and bulletin."""
+    cases = 0
+    for item in (await client.request("GET", f"/apis/{constants.API_VERSION}/supportcases"))[
+            "items"]:
+        state = ((item.get("status") or {}).get("firstResponse") or {}).get("state")
+        cases += 1 if state and not (item.get("status") or {}).get("closure") else 0
+    bulletins = len((await client.request("GET", bc.BULLETINS))["items"])
+    operator.stop()
+    began = time.time()
+    operator.start(wait_ready=False)
+    while True:
+        seen_cases, seen_bulletins = _metrics_counts(operator.metrics_url)
+        if seen_cases >= cases and seen_bulletins >= bulletins:
+            return time.time() - began
+        await asyncio.sleep(0.05)
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "trials": [round(v, 6) for v in values]}
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0))
