@@ -49,3 +49,5 @@ lock:
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+include mk/ship.mk

@@ -13,6 +13,7 @@ import dataclasses
 import datetime
 import json
 import logging
+import os
 import ssl
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -24,6 +25,8 @@ import kubernetes
 from fluxsupport.constants import REPORTING_COMPONENT
 
 logger = logging.getLogger(__name__)
+
+EVENT_WORKERS = 4
 
 
 class ApiError(Exception):
@@ -51,8 +54,10 @@ class ObjectRef:
 
 def _load_configuration() -> Any:
     configuration = kubernetes.client.Configuration()
+    # The client reads $KUBECONFIG when it is imported; `run --kubeconfig` sets it later.
+    path = os.environ.get("KUBECONFIG") or None
     try:
-        kubernetes.config.load_kube_config(client_configuration=configuration)
+        kubernetes.config.load_kube_config(config_file=path, client_configuration=configuration)
     except (kubernetes.config.ConfigException, FileNotFoundError, TypeError):
         kubernetes.config.load_incluster_config(client_configuration=configuration)
     return configuration
@@ -65,6 +70,10 @@ class Client:
         self._configuration = configuration or _load_configuration()
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._events: asyncio.Queue[tuple[ObjectRef, str, str, str]] = asyncio.Queue()
+        self._event_workers: list[asyncio.Task[None]] = []
+        self._status_writes = 0
+        self._writes_idle = asyncio.Event()
 
     def _ssl_context(self) -> ssl.SSLContext | bool:
         cfg = self._configuration
@@ -132,8 +141,14 @@ class Client:
         body: dict[str, Any] = {"status": dict(status)}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
-        return await self.request("PATCH", ref.path + "/status", body,
-                                  "application/merge-patch+json")
+        self._status_writes += 1
+        try:
+            return await self.request("PATCH", ref.path + "/status", body,
+                                      "application/merge-patch+json")
+        finally:
+            self._status_writes -= 1
+            if not self._status_writes:
+                self._writes_idle.set()
 
     async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
         """Post a core/v1 Event; cluster-scoped objects get theirs in ``default``."""
@@ -154,21 +169,32 @@ class Client:
         await self.request("POST", f"/api/v1/namespaces/{namespace}/events", event)
 
     def post_event_soon(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
-        """Fire and forget: a lost Event must never block or fail a reconcile."""
-        async def post() -> None:
+        """Queue an Event. A few workers post them, so that a burst of transitions never
+        delays the status writes it comes with, and a lost Event never fails a reconcile."""
+        self._events.put_nowait((ref, type_, reason, message))
+
+    def start_event_workers(self) -> None:
+        """Start the Event posters. Before kopf starts: kopf waits 5 s at exit for any task
+        created after it, and cancels them only then."""
+        self._event_workers = [asyncio.get_running_loop().create_task(self._post_events())
+                               for _ in range(EVENT_WORKERS)]
+
+    async def _post_events(self) -> None:
+        while True:
+            ref, type_, reason, message = await self._events.get()
+            # Status writes first: in a wave of breaches every Event would otherwise delay
+            # the next case's Breached condition.
+            while self._status_writes:
+                self._writes_idle.clear()
+                await self._writes_idle.wait()
             try:
                 await self.post_event(ref, type_, reason, message)
-            except (ApiError, aiohttp.ClientError, TimeoutError) as error:
+            except (ApiError, aiohttp.ClientError, TimeoutError, OSError) as error:
                 logger.warning("could not post Event %s for %s/%s: %s", reason,
                                ref.kind, ref.name, error)
 
-        task = asyncio.get_running_loop().create_task(post())
-        _background.add(task)
-        task.add_done_callback(_background.discard)
-
     async def close(self) -> None:
+        for worker in self._event_workers:
+            worker.cancel()
         if self._session is not None:
             await self._session.close()
-
-
-_background: set[asyncio.Task[None]] = set()

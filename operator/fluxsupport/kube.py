@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import time
 from typing import Any
@@ -18,7 +19,8 @@ def api_client(kubeconfig: pathlib.Path | None = None) -> kubernetes.client.ApiC
     if kubeconfig is not None:
         return kubernetes.config.new_client_from_config(str(kubeconfig))
     try:
-        return kubernetes.config.new_client_from_config()
+        return kubernetes.config.new_client_from_config(
+            config_file=os.environ.get("KUBECONFIG") or None)
     except kubernetes.config.ConfigException:
         kubernetes.config.load_incluster_config()
         return kubernetes.client.ApiClient()

@@ -47,6 +47,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.INFO
     settings.posting.reporting_component = REPORTING_COMPONENT
     settings.posting.event_name_prefix = "fluxsupport-"
+    # No handler needs a finalizer today (deletion needs no cleanup in the cluster), so none is
+    # added; the name is set so that a future one is ours, not kopf.zalando.org's.
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = NoDiffBase()
@@ -58,6 +60,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 310
     settings.execution.default_backoff = 5
+    # kopf keeps a worker and a queue per object until it idles out: keep that short.
+    settings.queueing.idle_timeout = 1.0
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster credentials, else $KUBECONFIG as it is now (after `run --kubeconfig`)."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
 @kopf.on.probe(id="alive")

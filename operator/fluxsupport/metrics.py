@@ -31,7 +31,7 @@ BUILD_INFO = prometheus_client.Info(
 
 #: Bucket bounds in business seconds, at the default targets and between them.
 RESPONSE_BUCKETS = (900, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 172800)
-STATES = ("pending", "at_risk", "breached", "met", "late", "closed")
+STATES = ("pending", "at_risk", "breached", "met", "late")
 LEVELS = ("1", "2", "3", "4")
 
 

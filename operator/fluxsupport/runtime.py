@@ -17,7 +17,7 @@ def run(operator_config: config.OperatorConfig, policy: policy_module.Policy, *,
         verbose: bool = False) -> None:
     from fluxsupport import main  # noqa: F401 - importing registers the handlers
 
-    kopf.configure(debug=False, verbose=verbose, log_format=kopf.LogFormat.PLAIN)
+    kopf.configure(debug=False, verbose=verbose, log_format=kopf.LogFormat.FULL)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     if not verbose:
         # kopf reports every handled watch event at INFO; thousands of cases drown the log.
@@ -29,6 +29,7 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
     health = server.HealthState()
     metrics.BUILD_INFO.info({"version": __version__})
     client = k8s.Client()
+    client.start_event_workers()
     flux = inventory.Inventory(client, operator_config.flux_namespaces)
     configmaps = watcher.Watch(
         client, f"/api/v1/namespaces/{operator_config.namespace}/configmaps",

@@ -42,6 +42,8 @@ class Watch:
         self.projection = projection
         self.objects: dict[str, dict[str, Any]] = {}
         self.synced = asyncio.Event()
+        #: Why the last list or watch failed, until a list succeeds again.
+        self.error: str | None = None
 
     async def run(self) -> None:
         backoff = 0.5
@@ -57,18 +59,27 @@ class Watch:
                     await asyncio.sleep(ABSENT_RETRY_S)
                     continue
                 if error.status != 410:
+                    self._failed(f"{error}")
                     logger.warning("watch %s failed: %s; listing again in %.1fs",
                                    self.path, error, backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 10)
             except (aiohttp.ClientError, TimeoutError, OSError) as error:
+                self._failed(str(error) or type(error).__name__)
                 logger.warning("watch %s interrupted: %s; listing again in %.1fs",
                                self.path, error or type(error).__name__, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10)
 
+    def _failed(self, reason: str) -> None:
+        first = self.error is None
+        self.error = reason
+        if first:
+            self.on_change()
+
     async def _list(self) -> str:
         listing = await self.client.request("GET", self.path)
+        self.error = None
         self.objects = {item["metadata"]["name"]: self.projection(item)
                         for item in listing.get("items") or []}
         self.synced.set()

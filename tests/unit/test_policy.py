@@ -53,3 +53,9 @@ def test_errors_name_the_field(text: str, fragment: str) -> None:
 def test_fingerprint_changes_with_anything_that_moves_a_deadline() -> None:
     assert Policy().fingerprint() == Policy().fingerprint()
     assert Policy().fingerprint() != Policy(timezone="Europe/Paris").fingerprint()
+
+
+def test_unquoted_times_survive_yaml_base_60() -> None:
+    # YAML 1.1 reads `end: 17:00` as the integer 1020.
+    policy = load_policy("businessHours: {start: 08:30, end: 17:00}\n")
+    assert (policy.business_hours.start, policy.business_hours.end) == ("08:30", "17:00")

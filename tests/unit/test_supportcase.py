@@ -67,7 +67,7 @@ def test_states_follow_the_clock() -> None:
     at_risk = evaluate(previous=first, now=datetime.datetime(2026, 12, 7, 16, tzinfo=datetime.UTC))
     assert at_risk.status["firstResponse"]["state"] == "AtRisk"
     assert conditions(at_risk)["FirstResponseAtRisk"] == ("True", "WarningPointPassed")
-    assert [e.reason for e in at_risk.events] == ["FirstResponseAtRisk"]
+    assert at_risk.events == ()
     breached = evaluate(previous=at_risk.status,
                         now=datetime.datetime(2026, 12, 7, 18, tzinfo=datetime.UTC))
     assert breached.status["firstResponse"]["state"] == "Breached"
@@ -187,3 +187,26 @@ def test_unchanged_case_evaluates_to_the_same_status() -> None:
     again = evaluate(previous=first, now=CREATED + datetime.timedelta(minutes=5))
     assert again.status == first
     assert again.events == ()
+
+
+def test_a_breach_is_final_when_the_severity_is_lowered() -> None:
+    first = evaluate(spec(severity="Urgent")).status
+    breached = evaluate(spec(severity="Urgent"), previous=first,
+                        now=datetime.datetime(2026, 12, 7, 14, 1, tzinfo=datetime.UTC))
+    assert breached.status["firstResponse"]["state"] == "Breached"
+    assert breached.status["firstResponse"]["breachedAt"] == "2026-12-07T14:00:00Z"
+    lowered = evaluate(spec(severity="Low"), previous=breached.status,
+                       now=datetime.datetime(2026, 12, 7, 14, 2, tzinfo=datetime.UTC))
+    assert lowered.status["firstResponse"]["state"] == "Breached"
+    assert conditions(lowered)["FirstResponseBreached"] == ("True", "DeadlinePassed")
+    answered = evaluate(spec(severity="Low"),
+                        annotations={constants.RESPONDED_AT: "2026-12-07T15:00:00Z"},
+                        previous=lowered.status)
+    assert answered.status["firstResponse"]["state"] == "Late"
+
+
+def test_dismissal_exactly_at_the_deadline_is_not_a_breach() -> None:
+    first = evaluate().status
+    result = evaluate(annotations={constants.DISMISSED_AT: first["firstResponse"]["deadline"]},
+                      previous=first)
+    assert result.status["firstResponse"]["state"] == "Closed"

@@ -72,6 +72,14 @@ class BusinessHours(pydantic.BaseModel):
     start: str = "09:00"
     end: str = "18:00"
 
+    @pydantic.field_validator("start", "end", mode="before")
+    @classmethod
+    def _sexagesimal(cls, value: Any) -> Any:
+        """YAML 1.1 reads an unquoted 17:00 as the number 1020 (base 60): take it back."""
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 1440:
+            return f"{value // 60:02d}:{value % 60:02d}"
+        return value
+
     @pydantic.field_validator("days")
     @classmethod
     def _known_days(cls, days: tuple[str, ...]) -> tuple[str, ...]:

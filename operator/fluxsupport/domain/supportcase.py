@@ -207,13 +207,25 @@ def _timing(previous: Mapping[str, Any], created: datetime.datetime, level: int,
     return timing, Event("Normal", "SeverityChanged", note), " " + note
 
 
+def _breached_at(previous: Mapping[str, Any]) -> datetime.datetime | None:
+    stored = (previous.get("firstResponse") or {}).get("breachedAt")
+    try:
+        return parse_time(stored) if stored else None
+    except ValueError:
+        return None
+
+
 def _state(timing: Timing, responded_at: datetime.datetime | None,
-           dismissed_at: datetime.datetime | None, now: datetime.datetime) -> State:
+           dismissed_at: datetime.datetime | None, now: datetime.datetime,
+           breached_at: datetime.datetime | None) -> State:
+    """A breach is final: lowering the severity afterwards moves the deadline, not the fact
+    that a deadline was missed."""
+    deadline = min(timing.deadline, breached_at) if breached_at else timing.deadline
     if responded_at is not None:
-        return State.MET if responded_at <= timing.deadline else State.LATE
+        return State.MET if responded_at <= deadline else State.LATE
     if dismissed_at is not None:
-        return State.BREACHED if dismissed_at >= timing.deadline else State.CLOSED
-    if now >= timing.deadline:
+        return State.BREACHED if dismissed_at > deadline else State.CLOSED
+    if breached_at is not None or now >= timing.deadline:
         return State.BREACHED
     if now >= timing.warning_at:
         return State.AT_RISK
@@ -255,7 +267,8 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
         # A resolution is a response: nobody resolves a case without answering it.
         responded_at, responded_by = lifecycle.resolved_at, lifecycle.resolved_by
     dismissed_at = lifecycle.dismissed_at
-    state = _state(timing, responded_at, dismissed_at, now)
+    breached_at = _breached_at(previous)
+    state = _state(timing, responded_at, dismissed_at, now, breached_at)
     awaiting = responded_at is None and dismissed_at is None
 
     first_response: dict[str, Any] = {
@@ -265,6 +278,8 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
     }
     if severity_note:
         first_response["recalculation"] = severity_note.strip()
+    if state in (State.BREACHED, State.LATE):
+        first_response["breachedAt"] = _rfc(breached_at or min(timing.deadline, now))
     business_seconds = None
     if not awaiting:
         # Only once the clock has stopped: a ticking value would rewrite status forever.
@@ -394,12 +409,10 @@ def _transition_events(previous: Mapping[str, Any], state: State,
                        responded_at: datetime.datetime | None) -> list[Event]:
     events = []
     old_state = (previous.get("firstResponse") or {}).get("state")
+    # AtRisk has no Event: the condition, the metric and its alert carry it, and an Event per
+    # case at the warning point doubles the API writes of a wave of cases opened together.
     if old_state != state.value:
-        if state is State.AT_RISK:
-            events.append(Event("Warning", "FirstResponseAtRisk",
-                                f"First response due {_rfc(timing.deadline)}; "
-                                "the warning point has passed."))
-        elif state is State.BREACHED:
+        if state is State.BREACHED:
             events.append(Event("Warning", "FirstResponseBreached",
                                 f"No first response by the deadline {_rfc(timing.deadline)}."))
         elif state is State.MET:

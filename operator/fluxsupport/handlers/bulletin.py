@@ -17,7 +17,7 @@ from fluxsupport import constants, k8s, watcher
 from fluxsupport.domain import bulletin as domain
 from fluxsupport.domain import conditions, vex
 from fluxsupport.handlers.inventory import Inventory
-from fluxsupport.handlers.supportcase import RETRY_DELAYS_S, newer_or_equal, status_differs
+from fluxsupport.handlers.supportcase import RETRY_DELAYS_S, newer_or_equal, status_patch
 from fluxsupport.scheduler import Scheduler
 
 logger = logging.getLogger(__name__)
@@ -152,9 +152,10 @@ class BulletinController:
         desired, events, next_transition, view = self._evaluate(snapshot, now)
         if view is not None:
             self.views[name] = view
-        if status_differs(snapshot.status, desired):
+        patch = status_patch(snapshot.status, desired)
+        if patch:
             try:
-                result = await self.client.patch_status(snapshot.ref, desired,
+                result = await self.client.patch_status(snapshot.ref, patch,
                                                         snapshot.resource_version)
             except k8s.ApiError as error:
                 if error.status == 404:
@@ -208,7 +209,9 @@ class BulletinController:
             counts[field[verdict.verdict]] += 1
         overdue = bool(spec.patch_by and now >= spec.patch_by and counts["vulnerable"])
 
-        current = [self._ready(vex_problems, verdicts), self._compliant(counts),
+        inventory_problems = self.inventory.problems()
+        current = [self._ready(vex_problems + inventory_problems, verdicts),
+                   self._compliant(counts, bool(self.inventory.components())),
                    self._patch_overdue(spec, overdue, counts)]
         components = [self._component_status(v) for v in verdicts]
         status: dict[str, Any] = {
@@ -243,19 +246,27 @@ class BulletinController:
             item["remediation"] = verdict.remediation.as_kustomize_image()
         return item
 
-    @staticmethod
-    def _ready(vex_problems: list[str],
+    def _ready(self, problems: list[str],
                verdicts: list[domain.ComponentVerdict]) -> conditions.Condition:
-        if vex_problems:
+        if any(problem.startswith("cannot list") for problem in problems):
+            return conditions.Condition(
+                type="Ready", status="False", reason="InventoryUnavailable",
+                message="; ".join(problems) + ". Check the operator's RBAC and --flux-namespace "
+                "(now: " + ", ".join(self.inventory.namespaces) + ").")
+        if problems:
             return conditions.Condition(
                 type="Ready", status="False", reason="InvalidVex",
-                message="; ".join(vex_problems) + ". Verdicts ignore that document until fixed.")
+                message="; ".join(problems) + ". Verdicts ignore that document until fixed.")
         return conditions.Condition(
             type="Ready", status="True", reason="Evaluated",
             message=f"Checked {len(verdicts)} running component(s) concerned by the bulletin.")
 
-    @staticmethod
-    def _compliant(counts: dict[str, int]) -> conditions.Condition:
+    def _compliant(self, counts: dict[str, int], inventory_found: bool) -> conditions.Condition:
+        if not inventory_found:
+            return conditions.Condition(
+                type="Compliant", status="Unknown", reason="NoFluxComponents",
+                message="No Flux Deployment was found in " + ", ".join(self.inventory.namespaces)
+                + "; nothing could be checked.")
         if counts["vulnerable"]:
             return conditions.Condition(
                 type="Compliant", status="False", reason="VulnerableComponents",

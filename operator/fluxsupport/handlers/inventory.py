@@ -62,6 +62,10 @@ class Inventory:
         await asyncio.wait_for(asyncio.gather(*(w.synced.wait() for w in self.watches)),
                                timeout=timeout)
 
+    def problems(self) -> list[str]:
+        """Watches that cannot list: their objects are missing from the inventory."""
+        return [f"cannot list {w.path}: {w.error}" for w in self.watches if w.error]
+
     def _objects(self, suffix: str) -> list[dict[str, Any]]:
         return [obj for w in self.watches if w.path.endswith(suffix)
                 for obj in w.objects.values()]

@@ -1,0 +1,67 @@
+# Shipping targets: Helm chart, alert rules, Dockerfile. Included from the Makefile.
+#
+#   make promtool       promtool (Debian's prometheus 2.42) unpacked into the cache, no root needed
+#   make chart-sync     copy crds/*.yaml and alerts/fluxsupport.rules.yaml into the chart
+#                       (tests/unit/test_chart.py fails while the copies differ)
+#   make ship-lint      helm lint, promtool check/test rules, hadolint
+#   make chart-package  helm package into dist/
+#
+# `make test` gets promtool as a prerequisite: tests/unit/test_alerts.py and test_chart.py fail
+# (not skip) without it.
+
+# Keep the including Makefile's default goal (its first target), whatever the include order.
+_SHIP_DEFAULT_GOAL := $(.DEFAULT_GOAL)
+
+VENV ?= .venv
+BIN ?= $(VENV)/bin
+FLUXSUPPORT_CACHE ?= $(HOME)/.cache/fluxsupport
+export FLUXSUPPORT_CACHE
+
+CHART_DIR := charts/fluxsupport
+PROMETHEUS_DIR := $(FLUXSUPPORT_CACHE)/prometheus
+# tests/unit/test_alerts.py looks here first, then for promtool on PATH.
+PROMTOOL := $(PROMETHEUS_DIR)/usr/bin/promtool
+HELM = $(shell $(BIN)/python -c 'from fluxsupport.devcluster import build; print(build.binary_path("helm"))')
+
+.PHONY: promtool chart-sync helm ship-lint chart-package
+
+test: promtool
+
+promtool: $(PROMTOOL)
+
+# `apt-get download` needs no root: it fetches the .deb into the current directory, and
+# `dpkg-deb -x` unpacks it without running maintainer scripts or starting a service.
+# Only when that fails (no package lists yet, for instance) fall back to installing it.
+$(PROMTOOL):
+	@mkdir -p $(PROMETHEUS_DIR)/deb
+	@if ( cd $(PROMETHEUS_DIR)/deb && apt-get download prometheus ) \
+	    && dpkg-deb -x "$$(ls -t $(PROMETHEUS_DIR)/deb/prometheus_*.deb | head -n1)" $(PROMETHEUS_DIR); then \
+	  rm -rf $(PROMETHEUS_DIR)/deb; \
+	else \
+	  rm -rf $(PROMETHEUS_DIR)/deb; \
+	  echo "apt-get download prometheus failed; installing the package instead" >&2; \
+	  { apt-get update && apt-get install -y --no-install-recommends prometheus; } \
+	    || { echo "promtool is missing: install Debian's prometheus package (it ships promtool)" >&2; exit 1; }; \
+	  mkdir -p $(dir $(PROMTOOL)) && ln -sf "$$(command -v promtool)" $(PROMTOOL); \
+	fi
+	@$(PROMTOOL) --version 2>&1 | head -n1
+
+chart-sync:
+	mkdir -p $(CHART_DIR)/crds $(CHART_DIR)/files
+	cp crds/*.yaml $(CHART_DIR)/crds/
+	cp alerts/fluxsupport.rules.yaml $(CHART_DIR)/files/
+
+helm: venv
+	$(BIN)/fluxsupport devcluster build helm
+
+ship-lint: venv helm promtool
+	$(HELM) lint --strict $(CHART_DIR)
+	$(PROMTOOL) check rules alerts/fluxsupport.rules.yaml
+	cd alerts && $(PROMTOOL) test rules tests.yaml tests-30d.yaml
+	$(BIN)/hadolint Dockerfile
+
+chart-package: chart-sync helm
+	mkdir -p dist
+	$(HELM) package $(CHART_DIR) --destination dist
+
+.DEFAULT_GOAL := $(_SHIP_DEFAULT_GOAL)
