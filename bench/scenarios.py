@@ -173,7 +173,9 @@ def aligned_policy(opening: datetime.datetime, target_s: int) -> str:
 
 
 async def breach_precision(client: k8s.Client, count: int, operator: harness.OperatorProcess,
-                           policy_path: pathlib.Path, restart: bool) -> list[float]:
+                           policy_path: pathlib.Path, restart: bool
+                           ) -> tuple[list[float], str]:
+    """Lags from the shared deadline to each case's Breached, and the cases' namespace."""
     now = datetime.datetime.now(datetime.UTC)
     if now.hour == 23 and now.minute >= 58:
         await asyncio.sleep(180)
@@ -204,7 +206,29 @@ async def breach_precision(client: k8s.Client, count: int, operator: harness.Ope
         await asyncio.to_thread(operator.start, False)
     await observer.wait_count(count, timeout=120)
     await observer.stop()
-    return [seen - deadline.timestamp() for seen in observer.seen.values()]
+    return [seen - deadline.timestamp() for seen in observer.seen.values()], namespace
+
+
+async def raw_status_wave(client: k8s.Client, namespace: str) -> float:
+    """Seconds for a plain client to write the same number of statuses to the same cases,
+    as the operator does at a breach: the API server's limit on this machine."""
+    items = (await client.request("GET", bc.CASES.format(namespace=namespace)))["items"]
+    stamp = f"{time.time():.3f}"
+
+    def job(item: dict[str, Any]) -> Any:
+        async def run() -> None:
+            status = item["status"]
+            conditions = [{**c, "message": f"{c['message'][:200]} {stamp}"}
+                          for c in status["conditions"]]
+            ref = k8s.ObjectRef(constants.API_VERSION, "SupportCase", "supportcases",
+                                item["metadata"]["name"], namespace)
+            await client.patch_status(ref, {"conditions": conditions,
+                                            "firstResponse": status["firstResponse"]}, None)
+        return run
+
+    began = time.time()
+    await bc.bounded((job(item) for item in items), 8)
+    return time.time() - began
 
 
 # ---- 4. memory and resume -----------------------------------------------------------------
