@@ -6,7 +6,6 @@ from __future__ import annotations
 import calendar
 import datetime
 import json
-import pathlib
 import re
 import string
 from typing import Any
@@ -19,8 +18,9 @@ from hypothesis import strategies as st
 from packageurl import PackageURL
 
 from fluxsupport.domain import vex
+from tests import fixtures
 
-UPSTREAM = pathlib.Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "upstream"
+UPSTREAM = fixtures.UPSTREAM
 SCHEMA: dict[str, Any] = json.loads(
     (UPSTREAM / "openvex_json_schema_0.2.0.json").read_text(encoding="utf-8"))
 SOURCE = "ConfigMap flux-system/flux-vex key v2.7.json"
