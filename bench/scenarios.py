@@ -48,6 +48,17 @@ def calendar_speed(samples: int) -> dict[str, float]:
 
 # ---- 1. throughput ------------------------------------------------------------------------
 
+async def create_cases(client: k8s.Client, namespace: str, count: int, severity: str) -> None:
+    """A burst of ``count`` creates, CONCURRENCY at a time."""
+    def job(index: int) -> Any:
+        async def run() -> None:
+            await client.request("POST", bc.CASES.format(namespace=namespace),
+                                 bc.case_body(f"case-{index}", namespace, severity))
+        return run
+
+    await bc.bounded((job(i) for i in range(count)), CONCURRENCY)
+
+
 async def raw_burst(client: k8s.Client, count: int) -> float:
     """N creates plus one status patch each, by a plain client: what the API can absorb."""
     namespace = f"raw-{uuid.uuid4().hex[:8]}"
@@ -78,14 +89,8 @@ async def operator_burst(client: k8s.Client, count: int) -> float:
     observer = bc.Observer(client, bc.CASES.format(namespace=namespace), bc.has_deadline)
     await observer.start()
 
-    def job(index: int) -> Any:
-        async def run() -> None:
-            await client.request("POST", bc.CASES.format(namespace=namespace),
-                                 bc.case_body(f"case-{index}", namespace))
-        return run
-
     began = time.time()
-    await bc.bounded((job(i) for i in range(count)), CONCURRENCY)
+    await create_cases(client, namespace, count, "High")
     done = await observer.wait_count(count, timeout=600)
     await observer.stop()
     return done - began
@@ -191,13 +196,7 @@ async def breach_precision(client: k8s.Client, count: int, operator: harness.Ope
     observer = bc.Observer(client, bc.CASES.format(namespace=namespace), bc.breached)
     await observer.start()
 
-    def job(index: int) -> Any:
-        async def run() -> None:
-            await client.request("POST", bc.CASES.format(namespace=namespace),
-                                 bc.case_body(f"case-{index}", namespace, "Urgent"))
-        return run
-
-    await bc.bounded((job(i) for i in range(count)), CONCURRENCY)
+    await create_cases(client, namespace, count, "Urgent")
     if time.time() > opening.timestamp():
         raise RuntimeError("creating the cases took longer than the lead time")
     if restart:
@@ -246,13 +245,7 @@ async def load_many(client: k8s.Client, cases: int, bulletins: int) -> None:
     observer = bc.Observer(client, bc.CASES.format(namespace=namespace), bc.has_deadline)
     await observer.start()
 
-    def job(index: int) -> Any:
-        async def run() -> None:
-            await client.request("POST", bc.CASES.format(namespace=namespace),
-                                 bc.case_body(f"case-{index}", namespace, "Low"))
-        return run
-
-    await bc.bounded((job(i) for i in range(cases)), CONCURRENCY)
+    await create_cases(client, namespace, cases, "Low")
     await create_bulletins(client, bulletins, f"mem-{namespace[-4:]}")
     await observer.wait_count(cases, timeout=1200)
     await observer.stop()
