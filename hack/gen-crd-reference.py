@@ -184,11 +184,17 @@ def _kind_section(crd: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+#: Only fluxsupport's own kinds are documented: crds/ also ships kopf's peering CRD, which is
+#: kopf's to describe.
+GROUP = "support.fluxcd.controlplane.io"
+
+
 def load_crds(crd_dir: pathlib.Path = CRD_DIR) -> list[dict[str, Any]]:
     documents = []
     for path in sorted(crd_dir.glob("*.yaml")):
         for document in yaml.safe_load_all(path.read_text()):
-            if isinstance(document, dict) and document.get("kind") == "CustomResourceDefinition":
+            if isinstance(document, dict) and document.get("kind") == \
+                    "CustomResourceDefinition" and document["spec"]["group"] == GROUP:
                 documents.append(document)
     return sorted(documents, key=lambda crd: crd["spec"]["names"]["kind"])
 

@@ -7,7 +7,8 @@ import json
 import os
 import pathlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -53,6 +54,25 @@ def kubeconfig(request: pytest.FixtureRequest,
 
 
 CONTROL_PLANE = pytest.StashKey[cluster.ControlPlane]()
+FIGURES = pytest.StashKey[list[str]]()
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Record a measured figure (recovery time, inputs tried...): it is printed at once and
+    again in a "reliability figures" section at the end of the run, captured output or not."""
+    def record(line: str) -> None:
+        request.config.stash.setdefault(FIGURES, []).append(f"{request.node.name}: {line}")
+        _report(request.config, f"\n{line}")
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    lines = config.stash.get(FIGURES, [])
+    if lines:
+        terminalreporter.section("reliability figures (docs/reliability.md)")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
@@ -88,11 +108,52 @@ def policy_file(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     return path
 
 
+#: Who the session operator runs as. By default the ServiceAccount of the Helm chart, installed
+#: for real with helm, with a token from the TokenRequest API: every integration test then also
+#: shows that the chart's RBAC is enough. FLUXSUPPORT_TEST_OPERATOR_AS=admin runs it as admin.
+OPERATOR_AS = os.environ.get("FLUXSUPPORT_TEST_OPERATOR_AS", "serviceaccount")
+#: The release that provides the session operator's ServiceAccount and RBAC. Not `fluxsupport`,
+#: which tests/integration/test_chart_rbac.py installs and uninstalls on its own.
+SESSION_RELEASE = "fluxsupport-session"
+OPERATOR_NAMESPACE = "fluxsupport-system"
+CHART = harness.ROOT / "charts" / "fluxsupport"
+
+
 @pytest.fixture(scope="session")
-def operator(api: harness.Api, kubeconfig: pathlib.Path, policy_file: pathlib.Path,
+def operator_credentials(request: pytest.FixtureRequest, api: harness.Api,
+                         kubeconfig: pathlib.Path, tmp_path_factory: pytest.TempPathFactory
+                         ) -> Iterator[harness.OperatorCredentials]:
+    """The kubeconfig the operator processes of the tests use (see OPERATOR_AS)."""
+    if OPERATOR_AS == "admin":
+        yield harness.OperatorCredentials(kubeconfig, harness.whoami(kubeconfig), None)
+        return
+    assert OPERATOR_AS == "serviceaccount", f"FLUXSUPPORT_TEST_OPERATOR_AS={OPERATOR_AS!r}"
+    for namespace in ("flux-system", OPERATOR_NAMESPACE):  # the chart's Roles live there
+        harness.ensure_namespace(api, namespace)
+    # Peering on: the two-replica test runs its replicas as this ServiceAccount too.
+    installed = harness.helm(kubeconfig, "upgrade", "--install", SESSION_RELEASE, str(CHART),
+                             "--namespace", OPERATOR_NAMESPACE, "--skip-crds",
+                             "--set", "peering.enabled=true")
+    assert installed.returncode == 0, installed.stderr
+    try:
+        token = harness.service_account_token(api, OPERATOR_NAMESPACE, SESSION_RELEASE)
+        path = harness.token_kubeconfig(
+            kubeconfig, token, tmp_path_factory.mktemp("operator-sa") / "kubeconfig",
+            SESSION_RELEASE)
+        user = harness.whoami(path)
+        _report(request.config, f"session operator runs as {user} (the chart's RBAC, release "
+                f"{SESSION_RELEASE}); FLUXSUPPORT_TEST_OPERATOR_AS=admin runs it as admin")
+        yield harness.OperatorCredentials(path, user, (OPERATOR_NAMESPACE, SESSION_RELEASE))
+    finally:
+        harness.helm(kubeconfig, "uninstall", SESSION_RELEASE, "--namespace",
+                     OPERATOR_NAMESPACE)
+
+
+@pytest.fixture(scope="session")
+def operator(operator_credentials: harness.OperatorCredentials, policy_file: pathlib.Path,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.OperatorProcess]:
     log_dir = tmp_path_factory.mktemp("operator")
-    process = harness.OperatorProcess(kubeconfig, log_dir,
+    process = harness.OperatorProcess(operator_credentials.kubeconfig, log_dir,
                                       extra_args=("--policy", str(policy_file)))
     process.start()
     try:

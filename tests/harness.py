@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import datetime
 import json
 import os
 import pathlib
@@ -16,8 +18,10 @@ from typing import Any, TypeVar
 import kubernetes
 import yaml
 
-from fluxsupport.constants import GROUP, VERSION
-from fluxsupport.devcluster import cluster
+from fluxsupport import k8s
+from fluxsupport.constants import DISMISSED_AT, GROUP, RESOLVED_AT, RESPONDED_AT, VERSION
+from fluxsupport.devcluster import build, cluster
+from tests import fixtures
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "upstream"
@@ -92,6 +96,121 @@ class Api:
         return list(events.items)
 
 
+def case_manifest(name: str, namespace: str, severity: str = "High",
+                  **annotations: str) -> dict[str, Any]:
+    """A valid SupportCase; the impact matches the severity, so it is consistent."""
+    outage = {"Urgent": "full", "High": "partial", "Medium": "degraded", "Low": "none"}[severity]
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "SupportCase",
+        "metadata": {"name": name, "namespace": namespace, "annotations": dict(annotations)},
+        "spec": {
+            "title": f"Case {name}", "description": "Created by the reliability tests.",
+            "severity": severity,
+            "impact": {"statement": "Deploys are blocked", "environment": "production",
+                       "outage": outage, "businessCritical": True},
+            "component": "helm-controller", "category": "incident",
+        },
+    }
+
+
+def rfc3339(moment: float) -> str:
+    """Second-precision UTC, as the annotations and the status use."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
+
+
+def parse_time(text: str) -> float:
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def async_client(kubeconfig: pathlib.Path, connections: int = 32) -> k8s.Client:
+    """The operator's own asyncio client, for bursts of writes from a test."""
+    configuration = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(config_file=str(kubeconfig),
+                                       client_configuration=configuration)
+    return k8s.Client(configuration, max_connections=connections)
+
+
+CASES_PATH = f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/supportcases"
+BULLETINS_PATH = f"/apis/{GROUP}/{VERSION}/securitybulletins"
+
+
+@contextlib.contextmanager
+def flux_inventory(api: Api, entries: Mapping[str, Mapping[str, str]],
+                   namespace: str = "flux-system") -> Iterator[list[dict[str, Any]]]:
+    """The upstream Flux Deployments in ``namespace``, pinned to ``entries``; removed after."""
+    ensure_namespace(api, namespace)
+    deployments = fixtures.deployments_running(dict(entries), "v2.7.5", namespace)
+    for deployment in deployments:
+        body = {key: value for key, value in deployment.items() if key != "status"}
+        api.apps.create_namespaced_deployment(namespace, body)
+    try:
+        yield deployments
+    finally:
+        for deployment in deployments:
+            with contextlib.suppress(kubernetes.client.ApiException):
+                api.apps.delete_namespaced_deployment(deployment["metadata"]["name"], namespace)
+
+
+def pinned(entry: Mapping[str, str]) -> str:
+    return f"{entry['name']}:{entry['newTag']}@{entry['digest']}"
+
+
+#: The session policy (tests/conftest.py TEST_POLICY): 24x7, warning at half the target.
+SESSION_TARGETS_S = {"Urgent": 4.0, "High": 3600.0, "Medium": 7200.0, "Low": 10800.0}
+
+
+def case_problems(case: Mapping[str, Any], now: float,
+                  targets: Mapping[str, float] = SESSION_TARGETS_S,
+                  grace: float = 1.0) -> list[str]:
+    """What is wrong with a case's status at ``now`` under a 24x7 policy; empty when right.
+
+    The expected status follows from the case alone: its creation time and severity give the
+    deadline, its lifecycle annotations the state. ``grace`` is how long after the deadline a
+    missing breach is tolerated.
+    """
+    metadata = case["metadata"]
+    name = metadata["name"]
+    annotations = metadata.get("annotations") or {}
+    severity = case["spec"]["severity"]
+    created = parse_time(metadata["creationTimestamp"])
+    deadline = created + targets[severity]
+    status = case.get("status") or {}
+    first = status.get("firstResponse") or {}
+    if not first.get("deadline"):
+        return [f"{name}: no deadline yet"]
+    problems = []
+    if parse_time(first["deadline"]) != deadline:
+        problems.append(f"{name}: deadline {first['deadline']} is not creation + target")
+    if status.get("observedGeneration") != metadata.get("generation"):
+        problems.append(f"{name}: observedGeneration {status.get('observedGeneration')}")
+    ready = condition(case, "Ready")
+    if ready is None or (ready["status"], ready["reason"]) != ("True", "Reconciled"):
+        problems.append(f"{name}: Ready {ready}")
+    responded = annotations.get(RESPONDED_AT) or annotations.get(RESOLVED_AT)
+    dismissed = annotations.get(DISMISSED_AT)
+    state = first.get("state")
+    if responded:
+        wanted = "Met" if parse_time(responded) <= deadline else "Late"
+        if state != wanted or first.get("respondedAt") != responded:
+            problems.append(f"{name}: responded at {responded}: {state}, want {wanted}")
+    elif dismissed:
+        wanted = "Breached" if parse_time(dismissed) > deadline else "Closed"
+        if state != wanted:
+            problems.append(f"{name}: dismissed at {dismissed}: {state}, want {wanted}")
+    elif now >= deadline + grace:
+        if state != "Breached":
+            problems.append(f"{name}: {state} {now - deadline:.1f}s after its deadline")
+    elif now < deadline and state not in ("Pending", "AtRisk"):
+        problems.append(f"{name}: {state} before its deadline")
+    if state in ("Breached", "Late") and first.get("breachedAt") != first["deadline"]:
+        problems.append(f"{name}: breachedAt {first.get('breachedAt')} is not the deadline")
+    outcome = ("Resolved" if annotations.get(RESOLVED_AT)
+               else "Dismissed" if dismissed else None)
+    if (status.get("closure") or {}).get("outcome") != outcome:
+        problems.append(f"{name}: closure {status.get('closure')}, want {outcome}")
+    return problems
+
+
 def condition(obj: Mapping[str, Any], kind: str) -> dict[str, Any] | None:
     for item in (obj.get("status") or {}).get("conditions") or []:
         if item.get("type") == kind:
@@ -103,7 +222,74 @@ def install_crds(kubeconfig: pathlib.Path) -> None:
     kubectl(kubeconfig, "apply", "--server-side", "-f", str(ROOT / "crds"))
     kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
             "crd/supportcases.support.fluxcd.controlplane.io",
-            "crd/securitybulletins.support.fluxcd.controlplane.io")
+            "crd/securitybulletins.support.fluxcd.controlplane.io",
+            "crd/clusterkopfpeerings.kopf.dev")
+
+
+def helm(kubeconfig: pathlib.Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The helm binary built from hack/controlplane (built on first use)."""
+    binary = build.build_all(("helm",))["helm"]
+    return subprocess.run([str(binary), "--kubeconfig", str(kubeconfig), *args],
+                          capture_output=True, text=True, check=False, timeout=180)
+
+
+def ensure_namespace(api: Api, name: str) -> None:
+    try:
+        api.create_namespace(name)
+    except kubernetes.client.ApiException as error:
+        if error.status != 409:
+            raise
+
+
+def token_kubeconfig(admin: pathlib.Path, token: str, path: pathlib.Path,
+                     user: str) -> pathlib.Path:
+    """A kubeconfig for the admin kubeconfig's cluster that authenticates with ``token``."""
+    config = yaml.safe_load(admin.read_text())
+    context = next(c for c in config["contexts"] if c["name"] == config["current-context"])
+    cluster = next(c for c in config["clusters"]
+                   if c["name"] == context["context"]["cluster"])
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": user,
+        "clusters": [cluster],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": user, "context": {"cluster": cluster["name"], "user": user,
+                                                "namespace": "default"}}],
+    }))
+    path.chmod(0o600)
+    return path
+
+
+def service_account_token(api: Api, namespace: str, name: str,
+                          expiration_s: int = 86400) -> str:
+    """A token for a ServiceAccount from the TokenRequest API (the only way here: no
+    controller-manager creates token Secrets)."""
+    review = api.core.create_namespaced_service_account_token(
+        name, namespace, {"spec": {"expirationSeconds": expiration_s}})
+    token: str = review.status.token
+    return token
+
+
+def whoami(kubeconfig: pathlib.Path) -> str:
+    """The user name the API server authenticates ``kubeconfig`` as (SelfSubjectReview)."""
+    client = kubernetes.config.new_client_from_config(str(kubeconfig))
+    try:
+        review = kubernetes.client.AuthenticationV1Api(client).create_self_subject_review(
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+        name: str = review.status.user_info.username
+        return name
+    finally:
+        client.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorCredentials:
+    """What the test operators authenticate with (the session fixture operator_credentials)."""
+
+    kubeconfig: pathlib.Path
+    #: The user name the API server authenticates the kubeconfig as.
+    user: str
+    #: The ServiceAccount's namespace and name, when not admin.
+    service_account: tuple[str, str] | None
 
 
 class OperatorProcess:
@@ -155,6 +341,19 @@ class OperatorProcess:
         with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
             text: str = response.read().decode()
             return text
+
+    def healthz(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz",
+                                    timeout=5) as response:
+            data: dict[str, Any] = json.loads(response.read())
+            return data
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -14,6 +14,9 @@ class OperatorConfig:
     #: Without peering only one replica may run; with it, a standby waits.
     standalone: bool = True
     priority: int = 0
+    #: Seconds a replica's keep-alive stays valid (kopf peering). A killed active replica is
+    #: replaced after at most this long; a stopped one at once (it removes its keep-alive).
+    peering_lifetime: int = 60
     #: Kubernetes namespace the operator runs in (its ConfigMaps live there).
     namespace: str = "fluxsupport-system"
     #: Namespaces where the Flux controllers and the Flux Operator run.

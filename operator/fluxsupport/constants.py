@@ -15,6 +15,9 @@ BULLETIN_PLURAL: Final = "securitybulletins"
 KOPF_PREFIX: Final = f"kopf.{GROUP}"
 FINALIZER: Final = f"{GROUP}/finalizer"
 
+#: The ClusterKopfPeering object that replicas share with --peering (the chart creates it).
+PEERING_NAME: Final = "fluxsupport"
+
 #: Shown as the source of Events.
 REPORTING_COMPONENT: Final = "fluxsupport"
 

@@ -9,6 +9,7 @@ by the official client's loaders.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -16,7 +17,7 @@ import logging
 import os
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -27,12 +28,31 @@ from fluxsupport.constants import REPORTING_COMPONENT
 logger = logging.getLogger(__name__)
 
 EVENT_WORKERS = 4
+#: How often the API server is probed while it is unreachable.
+PROBE_INTERVAL_S = 0.5
+#: Attempts per Event when the API server is unreachable or failing (the last one is dropped).
+EVENT_ATTEMPTS = 5
 
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
+
+
+#: What a request raises when the API server cannot be reached at all.
+TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
+
+
+def is_transient(error: BaseException) -> bool:
+    """An outage rather than a refusal: no connection, a timeout, a 5xx or a 429.
+
+    These say nothing about the request, so it is worth repeating once the API server is
+    back; a 4xx (invalid, forbidden, conflict) would fail the same way again.
+    """
+    if isinstance(error, ApiError):
+        return error.status >= 500 or error.status == 429
+    return isinstance(error, TRANSPORT_ERRORS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +83,25 @@ def _load_configuration() -> Any:
     return configuration
 
 
+async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """The non-empty lines of a watch stream, however long.
+
+    Not ``async for line in content``: aiohttp raises LineTooLong past 128 KiB, and one large
+    object (a ConfigMap holding a 1 MiB OpenVEX document) would end the watch for good.
+    """
+    pending = bytearray()
+    async for chunk in content.iter_any():
+        pending += chunk
+        start = 0
+        while (end := pending.find(b"\n", start)) >= 0:
+            if pending[start:end].strip():
+                yield bytes(pending[start:end])
+            start = end + 1
+        del pending[:start]
+    if pending.strip():
+        yield bytes(pending)
+
+
 class Client:
     """Status patches and Events over one pooled aiohttp session."""
 
@@ -74,6 +113,17 @@ class Client:
         self._event_workers: list[asyncio.Task[None]] = []
         self._status_writes = 0
         self._writes_idle = asyncio.Event()
+        #: Set while requests get through; cleared by a transient failure until a probe of
+        #: /readyz answers again.
+        self.reachable = asyncio.Event()
+        self.reachable.set()
+        self._recovery_listeners: list[Callable[[], None]] = []
+        self._prober: asyncio.Task[None] | None = None
+        self._closing = False
+        #: Events wait for this (the peering gate) so that a standby replica posts none.
+        self._gate: asyncio.Event | None = None
+        #: ``reportingInstance`` of the Events: which replica posted them.
+        self.instance = REPORTING_COMPONENT
 
     def _ssl_context(self) -> ssl.SSLContext | bool:
         cfg = self._configuration
@@ -105,8 +155,81 @@ class Client:
             headers["Content-Type"] = content_type
         return headers
 
+    def set_gate(self, gate: asyncio.Event, instance: str) -> None:
+        """Post Events only while ``gate`` is set, as ``instance``."""
+        self._gate = gate
+        self.instance = instance[:128]
+
+    def on_recovery(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` each time the API server answers again after an outage.
+
+        Failed status writes are retried with a growing delay (up to 30 s); without this a
+        breach that fell inside an outage could wait that long after the API server is back.
+        """
+        self._recovery_listeners.append(listener)
+
+    def note_failure(self, error: BaseException) -> None:
+        """Record a failed request; a transient one starts probing for the recovery."""
+        if self._closing or not is_transient(error) or not self.reachable.is_set():
+            return
+        self.reachable.clear()
+        logger.debug("request failed (%s); probing /readyz every %.1fs",
+                     str(error) or type(error).__name__, PROBE_INTERVAL_S)
+        if self._prober is None or self._prober.done():
+            self._prober = asyncio.get_running_loop().create_task(self._probe())
+
+    async def _probe(self) -> None:
+        """Poll /readyz until it answers. Listeners hear of it only if a probe failed first:
+        a 5xx about one object (too large for etcd, say) is no outage, and retrying it at
+        every probe would spin."""
+        outage = False
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL_S)
+            try:
+                session = await self._ensure_session()
+                async with session.get(self._configuration.host + "/readyz",
+                                       headers=self._headers(),
+                                       timeout=aiohttp.ClientTimeout(total=2)) as response:
+                    # Anything but a 5xx means the API server and its storage are back: a
+                    # hardened cluster may answer 401/403 to /readyz.
+                    if response.status >= 500:
+                        outage = self._outage(outage, f"/readyz answered {response.status}")
+                        continue
+            except TRANSPORT_ERRORS as error:
+                outage = self._outage(outage, str(error) or type(error).__name__)
+                continue
+            break
+        self.reachable.set()
+        if outage:
+            logger.warning("API server reachable again")
+            for listener in self._recovery_listeners:
+                listener()
+
+    @staticmethod
+    def _outage(known: bool, why: str) -> bool:
+        if not known:
+            logger.warning("API server unreachable (%s); retrying when it is back", why)
+        return True
+
+    async def wait_recovery(self, timeout: float) -> None:
+        """Sleep ``timeout``, or less if the API server comes back meanwhile: the backoff of
+        a retry loop that should resume as soon as the outage ends."""
+        if self.reachable.is_set():
+            await asyncio.sleep(timeout)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.reachable.wait(), timeout)
+
     async def request(self, method: str, path: str, body: Any = None,
                       content_type: str = "application/json") -> dict[str, Any]:
+        try:
+            return await self._request(method, path, body, content_type)
+        except (ApiError, *TRANSPORT_ERRORS) as error:
+            self.note_failure(error)
+            raise
+
+    async def _request(self, method: str, path: str, body: Any,
+                       content_type: str) -> dict[str, Any]:
         session = await self._ensure_session()
         data = None if body is None else json.dumps(body)
         async with session.request(method, self._configuration.host + path, data=data,
@@ -127,13 +250,16 @@ class Client:
         """Yield watch events of ``path`` until the server closes the stream."""
         session = await self._ensure_session()
         timeout = aiohttp.ClientTimeout(total=None, connect=5, sock_read=read_timeout)
-        async with session.get(self._configuration.host + path, params=dict(params),
-                               headers=self._headers(), timeout=timeout) as response:
-            if response.status >= 400:
-                raise ApiError(response.status, await response.text())
-            async for line in response.content:
-                if line.strip():
+        try:
+            async with session.get(self._configuration.host + path, params=dict(params),
+                                   headers=self._headers(), timeout=timeout) as response:
+                if response.status >= 400:
+                    raise ApiError(response.status, await response.text())
+                async for line in _lines(response.content):
                     yield json.loads(line)
+        except (ApiError, *TRANSPORT_ERRORS) as error:
+            self.note_failure(error)
+            raise
 
     async def patch_status(self, ref: ObjectRef, status: Mapping[str, Any],
                            resource_version: str | None) -> dict[str, Any]:
@@ -163,7 +289,7 @@ class Client:
                                "uid": ref.uid or ""},
             "type": type_, "reason": reason, "message": message[:1024],
             "source": {"component": REPORTING_COMPONENT},
-            "reportingComponent": REPORTING_COMPONENT, "reportingInstance": REPORTING_COMPONENT,
+            "reportingComponent": REPORTING_COMPONENT, "reportingInstance": self.instance,
             "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
         }
         await self.request("POST", f"/api/v1/namespaces/{namespace}/events", event)
@@ -182,19 +308,32 @@ class Client:
     async def _post_events(self) -> None:
         while True:
             ref, type_, reason, message = await self._events.get()
-            # Status writes first: in a wave of breaches every Event would otherwise delay
-            # the next case's Breached condition.
-            while self._status_writes:
-                self._writes_idle.clear()
-                await self._writes_idle.wait()
-            try:
-                await self.post_event(ref, type_, reason, message)
-            except (ApiError, aiohttp.ClientError, TimeoutError, OSError) as error:
-                logger.warning("could not post Event %s for %s/%s: %s", reason,
-                               ref.kind, ref.name, error)
+            for attempt in range(1, EVENT_ATTEMPTS + 1):
+                # A standby replica posts nothing; it posts what it queued once it leads.
+                if self._gate is not None:
+                    await self._gate.wait()
+                # Status writes first: in a wave of breaches every Event would otherwise delay
+                # the next case's Breached condition.
+                while self._status_writes:
+                    self._writes_idle.clear()
+                    await self._writes_idle.wait()
+                try:
+                    await self.post_event(ref, type_, reason, message)
+                except (ApiError, *TRANSPORT_ERRORS) as error:
+                    # The status write it reports has succeeded: an outage right after it
+                    # must not lose the Event, so it waits for the API server to come back.
+                    if is_transient(error) and attempt < EVENT_ATTEMPTS:
+                        await self.wait_recovery(2.0 ** attempt)
+                        continue
+                    logger.warning("could not post Event %s for %s/%s: %s", reason,
+                                   ref.kind, ref.name, error)
+                break
 
     async def close(self) -> None:
+        self._closing = True
         for worker in self._event_workers:
             worker.cancel()
+        if self._prober is not None:
+            self._prober.cancel()
         if self._session is not None:
             await self._session.close()

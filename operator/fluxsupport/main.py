@@ -16,11 +16,15 @@ from fluxsupport.constants import (
     FINALIZER,
     GROUP,
     KOPF_PREFIX,
+    PEERING_NAME,
     REPORTING_COMPONENT,
     SUPPORTCASE_PLURAL,
     VERSION,
 )
 from fluxsupport.handlers import bulletin, supportcase
+
+#: kopf's retry delays for API requests (see configure()): about 2 minutes in total.
+API_RETRY_BACKOFFS_S: tuple[float, ...] = (0.5, 1, 1, *([2] * 60))
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -54,11 +58,16 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = NoDiffBase()
     settings.peering.standalone = operator_config.standalone
     settings.peering.priority = operator_config.priority
-    settings.peering.name = "fluxsupport"
+    settings.peering.name = PEERING_NAME
     settings.peering.mandatory = not operator_config.standalone
+    settings.peering.lifetime = operator_config.peering_lifetime
     # Reconnect quickly after an API outage instead of trusting a silent stream.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 310
+    # kopf retries a failed request after 1, 1, 2, 3, 5, 8, 13 and 21 s by default: after a
+    # 20 s outage the next attempt (listing or watching again) comes up to 13 s after the API
+    # server is back. Retry every 2 s instead, for about as long in total before giving up.
+    settings.networking.error_backoffs = API_RETRY_BACKOFFS_S
     settings.execution.default_backoff = 5
     # kopf keeps a worker and a queue per object until it idles out: keep that short.
     settings.queueing.idle_timeout = 1.0

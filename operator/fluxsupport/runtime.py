@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any, cast
 
 import kopf
 
-from fluxsupport import __version__, config, k8s, metrics, server, watcher
+from fluxsupport import __version__, config, k8s, metrics, peering, server, watcher
+from fluxsupport.constants import PEERING_NAME
 from fluxsupport.domain import policy as policy_module
 from fluxsupport.handlers import bulletin, inventory, supportcase
 
@@ -29,13 +31,24 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
     health = server.HealthState()
     metrics.BUILD_INFO.info({"version": __version__})
     client = k8s.Client()
+    identity = peering.own_identity()
+    # kopf pauses only its own watch streams for a higher-priority peer; the gate stops the
+    # schedulers and the Event posters, which run outside kopf, at the same time.
+    gate = peering.PeeringGate(client, identity=identity, name=PEERING_NAME,
+                               priority=operator_config.priority,
+                               standalone=operator_config.standalone)
+    health.peering = lambda: gate.state
+    health.identity = identity
+    client.set_gate(gate.active, identity)
     client.start_event_workers()
     flux = inventory.Inventory(client, operator_config.flux_namespaces)
     configmaps = watcher.Watch(
         client, f"/api/v1/namespaces/{operator_config.namespace}/configmaps",
         lambda: bulletins.reconcile_all_soon())  # noqa: PLW0108 - bulletins is bound below
-    bulletins = bulletin.BulletinController(client, flux, configmaps, operator_config.namespace)
-    cases = supportcase.CaseController(policy, client, diagnostics=flux.diagnostics)
+    bulletins = bulletin.BulletinController(client, flux, configmaps, operator_config.namespace,
+                                            gate=gate.active)
+    cases = supportcase.CaseController(policy, client, diagnostics=flux.diagnostics,
+                                       gate=gate.active)
     metrics.register_cases(cases)
     metrics.register_bulletins(bulletins)
     await flux.load_server_version()
@@ -44,6 +57,7 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
         asyncio.create_task(bulletins.scheduler.run(), name="bulletin-scheduler"),
         asyncio.create_task(configmaps.run(), name="configmap-watch"),
         *flux.tasks(),
+        *gate.tasks(),
     ]
     # Verdicts computed from a half-listed inventory would flap: wait for the first lists.
     with contextlib.suppress(TimeoutError):
@@ -54,6 +68,8 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
     try:
         await kopf.operator(
             clusterwide=True,
+            # The gate must know which keep-alive in the peering object is ours.
+            identity=cast(Any, identity),
             standalone=operator_config.standalone,
             priority=operator_config.priority,
             ready_flag=health.ready_flag,

@@ -22,8 +22,12 @@ Callback = Callable[[Hashable], Awaitable[None]]
 
 
 class Scheduler:
-    def __init__(self, callback: Callback, concurrency: int = 32) -> None:
+    def __init__(self, callback: Callback, concurrency: int = 32,
+                 gate: asyncio.Event | None = None) -> None:
         self._callback = callback
+        #: Instants only fire while this is set: a standby replica (kopf peering) keeps its
+        #: heap but writes nothing, and catches up when it becomes the active one.
+        self._gate = gate
         self._heap: list[tuple[float, int, Hashable]] = []
         self._due: dict[Hashable, float] = {}
         self._counter = itertools.count()
@@ -55,9 +59,11 @@ class Scheduler:
 
     async def run(self) -> None:
         while True:
+            if self._gate is not None:
+                await self._gate.wait()
             self._wakeup.clear()
             now = time.time()
-            while self._heap and self._heap[0][0] <= now:
+            while self._heap and self._heap[0][0] <= now and self._open():
                 when, _, key = heapq.heappop(self._heap)
                 if self._due.get(key) != when:
                     continue  # Superseded or cancelled.
@@ -70,6 +76,9 @@ class Scheduler:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(),
                                        timeout=None if timeout is None else max(timeout, 0))
+
+    def _open(self) -> bool:
+        return self._gate is None or self._gate.is_set()
 
     async def _invoke(self, key: Hashable) -> None:
         try:

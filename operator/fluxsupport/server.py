@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import prometheus_client
 from aiohttp import web
@@ -17,6 +18,10 @@ class HealthState:
     def __init__(self) -> None:
         self.ready_flag = asyncio.Event()
         self.started = time.monotonic()
+        #: ``standalone``, or ``active``/``standby`` with peering; set by the runtime.
+        self.peering: Callable[[], str] = lambda: "standalone"
+        #: This replica's peering identity, also the ``reportingInstance`` of its Events.
+        self.identity = ""
 
     @property
     def ready(self) -> bool:
@@ -32,7 +37,8 @@ async def start(host: str, port: int, health: HealthState) -> web.AppRunner:
     async def healthz(_: web.Request) -> web.Response:
         # Answering at all proves the event loop, which runs every handler, is not stuck.
         return web.json_response({"status": "ok",
-                                  "uptime_s": round(time.monotonic() - health.started, 1)})
+                                  "uptime_s": round(time.monotonic() - health.started, 1),
+                                  "peering": health.peering(), "identity": health.identity})
 
     async def readyz(_: web.Request) -> web.Response:
         status = 200 if health.ready else 503

@@ -62,12 +62,21 @@ class Watch:
                     self._failed(f"{error}")
                     logger.warning("watch %s failed: %s; listing again in %.1fs",
                                    self.path, error, backoff)
-                    await asyncio.sleep(backoff)
+                    await self.client.wait_recovery(backoff)
                     backoff = min(backoff * 2, 10)
             except (aiohttp.ClientError, TimeoutError, OSError) as error:
                 self._failed(str(error) or type(error).__name__)
                 logger.warning("watch %s interrupted: %s; listing again in %.1fs",
                                self.path, error or type(error).__name__, backoff)
+                # Relist as soon as the API server is back, not up to 10 s later.
+                await self.client.wait_recovery(backoff)
+                backoff = min(backoff * 2, 10)
+            except ValueError as error:
+                # A response that does not parse. The task must not end: nothing would
+                # restart it, and the objects it holds would silently go stale.
+                self._failed(f"unreadable response: {error}")
+                logger.warning("watch %s: unreadable response (%s); listing again in %.1fs",
+                               self.path, error, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import time
 from typing import Annotated
 
 import typer
@@ -26,7 +27,14 @@ def run(
     peering: Annotated[bool, typer.Option(
         envvar="FLUXSUPPORT_PEERING",
         help="Coordinate with other replicas through kopf peering (needs its CRDs).")] = False,
-    priority: Annotated[int, typer.Option(envvar="FLUXSUPPORT_PRIORITY")] = 0,
+    priority: Annotated[int | None, typer.Option(
+        envvar="FLUXSUPPORT_PRIORITY",
+        help="With --peering, the live replica with the highest priority acts. Default: from "
+             "the start time, so that the oldest replica acts.")] = None,
+    peering_lifetime: Annotated[int, typer.Option(
+        envvar="FLUXSUPPORT_PEERING_LIFETIME", min=2,
+        help="Seconds a replica's keep-alive is valid: the longest a standby waits for a "
+             "killed leader.")] = 60,
     policy_file: Annotated[pathlib.Path | None, typer.Option(
         "--policy", envvar="FLUXSUPPORT_POLICY",
         help="SLA policy YAML file (time zone, holidays, hours, targets).")] = None,
@@ -56,13 +64,24 @@ def run(
     try:
         runtime.run(config.OperatorConfig(
             metrics_port=metrics_port, metrics_host=metrics_host, namespace=namespace,
-            standalone=not peering, priority=priority,
+            standalone=not peering, priority=_priority(priority, peering),
+            peering_lifetime=peering_lifetime,
             flux_namespaces=_flux_namespaces(flux_namespace),
         ), policy, verbose=verbose)
     except OSError as error:
         typer.echo(f"error: cannot serve metrics on {metrics_host}:{metrics_port}: {error}",
                    err=True)
         raise typer.Exit(1) from error
+
+
+def _priority(given: int | None, peering: bool) -> int:
+    """The peering priority. kopf pauses every replica while two live ones share a priority,
+    and the chart's replicas are identical pods: without a given priority, one derived from the
+    start time (older is higher, to the microsecond) elects the oldest replica, and a replica
+    that restarts waits behind the one that took over."""
+    if given is not None or not peering:
+        return given or 0
+    return -(time.time_ns() // 1000)
 
 
 def _flux_namespaces(given: list[str] | None) -> tuple[str, ...]:

@@ -9,11 +9,25 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 
 Status = Literal["True", "False", "Unknown"]
+
+#: The CRDs' maxLength for a condition message; the API server counts it in bytes. A longer
+#: message makes the whole status write fail (422) again and again.
+MAX_MESSAGE_BYTES = 32768
+
+
+def _bounded(message: str) -> str:
+    """``message`` cut to MAX_MESSAGE_BYTES of UTF-8, marked when cut."""
+    encoded = message.encode("utf-8", "surrogatepass")
+    if len(encoded) <= MAX_MESSAGE_BYTES:
+        return message
+    marker = " [... truncated]"
+    kept = encoded[:MAX_MESSAGE_BYTES - len(marker)].decode("utf-8", "ignore")
+    return kept + marker
 
 
 class Condition(pydantic.BaseModel):
@@ -22,7 +36,7 @@ class Condition(pydantic.BaseModel):
     type: str
     status: Status
     reason: str = pydantic.Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
-    message: str = ""
+    message: Annotated[str, pydantic.AfterValidator(_bounded)] = ""
     observed_generation: int = pydantic.Field(0, alias="observedGeneration")
     last_transition_time: str = pydantic.Field("", alias="lastTransitionTime")
 
@@ -31,8 +45,13 @@ class Condition(pydantic.BaseModel):
 
 
 def rfc3339(moment: datetime.datetime) -> str:
-    """Second-precision UTC, as ``metav1.Time`` serialises."""
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Second-precision UTC, as ``metav1.Time`` serialises.
+
+    Not strftime: its ``%Y`` does not pad years before 1000 ("438-08-13T..."), which the API
+    server's date-time format rejects, failing the whole status write.
+    """
+    utc = moment.astimezone(datetime.UTC)
+    return utc.replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 def merge(previous: Iterable[Mapping[str, Any]], current: Iterable[Condition],

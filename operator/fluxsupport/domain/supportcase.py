@@ -89,7 +89,10 @@ def parse_time(value: str) -> datetime.datetime:
     moment = datetime.datetime.fromisoformat(value.strip().replace("z", "Z"))
     if moment.tzinfo is None:
         raise ValueError("it has no time-zone offset")
-    return moment.astimezone(datetime.UTC)
+    try:
+        return moment.astimezone(datetime.UTC)
+    except OverflowError as error:  # 9999-12-31T23:59:59-14:00 is in year 10000 in UTC
+        raise ValueError("it is out of range in UTC") from error
 
 
 def parse_lifecycle(annotations: Mapping[str, str]) -> Lifecycle:
@@ -104,7 +107,9 @@ def parse_lifecycle(annotations: Mapping[str, str]) -> Lifecycle:
         try:
             values[field] = parse_time(raw)
         except ValueError as error:
-            problems.append(f"annotation {key}={raw!r} is not an RFC 3339 time "
+            # Quote a bounded prefix: an annotation may hold up to 256 KiB.
+            shown = repr(raw if len(raw) <= 100 else raw[:100] + "...")
+            problems.append(f"annotation {key}={shown} is not an RFC 3339 time "
                             f"such as 2026-12-07T11:00:00Z ({error})")
     for key, field in ((constants.RESPONDED_BY, "responded_by"),
                        (constants.RESOLVED_BY, "resolved_by"),

@@ -501,6 +501,55 @@ def effective_statement(documents: Sequence[Document], vulnerability: str,
     return best
 
 
+#: Hex length of the digest algorithms OCI registries use; others only need the grammar.
+_DIGEST_HEX = {"sha256": 64, "sha512": 128}
+
+
+def _shown(text: str, limit: int = 120) -> str:
+    """``text`` quoted for a message, shortened: a hostile document may hold huge strings."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _digest_problem(version: str) -> str | None:
+    digest = urllib.parse.unquote(version)
+    if not _DIGEST.match(digest):
+        return "is not an image digest (sha256:<hex>)"
+    algorithm, _, hex_part = digest.partition(":")
+    wanted = _DIGEST_HEX.get(algorithm.lower())
+    if wanted is not None and not re.fullmatch(f"[0-9a-fA-F]{{{wanted}}}", hex_part):
+        return f"is not a {algorithm} digest ({wanted} hex digits)"
+    return None
+
+
+def _product_problems(index: int, statement: Statement) -> list[str]:
+    problems = []
+    for number, product in enumerate(statement.products):
+        where = f"statements[{index}].products[{number}]"
+        texts = {"@id": product.id,
+                 "identifiers.purl": product.identifiers.purl if product.identifiers else None}
+        for field, text in texts.items():
+            looks_like_purl = field == "identifiers.purl" or (text or "").startswith("pkg:")
+            if not text or not looks_like_purl:
+                continue
+            purl = _parse_purl(text)
+            if purl is None:
+                problems.append(f"{where}.{field}: {_shown(text)} is not a valid purl, so it "
+                                "matches nothing")
+            elif purl.type.lower() == "oci" and purl.version and (
+                    problem := _digest_problem(purl.version)) is not None:
+                problems.append(f"{where}.{field}: version {_shown(purl.version)} {problem}, "
+                                "so it matches no image")
+    return problems
+
+
+def product_problems(document: Document) -> list[str]:
+    """Product identifiers that can never match a running image: text meant as a purl that
+    does not parse, and an oci purl whose version is not a digest. A statement about them
+    silently changes no verdict, so the bulletin reports them in its Ready condition."""
+    return [problem for index, statement in enumerate(document.statements)
+            for problem in _product_problems(index, statement)]
+
+
 def document_warnings(document: Document) -> list[str]:
     """Things that parse but probably do not do what the author meant, for a condition."""
     warnings: list[str] = []
@@ -510,13 +559,5 @@ def document_warnings(document: Document) -> list[str]:
         if not statement.products:
             warnings.append(f"statements[{index}].products: none, so the statement matches "
                             "nothing")
-        for number, product in enumerate(statement.products):
-            where = f"statements[{index}].products[{number}]"
-            texts = {"@id": product.id,
-                     "identifiers.purl": product.identifiers.purl if product.identifiers else None}
-            for field, text in texts.items():
-                looks_like_purl = field == "identifiers.purl" or (text or "").startswith("pkg:")
-                if text and looks_like_purl and _parse_purl(text) is None:
-                    warnings.append(f"{where}.{field}: {text!r} is not a valid purl, so it "
-                                    "matches nothing")
+        warnings.extend(_product_problems(index, statement))
     return warnings

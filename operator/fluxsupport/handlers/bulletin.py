@@ -59,6 +59,20 @@ def _validation_message(error: pydantic.ValidationError) -> str:
                      for item in error.errors())
 
 
+def too_large(error: k8s.ApiError) -> bool:
+    """The write would make the object exceed the size limit: etcd's 1.5 MiB by default,
+    reported as a 500 "etcdserver: request is too large", or the API server's 413."""
+    return error.status == 413 or "request is too large" in str(error)
+
+
+#: Ready when the full status does not fit (see BulletinController._oversized).
+TOO_LARGE_MESSAGE = (
+    "With per-CVE verdicts the status would push the bulletin past the API server's object size "
+    "limit (etcd's, 1.5 MiB by default), so status.components[].cves and .message are left "
+    "out; the component verdicts, counts and remediation are complete. Shorten the summaries "
+    "or split the bulletin to get them back.")
+
+
 def redact(text: str, secrets: list[str]) -> str:
     """Belt and braces for embargoed bulletins: no message may quote their details."""
     for secret in sorted(secrets, key=len, reverse=True):
@@ -69,16 +83,24 @@ def redact(text: str, secrets: list[str]) -> str:
 
 class BulletinController:
     def __init__(self, client: k8s.Client, inventory: Inventory,
-                 configmaps: watcher.Watch, operator_namespace: str) -> None:
+                 configmaps: watcher.Watch, operator_namespace: str,
+                 gate: asyncio.Event | None = None) -> None:
         self.client = client
         self.inventory = inventory
         self.configmaps = configmaps
         self.operator_namespace = operator_namespace
-        self.scheduler = Scheduler(self._scheduled)
+        self.scheduler = Scheduler(self._scheduled, gate=gate)
+        client.on_recovery(self.retry_failed_now)
         self.bulletins: dict[str, BulletinSnapshot] = {}
         self.views: dict[str, BulletinView] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._failures: dict[str, int] = {}
+        #: Bulletins whose inputs (inventory, VEX, other bulletins) changed since their last
+        #: evaluation started. One that changes during an evaluation is evaluated again.
+        self._requested: set[str] = set()
+        #: Bulletins so large (a spec near the size limit) that the full status was refused:
+        #: they get a compact one, until their spec changes.
+        self._oversized: set[str] = set()
         inventory.subscribe(self.reconcile_all_soon)
 
     def observe(self, body: Mapping[str, Any]) -> tuple[str, bool]:
@@ -91,6 +113,7 @@ class BulletinController:
             return snapshot.name, False
         self.bulletins[snapshot.name] = snapshot
         if held is None or held.spec != snapshot.spec:
+            self._oversized.discard(snapshot.name)
             # Verdicts depend on other bulletins (later rebuilds): re-check them too.
             self.reconcile_all_soon()
         return snapshot.name, True
@@ -99,17 +122,26 @@ class BulletinController:
         self.bulletins.pop(name, None)
         self.views.pop(name, None)
         self._locks.pop(name, None)
+        self._requested.discard(name)
+        self._oversized.discard(name)
         self.scheduler.cancel(name)
         self.reconcile_all_soon()
 
     def reconcile_all_soon(self) -> None:
         now = time.time()
         for name in self.bulletins:
+            self._requested.add(name)
             self.scheduler.schedule(name, now)
 
     async def _scheduled(self, key: Hashable) -> None:
         assert isinstance(key, str)
         await self.reconcile(key)
+
+    def retry_failed_now(self) -> None:
+        """After an API outage, retry failed writes at once (see CaseController)."""
+        now = time.time()
+        for name in list(self._failures):
+            self.scheduler.schedule(name, now)
 
     async def reconcile(self, name: str) -> None:
         async with self._locks.setdefault(name, asyncio.Lock()):
@@ -125,8 +157,11 @@ class BulletinController:
                 continue
         return parsed
 
-    def _vex_documents(self, spec: domain.BulletinSpec) -> tuple[list[vex.Document], list[str]]:
-        documents, problems = [], []
+    def _vex_documents(self, spec: domain.BulletinSpec
+                       ) -> tuple[list[vex.Document], list[str], list[str]]:
+        """The usable documents; the problems of the unusable ones; and the products of usable
+        ones that can match nothing (a bad purl or digest), which the Ready condition names."""
+        documents, problems, warnings = [], [], []
         for ref in spec.vex:
             name, key = ref.config_map_key_ref.name, ref.config_map_key_ref.key
             where = f"ConfigMap {self.operator_namespace}/{name}"
@@ -139,15 +174,20 @@ class BulletinController:
                 problems.append(f"{where} has no key {key!r}")
                 continue
             try:
-                documents.append(vex.parse_document(data, source=f"{where} key {key}"))
+                document = vex.parse_document(data, source=f"{where} key {key}")
             except vex.VexError as error:
                 problems.append(str(error))
-        return documents, problems
+                continue
+            documents.append(document)
+            warnings += [f"{where} key {key}: {problem}"
+                         for problem in vex.product_problems(document)]
+        return documents, problems, warnings
 
     async def _reconcile(self, name: str) -> None:
         snapshot = self.bulletins.get(name)
         if snapshot is None:
             return
+        self._requested.discard(name)  # this evaluation sees every change made so far
         now = datetime.datetime.now(datetime.UTC)
         desired, events, next_transition, view = self._evaluate(snapshot, now)
         if view is not None:
@@ -161,24 +201,43 @@ class BulletinController:
                 if error.status == 404:
                     self.forget(name)
                     return
+                if too_large(error) and name not in self._oversized:
+                    # Retried as is, it would fail for ever and the bulletin would never get
+                    # a condition: write a compact status instead, at once.
+                    logger.warning("SecurityBulletin %s: the full status does not fit (%s); "
+                                   "writing it without per-CVE details", name, error)
+                    self._oversized.add(name)
+                    self.scheduler.schedule(name, time.time())
+                    return
                 self._retry_later(name, error)
                 return
             except (aiohttp.ClientError, TimeoutError, OSError) as error:
                 self._retry_later(name, error)
                 return
             self._failures.pop(name, None)
+            logger.debug("SecurityBulletin %s: status written", name)
             snapshot.status = dict(result.get("status") or {})
             snapshot.resource_version = (result.get("metadata") or {}).get(
                 "resourceVersion", snapshot.resource_version)
             for type_, reason, message in events:
                 self.client.post_event_soon(snapshot.ref, type_, reason, message)
-        self.scheduler.replace(name, next_transition.timestamp() if next_transition else None)
+        if name in self._requested:
+            # An input changed while the status write was in flight: the evaluation above may
+            # have missed it (a bulletin published meanwhile, a new image). replace() would
+            # drop the request reconcile_all_soon() queued; evaluate again instead.
+            self.scheduler.schedule(name, time.time())
+        else:
+            self.scheduler.replace(name,
+                                   next_transition.timestamp() if next_transition else None)
 
     def _retry_later(self, name: str, error: Exception) -> None:
         failures = self._failures.get(name, 0)
         self._failures[name] = failures + 1
         delay = RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S) - 1)]
-        if not (isinstance(error, k8s.ApiError) and error.status == 409):
+        if isinstance(error, k8s.ApiError) and error.status == 409:
+            logger.debug("SecurityBulletin %s: status write conflict; retrying in %ss",
+                         name, delay)
+        else:
             logger.warning("SecurityBulletin %s: status write failed (%s); retrying in %ss",
                            name, error, delay)
         self.scheduler.schedule(name, time.time() + delay)
@@ -198,7 +257,7 @@ class BulletinController:
                        "conditions": conditions.merge(old_conditions, [ready], generation, now)}
             return invalid, [("Warning", "InvalidSpec", message)], None, None
         bulletin = domain.Bulletin(snapshot.name, spec)
-        documents, vex_problems = self._vex_documents(spec)
+        documents, vex_problems, vex_warnings = self._vex_documents(spec)
         verdicts = domain.evaluate(bulletin, self.inventory.components(), self._parsed(),
                                    documents)
         embargoed = spec.embargoed(now)
@@ -210,13 +269,23 @@ class BulletinController:
         overdue = bool(spec.patch_by and now >= spec.patch_by and counts["vulnerable"])
 
         inventory_problems = self.inventory.problems()
-        current = [self._ready(vex_problems + inventory_problems, verdicts),
+        current = [self._ready(vex_problems + inventory_problems, vex_warnings, verdicts),
                    self._compliant(counts, bool(self.inventory.components())),
                    self._patch_overdue(spec, overdue, counts)]
         components = [self._component_status(v) for v in verdicts]
+        written = components
+        if snapshot.name in self._oversized:
+            written = [{key: value for key, value in item.items()
+                        if key not in ("cves", "message")} for item in components]
+            ready = current[0]
+            current[0] = conditions.Condition(
+                type="Ready", status="False",
+                reason=ready.reason if ready.status == "False" else "StatusTooLarge",
+                message=(ready.message + " " if ready.status == "False" else "")
+                + TOO_LARGE_MESSAGE)
         status: dict[str, Any] = {
             "observedGeneration": generation, "embargoed": embargoed, "counts": counts,
-            "components": components,
+            "components": written,
             "conditions": conditions.merge(old_conditions, current, generation, now),
         }
         events = self._events(snapshot, spec, components, current, embargoed)
@@ -246,17 +315,22 @@ class BulletinController:
             item["remediation"] = verdict.remediation.as_kustomize_image()
         return item
 
-    def _ready(self, problems: list[str],
+    def _ready(self, problems: list[str], warnings: list[str],
                verdicts: list[domain.ComponentVerdict]) -> conditions.Condition:
         if any(problem.startswith("cannot list") for problem in problems):
             return conditions.Condition(
                 type="Ready", status="False", reason="InventoryUnavailable",
                 message="; ".join(problems) + ". Check the operator's RBAC and --flux-namespace "
                 "(now: " + ", ".join(self.inventory.namespaces) + ").")
-        if problems:
-            return conditions.Condition(
-                type="Ready", status="False", reason="InvalidVex",
-                message="; ".join(problems) + ". Verdicts ignore that document until fixed.")
+        if problems or warnings:
+            message = ""
+            if problems:
+                message = "; ".join(problems) + ". Verdicts ignore that document until fixed."
+            if warnings:
+                message += (" " if message else "") + "; ".join(warnings) + (
+                    ". The rest of that document counts; fix the product to make it match.")
+            return conditions.Condition(type="Ready", status="False", reason="InvalidVex",
+                                        message=message)
         return conditions.Condition(
             type="Ready", status="True", reason="Evaluated",
             message=f"Checked {len(verdicts)} running component(s) concerned by the bulletin.")

@@ -126,13 +126,15 @@ Diagnostics = Callable[[], dict[str, Any]]
 
 class CaseController:
     def __init__(self, policy: policy_module.Policy, client: k8s.Client,
-                 diagnostics: Diagnostics | None = None) -> None:
+                 diagnostics: Diagnostics | None = None,
+                 gate: asyncio.Event | None = None) -> None:
         self.policy = policy
         self.calendar = calendar_module.BusinessCalendar(policy)
         self.client = client
         self.diagnostics = diagnostics
         # Few writes in flight: the API server completes a wave of them sooner that way.
-        self.scheduler = Scheduler(self._scheduled, concurrency=8)
+        self.scheduler = Scheduler(self._scheduled, concurrency=8, gate=gate)
+        client.on_recovery(self.retry_failed_now)
         self.cases: dict[CaseKey, CaseSnapshot] = {}
         self.views: dict[CaseKey, domain.MetricsView] = {}
         #: Responses of deleted cases, so that the counter never goes down while running.
@@ -166,6 +168,13 @@ class CaseController:
     async def _scheduled(self, key: Hashable) -> None:
         assert isinstance(key, tuple)
         await self.reconcile(key)
+
+    def retry_failed_now(self) -> None:
+        """After an API outage, retry every failed write at once instead of at its backoff
+        (up to 30 s away): breaches that fell inside the outage are written on recovery."""
+        now = time.time()
+        for key in list(self._failures):
+            self.scheduler.schedule(key, now)
 
     async def reconcile(self, key: CaseKey) -> None:
         lock = self._locks.setdefault(key, asyncio.Lock())
@@ -202,6 +211,8 @@ class CaseController:
                 self._retry_later(key, error)
                 return
             self._failures.pop(key, None)
+            logger.debug("SupportCase %s/%s: status written (%s)", key[0], key[1],
+                         (desired.get("firstResponse") or {}).get("state", "InvalidSpec"))
             case.status_json = _compact_status(result.get("status") or {})
             case.resource_version = (result.get("metadata") or {}).get(
                 "resourceVersion", case.resource_version)
@@ -214,7 +225,10 @@ class CaseController:
         failures = self._failures.get(key, 0)
         self._failures[key] = failures + 1
         delay = RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S) - 1)]
-        if not (isinstance(error, k8s.ApiError) and error.status == 409):
+        if isinstance(error, k8s.ApiError) and error.status == 409:
+            logger.debug("SupportCase %s/%s: status write conflict; retrying in %ss",
+                         key[0], key[1], delay)
+        else:
             logger.warning("SupportCase %s/%s: status write failed (%s); retrying in %ss",
                            key[0], key[1], error, delay)
         self.scheduler.schedule(key, time.time() + delay)
