@@ -56,10 +56,11 @@ async def throughput(client: Any, operator: harness.OperatorProcess, sizes: dict
         f"{sizes['throughput_n']}")
     raw, with_operator = [], []
     for _ in range(sizes["throughput_trials"]):
-        raw.append(await sc.raw_burst(client, sizes["throughput_n"]))
         operator.start()
-        with_operator.append(await sc.operator_burst(client, sizes["throughput_n"]))
+        elapsed, status = await sc.operator_burst(client, sizes["throughput_n"])
+        with_operator.append(elapsed)
         operator.stop()
+        raw.append(await sc.raw_burst(client, sizes["throughput_n"], status))
     figures["raw_burst_s"] = sc.spread(raw)
     figures["operator_burst_s"] = sc.spread(with_operator)
     figures["throughput_ratio"] = sc.spread(
@@ -77,9 +78,11 @@ async def breaches(client: Any, operator: harness.OperatorProcess, policy_path: 
     figures["breach_raw_wave_ms"] = sc.spread(
         [await sc.raw_status_wave(client, namespace) * 1000 for _ in range(3)])
     say("breach precision with an operator restart 5 s before the deadline")
-    restart_lags, _ = await sc.breach_precision(client, sizes["breach_n"], operator,
+    restart_lags, restart_namespace = await sc.breach_precision(client, sizes["breach_n"], operator,
                                                 policy_path, True)
     figures["breach_restart_lag_ms"] = sc.spread([v * 1000 for v in restart_lags])
+    for breach_namespace in (namespace, restart_namespace):
+        await bc.delete_cases(client, breach_namespace)
 
 
 async def memory(client: Any, operator: harness.OperatorProcess, sizes: dict[str, int],

@@ -59,11 +59,13 @@ async def create_cases(client: k8s.Client, namespace: str, count: int, severity:
     await bc.bounded((job(i) for i in range(count)), CONCURRENCY)
 
 
-async def raw_burst(client: k8s.Client, count: int) -> float:
-    """N creates plus one status patch each, by a plain client: what the API can absorb."""
+async def raw_burst(client: k8s.Client, count: int, status: dict[str, Any]) -> float:
+    """N creates plus one status patch each, by a plain client: what the API can absorb.
+
+    ``status`` is one the operator wrote, so that both sides write objects of the same size.
+    """
     namespace = f"raw-{uuid.uuid4().hex[:8]}"
     await bc.create_namespace(client, namespace)
-    status = {"firstResponse": {"deadline": "2030-01-01T00:00:00Z", "state": "Pending"}}
 
     def job(index: int) -> Any:
         async def run() -> None:
@@ -82,8 +84,9 @@ async def raw_burst(client: k8s.Client, count: int) -> float:
     return elapsed
 
 
-async def operator_burst(client: k8s.Client, count: int) -> float:
-    """N creates; time until the operator has written every deadline."""
+async def operator_burst(client: k8s.Client, count: int) -> tuple[float, dict[str, Any]]:
+    """N creates; time until the operator has written every deadline, and one status it
+    wrote. The cases are deleted afterwards, so that later phases count only their own."""
     namespace = f"op-{uuid.uuid4().hex[:8]}"
     await bc.create_namespace(client, namespace)
     observer = bc.Observer(client, bc.CASES.format(namespace=namespace), bc.has_deadline)
@@ -93,7 +96,9 @@ async def operator_burst(client: k8s.Client, count: int) -> float:
     await create_cases(client, namespace, count, "High")
     done = await observer.wait_count(count, timeout=600)
     await observer.stop()
-    return done - began
+    sample = await client.request("GET", bc.CASES.format(namespace=namespace) + "/case-0")
+    await bc.delete_cases(client, namespace)
+    return done - began, sample["status"]
 
 
 # ---- 2. detection latency -----------------------------------------------------------------

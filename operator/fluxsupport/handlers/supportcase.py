@@ -144,14 +144,16 @@ class CaseController:
 
     def observe(self, body: Mapping[str, Any]) -> tuple[CaseKey, bool]:
         """Keep the newest body; say whether it is news (not the echo of our own write)."""
-        snapshot = CaseSnapshot.from_body(body)
-        key = (snapshot.namespace, snapshot.name)
+        metadata = body.get("metadata") or {}
+        key = (metadata["namespace"], metadata["name"])
+        version = metadata.get("resourceVersion", "")
         held = self.cases.get(key)
-        if held is not None and held.uid == snapshot.uid and (
-                held.resource_version == snapshot.resource_version
-                or not newer_or_equal(snapshot.resource_version, held.resource_version)):
+        # Decided before the snapshot is built: echoes are half of all events in a burst.
+        if held is not None and held.uid == metadata.get("uid", "") and (
+                held.resource_version == version
+                or not newer_or_equal(version, held.resource_version)):
             return key, False
-        self.cases[key] = snapshot
+        self.cases[key] = CaseSnapshot.from_body(body)
         return key, True
 
     def forget(self, namespace: str, name: str) -> None:
