@@ -76,7 +76,14 @@ class Observer:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        listing = await self.client.request("GET", self.path)
+        for _ in range(100):
+            try:
+                listing = await self.client.request("GET", self.path)
+                break
+            except k8s.ApiError as error:
+                if error.status != 429:  # A CRD just installed: its storage is initializing.
+                    raise
+                await asyncio.sleep(0.3)
         version = listing["metadata"]["resourceVersion"]
         for item in listing.get("items") or []:
             if self.done(item):
