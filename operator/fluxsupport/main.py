@@ -64,6 +64,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Reconnect quickly after an API outage instead of trusting a silent stream.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 310
+    # List in pages: one 10,000-case list parsed at once leaves the process 200 MB larger.
+    settings.watching.chunk_size = 500
     # kopf retries a failed request after 1, 1, 2, 3, 5, 8, 13 and 21 s by default: after a
     # 20 s outage the next attempt (listing or watching again) comes up to 13 s after the API
     # server is back. Retry every 2 s instead, for about as long in total before giving up.
