@@ -217,8 +217,9 @@ class Client:
         if self.reachable.is_set():
             await asyncio.sleep(timeout)
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.reachable.wait(), timeout)
+        with contextlib.suppress(TimeoutError):  # asyncio.timeout: see Scheduler.run
+            async with asyncio.timeout(timeout):
+                await self.reachable.wait()
 
     async def request(self, method: str, path: str, body: Any = None,
                       content_type: str = "application/json") -> dict[str, Any]:

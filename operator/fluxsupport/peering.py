@@ -139,5 +139,6 @@ class PeeringGate:
             if recheck is not None:
                 timeout = max(0.0, (recheck - datetime.datetime.now(datetime.UTC))
                               .total_seconds()) + 0.05
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see Scheduler.run
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait()

@@ -73,9 +73,11 @@ class Scheduler:
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             timeout = (self._heap[0][0] - time.time()) if self._heap else None
+            # asyncio.timeout, not wait_for: wait_for wraps the wait in a task of its own,
+            # and at shutdown kopf waits (up to 5 s) for every task created after it started.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(),
-                                       timeout=None if timeout is None else max(timeout, 0))
+                async with asyncio.timeout(None if timeout is None else max(timeout, 0)):
+                    await self._wakeup.wait()
 
     def _open(self) -> bool:
         return self._gate is None or self._gate.is_set()
