@@ -7,12 +7,13 @@ BIN := $(VENV)/bin
 export FLUXSUPPORT_CACHE ?= $(HOME)/.cache/fluxsupport
 PYTEST_ARGS ?=
 
-.PHONY: all venv tools lint test demo bench lock clean help
+.PHONY: all venv tools lint test demo bench bench-profile lock clean help
 
 help:
 	@echo "make demo    build what is missing, start a local control plane, run the operator"
 	@echo "make test    lint, type-check and run every test against a real kube-apiserver"
 	@echo "make bench   benchmarks (QUICK=1 for the short run)"
+	@echo "make bench-profile   where the API server spends a wave of breach writes"
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -38,6 +39,9 @@ demo: tools
 
 bench: tools
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)
+
+bench-profile: tools
+	$(BIN)/python -m bench.apiserver_profile
 
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
