@@ -28,8 +28,6 @@ logger = logging.getLogger(__name__)
 CaseKey = tuple[str, str]
 OUR_ANNOTATIONS = f"{constants.GROUP}/"
 RETRY_DELAYS_S = (0.5, 1, 2, 4, 8, 15, 30)
-#: Status writes in flight: the API server completes a wave of them sooner with few.
-WRITE_SLOTS = 8
 
 
 def _compact(data: Mapping[str, Any]) -> str:
@@ -134,11 +132,8 @@ class CaseController:
         self.calendar = calendar_module.BusinessCalendar(policy)
         self.client = client
         self.diagnostics = diagnostics
-        self.scheduler = Scheduler(self._scheduled, concurrency=WRITE_SLOTS, gate=gate)
-        # Taken before evaluating, not just before writing: a case that waited for its turn
-        # is evaluated when it writes, so a write queued before a deadline that passed
-        # meanwhile says Breached at once instead of a stale AtRisk followed by Breached.
-        self._write_slots = asyncio.Semaphore(WRITE_SLOTS)
+        # Few writes in flight: the API server completes a wave of them sooner that way.
+        self.scheduler = Scheduler(self._scheduled, concurrency=8, gate=gate)
         client.on_recovery(self.retry_failed_now)
         self.cases: dict[CaseKey, CaseSnapshot] = {}
         self.views: dict[CaseKey, domain.MetricsView] = {}
@@ -185,7 +180,7 @@ class CaseController:
 
     async def reconcile(self, key: CaseKey) -> None:
         lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock, self._write_slots:
+        async with lock:
             await self._reconcile(key)
 
     async def _reconcile(self, key: CaseKey) -> None:
