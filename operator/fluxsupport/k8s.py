@@ -44,6 +44,14 @@ class ApiError(Exception):
 TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 
 
+def log_write_failure(log: logging.Logger, what: str, error: Exception, delay: float) -> None:
+    """A conflict is routine (the object changed meanwhile); anything else is worth a warning."""
+    if isinstance(error, ApiError) and error.status == 409:
+        log.debug("%s: status write conflict; retrying in %ss", what, delay)
+    else:
+        log.warning("%s: status write failed (%s); retrying in %ss", what, error, delay)
+
+
 def is_transient(error: BaseException) -> bool:
     """An outage rather than a refusal: no connection, a timeout, a 5xx or a 429.
 

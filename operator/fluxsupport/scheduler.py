@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable, Hashable
 logger = logging.getLogger(__name__)
 
 Callback = Callable[[Hashable], Awaitable[None]]
+#: Backoff of retry(), by the number of consecutive failures of a key.
+RETRY_DELAYS_S = (0.5, 1, 2, 4, 8, 15, 30)
 
 
 class Scheduler:
@@ -34,6 +36,8 @@ class Scheduler:
         self._wakeup = asyncio.Event()
         self._limit = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Consecutive failures per key, for the backoff of retry().
+        self._failures: dict[Hashable, int] = {}
 
     def __len__(self) -> int:
         return len(self._due)
@@ -56,6 +60,27 @@ class Scheduler:
 
     def cancel(self, key: Hashable) -> None:
         self._due.pop(key, None)
+        self._failures.pop(key, None)
+
+    def retry(self, key: Hashable) -> float:
+        """Run ``key`` again after a backoff that grows with its consecutive failures;
+        return the delay."""
+        failures = self._failures.get(key, 0)
+        self._failures[key] = failures + 1
+        delay = RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S) - 1)]
+        self.schedule(key, time.time() + delay)
+        return delay
+
+    def succeeded(self, key: Hashable) -> None:
+        """End the backoff of ``key``."""
+        self._failures.pop(key, None)
+
+    def retry_failed_now(self) -> None:
+        """After an API outage, retry every failed key at once instead of at its backoff
+        (up to 30 s away): breaches that fell inside the outage are written on recovery."""
+        now = time.time()
+        for key in list(self._failures):
+            self.schedule(key, now)
 
     async def run(self) -> None:
         while True:

@@ -17,7 +17,7 @@ from fluxsupport import constants, k8s, watcher
 from fluxsupport.domain import bulletin as domain
 from fluxsupport.domain import conditions, vex
 from fluxsupport.handlers.inventory import Inventory
-from fluxsupport.handlers.supportcase import RETRY_DELAYS_S, newer_or_equal, status_patch
+from fluxsupport.handlers.supportcase import newer_or_equal, status_patch
 from fluxsupport.scheduler import Scheduler
 
 logger = logging.getLogger(__name__)
@@ -90,11 +90,10 @@ class BulletinController:
         self.configmaps = configmaps
         self.operator_namespace = operator_namespace
         self.scheduler = Scheduler(self._scheduled, gate=gate)
-        client.on_recovery(self.retry_failed_now)
+        client.on_recovery(self.scheduler.retry_failed_now)
         self.bulletins: dict[str, BulletinSnapshot] = {}
         self.views: dict[str, BulletinView] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._failures: dict[str, int] = {}
         #: Bulletins whose inputs (inventory, VEX, other bulletins) changed since their last
         #: evaluation started. One that changes during an evaluation is evaluated again.
         self._requested: set[str] = set()
@@ -136,12 +135,6 @@ class BulletinController:
     async def _scheduled(self, key: Hashable) -> None:
         assert isinstance(key, str)
         await self.reconcile(key)
-
-    def retry_failed_now(self) -> None:
-        """After an API outage, retry failed writes at once (see CaseController)."""
-        now = time.time()
-        for name in list(self._failures):
-            self.scheduler.schedule(name, now)
 
     async def reconcile(self, name: str) -> None:
         async with self._locks.setdefault(name, asyncio.Lock()):
@@ -214,7 +207,7 @@ class BulletinController:
             except (aiohttp.ClientError, TimeoutError, OSError) as error:
                 self._retry_later(name, error)
                 return
-            self._failures.pop(name, None)
+            self.scheduler.succeeded(name)
             logger.debug("SecurityBulletin %s: status written", name)
             snapshot.status = dict(result.get("status") or {})
             snapshot.resource_version = (result.get("metadata") or {}).get(
@@ -231,16 +224,8 @@ class BulletinController:
                                    next_transition.timestamp() if next_transition else None)
 
     def _retry_later(self, name: str, error: Exception) -> None:
-        failures = self._failures.get(name, 0)
-        self._failures[name] = failures + 1
-        delay = RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S) - 1)]
-        if isinstance(error, k8s.ApiError) and error.status == 409:
-            logger.debug("SecurityBulletin %s: status write conflict; retrying in %ss",
-                         name, delay)
-        else:
-            logger.warning("SecurityBulletin %s: status write failed (%s); retrying in %ss",
-                           name, error, delay)
-        self.scheduler.schedule(name, time.time() + delay)
+        delay = self.scheduler.retry(name)
+        k8s.log_write_failure(logger, f"SecurityBulletin {name}", error, delay)
 
     def _evaluate(self, snapshot: BulletinSnapshot, now: datetime.datetime
                   ) -> tuple[dict[str, Any], list[tuple[str, str, str]],

@@ -11,7 +11,6 @@ import dataclasses
 import datetime
 import json
 import logging
-import time
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
@@ -27,7 +26,6 @@ logger = logging.getLogger(__name__)
 
 CaseKey = tuple[str, str]
 OUR_ANNOTATIONS = f"{constants.GROUP}/"
-RETRY_DELAYS_S = (0.5, 1, 2, 4, 8, 15, 30)
 
 
 def _compact(data: Mapping[str, Any]) -> str:
@@ -134,13 +132,12 @@ class CaseController:
         self.diagnostics = diagnostics
         # Few writes in flight: the API server completes a wave of them sooner that way.
         self.scheduler = Scheduler(self._scheduled, concurrency=8, gate=gate)
-        client.on_recovery(self.retry_failed_now)
+        client.on_recovery(self.scheduler.retry_failed_now)
         self.cases: dict[CaseKey, CaseSnapshot] = {}
         self.views: dict[CaseKey, domain.MetricsView] = {}
         #: Responses of deleted cases, so that the counter never goes down while running.
         self.deleted_outcomes: dict[tuple[int, str], int] = {}
         self._locks: dict[CaseKey, asyncio.Lock] = {}
-        self._failures: dict[CaseKey, int] = {}
 
     def observe(self, body: Mapping[str, Any]) -> tuple[CaseKey, bool]:
         """Keep the newest body; say whether it is news (not the echo of our own write)."""
@@ -160,7 +157,6 @@ class CaseController:
         key = (namespace, name)
         self.cases.pop(key, None)
         self._locks.pop(key, None)
-        self._failures.pop(key, None)
         self.scheduler.cancel(key)
         view = self.views.pop(key, None)
         if view is not None and view.outcome is not None:
@@ -170,13 +166,6 @@ class CaseController:
     async def _scheduled(self, key: Hashable) -> None:
         assert isinstance(key, tuple)
         await self.reconcile(key)
-
-    def retry_failed_now(self) -> None:
-        """After an API outage, retry every failed write at once instead of at its backoff
-        (up to 30 s away): breaches that fell inside the outage are written on recovery."""
-        now = time.time()
-        for key in list(self._failures):
-            self.scheduler.schedule(key, now)
 
     async def reconcile(self, key: CaseKey) -> None:
         lock = self._locks.setdefault(key, asyncio.Lock())
@@ -212,7 +201,7 @@ class CaseController:
             except (aiohttp.ClientError, TimeoutError, OSError) as error:
                 self._retry_later(key, error)
                 return
-            self._failures.pop(key, None)
+            self.scheduler.succeeded(key)
             logger.debug("SupportCase %s/%s: status written (%s)", key[0], key[1],
                          (desired.get("firstResponse") or {}).get("state", "InvalidSpec"))
             case.status_json = _compact_status(result.get("status") or {})
@@ -224,16 +213,8 @@ class CaseController:
         self.scheduler.replace(key, when.timestamp() if when else None)
 
     def _retry_later(self, key: CaseKey, error: Exception) -> None:
-        failures = self._failures.get(key, 0)
-        self._failures[key] = failures + 1
-        delay = RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S) - 1)]
-        if isinstance(error, k8s.ApiError) and error.status == 409:
-            logger.debug("SupportCase %s/%s: status write conflict; retrying in %ss",
-                         key[0], key[1], delay)
-        else:
-            logger.warning("SupportCase %s/%s: status write failed (%s); retrying in %ss",
-                           key[0], key[1], error, delay)
-        self.scheduler.schedule(key, time.time() + delay)
+        delay = self.scheduler.retry(key)
+        k8s.log_write_failure(logger, f"SupportCase {key[0]}/{key[1]}", error, delay)
 
     def _diagnostics_for(self, case: CaseSnapshot,
                          current: Mapping[str, Any]) -> dict[str, Any] | None:
