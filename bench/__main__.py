@@ -22,8 +22,6 @@ from tests import harness
 
 from bench import client as bc
 from bench import scenarios as sc
-from fluxsupport import kube
-from fluxsupport.devcluster import build, cluster
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -111,17 +109,8 @@ async def run(quick: bool, workdir: pathlib.Path) -> dict[str, Any]:
     figures["deadlines_per_s"] = sc.spread([s["deadlines_per_s"] for s in speeds])
     figures["datetime_adds_per_s"] = sc.spread([s["datetime_adds_per_s"] for s in speeds])
 
-    build.build_all(("etcd", "kube-apiserver"))
-    plane = cluster.ControlPlane(workdir / "controlplane", attached=True)
-    plane.prepare()
-    plane.start()
-    policy_path = workdir / "policy.yaml"
-    policy_path.write_text("")
-    operator = harness.OperatorProcess(plane.kubeconfig, workdir,
-                                       extra_args=("--policy", str(policy_path)), verbose=False)
-    try:
-        kube.install_crds(kube.api_client(plane.kubeconfig))
-        client = bc.client_for(plane.kubeconfig)
+    async with sc.control_plane(workdir) as setup:
+        client, operator, policy_path = setup.client, setup.operator, setup.policy_path
         await sc.install_flux(client)
         await throughput(client, operator, sizes, figures)
 
@@ -138,10 +127,6 @@ async def run(quick: bool, workdir: pathlib.Path) -> dict[str, Any]:
         operator.stop()
         operator.start()
         await memory(client, operator, sizes, figures)
-        await client.close()
-    finally:
-        operator.stop()
-        plane.stop()
     return summary(figures, sizes, quick)
 
 

@@ -22,12 +22,8 @@ import sys
 import tempfile
 import time
 
-from tests import harness
-
 from bench import client as bc
 from bench import scenarios as sc
-from fluxsupport import kube
-from fluxsupport.devcluster import build, cluster
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 PROFILE_SECONDS = 6
@@ -69,19 +65,11 @@ def step_shares(profile: pathlib.Path) -> dict[str, float]:
 
 
 async def measure(workdir: pathlib.Path) -> dict[str, object]:
-    build.build_all(("etcd", "kube-apiserver"))
-    plane = cluster.ControlPlane(workdir / "controlplane", attached=True)
-    plane.prepare()
-    plane.start()
-    policy_path = workdir / "policy.yaml"
-    policy_path.write_text("")
-    operator = harness.OperatorProcess(plane.kubeconfig, workdir,
-                                       extra_args=("--policy", str(policy_path)), verbose=False)
-    try:
-        kube.install_crds(kube.api_client(plane.kubeconfig))
-        client = bc.client_for(plane.kubeconfig)
+    async with sc.control_plane(workdir) as setup:
+        client, operator, plane = setup.client, setup.operator, setup.plane
         operator.start()
-        lags, namespace = await sc.breach_precision(client, 500, operator, policy_path, False)
+        lags, namespace = await sc.breach_precision(client, 500, operator, setup.policy_path,
+                                                    False)
         operator.stop()
 
         apiserver = pid_of(f"kube-apiserver.*--secure-port={plane.apiserver_port}")
@@ -103,10 +91,6 @@ async def measure(workdir: pathlib.Path) -> dict[str, object]:
             after = [cpu_seconds(pid) for pid in (apiserver, etcd, os.getpid())]
             profiler.wait(timeout=60)
         items = (await client.request("GET", bc.CASES.format(namespace=namespace)))["items"]
-        await client.close()
-    finally:
-        operator.stop()
-        plane.stop()
     cores = [(b - a) / elapsed for a, b in zip(before, after, strict=True)]
     sample = items[0]
     return {

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import datetime
 import os
 import pathlib
@@ -11,12 +13,14 @@ import time
 import timeit
 import urllib.request
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from tests import fixtures, harness
 
 from bench import client as bc
-from fluxsupport import constants, k8s
+from fluxsupport import constants, k8s, kube
+from fluxsupport.devcluster import build, cluster
 from fluxsupport.domain.calendar import BusinessCalendar
 from fluxsupport.domain.policy import Policy
 
@@ -27,6 +31,39 @@ def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))
     return ordered[index]
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    plane: cluster.ControlPlane
+    #: Not started: each measurement starts and stops it.
+    operator: harness.OperatorProcess
+    #: The operator's --policy file; empty (the default policy) until a measurement writes it.
+    policy_path: pathlib.Path
+    client: k8s.Client
+
+
+@contextlib.asynccontextmanager
+async def control_plane(workdir: pathlib.Path) -> AsyncIterator[Setup]:
+    """A fresh local control plane with the CRDs installed, and an operator to start."""
+    build.build_all(("etcd", "kube-apiserver"))
+    plane = cluster.ControlPlane(workdir / "controlplane", attached=True)
+    plane.prepare()
+    plane.start()
+    policy_path = workdir / "policy.yaml"
+    policy_path.write_text("")
+    operator = harness.OperatorProcess(plane.kubeconfig, workdir,
+                                       extra_args=("--policy", str(policy_path)), verbose=False)
+    client: k8s.Client | None = None
+    try:
+        kube.install_crds(kube.api_client(plane.kubeconfig))
+        client = bc.client_for(plane.kubeconfig)
+        yield Setup(plane, operator, policy_path, client)
+    finally:
+        if client is not None:
+            await client.close()
+        operator.stop()
+        plane.stop()
 
 
 # ---- 5. calendar engine --------------------------------------------------------------------
