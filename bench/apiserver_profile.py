@@ -52,8 +52,10 @@ def pid_of(pattern: str) -> int:
 
 def step_shares(profile: pathlib.Path) -> dict[str, float]:
     """Cumulative share of each step in the profile, from ``go tool pprof -top -cum``."""
-    go = shutil.which("go") or "/usr/local/go/bin/go"
-    top = subprocess.run([go, "tool", "pprof", "-top", "-cum", "-nodecount=1000", str(profile)],
+    if shutil.which("go") is None:
+        raise SystemExit(f"The profile is in {profile}; reading it needs the Go toolchain on "
+                         "PATH (go tool pprof), as building the control plane does.")
+    top = subprocess.run(["go", "tool", "pprof", "-top", "-cum", "-nodecount=1000", str(profile)],
                          capture_output=True, text=True, check=True).stdout
     shares: dict[str, float] = {}
     for label, function in STEPS.items():
