@@ -11,17 +11,18 @@ from typing import Any
 
 import kubernetes
 
-from fluxsupport import constants, k8s
+from fluxsupport import constants
+from fluxsupport.kube import api
 
 CASES = f"/apis/{constants.API_VERSION}/namespaces/{{namespace}}/supportcases"
 BULLETINS = f"/apis/{constants.API_VERSION}/securitybulletins"
 
 
-def client_for(kubeconfig: pathlib.Path, connections: int = 64) -> k8s.Client:
+def client_for(kubeconfig: pathlib.Path, connections: int = 64) -> api.Client:
     configuration = kubernetes.client.Configuration()
     kubernetes.config.load_kube_config(config_file=str(kubeconfig),
                                        client_configuration=configuration)
-    return k8s.Client(configuration, max_connections=connections)
+    return api.Client(configuration, max_connections=connections)
 
 
 async def bounded(jobs: Iterable[Callable[[], Awaitable[Any]]], concurrency: int) -> None:
@@ -53,22 +54,22 @@ def case_body(name: str, namespace: str, severity: str = "High") -> dict[str, An
     }
 
 
-async def create_namespace(client: k8s.Client, name: str) -> None:
+async def create_namespace(client: api.Client, name: str) -> None:
     try:
         await client.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
-    except k8s.ApiError as error:
+    except api.ApiError as error:
         if error.status != 409:
             raise
 
 
-async def delete_cases(client: k8s.Client, namespace: str) -> None:
+async def delete_cases(client: api.Client, namespace: str) -> None:
     await client.request("DELETE", CASES.format(namespace=namespace))
 
 
 class Observer:
     """Watch a collection from now on; record when each object first satisfies ``done``."""
 
-    def __init__(self, client: k8s.Client, path: str,
+    def __init__(self, client: api.Client, path: str,
                  done: Callable[[dict[str, Any]], bool]) -> None:
         self.client, self.path, self.done = client, path, done
         self.seen: dict[str, float] = {}
@@ -80,7 +81,7 @@ class Observer:
             try:
                 listing = await self.client.request("GET", self.path)
                 break
-            except k8s.ApiError as error:
+            except api.ApiError as error:
                 if error.status != 429:  # A CRD just installed: its storage is initializing.
                     raise
                 await asyncio.sleep(0.3)

@@ -19,10 +19,11 @@ from typing import Any
 from tests import fixtures, harness
 
 from bench import client as bc
-from fluxsupport import constants, k8s, kube
+from fluxsupport import constants
 from fluxsupport.devcluster import build, cluster
 from fluxsupport.domain.calendar import BusinessCalendar
 from fluxsupport.domain.policy import Policy
+from fluxsupport.kube import api, blocking
 
 CONCURRENCY = 32
 
@@ -40,7 +41,7 @@ class Setup:
     operator: harness.OperatorProcess
     #: The operator's --policy file; empty (the default policy) until a measurement writes it.
     policy_path: pathlib.Path
-    client: k8s.Client
+    client: api.Client
 
 
 @contextlib.asynccontextmanager
@@ -54,9 +55,9 @@ async def control_plane(workdir: pathlib.Path) -> AsyncIterator[Setup]:
     policy_path.write_text("")
     operator = harness.OperatorProcess(plane.kubeconfig, workdir,
                                        extra_args=("--policy", str(policy_path)), verbose=False)
-    client: k8s.Client | None = None
+    client: api.Client | None = None
     try:
-        kube.install_crds(kube.api_client(plane.kubeconfig))
+        blocking.install_crds(blocking.api_client(plane.kubeconfig))
         client = bc.client_for(plane.kubeconfig)
         yield Setup(plane, operator, policy_path, client)
     finally:
@@ -85,7 +86,7 @@ def calendar_speed(samples: int) -> dict[str, float]:
 
 # ---- 1. throughput ------------------------------------------------------------------------
 
-async def create_cases(client: k8s.Client, namespace: str, count: int, severity: str) -> None:
+async def create_cases(client: api.Client, namespace: str, count: int, severity: str) -> None:
     """A burst of ``count`` creates, CONCURRENCY at a time."""
     def job(index: int) -> Any:
         async def run() -> None:
@@ -96,7 +97,7 @@ async def create_cases(client: k8s.Client, namespace: str, count: int, severity:
     await bc.bounded((job(i) for i in range(count)), CONCURRENCY)
 
 
-async def raw_burst(client: k8s.Client, count: int, status: dict[str, Any]) -> float:
+async def raw_burst(client: api.Client, count: int, status: dict[str, Any]) -> float:
     """N creates plus one status patch each, by a plain client: what the API can absorb.
 
     ``status`` is one the operator wrote, so that both sides write objects of the same size.
@@ -109,7 +110,7 @@ async def raw_burst(client: k8s.Client, count: int, status: dict[str, Any]) -> f
             name = f"case-{index}"
             await client.request("POST", bc.CASES.format(namespace=namespace),
                                  bc.case_body(name, namespace))
-            ref = k8s.ObjectRef(constants.API_VERSION, "SupportCase", "supportcases", name,
+            ref = api.ObjectRef(constants.API_VERSION, "SupportCase", "supportcases", name,
                                 namespace)
             await client.patch_status(ref, status, None)
         return run
@@ -121,7 +122,7 @@ async def raw_burst(client: k8s.Client, count: int, status: dict[str, Any]) -> f
     return elapsed
 
 
-async def operator_burst(client: k8s.Client, count: int) -> tuple[float, dict[str, Any]]:
+async def operator_burst(client: api.Client, count: int) -> tuple[float, dict[str, Any]]:
     """N creates; time until the operator has written every deadline, and one status it
     wrote. The cases are deleted afterwards, so that later phases count only their own."""
     namespace = f"op-{uuid.uuid4().hex[:8]}"
@@ -148,19 +149,19 @@ def pinned(entry: dict[str, str]) -> str:
     return f"{entry['name']}:{entry['newTag']}@{entry['digest']}"
 
 
-async def install_flux(client: k8s.Client) -> None:
+async def install_flux(client: api.Client) -> None:
     await bc.create_namespace(client, "flux-system")
     for deployment in fixtures.deployments_running(FIX, "v2.7.5"):
         deployment.pop("status", None)
         try:
             await client.request("POST", "/apis/apps/v1/namespaces/flux-system/deployments",
                                  deployment)
-        except k8s.ApiError as error:
+        except api.ApiError as error:
             if error.status != 409:
                 raise
 
 
-async def create_bulletins(client: k8s.Client, count: int, prefix: str) -> list[str]:
+async def create_bulletins(client: api.Client, count: int, prefix: str) -> list[str]:
     names = []
     for index in range(count):
         name = f"{prefix}-{index:03d}"
@@ -178,7 +179,7 @@ def _vulnerable_in_metrics(metrics_url: str, bulletin: str) -> bool:
             f'component="source-controller",namespace="flux-system"}} 1.0') in text
 
 
-async def detection(client: k8s.Client, metrics_url: str, bulletins: list[str],
+async def detection(client: api.Client, metrics_url: str, bulletins: list[str],
                     trials: int) -> tuple[list[float], list[float]]:
     """Flip source-controller to a vulnerable digest; time until every bulletin says so."""
     path = "/apis/apps/v1/namespaces/flux-system/deployments/source-controller"
@@ -219,7 +220,7 @@ def aligned_policy(opening: datetime.datetime, target_s: int) -> str:
             f"targets: {{Urgent: {target_s}s, High: {target_s}s, Medium: 1h, Low: 2h}}\n")
 
 
-async def breach_precision(client: k8s.Client, count: int, operator: harness.OperatorProcess,
+async def breach_precision(client: api.Client, count: int, operator: harness.OperatorProcess,
                            policy_path: pathlib.Path, restart: bool
                            ) -> tuple[list[float], str]:
     """Lags from the shared deadline to each case's Breached, and the cases' namespace."""
@@ -250,7 +251,7 @@ async def breach_precision(client: k8s.Client, count: int, operator: harness.Ope
     return [seen - deadline.timestamp() for seen in observer.seen.values()], namespace
 
 
-async def raw_status_wave(client: k8s.Client, namespace: str) -> float:
+async def raw_status_wave(client: api.Client, namespace: str) -> float:
     """Seconds for a plain client to write the same number of statuses to the same cases,
     as the operator does at a breach: the API server's limit on this machine."""
     items = (await client.request("GET", bc.CASES.format(namespace=namespace)))["items"]
@@ -261,7 +262,7 @@ async def raw_status_wave(client: k8s.Client, namespace: str) -> float:
             status = item["status"]
             conditions = [{**c, "message": f"{c['message'][:200]} {stamp}"}
                           for c in status["conditions"]]
-            ref = k8s.ObjectRef(constants.API_VERSION, "SupportCase", "supportcases",
+            ref = api.ObjectRef(constants.API_VERSION, "SupportCase", "supportcases",
                                 item["metadata"]["name"], namespace)
             await client.patch_status(ref, {"conditions": conditions,
                                             "firstResponse": status["firstResponse"]}, None)
@@ -281,7 +282,7 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-async def load_many(client: k8s.Client, cases: int, bulletins: int) -> None:
+async def load_many(client: api.Client, cases: int, bulletins: int) -> None:
     namespace = f"mem-{uuid.uuid4().hex[:8]}"
     await bc.create_namespace(client, namespace)
     observer = bc.Observer(client, bc.CASES.format(namespace=namespace), bc.has_deadline)
@@ -306,7 +307,7 @@ def _metrics_counts(metrics_url: str) -> tuple[int, int]:
     return cases, bulletins
 
 
-async def resume_time(client: k8s.Client, operator: harness.OperatorProcess) -> float:
+async def resume_time(client: api.Client, operator: harness.OperatorProcess) -> float:
     """Restart the operator; seconds until it has evaluated every case and bulletin."""
     cases = 0
     for item in (await client.request("GET", f"/apis/{constants.API_VERSION}/supportcases"))[

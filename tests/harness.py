@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 import kubernetes
 import yaml
 
-from fluxsupport import k8s
 from fluxsupport.constants import DISMISSED_AT, GROUP, RESOLVED_AT, RESPONDED_AT, VERSION
 from fluxsupport.devcluster import build, cluster
+from fluxsupport.kube import api
 from tests import fixtures
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -122,12 +122,12 @@ def parse_time(text: str) -> float:
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def async_client(kubeconfig: pathlib.Path, connections: int = 32) -> k8s.Client:
+def async_client(kubeconfig: pathlib.Path, connections: int = 32) -> api.Client:
     """The operator's own asyncio client, for bursts of writes from a test."""
     configuration = kubernetes.client.Configuration()
     kubernetes.config.load_kube_config(config_file=str(kubeconfig),
                                        client_configuration=configuration)
-    return k8s.Client(configuration, max_connections=connections)
+    return api.Client(configuration, max_connections=connections)
 
 
 CASES_PATH = f"/apis/{GROUP}/{VERSION}/namespaces/{{namespace}}/supportcases"

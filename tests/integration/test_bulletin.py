@@ -13,7 +13,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from fluxsupport.handlers.inventory import Inventory  # noqa: F401 - documents what is exercised
+from fluxsupport.sources.inventory import Inventory  # noqa: F401 - documents what is exercised
 from tests import fixtures, harness
 
 CVE = "CVE-2026-47680"

@@ -31,7 +31,6 @@ from typing import Any
 
 import pytest
 
-from fluxsupport import k8s
 from fluxsupport.constants import (
     DISMISS_REASON,
     DISMISSED_AT,
@@ -41,6 +40,7 @@ from fluxsupport.constants import (
 )
 from fluxsupport.domain import bulletin as bulletin_domain
 from fluxsupport.domain import inventory as inventory_domain
+from fluxsupport.kube import api
 from tests import fixtures, harness
 
 N_CASES = 500
@@ -135,15 +135,15 @@ class Load(threading.Thread):
     def _cases(self) -> str:
         return harness.CASES_PATH.format(namespace=self.namespace)
 
-    async def _watch(self, client: k8s.Client, version: str) -> None:
+    async def _watch(self, client: api.Client, version: str) -> None:
         params = {"watch": "1", "resourceVersion": version, "allowWatchBookmarks": "true"}
         while True:
             try:
                 await self._watch_once(client, params)
-            except (k8s.ApiError, *k8s.TRANSPORT_ERRORS):
+            except (api.ApiError, *api.TRANSPORT_ERRORS):
                 await asyncio.sleep(0.5)  # resume from the last version seen
 
-    async def _watch_once(self, client: k8s.Client, params: dict[str, str]) -> None:
+    async def _watch_once(self, client: api.Client, params: dict[str, str]) -> None:
         async for event in client.watch_lines(self._cases, params, read_timeout=600):
             obj = event.get("object") or {}
             params["resourceVersion"] = obj.get("metadata", {}).get(
@@ -158,7 +158,7 @@ class Load(threading.Thread):
                                        or self.states[name][-1] != first["state"]):
                 self.states[name].append(first["state"])
 
-    async def _burst(self, client: k8s.Client) -> None:
+    async def _burst(self, client: api.Client) -> None:
         rng = self.rng
         began = time.monotonic()
         jobs: list[tuple[float, Callable[[], Coroutine[Any, Any, None]]]] = []
@@ -199,30 +199,30 @@ class Load(threading.Thread):
                     try:
                         await job()
                         return
-                    except (k8s.ApiError, *k8s.TRANSPORT_ERRORS) as error:
-                        if attempt == 2 or not k8s.is_transient(error):
+                    except (api.ApiError, *api.TRANSPORT_ERRORS) as error:
+                        if attempt == 2 or not api.is_transient(error):
                             raise
                         await asyncio.sleep(1)
 
         await asyncio.gather(*(run(at, job) for at, job in jobs))
 
-    def _create_case(self, client: k8s.Client, name: str,
+    def _create_case(self, client: api.Client, name: str,
                      severity: str) -> Callable[[], Coroutine[Any, Any, None]]:
         body = harness.case_manifest(name, self.namespace, severity)
         return self._post(client, self._cases, body, "create")
 
-    def _post(self, client: k8s.Client, path: str, body: dict[str, Any],
+    def _post(self, client: api.Client, path: str, body: dict[str, Any],
               action: str) -> Callable[[], Coroutine[Any, Any, None]]:
         async def job() -> None:
             try:
                 await client.request("POST", path, body)
-            except k8s.ApiError as error:
+            except api.ApiError as error:
                 if error.status != 409:  # 409: an earlier attempt did create it
                     raise
             self.actions[action] += 1
         return job
 
-    def _annotate(self, client: k8s.Client, name: str, key: str, extra: dict[str, str],
+    def _annotate(self, client: api.Client, name: str, key: str, extra: dict[str, str],
                   action: str) -> Callable[[], Coroutine[Any, Any, None]]:
         async def job() -> None:
             patch = {"metadata": {"annotations": {key: harness.rfc3339(time.time()), **extra}}}
@@ -231,7 +231,7 @@ class Load(threading.Thread):
             self.actions[action] += 1
         return job
 
-    def _set_image(self, client: k8s.Client,
+    def _set_image(self, client: api.Client,
                    entry: dict[str, str]) -> Callable[[], Coroutine[Any, Any, None]]:
         async def job() -> None:
             patch = {"spec": {"template": {"spec": {"containers": [
@@ -242,7 +242,7 @@ class Load(threading.Thread):
             self.actions["image"] += 1
         return job
 
-    def _edit_bulletin(self, client: k8s.Client,
+    def _edit_bulletin(self, client: api.Client,
                        name: str) -> Callable[[], Coroutine[Any, Any, None]]:
         async def job() -> None:
             current = await client.request("GET", f"{harness.BULLETINS_PATH}/{name}")
@@ -431,7 +431,7 @@ def test_sigkill_during_a_burst_loses_nothing(
 
 
 class RecordingClient:
-    """Stands in for k8s.Client in-process: applies merge patches to a dict, and can hold the
+    """Stands in for api.Client in-process: applies merge patches to a dict, and can hold the
     first status write until the test releases it."""
 
     def __init__(self) -> None:
@@ -440,7 +440,7 @@ class RecordingClient:
         self.held = asyncio.Event()
         self.version = 1
 
-    async def patch_status(self, ref: k8s.ObjectRef, patch: dict[str, Any],
+    async def patch_status(self, ref: api.ObjectRef, patch: dict[str, Any],
                            resource_version: str | None) -> dict[str, Any]:
         if not self.hold.is_set():
             self.held.set()
@@ -473,9 +473,9 @@ def test_a_bulletin_published_during_an_evaluation_is_not_missed() -> None:
     """The race the burst above found (operator bug, fixed): a bulletin published while an
     earlier one's status write was in flight left the earlier one with a stale verdict,
     because finishing the evaluation cancelled the re-evaluation the new bulletin queued."""
-    from fluxsupport import watcher
-    from fluxsupport.handlers.bulletin import BulletinController
-    from fluxsupport.handlers.inventory import Inventory
+    from fluxsupport.controllers.bulletin import BulletinController
+    from fluxsupport.kube import reflector
+    from fluxsupport.sources.inventory import Inventory
 
     running = PRE["kustomize-controller"]
 
@@ -494,7 +494,7 @@ def test_a_bulletin_published_during_an_evaluation_is_not_missed() -> None:
         inventory = Inventory(client, ("flux-system",))  # type: ignore[arg-type]
         deployments = fixtures.deployments_running(PRE, "v2.7.5")
         inventory.deployments.objects = {d["metadata"]["name"]: d for d in deployments}
-        configmaps = watcher.Watch(client, "/unused", lambda: None)  # type: ignore[arg-type]
+        configmaps = reflector.Watch(client, "/unused", lambda: None)  # type: ignore[arg-type]
         bulletins = BulletinController(client, inventory, configmaps,  # type: ignore[arg-type]
                                        "fluxsupport-system")
         # The earlier bulletin fixes an older line: Fixed (NewerLine) on its own.

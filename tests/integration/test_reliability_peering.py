@@ -10,7 +10,7 @@ lifetime of LIFETIME_S and a policy where Urgent is due after 4 s and High after
    that fell in the gap are marked at their deadline.
 3. A is started again (priority 100): B yields. A High case that B had scheduled before is
    marked AtRisk and Breached by A alone: the deadline scheduler of a paused replica is gated
-   with kopf's pause (fluxsupport/peering.py), not only kopf's handlers.
+   with kopf's pause (fluxsupport/kube/peering.py), not only kopf's handlers.
 4. A is stopped gracefully: it removes its keep-alive, and B takes over at once.
 
 Across all of it no status transition is written twice, no Event is posted twice, and each
@@ -256,7 +256,7 @@ def check_nothing_doubled(api: harness.Api, replicas: Replicas, namespace: str,
 
 def test_the_gate_applies_kopfs_rule() -> None:
     """fluxsupport.peering in-process: which peers pause a replica, and when it looks again."""
-    from fluxsupport import peering
+    from fluxsupport.kube import peering
 
     now = datetime.datetime(2026, 11, 27, 12, 0, tzinfo=datetime.UTC)
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from fluxsupport import paths
+from fluxsupport.devcluster import paths
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "alerts"

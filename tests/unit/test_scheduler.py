@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import Hashable
 
-from fluxsupport.scheduler import Scheduler
+from fluxsupport.controllers.scheduler import Scheduler
 
 
 def test_fires_due_keys_and_sleeps_without_helper_tasks() -> None:

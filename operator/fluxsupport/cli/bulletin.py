@@ -15,7 +15,7 @@ import pydantic
 import typer
 import yaml
 
-from fluxsupport import constants, kube
+from fluxsupport import constants, resources
 from fluxsupport.cli import output
 from fluxsupport.cli.case import CLIENT_ERRORS, Kubeconfig, api_error, custom_api
 from fluxsupport.domain import bulletin as domain
@@ -27,12 +27,12 @@ _CVE = re.compile(r"^(CVE-\d{4}-\d{4,}|GHSA(-[23456789cfghjmpqrvwx]{4}){3})$")
 
 
 def _schema() -> dict[str, Any]:
-    for crd in kube.crd_documents():
+    for crd in resources.crd_documents():
         if crd["spec"]["names"]["kind"] == constants.BULLETIN_KIND:
             schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
             return schema
-    raise output.fail("cannot find the SecurityBulletin CRD; set FLUXSUPPORT_SOURCE to a "
-                      "fluxsupport checkout")
+    raise output.fail("the SecurityBulletin CRD is missing from the installed package; "
+                      "reinstall fluxsupport")
 
 
 def _read_yaml_documents(path: pathlib.Path) -> list[Any]:

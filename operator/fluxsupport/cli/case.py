@@ -10,10 +10,11 @@ import kubernetes
 import typer
 import urllib3
 
-from fluxsupport import constants, kube
+from fluxsupport import constants
 from fluxsupport.cli import output
 from fluxsupport.domain import supportcase
 from fluxsupport.domain.conditions import rfc3339
+from fluxsupport.kube import blocking
 
 #: What a failed API call raises: an HTTP error, or urllib3's give-up after its retries.
 CLIENT_ERRORS = (kubernetes.client.ApiException, OSError, urllib3.exceptions.HTTPError)
@@ -32,7 +33,7 @@ def custom_api(kubeconfig: pathlib.Path | None) -> Any:
     if kubeconfig is not None and not kubeconfig.exists():
         raise output.fail(f"kubeconfig {kubeconfig} does not exist")
     try:
-        return kubernetes.client.CustomObjectsApi(kube.api_client(kubeconfig))
+        return kubernetes.client.CustomObjectsApi(blocking.api_client(kubeconfig))
     except kubernetes.config.ConfigException as error:
         raise output.fail(f"no usable kubeconfig: {error}", 1) from error
 
@@ -42,8 +43,8 @@ def api_error(error: Exception, what: str) -> typer.Exit:
         if error.status == 404:
             return output.fail(f"{what} not found")
         if error.status == 422:
-            return output.fail(f"{what} rejected by the API server: {kube.api_message(error)}")
-        return output.fail(f"{what}: HTTP {error.status} {kube.api_message(error)}", 1)
+            return output.fail(f"{what} rejected by the API server: {blocking.api_message(error)}")
+        return output.fail(f"{what}: HTTP {error.status} {blocking.api_message(error)}", 1)
     return output.fail(f"{what}: cannot reach the cluster ({error})", 1)
 
 

@@ -17,10 +17,11 @@ import kubernetes
 import typer
 import yaml
 
-from fluxsupport import constants, kube, paths
+from fluxsupport import constants
 from fluxsupport.cli import report
-from fluxsupport.devcluster import build, cluster
+from fluxsupport.devcluster import build, cluster, paths
 from fluxsupport.domain.policy import Policy
+from fluxsupport.kube import blocking
 
 OPERATOR_NAMESPACE = "fluxsupport-system"
 
@@ -118,8 +119,8 @@ def demo(
     port = metrics_port or cluster.free_port()
     operator: subprocess.Popen[bytes] | None = None
     try:
-        client = kube.api_client(plane.kubeconfig)
-        kube.install_crds(client)
+        client = blocking.api_client(plane.kubeconfig)
+        blocking.install_crds(client)
         _ensure_namespace(kubernetes.client.CoreV1Api(client), OPERATOR_NAMESPACE)
         _say(f"Created {install_flux(client)} Flux Deployments in flux-system "
              "(v2.7.5 enterprise-distroless; source-controller from before a fix)")

@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fluxsupport import paths
-from fluxsupport.devcluster import build, cluster
+from fluxsupport.devcluster import build, cluster, paths
 
 app = typer.Typer(help="Build and run a local Kubernetes control plane (etcd + kube-apiserver).",
                   no_args_is_help=True)

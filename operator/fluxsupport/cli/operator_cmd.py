@@ -9,8 +9,9 @@ from typing import Annotated
 
 import typer
 
-from fluxsupport import config, policy_source, runtime
+from fluxsupport.app import config, runner
 from fluxsupport.domain.policy import Policy, PolicyError
+from fluxsupport.sources import policy as policy_source
 
 
 def run(
@@ -62,7 +63,7 @@ def run(
         typer.echo(f"error: invalid SLA policy: {error}", err=True)
         raise typer.Exit(2) from error
     try:
-        runtime.run(config.OperatorConfig(
+        runner.run(config.OperatorConfig(
             metrics_port=metrics_port, metrics_host=metrics_host, namespace=namespace,
             standalone=not peering, priority=_priority(priority, peering),
             peering_lifetime=peering_lifetime,

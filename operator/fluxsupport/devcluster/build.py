@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from fluxsupport import paths
+from fluxsupport.devcluster import paths
 
 
 class BuildError(RuntimeError):

@@ -9,15 +9,19 @@ from typing import Any, cast
 
 import kopf
 
-from fluxsupport import __version__, config, k8s, metrics, peering, server, watcher
+from fluxsupport import __version__
+from fluxsupport.app import config
 from fluxsupport.constants import PEERING_NAME
+from fluxsupport.controllers import bulletin, supportcase
 from fluxsupport.domain import policy as policy_module
-from fluxsupport.handlers import bulletin, inventory, supportcase
+from fluxsupport.kube import api, peering, reflector
+from fluxsupport.observability import endpoints, metrics
+from fluxsupport.sources import inventory
 
 
 def run(operator_config: config.OperatorConfig, policy: policy_module.Policy, *,
         verbose: bool = False) -> None:
-    from fluxsupport import main  # noqa: F401 - importing registers the handlers
+    from fluxsupport.app import registrations  # noqa: F401 - importing registers the handlers
 
     kopf.configure(debug=False, verbose=verbose, log_format=kopf.LogFormat.FULL)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
@@ -28,9 +32,9 @@ def run(operator_config: config.OperatorConfig, policy: policy_module.Policy, *,
 
 
 async def _operate(operator_config: config.OperatorConfig, policy: policy_module.Policy) -> None:
-    health = server.HealthState()
+    health = endpoints.HealthState()
     metrics.BUILD_INFO.info({"version": __version__})
-    client = k8s.Client()
+    client = api.Client()
     identity = peering.own_identity()
     # kopf pauses only its own watch streams for a higher-priority peer; the gate stops the
     # schedulers and the Event posters, which run outside kopf, at the same time.
@@ -42,7 +46,7 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
     client.set_gate(gate.active, identity)
     client.start_event_workers()
     flux = inventory.Inventory(client, operator_config.flux_namespaces)
-    configmaps = watcher.Watch(
+    configmaps = reflector.Watch(
         client, f"/api/v1/namespaces/{operator_config.namespace}/configmaps",
         lambda: bulletins.reconcile_all_soon())  # noqa: PLW0108 - bulletins is bound below
     bulletins = bulletin.BulletinController(client, flux, configmaps, operator_config.namespace,
@@ -64,7 +68,7 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
         await asyncio.wait_for(asyncio.gather(flux.wait_synced(), configmaps.synced.wait()), 30)
     # Before kopf starts, so that a port already in use stops the process with a clear
     # error instead of a startup handler retrying forever.
-    http = await server.start(operator_config.metrics_host, operator_config.metrics_port, health)
+    http = await endpoints.start(operator_config.metrics_host, operator_config.metrics_port, health)
     try:
         await kopf.operator(
             clusterwide=True,

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import prometheus_client
 from aiohttp import web
 
-from fluxsupport import metrics
+from fluxsupport.observability import metrics
 
 
 class HealthState:

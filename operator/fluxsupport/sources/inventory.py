@@ -8,9 +8,9 @@ import datetime
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from fluxsupport import k8s, watcher
 from fluxsupport.domain import inventory as domain
 from fluxsupport.domain.conditions import rfc3339
+from fluxsupport.kube import api, reflector
 
 
 def _pod_projection(pod: Mapping[str, Any]) -> dict[str, Any]:
@@ -27,12 +27,12 @@ def _pod_projection(pod: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class Inventory:
-    def __init__(self, client: k8s.Client, namespaces: tuple[str, ...]) -> None:
+    def __init__(self, client: api.Client, namespaces: tuple[str, ...]) -> None:
         self.client = client
         self.namespaces = namespaces
         self._listeners: list[Callable[[], None]] = []
         self._cache: list[domain.RunningComponent] | None = None
-        self.watches: list[watcher.Watch] = []
+        self.watches: list[reflector.Watch] = []
         self.kubernetes_version = ""
         for namespace in namespaces:
             self.deployments = self._watch(f"/apis/apps/v1/namespaces/{namespace}/deployments")
@@ -42,8 +42,8 @@ class Inventory:
             self._watch(f"/apis/fluxcd.controlplane.io/v1/namespaces/{namespace}/fluxinstances",
                         optional=True)
 
-    def _watch(self, path: str, **kwargs: Any) -> watcher.Watch:
-        watch = watcher.Watch(self.client, path, self._changed, **kwargs)
+    def _watch(self, path: str, **kwargs: Any) -> reflector.Watch:
+        watch = reflector.Watch(self.client, path, self._changed, **kwargs)
         self.watches.append(watch)
         return watch
 
@@ -80,7 +80,7 @@ class Inventory:
     async def load_server_version(self) -> None:
         try:
             version = await self.client.request("GET", "/version")
-        except (k8s.ApiError, OSError):
+        except (api.ApiError, OSError):
             return
         self.kubernetes_version = str(version.get("gitVersion", ""))
 

@@ -9,9 +9,8 @@ import time
 from typing import Any
 
 import kubernetes
-import yaml
 
-from fluxsupport import paths
+from fluxsupport import resources
 
 
 def api_client(kubeconfig: pathlib.Path | None = None) -> kubernetes.client.ApiClient:
@@ -26,15 +25,11 @@ def api_client(kubeconfig: pathlib.Path | None = None) -> kubernetes.client.ApiC
         return kubernetes.client.ApiClient()
 
 
-def crd_documents() -> list[dict[str, Any]]:
-    return [yaml.safe_load(path.read_text()) for path in sorted(paths.crds_dir().glob("*.yaml"))]
-
-
 def install_crds(client: kubernetes.client.ApiClient, timeout_s: float = 60.0) -> None:
     """Create or update our CRDs and wait until the API server serves them."""
     extensions = kubernetes.client.ApiextensionsV1Api(client)
     names = []
-    for crd in crd_documents():
+    for crd in resources.crd_documents():
         name = crd["metadata"]["name"]
         names.append(name)
         try:

@@ -15,7 +15,7 @@ def cache_dir() -> pathlib.Path:
 
 
 def source_root() -> pathlib.Path:
-    """The checkout holding ``crds/`` and ``hack/``.
+    """The checkout holding ``hack/`` (the Go tool modules).
 
     The development tools (devcluster, demo) need files that are not part of the wheel.
     ``FLUXSUPPORT_SOURCE`` points at a checkout when the package is not installed from one.
@@ -23,9 +23,5 @@ def source_root() -> pathlib.Path:
     override = os.environ.get("FLUXSUPPORT_SOURCE")
     if override:
         return pathlib.Path(override).expanduser().resolve()
-    # operator/fluxsupport/paths.py -> the checkout is three levels up.
-    return pathlib.Path(__file__).resolve().parents[2]
-
-
-def crds_dir() -> pathlib.Path:
-    return source_root() / "crds"
+    # operator/fluxsupport/devcluster/paths.py -> the checkout is four levels up.
+    return pathlib.Path(__file__).resolve().parents[3]

@@ -30,7 +30,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-from fluxsupport import k8s, watcher
+from fluxsupport.kube import api, reflector
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def parse_peers(status: Mapping[str, Any], now: datetime.datetime) -> list[Peer]
 class PeeringGate:
     """Open (``active`` set) while this replica should act."""
 
-    def __init__(self, client: k8s.Client, *, identity: str, name: str, priority: int,
+    def __init__(self, client: api.Client, *, identity: str, name: str, priority: int,
                  standalone: bool) -> None:
         self.identity = identity
         self.name = name
@@ -86,7 +86,7 @@ class PeeringGate:
         self._changed = asyncio.Event()
         self._blockers: list[Peer] = []
         self._missing_reported = False
-        self._watch = watcher.Watch(client, PEERINGS_PATH, self._changed.set, optional=True)
+        self._watch = reflector.Watch(client, PEERINGS_PATH, self._changed.set, optional=True)
         if standalone:
             self.active.set()
 

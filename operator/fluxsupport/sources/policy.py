@@ -6,8 +6,8 @@ import pathlib
 
 import kubernetes
 
-from fluxsupport import kube
 from fluxsupport.domain.policy import Policy, PolicyError, load_policy
+from fluxsupport.kube import blocking
 
 POLICY_KEY = "policy.yaml"
 
@@ -21,7 +21,7 @@ def from_file(path: pathlib.Path) -> Policy:
 
 
 def from_configmap(namespace: str, name: str, key: str = POLICY_KEY) -> Policy:
-    core = kubernetes.client.CoreV1Api(kube.api_client())
+    core = kubernetes.client.CoreV1Api(blocking.api_client())
     try:
         configmap = core.read_namespaced_config_map(name, namespace)
     except kubernetes.client.ApiException as error:

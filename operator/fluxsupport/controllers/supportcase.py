@@ -16,11 +16,12 @@ from typing import Any
 
 import aiohttp
 
-from fluxsupport import constants, k8s
+from fluxsupport import constants
+from fluxsupport.controllers.scheduler import Scheduler
 from fluxsupport.domain import calendar as calendar_module
 from fluxsupport.domain import policy as policy_module
 from fluxsupport.domain import supportcase as domain
-from fluxsupport.scheduler import Scheduler
+from fluxsupport.kube import api
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +85,8 @@ class CaseSnapshot:
         return parsed
 
     @property
-    def ref(self) -> k8s.ObjectRef:
-        return k8s.ObjectRef(constants.API_VERSION, constants.SUPPORTCASE_KIND,
+    def ref(self) -> api.ObjectRef:
+        return api.ObjectRef(constants.API_VERSION, constants.SUPPORTCASE_KIND,
                              constants.SUPPORTCASE_PLURAL, self.name, self.namespace, self.uid)
 
 
@@ -123,7 +124,7 @@ Diagnostics = Callable[[], dict[str, Any]]
 
 
 class CaseController:
-    def __init__(self, policy: policy_module.Policy, client: k8s.Client,
+    def __init__(self, policy: policy_module.Policy, client: api.Client,
                  diagnostics: Diagnostics | None = None,
                  gate: asyncio.Event | None = None) -> None:
         self.policy = policy
@@ -192,7 +193,7 @@ class CaseController:
         if patch:
             try:
                 result = await self.client.patch_status(case.ref, patch, case.resource_version)
-            except k8s.ApiError as error:
+            except api.ApiError as error:
                 if error.status == 404:
                     self.forget(*key)
                     return
@@ -214,7 +215,7 @@ class CaseController:
 
     def _retry_later(self, key: CaseKey, error: Exception) -> None:
         delay = self.scheduler.retry(key)
-        k8s.log_write_failure(logger, f"SupportCase {key[0]}/{key[1]}", error, delay)
+        api.log_write_failure(logger, f"SupportCase {key[0]}/{key[1]}", error, delay)
 
     def _diagnostics_for(self, case: CaseSnapshot,
                          current: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from fluxsupport import k8s
+from fluxsupport.kube import api
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def default_projection(obj: Mapping[str, Any]) -> dict[str, Any]:
 class Watch:
     """One list+watch loop; ``objects`` maps name to the latest projection."""
 
-    def __init__(self, client: k8s.Client, path: str, on_change: Callable[[], None], *,
+    def __init__(self, client: api.Client, path: str, on_change: Callable[[], None], *,
                  optional: bool = False, projection: Projection = default_projection) -> None:
         self.client = client
         self.path = path
@@ -52,7 +52,7 @@ class Watch:
                 version = await self._list()
                 backoff = 0.5
                 await self._watch(version)
-            except k8s.ApiError as error:
+            except api.ApiError as error:
                 if error.status == 404 and self.optional:
                     # The kind is not installed (FluxReport without the Flux Operator).
                     self.synced.set()
@@ -103,7 +103,7 @@ class Watch:
                                                        read_timeout=WATCH_TIMEOUT_S + 30):
                 kind, obj = event.get("type"), event.get("object") or {}
                 if kind == "ERROR":
-                    raise k8s.ApiError(int(obj.get("code", 500)), str(obj.get("message")))
+                    raise api.ApiError(int(obj.get("code", 500)), str(obj.get("message")))
                 params["resourceVersion"] = str(
                     (obj.get("metadata") or {}).get("resourceVersion", params["resourceVersion"]))
                 if kind == "BOOKMARK":

@@ -13,12 +13,13 @@ from typing import Any
 import aiohttp
 import pydantic
 
-from fluxsupport import constants, k8s, watcher
+from fluxsupport import constants
+from fluxsupport.controllers.scheduler import Scheduler
+from fluxsupport.controllers.supportcase import newer_or_equal, status_patch
 from fluxsupport.domain import bulletin as domain
 from fluxsupport.domain import conditions, vex
-from fluxsupport.handlers.inventory import Inventory
-from fluxsupport.handlers.supportcase import newer_or_equal, status_patch
-from fluxsupport.scheduler import Scheduler
+from fluxsupport.kube import api, reflector
+from fluxsupport.sources.inventory import Inventory
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +41,8 @@ class BulletinSnapshot:
                    dict(body.get("spec") or {}), dict(body.get("status") or {}))
 
     @property
-    def ref(self) -> k8s.ObjectRef:
-        return k8s.ObjectRef(constants.API_VERSION, constants.BULLETIN_KIND,
+    def ref(self) -> api.ObjectRef:
+        return api.ObjectRef(constants.API_VERSION, constants.BULLETIN_KIND,
                              constants.BULLETIN_PLURAL, self.name, None, self.uid)
 
 
@@ -59,7 +60,7 @@ def _validation_message(error: pydantic.ValidationError) -> str:
                      for item in error.errors())
 
 
-def too_large(error: k8s.ApiError) -> bool:
+def too_large(error: api.ApiError) -> bool:
     """The write would make the object exceed the size limit: etcd's 1.5 MiB by default,
     reported as a 500 "etcdserver: request is too large", or the API server's 413."""
     return error.status == 413 or "request is too large" in str(error)
@@ -82,8 +83,8 @@ def redact(text: str, secrets: list[str]) -> str:
 
 
 class BulletinController:
-    def __init__(self, client: k8s.Client, inventory: Inventory,
-                 configmaps: watcher.Watch, operator_namespace: str,
+    def __init__(self, client: api.Client, inventory: Inventory,
+                 configmaps: reflector.Watch, operator_namespace: str,
                  gate: asyncio.Event | None = None) -> None:
         self.client = client
         self.inventory = inventory
@@ -190,7 +191,7 @@ class BulletinController:
             try:
                 result = await self.client.patch_status(snapshot.ref, patch,
                                                         snapshot.resource_version)
-            except k8s.ApiError as error:
+            except api.ApiError as error:
                 if error.status == 404:
                     self.forget(name)
                     return
@@ -225,7 +226,7 @@ class BulletinController:
 
     def _retry_later(self, name: str, error: Exception) -> None:
         delay = self.scheduler.retry(name)
-        k8s.log_write_failure(logger, f"SecurityBulletin {name}", error, delay)
+        api.log_write_failure(logger, f"SecurityBulletin {name}", error, delay)
 
     def _evaluate(self, snapshot: BulletinSnapshot, now: datetime.datetime
                   ) -> tuple[dict[str, Any], list[tuple[str, str, str]],

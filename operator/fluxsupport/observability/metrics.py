@@ -21,8 +21,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from fluxsupport.handlers.bulletin import BulletinController
-    from fluxsupport.handlers.supportcase import CaseController
+    from fluxsupport.controllers.bulletin import BulletinController
+    from fluxsupport.controllers.supportcase import CaseController
 
 REGISTRY = prometheus_client.CollectorRegistry(auto_describe=True)
 

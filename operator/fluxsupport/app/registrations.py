@@ -10,7 +10,7 @@ from typing import Any
 
 import kopf
 
-from fluxsupport import config
+from fluxsupport.app import config
 from fluxsupport.constants import (
     BULLETIN_PLURAL,
     FINALIZER,
@@ -21,7 +21,7 @@ from fluxsupport.constants import (
     SUPPORTCASE_PLURAL,
     VERSION,
 )
-from fluxsupport.handlers import bulletin, supportcase
+from fluxsupport.controllers import bulletin, supportcase
 
 #: kopf's retry delays for API requests (see configure()): about 2 minutes in total.
 API_RETRY_BACKOFFS_S: tuple[float, ...] = (0.5, 1, 1, *([2] * 60))

@@ -1,0 +1,1 @@
+"""The kopf application: operator settings, handler registrations and the run loop."""

@@ -1,1 +1,0 @@
-"""kopf handlers: read the object, call the domain, return the status patch."""

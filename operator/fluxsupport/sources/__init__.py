@@ -1,0 +1,1 @@
+"""Where the operator's inputs come from: the live Flux inventory and the SLA policy."""
