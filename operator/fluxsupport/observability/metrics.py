@@ -29,6 +29,33 @@ REGISTRY = prometheus_client.CollectorRegistry(auto_describe=True)
 BUILD_INFO = prometheus_client.Info(
     "fluxsupport_build", "Version of the running fluxsupport operator.", registry=REGISTRY)
 
+# Operator health, as controller-runtime reports it for Go operators. Process-local counters:
+# they start at 0 with each process, and rate()/increase() handle that reset.
+RECONCILES = prometheus_client.Counter(
+    "fluxsupport_reconcile", "Reconciles by kind and result (success, error, requeue).",
+    ["kind", "result"], registry=REGISTRY)
+RECONCILE_ERRORS = prometheus_client.Counter(
+    "fluxsupport_reconcile_errors", "Reconciles that failed, by kind.", ["kind"],
+    registry=REGISTRY)
+SCHEDULED_FAILURES = prometheus_client.Counter(
+    "fluxsupport_scheduled_reconcile_failures",
+    "Scheduled reconciles that raised and were retried with backoff, by kind.", ["kind"],
+    registry=REGISTRY)
+STATUS_WRITE_SECONDS = prometheus_client.Histogram(
+    "fluxsupport_status_write_duration_seconds", "Latency of status writes, by kind.", ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=REGISTRY)
+API_REQUESTS = prometheus_client.Counter(
+    "fluxsupport_api_requests",
+    "Requests to the Kubernetes API by method and HTTP status code ('transport' when no "
+    "answer came).", ["method", "code"], registry=REGISTRY)
+EVENTS_POSTED = prometheus_client.Counter(
+    "fluxsupport_events_posted", "Kubernetes Events posted (a 409 for one already posted counts "
+    "as posted).", registry=REGISTRY)
+EVENTS_DROPPED = prometheus_client.Counter(
+    "fluxsupport_events_dropped",
+    "Events not posted from memory (queue full, or refused); by reason.", ["reason"],
+    registry=REGISTRY)
+
 #: Bucket bounds in business seconds, at the default targets and between them.
 RESPONSE_BUCKETS = (900, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 172800)
 STATES = ("pending", "at_risk", "breached", "met", "late")
