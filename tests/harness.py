@@ -219,7 +219,9 @@ def condition(obj: Mapping[str, Any], kind: str) -> dict[str, Any] | None:
 
 
 def install_crds(kubeconfig: pathlib.Path) -> None:
-    kubectl(kubeconfig, "apply", "--server-side", "-f", str(ROOT / "operator" / "fluxsupport" / "crds"))
+    # The package folder itself: kubectl does not follow the crds/ link without a trailing slash.
+    kubectl(kubeconfig, "apply", "--server-side", "-f",
+            str(ROOT / "operator" / "fluxsupport" / "crds"))
     kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
             "crd/supportcases.support.fluxcd.controlplane.io",
             "crd/securitybulletins.support.fluxcd.controlplane.io",
