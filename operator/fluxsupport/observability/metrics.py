@@ -215,7 +215,3 @@ def register_bulletins(bulletins: BulletinController) -> None:
 def register_cases(cases: CaseController) -> None:
     REGISTRY.register(CaseCollector(cases))
     QUEUES.queues[constants.SUPPORTCASE_KIND] = cases.scheduler
-
-
-def render() -> bytes:
-    return prometheus_client.generate_latest(REGISTRY)
