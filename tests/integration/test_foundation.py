@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import pathlib
+import re
+import urllib.request
 
 import kubernetes
 import pytest
@@ -77,4 +80,29 @@ def test_invalid_bulletin_digest_is_rejected_naming_the_field(api: harness.Api) 
 
 
 def test_metrics_and_liveness_are_served(operator: harness.OperatorProcess) -> None:
-    assert "fluxsupport_build_info" in operator.metrics()
+    text = operator.metrics()
+    assert re.search(r'^fluxsupport_build_info\{version="[^"]+"\} 1\.0$', text, re.MULTILINE)
+    # The operator-health series, with the queue depth of both controllers.
+    assert re.search(r'^fluxsupport_queue_depth\{kind="SupportCase"\} \d', text, re.MULTILINE)
+    assert re.search(r'^fluxsupport_queue_depth\{kind="SecurityBulletin"\} \d', text,
+                     re.MULTILINE)
+    # prometheus-client's handler negotiates the format: OpenMetrics when asked for it, gzip
+    # when accepted (the hand-written handler answered the text format to everything).
+    request = urllib.request.Request(operator.metrics_url, headers={
+        "Accept": "application/openmetrics-text; version=1.0.0", "Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+        assert response.headers["Content-Encoding"] == "gzip"
+        body = gzip.decompress(response.read()).decode()
+    assert body.endswith("# EOF\n")
+    assert "fluxsupport_build_info" in body
+
+    health = operator.healthz()
+    assert health["status"] == "ok"
+    assert health["peering"] == "standalone"
+    assert health["identity"]
+    assert isinstance(health["uptime_s"], float | int)
+    assert health["uptime_s"] >= 0
+    with urllib.request.urlopen(f"http://127.0.0.1:{operator.port}/readyz",
+                                timeout=5) as response:
+        assert json.loads(response.read()) == {"ready": True}

@@ -10,7 +10,8 @@ for a random moment and is started again. Afterwards, without any further help:
   state, breachedAt, closure, Ready, observedGeneration), and no deadline was ever anything
   else: a watch records every value each case's deadline took during the run;
 * no case's state went backwards (a breach is final);
-* supportcase_first_responses_total equals the responses the API holds: nothing counted twice;
+* supportcase_first_responses_total never counts a response twice: each process counts the
+  responses it records, so the last one holds at most what the API holds;
 * every bulletin's verdicts equal an offline evaluation against the final inventory and all
   bulletins (no stale verdict), for the current generation;
 * no Event was posted twice.
@@ -413,9 +414,11 @@ def test_sigkill_during_a_burst_loses_nothing(
     assert set(load.deadlines) == {case["metadata"]["name"] for case in cases}
     assert history_problems(load) == {}
 
-    # The response counter matches the API: no response counted twice across restarts.
-    harness.wait_for(lambda: metric_responses(operator.metrics()) == api_responses(api),
-                     timeout=30, what="response counter == API")
+    # A response counts in the process that records it (docs/alerting.md), so the last process
+    # counts at most the responses the API holds (test_supportcase.py shows a restart counting
+    # none of the responses recorded before it).
+    counted, held = metric_responses(operator.metrics()), api_responses(api)
+    assert all(count <= held.get(key, 0) for key, count in counted.items()), (counted, held)
 
     # Events: never two for one transition, although the operator died around many of them.
     duplicates, lost = transition_events(api, namespace, cases)

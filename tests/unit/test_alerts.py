@@ -158,6 +158,8 @@ def test_operator_down_uses_absent_and_the_compliance_rule_has_its_guards() -> N
     pytest.param(">= 10", ">= 5", id="volume-guard-weakened"),
     pytest.param("for: 1h", "for: 10m", id="compliance-for-shortened"),
     pytest.param("[30d]", "[40d]", id="compliance-window-widened"),
+    # delta() reads a counter reset at a restart as a drop (tests.yaml, "a counter reset ...").
+    pytest.param("increase(", "delta(", id="compliance-misreads-a-counter-reset"),
     pytest.param("absent(up{job=\"fluxsupport\"} == 1)", "absent(up{job=\"fluxsupport\"})",
                  id="operator-down-ignores-failed-scrapes"),
 ])

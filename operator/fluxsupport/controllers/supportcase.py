@@ -22,6 +22,7 @@ from fluxsupport.domain import calendar as calendar_module
 from fluxsupport.domain import policy as policy_module
 from fluxsupport.domain import supportcase as domain
 from fluxsupport.kube import api
+from fluxsupport.observability import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -136,8 +137,8 @@ class CaseController:
         client.on_recovery(self.scheduler.retry_failed_now)
         self.cases: dict[CaseKey, CaseSnapshot] = {}
         self.views: dict[CaseKey, domain.MetricsView] = {}
-        #: Responses of deleted cases, so that the counter never goes down while running.
-        self.deleted_outcomes: dict[tuple[int, str], int] = {}
+        #: The first-response counter and histogram; they never go down (see FirstResponses).
+        self.first_responses = metrics.FirstResponses()
         self._locks: dict[CaseKey, asyncio.Lock] = {}
 
     def observe(self, body: Mapping[str, Any]) -> tuple[CaseKey, bool]:
@@ -156,13 +157,12 @@ class CaseController:
 
     def forget(self, namespace: str, name: str) -> None:
         key = (namespace, name)
-        self.cases.pop(key, None)
+        case = self.cases.pop(key, None)
         self._locks.pop(key, None)
         self.scheduler.cancel(key)
-        view = self.views.pop(key, None)
-        if view is not None and view.outcome is not None:
-            tally = (view.level, view.outcome)
-            self.deleted_outcomes[tally] = self.deleted_outcomes.get(tally, 0) + 1
+        self.views.pop(key, None)
+        if case is not None:
+            self.first_responses.forget(case.uid)
 
     async def _scheduled(self, key: Hashable) -> None:
         assert isinstance(key, tuple)
@@ -203,6 +203,10 @@ class CaseController:
                 self._retry_later(key, error)
                 return
             self.scheduler.succeeded(key)
+            if evaluation.metrics is not None and not (
+                    current.get("firstResponse") or {}).get("respondedAt"):
+                # This write recorded the first response: count it here, once.
+                self.first_responses.record(case.uid, evaluation.metrics)
             logger.debug("SupportCase %s/%s: status written (%s)", key[0], key[1],
                          (desired.get("firstResponse") or {}).get("state", "InvalidSpec"))
             case.status_json = _compact_status(result.get("status") or {})

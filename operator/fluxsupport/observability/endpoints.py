@@ -6,8 +6,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
-import prometheus_client
 from aiohttp import web
+from prometheus_client.aiohttp import make_aiohttp_handler
 
 from fluxsupport.observability import metrics
 
@@ -29,11 +29,6 @@ class HealthState:
 
 
 async def start(host: str, port: int, health: HealthState) -> web.AppRunner:
-    async def serve_metrics(_: web.Request) -> web.Response:
-        response = web.Response(body=metrics.render())
-        response.content_type = prometheus_client.CONTENT_TYPE_LATEST.split(";")[0]
-        return response
-
     async def healthz(_: web.Request) -> web.Response:
         # Answering at all proves the event loop, which runs every handler, is not stuck.
         return web.json_response({"status": "ok",
@@ -45,7 +40,9 @@ async def start(host: str, port: int, health: HealthState) -> web.AppRunner:
         return web.json_response({"ready": health.ready}, status=status)
 
     app = web.Application()
-    app.router.add_get("/metrics", serve_metrics)
+    # prometheus-client's handler negotiates the format (OpenMetrics when Prometheus asks for
+    # it), honours ?name[]= filters and compresses when the scraper accepts gzip.
+    app.router.add_get("/metrics", make_aiohttp_handler(metrics.REGISTRY))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     runner = web.AppRunner(app, access_log=None)

@@ -1,24 +1,27 @@
 """Prometheus metrics, all in one registry so that tests can read them in-process.
 
-Per-case series come from a collector that reads the controllers' in-memory state at
-scrape time. Nothing is incremented in handlers, so a restart, which re-reads every
-object, reproduces the same values instead of double-counting.
+Gauges of the current state (deadlines, open cases, verdicts, queue depth) come from
+collectors that read the controllers' in-memory state at scrape time, so they follow
+deletions and restarts by themselves. Counters and histograms never do that: rebuilt from
+live objects they would shrink when a case is deleted, which rate() and increase() read as
+a reset. They are process-local and only ever incremented (see ``FirstResponses``).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 from typing import TYPE_CHECKING
 
 import prometheus_client
 from prometheus_client.core import (
-    CounterMetricFamily,
     GaugeMetricFamily,
-    HistogramMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector
+
+from fluxsupport import constants
+from fluxsupport.domain.supportcase import MetricsView
 
 if TYPE_CHECKING:
     from fluxsupport.controllers.bulletin import BulletinController
@@ -66,6 +69,57 @@ def _snake(state: str) -> str:
     return {"AtRisk": "at_risk"}.get(state, state.lower())
 
 
+class FirstResponses:
+    """``supportcase_first_responses_total`` and the business-seconds histogram.
+
+    A case counts once, in the process that records its first response in the case's status:
+    the stored status had no ``respondedAt`` and this process's write added it. A restarted
+    operator finds the responses it did not record in the status already and leaves them
+    out, so its counters start again near 0, which Prometheus reads as a counter reset, and
+    ``increase()`` over a restart counts every response once. Deleting a case changes
+    nothing here. The uids keep a case from counting twice within a process (a response
+    annotation removed and given again); a case's uid is forgotten with the case, so that
+    memory follows the live cases.
+    """
+
+    def __init__(self) -> None:
+        # Not in REGISTRY: CaseCollector yields them, so that each controller (and each unit
+        # test) has its own.
+        self.total = prometheus_client.Counter(
+            "supportcase_first_responses",
+            "First responses recorded by this process, by level and outcome (met, breached).",
+            ["level", "outcome"], registry=None)
+        self.business_seconds = prometheus_client.Histogram(
+            "supportcase_first_response_business_seconds",
+            "Business time from case creation to the first response, of the responses "
+            "recorded by this process.", ["level"], buckets=RESPONSE_BUCKETS, registry=None)
+        # Every series exists from the start at 0: increase() misses the first increment of
+        # a series that appears already at 1.
+        for level in LEVELS:
+            self.business_seconds.labels(level)
+            for outcome in ("met", "breached"):
+                self.total.labels(level, outcome)
+        self._counted: set[str] = set()
+
+    def record(self, uid: str, view: MetricsView) -> bool:
+        """Count the first response that ``view`` shows, unless ``uid`` already counted."""
+        if view.outcome is None or uid in self._counted:
+            return False
+        self._counted.add(uid)
+        level = str(view.level)
+        self.total.labels(level, view.outcome).inc()
+        if view.response_business_seconds is not None:
+            self.business_seconds.labels(level).observe(view.response_business_seconds)
+        return True
+
+    def forget(self, uid: str) -> None:
+        self._counted.discard(uid)
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.total.collect()
+        yield from self.business_seconds.collect()
+
+
 class CaseCollector(Collector):
     def __init__(self, cases: CaseController) -> None:
         self.cases = cases
@@ -79,46 +133,49 @@ class CaseCollector(Collector):
         warning = GaugeMetricFamily(
             "supportcase_first_response_warning_timestamp_seconds",
             "When a case awaiting its first response becomes at risk.", labels=labels)
-        responses = CounterMetricFamily(
-            "supportcase_first_responses", "First responses by level and outcome.",
-            labels=["level", "outcome"])
         open_cases = GaugeMetricFamily(
             "supportcase_open_cases", "Cases neither resolved nor dismissed, by state.",
             labels=["level", "state"])
-        outcomes: Counter[tuple[str, str]] = Counter(
-            {(str(level), outcome): count
-             for (level, outcome), count in self.cases.deleted_outcomes.items()})
         open_counts: Counter[tuple[str, str]] = Counter()
-        response_times: dict[str, list[float]] = {level: [] for level in LEVELS}
         for (namespace, name), view in list(self.cases.views.items()):
             level = str(view.level)
             if view.awaiting_response:
                 deadline.add_metric([namespace, name, level], view.deadline)
                 warning.add_metric([namespace, name, level], view.warning)
-            if view.outcome is not None:
-                outcomes[(level, view.outcome)] += 1
-            if view.response_business_seconds is not None:
-                response_times[level].append(view.response_business_seconds)
             if view.open:
                 open_counts[(level, _snake(view.state.value))] += 1
         for level in LEVELS:
-            for outcome in ("met", "breached"):
-                responses.add_metric([level, outcome], outcomes[(level, outcome)])
             for state in STATES:
                 open_cases.add_metric([level, state], open_counts[(level, state)])
-        histogram = HistogramMetricFamily(
-            "supportcase_first_response_business_seconds",
-            "Business time from case creation to the first response.", labels=["level"])
-        for level, values in response_times.items():
-            buckets = [(str(bound), sum(1 for v in values if v <= bound))
-                       for bound in RESPONSE_BUCKETS]
-            buckets.append(("+Inf", len(values)))
-            histogram.add_metric([level], buckets, sum_value=sum(values))
         yield deadline
         yield warning
-        yield responses
         yield open_cases
-        yield histogram
+        yield from self.cases.first_responses.collect()
+
+
+class QueueCollector(Collector):
+    """``fluxsupport_queue_depth``: keys each controller's scheduler holds, by kind.
+
+    controller-runtime's ``workqueue_depth`` counterpart. A key waits here for its next
+    instant (a warning point, a deadline, a retry after a failed write), so the gauge is
+    about one per case awaiting a response; a steady climb beyond that is a backlog.
+    """
+
+    def __init__(self) -> None:
+        self.queues: dict[str, Sized] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            "fluxsupport_queue_depth",
+            "Keys waiting in a controller's scheduler (next instant or retry), by kind.",
+            labels=["kind"])
+        for kind, queue in sorted(self.queues.items()):
+            depth.add_metric([kind], len(queue))
+        yield depth
+
+
+QUEUES = QueueCollector()
+REGISTRY.register(QUEUES)
 
 
 class BulletinCollector(Collector):
@@ -152,11 +209,9 @@ class BulletinCollector(Collector):
 
 def register_bulletins(bulletins: BulletinController) -> None:
     REGISTRY.register(BulletinCollector(bulletins))
+    QUEUES.queues[constants.BULLETIN_KIND] = bulletins.scheduler
 
 
 def register_cases(cases: CaseController) -> None:
     REGISTRY.register(CaseCollector(cases))
-
-
-def render() -> bytes:
-    return prometheus_client.generate_latest(REGISTRY)
+    QUEUES.queues[constants.SUPPORTCASE_KIND] = cases.scheduler

@@ -1,0 +1,221 @@
+"""The metrics the collectors export: counters that never go down, queue depth.
+
+The controller runs in-process against a fake client that applies merge patches, so that a
+case's status holds what the operator wrote, as on the API server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any
+
+from prometheus_client.registry import Collector
+
+from fluxsupport import constants
+from fluxsupport.controllers.scheduler import Scheduler
+from fluxsupport.controllers.supportcase import CaseController
+from fluxsupport.domain.policy import Policy
+from fluxsupport.kube import api
+from fluxsupport.observability import metrics
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+#: Monday 10:00 London; answered an hour later, within the 8 business hours of High.
+CREATED = "2025-12-01T10:00:00Z"
+RESPONDED = "2025-12-01T11:00:00Z"
+
+
+def merge(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            merge(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+
+
+class FakeClient:
+    """What CaseController needs of api.Client; status writes fail while ``failures`` > 0."""
+
+    def __init__(self) -> None:
+        self.status: dict[str, dict[str, Any]] = {}
+        self.version = 100
+        self.failures = 0
+
+    def on_recovery(self, listener: Callable[[], None]) -> None:
+        pass
+
+    async def patch_status(self, ref: api.ObjectRef, patch: Mapping[str, Any],
+                           resource_version: str | None) -> dict[str, Any]:
+        if self.failures:
+            self.failures -= 1
+            raise api.ApiError(500, "etcd is slow")
+        status = self.status.setdefault(ref.uid, {})
+        merge(status, patch)
+        self.version += 1
+        return {"metadata": {"resourceVersion": str(self.version)},
+                "status": copy.deepcopy(status)}
+
+    def post_event_soon(self, ref: api.ObjectRef, type_: str, reason: str, message: str) -> None:
+        pass
+
+
+def case(name: str, uid: str, responded: str | None = RESPONDED,
+         status: Mapping[str, Any] | None = None, version: str = "1") -> dict[str, Any]:
+    annotations = {constants.RESPONDED_AT: responded} if responded else {}
+    return {
+        "metadata": {"namespace": "team-a", "name": name, "uid": uid,
+                     "resourceVersion": version, "generation": 1,
+                     "creationTimestamp": CREATED, "annotations": annotations},
+        "spec": {"title": "HelmReleases stuck", "description": "...", "severity": "High",
+                 "impact": {"statement": "Deploys blocked", "environment": "production",
+                            "outage": "partial", "businessCritical": True},
+                 "component": "helm-controller", "category": "incident"},
+        "status": dict(status or {}),
+    }
+
+
+def controller(client: FakeClient | None = None) -> CaseController:
+    return CaseController(Policy(), client or FakeClient())  # type: ignore[arg-type]
+
+
+def handle(cases: CaseController, body: Mapping[str, Any]) -> None:
+    """What the kopf handler does with a watch event."""
+    key, news = cases.observe(body)
+    if news:
+        asyncio.run(cases.reconcile(key))
+
+
+def samples(collector: Collector) -> Samples:
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in collector.collect() for sample in family.samples}
+
+
+def responses(cases: CaseController, outcome: str = "met", level: str = "2") -> float:
+    return samples(metrics.CaseCollector(cases))[
+        ("supportcase_first_responses_total", (("level", level), ("outcome", outcome)))]
+
+
+def histogram(cases: CaseController, level: str = "2") -> tuple[float, float]:
+    """(count, sum) of the business-seconds histogram of ``level``."""
+    found = samples(metrics.CaseCollector(cases))
+    labels = (("level", level),)
+    return (found[("supportcase_first_response_business_seconds_count", labels)],
+            found[("supportcase_first_response_business_seconds_sum", labels)])
+
+
+def test_deleting_a_case_never_lowers_the_counter_or_the_histogram() -> None:
+    cases = controller()
+    handle(cases, case("answered", "uid-1"))
+    handle(cases, case("also-answered", "uid-2", responded="2025-12-01T12:00:00Z"))
+    assert responses(cases) == 2
+    assert histogram(cases) == (2, 3600 + 7200)
+    cases.forget("team-a", "answered")
+    cases.forget("team-a", "also-answered")
+    assert responses(cases) == 2
+    assert histogram(cases) == (2, 3600 + 7200)
+    # The per-case gauges do follow the deletion.
+    assert ("supportcase_open_cases", (("level", "2"), ("state", "met"))) in samples(
+        metrics.CaseCollector(cases))
+    assert samples(metrics.CaseCollector(cases))[
+        ("supportcase_open_cases", (("level", "2"), ("state", "met")))] == 0
+
+
+def test_re_observing_the_same_case_does_not_count_it_again() -> None:
+    client = FakeClient()
+    cases = controller(client)
+    handle(cases, case("answered", "uid-1"))
+    assert responses(cases) == 1
+    written = client.status["uid-1"]
+    assert written["firstResponse"]["respondedAt"] == RESPONDED
+    # The echo of our own write, then a re-list with a newer resourceVersion: the status
+    # holds the response, nothing new to count.
+    handle(cases, case("answered", "uid-1", status=written, version="101"))
+    handle(cases, case("answered", "uid-1", status=written, version="150"))
+    # Someone strips the status; the operator writes the response again but counted it once.
+    handle(cases, case("answered", "uid-1", status={}, version="160"))
+    assert client.status["uid-1"]["firstResponse"]["respondedAt"] == RESPONDED
+    assert responses(cases) == 1
+    assert histogram(cases) == (1, 3600)
+
+
+def test_a_restarted_operator_counts_only_responses_it_records() -> None:
+    before = FakeClient()
+    handle(controller(before), case("answered", "uid-1"))
+    recorded = before.status["uid-1"]
+    # The new process lists the case whose response the old one recorded, and one answered
+    # while no operator ran.
+    restarted = controller()
+    handle(restarted, case("answered", "uid-1", status=recorded, version="200"))
+    handle(restarted, case("answered-meanwhile", "uid-2", version="201"))
+    assert responses(restarted) == 1
+    assert histogram(restarted) == (1, 3600)
+
+
+def test_a_late_response_counts_as_breached() -> None:
+    cases = controller()
+    handle(cases, case("late", "uid-1", responded="2025-12-02T12:00:00Z"))
+    assert responses(cases, "breached") == 1
+    assert responses(cases, "met") == 0
+
+
+def test_a_failed_write_counts_the_response_when_it_is_written() -> None:
+    client = FakeClient()
+    client.failures = 1
+    cases = controller(client)
+    handle(cases, case("answered", "uid-1"))
+    assert "uid-1" not in client.status
+    assert responses(cases) == 0  # not recorded yet
+    asyncio.run(cases.reconcile(("team-a", "answered")))  # the retry
+    assert responses(cases) == 1
+    asyncio.run(cases.reconcile(("team-a", "answered")))
+    assert responses(cases) == 1
+
+
+def test_unanswered_cases_count_nothing_and_every_series_starts_at_zero() -> None:
+    cases = controller()
+    handle(cases, case("waiting", "uid-1", responded=None))
+    found = samples(metrics.CaseCollector(cases))
+    totals = {labels: value for (name, labels), value in found.items()
+              if name == "supportcase_first_responses_total"}
+    assert len(totals) == 8  # 4 levels x met, breached
+    assert set(totals.values()) == {0}
+    assert found[("supportcase_first_response_business_seconds_count",
+                  (("level", "1"),))] == 0
+
+
+def test_queue_depth_is_the_pending_keys_of_each_scheduler() -> None:
+    async def nothing(_: Hashable) -> None:
+        pass
+
+    cases, bulletins = Scheduler(nothing), Scheduler(nothing)
+    collector = metrics.QueueCollector()
+    collector.queues = {"SupportCase": cases, "SecurityBulletin": bulletins}
+    for index in range(3):
+        cases.schedule(("team-a", f"case-{index}"), time.time() + 3600)
+    cases.replace(("team-a", "case-0"), time.time() + 60)  # a key counts once
+    bulletins.schedule("fsb-1", time.time() + 60)
+
+    def depth() -> dict[str, float]:
+        return {dict(labels)["kind"]: value for (name, labels), value in
+                samples(collector).items() if name == "fluxsupport_queue_depth"}
+
+    assert depth() == {"SupportCase": 3, "SecurityBulletin": 1}
+    cases.cancel(("team-a", "case-1"))
+    assert depth() == {"SupportCase": 2, "SecurityBulletin": 1}
+
+
+def test_registering_the_controllers_exports_their_queue_depth() -> None:
+    cases = controller()
+    registered = dict(metrics.QUEUES.queues)
+    try:
+        metrics.QUEUES.queues[constants.SUPPORTCASE_KIND] = cases.scheduler
+        cases.scheduler.schedule(("team-a", "x"), time.time() + 60)
+        assert metrics.REGISTRY.get_sample_value(
+            "fluxsupport_queue_depth", {"kind": constants.SUPPORTCASE_KIND}) == 1
+    finally:
+        metrics.QUEUES.queues = registered
