@@ -496,7 +496,8 @@ def test_a_bulletin_published_during_an_evaluation_is_not_missed() -> None:
         client = RecordingClient()
         inventory = Inventory(client, ("flux-system",))  # type: ignore[arg-type]
         deployments = fixtures.deployments_running(PRE, "v2.7.5")
-        inventory.deployments.objects = {d["metadata"]["name"]: d for d in deployments}
+        inventory.deployments["flux-system"].objects = {
+            d["metadata"]["name"]: d for d in deployments}
         configmaps = reflector.Watch(client, "/unused", lambda: None)  # type: ignore[arg-type]
         bulletins = BulletinController(client, inventory, configmaps,  # type: ignore[arg-type]
                                        "fluxsupport-system")

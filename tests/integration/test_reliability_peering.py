@@ -43,7 +43,7 @@ businessHours: {alwaysOpen: true}
 targets: {Urgent: 4s, High: 30s, Medium: 2h, Low: 3h}
 warningRatio: 0.5
 """
-WRITTEN = re.compile(r"^\[(?P<at>[-0-9 :,]+)\] fluxsupport\.handlers \[DEBUG +\] SupportCase "
+WRITTEN = re.compile(r"^\[(?P<at>[-0-9 :,]+)\] fluxsupport\.\S+ +\[DEBUG +\] SupportCase "
                      r"(?P<namespace>[^/]+)/(?P<name>\S+): status written \((?P<state>\w+)\)",
                      re.MULTILINE)
 

@@ -5,6 +5,7 @@ Importing this module registers the handlers in kopf's default registry.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -17,11 +18,13 @@ from fluxsupport.constants import (
     GROUP,
     KOPF_PREFIX,
     PEERING_NAME,
-    REPORTING_COMPONENT,
     SUPPORTCASE_PLURAL,
     VERSION,
 )
 from fluxsupport.controllers import bulletin, supportcase
+from fluxsupport.kube import credentials
+
+logger = logging.getLogger(__name__)
 
 #: kopf's retry delays for API requests (see configure()): about 2 minutes in total.
 API_RETRY_BACKOFFS_S: tuple[float, ...] = (0.5, 1, 1, *([2] * 60))
@@ -44,13 +47,10 @@ class NoDiffBase(kopf.DiffBaseStorage):
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     operator_config: config.OperatorConfig = memo.config
-    # Events only from explicit kopf.event() calls, never from log lines: log lines may
+    # kopf posts no Events: the operator posts its own through the kube layer (deterministic
+    # names, posted once from the status), and kopf's would be copies of log lines, which may
     # carry embargoed details.
-    settings.posting.enabled = True
-    settings.posting.loggers = False
-    settings.posting.level = logging.INFO
-    settings.posting.reporting_component = REPORTING_COMPONENT
-    settings.posting.event_name_prefix = "fluxsupport-"
+    settings.posting.enabled = False
     # No handler needs a finalizer today (deletion needs no cleanup in the cluster), so none is
     # added; the name is set so that a future one is ours, not kopf.zalando.org's.
     settings.persistence.finalizer = FINALIZER
@@ -76,14 +76,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 
 @kopf.on.login()
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """In-cluster credentials, else $KUBECONFIG as it is now (after `run --kubeconfig`)."""
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
-
-
-@kopf.on.probe(id="alive")
-def probe_alive(**_: Any) -> bool:
-    return True
+def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+    """kopf's watches log in through the loader the operator's own client uses (not kopf's
+    own, which prefers the ServiceAccount): one identity for what it reads and writes."""
+    loaded = credentials.load()
+    logger.info("Kubernetes credentials: %s", loaded.source)
+    return kopf.ConnectionInfo(**dataclasses.asdict(loaded.connection()),
+                               trust_env=settings.networking.trust_env)
 
 
 @kopf.on.event(GROUP, VERSION, SUPPORTCASE_PLURAL)

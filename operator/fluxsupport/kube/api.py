@@ -1,9 +1,10 @@
-"""A small asyncio Kubernetes client for the writes the operator makes itself.
+"""A small asyncio Kubernetes client: every write of the operator and its own watches.
 
-kopf delivers the watch events; status patches and Events go through this client, so that
-the deadline scheduler, which runs outside any kopf handler, writes exactly like the
-handlers do. Credentials come from the kubeconfig or the in-cluster ServiceAccount, read
-by the official client's loaders.
+kopf delivers the SupportCase and SecurityBulletin watch events and runs the handlers; the
+handlers, the deadline schedulers (which run outside any kopf handler), the Flux inventory and
+ConfigMap reflectors and the Events all go through this client, so that they share one
+connection pool, one outage probe and one metric of API requests. Credentials come from
+kube/credentials.py, the same loader kopf logs in with: one identity for reads and writes.
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ import dataclasses
 import datetime
 import json
 import logging
-import os
 import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
-import kubernetes
 
 from fluxsupport.constants import REPORTING_COMPONENT
+from fluxsupport.kube import credentials
+from fluxsupport.observability.metrics import API_REQUESTS
 
 logger = logging.getLogger(__name__)
 
@@ -80,17 +81,6 @@ class ObjectRef:
         return f"{prefix}{group_version}{scope}/{self.plural}/{self.name}"
 
 
-def _load_configuration() -> Any:
-    configuration = kubernetes.client.Configuration()
-    # The client reads $KUBECONFIG when it is imported; `run --kubeconfig` sets it later.
-    path = os.environ.get("KUBECONFIG") or None
-    try:
-        kubernetes.config.load_kube_config(config_file=path, client_configuration=configuration)
-    except (kubernetes.config.ConfigException, FileNotFoundError, TypeError):
-        kubernetes.config.load_incluster_config(client_configuration=configuration)
-    return configuration
-
-
 async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
     """The non-empty lines of a watch stream, however long.
 
@@ -114,7 +104,7 @@ class Client:
     """Status patches and Events over one pooled aiohttp session."""
 
     def __init__(self, configuration: Any | None = None, max_connections: int = 64) -> None:
-        self._configuration = configuration or _load_configuration()
+        self._configuration = configuration or credentials.load().configuration
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
         self._events: asyncio.Queue[tuple[ObjectRef, str, str, str]] = asyncio.Queue()
@@ -233,7 +223,11 @@ class Client:
                       content_type: str = "application/json") -> dict[str, Any]:
         try:
             return await self._request(method, path, body, content_type)
-        except (ApiError, *TRANSPORT_ERRORS) as error:
+        except TRANSPORT_ERRORS as error:
+            API_REQUESTS.labels(method, "transport").inc()
+            self.note_failure(error)
+            raise
+        except ApiError as error:
             self.note_failure(error)
             raise
 
@@ -244,6 +238,8 @@ class Client:
         async with session.request(method, self._configuration.host + path, data=data,
                                    headers=self._headers(content_type if data else None)
                                    ) as response:
+            # Counted once the status is known: a body cut off after it is still that answer.
+            API_REQUESTS.labels(method, str(response.status)).inc()
             text = await response.text()
             if response.status >= 400:
                 try:
@@ -259,14 +255,19 @@ class Client:
         """Yield watch events of ``path`` until the server closes the stream."""
         session = await self._ensure_session()
         timeout = aiohttp.ClientTimeout(total=None, connect=5, sock_read=read_timeout)
+        answered = False
         try:
             async with session.get(self._configuration.host + path, params=dict(params),
                                    headers=self._headers(), timeout=timeout) as response:
+                answered = True
+                API_REQUESTS.labels("GET", str(response.status)).inc()
                 if response.status >= 400:
                     raise ApiError(response.status, await response.text())
                 async for line in _lines(response.content):
                     yield json.loads(line)
         except (ApiError, *TRANSPORT_ERRORS) as error:
+            if not answered:
+                API_REQUESTS.labels("GET", "transport").inc()
             self.note_failure(error)
             raise
 

@@ -1,9 +1,12 @@
-"""Kubernetes client helpers for the CLI and the demo (the operator itself talks through kopf)."""
+"""The blocking official client, for the CLI and the demo.
+
+The running operator uses the asyncio client of kube/api.py (and kopf) instead; all three log
+in through kube/credentials.py, so a command acts as the same user the operator would.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import time
 from typing import Any
@@ -11,18 +14,12 @@ from typing import Any
 import kubernetes
 
 from fluxsupport import resources
+from fluxsupport.kube import credentials
 
 
 def api_client(kubeconfig: pathlib.Path | None = None) -> kubernetes.client.ApiClient:
-    """A client for ``kubeconfig``, else $KUBECONFIG or ~/.kube/config, else in-cluster."""
-    if kubeconfig is not None:
-        return kubernetes.config.new_client_from_config(str(kubeconfig))
-    try:
-        return kubernetes.config.new_client_from_config(
-            config_file=os.environ.get("KUBECONFIG") or None)
-    except kubernetes.config.ConfigException:
-        kubernetes.config.load_incluster_config()
-        return kubernetes.client.ApiClient()
+    """A client for ``kubeconfig``, else by the precedence of kube/credentials.py."""
+    return kubernetes.client.ApiClient(credentials.load(kubeconfig).configuration)
 
 
 def install_crds(client: kubernetes.client.ApiClient, timeout_s: float = 60.0) -> None:

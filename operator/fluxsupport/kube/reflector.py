@@ -54,8 +54,9 @@ class Watch:
                 await self._watch(version)
             except api.ApiError as error:
                 if error.status == 404 and self.optional:
-                    # The kind is not installed (FluxReport without the Flux Operator).
-                    self.synced.set()
+                    # The kind is not installed (FluxReport without the Flux Operator), or
+                    # no longer: its CRD was deleted, and its objects with it.
+                    self._absent()
                     await asyncio.sleep(ABSENT_RETRY_S)
                     continue
                 if error.status != 410:
@@ -79,6 +80,16 @@ class Watch:
                                self.path, error, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10)
+
+    def _absent(self) -> None:
+        """An absent kind has no objects: keeping the last ones would report components (and
+        verdicts) from a CRD that is gone."""
+        changed = bool(self.objects) or self.error is not None
+        self.objects = {}
+        self.error = None
+        self.synced.set()
+        if changed:
+            self.on_change()
 
     def _failed(self, reason: str) -> None:
         first = self.error is None

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from fluxsupport.domain import inventory as domain
 from fluxsupport.domain.conditions import rfc3339
 from fluxsupport.kube import api, reflector
+
+logger = logging.getLogger(__name__)
 
 
 def _pod_projection(pod: Mapping[str, Any]) -> dict[str, Any]:
@@ -34,8 +37,11 @@ class Inventory:
         self._cache: list[domain.RunningComponent] | None = None
         self.watches: list[reflector.Watch] = []
         self.kubernetes_version = ""
+        #: The Deployment watch of each Flux namespace.
+        self.deployments: dict[str, reflector.Watch] = {}
         for namespace in namespaces:
-            self.deployments = self._watch(f"/apis/apps/v1/namespaces/{namespace}/deployments")
+            self.deployments[namespace] = self._watch(
+                f"/apis/apps/v1/namespaces/{namespace}/deployments")
             self._watch(f"/api/v1/namespaces/{namespace}/pods", projection=_pod_projection)
             self._watch(f"/apis/fluxcd.controlplane.io/v1/namespaces/{namespace}/fluxreports",
                         optional=True)
@@ -56,7 +62,11 @@ class Inventory:
             listener()
 
     def tasks(self) -> list[asyncio.Task[None]]:
-        return [asyncio.create_task(w.run(), name=f"watch {w.path}") for w in self.watches]
+        tasks = [asyncio.create_task(w.run(), name=f"watch {w.path}") for w in self.watches]
+        if not self.kubernetes_version:
+            tasks.append(asyncio.create_task(self._retry_server_version(),
+                                             name="kubernetes-version"))
+        return tasks
 
     async def wait_synced(self, timeout: float = 30.0) -> None:
         await asyncio.wait_for(asyncio.gather(*(w.synced.wait() for w in self.watches)),
@@ -77,12 +87,26 @@ class Inventory:
                 self._objects("/fluxreports"), self._objects("/fluxinstances"))
         return self._cache
 
-    async def load_server_version(self) -> None:
+    async def load_server_version(self) -> bool:
+        """Read the API server's version once; whether that worked.
+
+        Never raises for an unreachable or failing API server: the version is one line of the
+        diagnostics, and the start-up must not end on it (``tasks`` retries it).
+        """
         try:
             version = await self.client.request("GET", "/version")
-        except (api.ApiError, OSError):
-            return
+        except (api.ApiError, *api.TRANSPORT_ERRORS, ValueError) as error:
+            logger.warning("cannot read the Kubernetes version yet: %s",
+                           str(error) or type(error).__name__)
+            return False
         self.kubernetes_version = str(version.get("gitVersion", ""))
+        return True
+
+    async def _retry_server_version(self) -> None:
+        delay = 1.0
+        while not await self.load_server_version():
+            await self.client.wait_recovery(delay)
+            delay = min(delay * 2, 60.0)
 
     def diagnostics(self) -> dict[str, Any]:
         """The SupportCase diagnostics block: what runs, as of now."""

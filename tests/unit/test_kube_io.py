@@ -1,0 +1,222 @@
+"""The kube layer's client, reflector and the Flux inventory source, against fakes and a
+loopback aiohttp server (no cluster)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+import kubernetes
+import pytest
+from aiohttp import web
+
+from fluxsupport.kube import api, reflector
+from fluxsupport.observability import metrics
+from fluxsupport.sources import inventory
+
+
+def _requests(method: str, code: str) -> float:
+    value = metrics.REGISTRY.get_sample_value(
+        "fluxsupport_api_requests_total", {"method": method, "code": code})
+    return value or 0.0
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def _client(port: int) -> api.Client:
+    configuration = kubernetes.client.Configuration()
+    configuration.host = f"http://127.0.0.1:{port}"
+    configuration.verify_ssl = False
+    return api.Client(configuration)
+
+
+async def _watch_stream(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse()
+    await response.prepare(request)
+    await response.write(b'{"type": "ADDED", "object": {"metadata": {"name": "a"}}}\n')
+    await response.write_eof()
+    return response
+
+
+async def _ok(_: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+async def _missing(_: web.Request) -> web.Response:
+    return web.json_response({"message": "not found"}, status=404)
+
+
+async def _serve() -> tuple[web.AppRunner, int]:
+    app = web.Application()
+    app.router.add_get("/ok", _ok)
+    app.router.add_get("/missing", _missing)
+    app.router.add_get("/watch", _watch_stream)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server = site._server
+    assert isinstance(server, asyncio.Server)
+    port: int = server.sockets[0].getsockname()[1]
+    return runner, port
+
+
+def test_every_request_and_watch_is_counted_by_method_and_code() -> None:
+    keys = [("GET", "200"), ("GET", "404"), ("GET", "transport"), ("POST", "transport")]
+    before = {key: _requests(*key) for key in keys}
+
+    async def scenario() -> list[dict[str, Any]]:
+        runner, port = await _serve()
+        client = _client(port)
+        down = _client(_closed_port())
+        try:
+            assert await client.request("GET", "/ok") == {"ok": True}
+            with pytest.raises(api.ApiError):
+                await client.request("GET", "/missing")
+            events = [e async for e in client.watch_lines("/watch", {}, read_timeout=5)]
+            with pytest.raises(api.ApiError):
+                async for _ in client.watch_lines("/missing", {}, read_timeout=5):
+                    pass
+            with pytest.raises(aiohttp.ClientError):
+                await down.request("POST", "/ok", {"a": 1})
+            with pytest.raises(aiohttp.ClientError):
+                async for _ in down.watch_lines("/watch", {}, read_timeout=5):
+                    pass
+            return events
+        finally:
+            await client.close()
+            await down.close()
+            await runner.cleanup()
+
+    events = asyncio.run(scenario())
+    assert [e["object"]["metadata"]["name"] for e in events] == ["a"]
+    delta = {key: _requests(*key) - before[key] for key in keys}
+    assert delta == {("GET", "200"): 2, ("GET", "404"): 2, ("GET", "transport"): 1,
+                     ("POST", "transport"): 1}
+
+
+class ScriptedClient:
+    """Answers lists from a script; every watch ends at once with 410 Gone (a relist)."""
+
+    def __init__(self, answers: list[dict[str, Any] | Exception]) -> None:
+        self.answers = answers
+        self.script_done = asyncio.Event()
+
+    async def request(self, method: str, path: str) -> dict[str, Any]:
+        if not self.answers:
+            self.script_done.set()
+            await asyncio.Event().wait()  # the state after the script stays as it is
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def watch_lines(self, path: str, params: Mapping[str, str],
+                          read_timeout: float) -> AsyncIterator[dict[str, Any]]:
+        raise api.ApiError(410, "Gone")
+        yield {}  # an async generator, like the real one
+
+    async def wait_recovery(self, timeout: float) -> None:
+        await asyncio.sleep(0)
+
+
+def _listing(*names: str) -> dict[str, Any]:
+    return {"metadata": {"resourceVersion": "1"},
+            "items": [{"metadata": {"name": n}, "spec": {}} for n in names]}
+
+
+def _run_watch(client: ScriptedClient, optional: bool) -> tuple[reflector.Watch, list[int]]:
+    async def scenario() -> tuple[reflector.Watch, list[int]]:
+        sizes: list[int] = []
+        watch = reflector.Watch(client, "/apis/x/v1/namespaces/f/fluxreports",  # type: ignore[arg-type]
+                                lambda: sizes.append(len(watch.objects)), optional=optional)
+        task = asyncio.create_task(watch.run())
+        await asyncio.wait_for(client.script_done.wait(), 10)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return watch, sizes
+    return asyncio.run(scenario())
+
+
+def test_an_optional_kind_that_disappears_loses_its_objects(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 10: the FluxReport CRD is deleted (the list answers 404): its objects go too."""
+    monkeypatch.setattr(reflector, "ABSENT_RETRY_S", 0.0)
+    client = ScriptedClient([_listing("flux"), api.ApiError(404, "the server could not find")])
+    watch, sizes = _run_watch(client, optional=True)
+    assert watch.objects == {}
+    assert watch.error is None  # absent is not failing
+    assert watch.synced.is_set()
+    assert sizes == [1, 0]  # listed one, then told the inventory it is gone
+
+
+def test_an_optional_kind_absent_from_the_start_notifies_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reflector, "ABSENT_RETRY_S", 0.0)
+    client = ScriptedClient([api.ApiError(404, "x"), api.ApiError(404, "x")])
+    watch, sizes = _run_watch(client, optional=True)
+    assert (watch.objects, sizes, watch.synced.is_set()) == ({}, [], True)
+
+
+def test_a_required_kind_keeps_its_objects_on_a_404(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only optional kinds are 'absent'; a 404 elsewhere is a failure shown as such."""
+    client = ScriptedClient([_listing("flux"), api.ApiError(404, "x")])
+    watch, _ = _run_watch(client, optional=False)
+    assert list(watch.objects) == ["flux"]
+    assert watch.error == "HTTP 404: x"
+
+
+class VersionClient:
+    def __init__(self, answers: list[dict[str, Any] | Exception]) -> None:
+        self.answers = answers
+        self.waits: list[float] = []
+
+    async def request(self, method: str, path: str) -> dict[str, Any]:
+        assert (method, path) == ("GET", "/version")
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def wait_recovery(self, timeout: float) -> None:
+        self.waits.append(timeout)
+
+
+@pytest.mark.parametrize("error", [
+    aiohttp.ServerDisconnectedError(), aiohttp.ClientPayloadError("cut"),
+    aiohttp.ClientConnectionError("reset"), TimeoutError(), ValueError("not JSON"),
+    api.ApiError(503, "unavailable")], ids=type)
+def test_the_server_version_never_crashes_the_start_up(error: Exception) -> None:
+    """Defect 11: aiohttp errors that are not OSError ended the start-up."""
+    client = VersionClient([error, {"gitVersion": "v1.35.0"}])
+    flux = inventory.Inventory(client, ("flux-system",))  # type: ignore[arg-type]
+    assert asyncio.run(flux.load_server_version()) is False
+    assert flux.kubernetes_version == ""
+    # ... and it is read later, as soon as the API server answers.
+    asyncio.run(flux._retry_server_version())
+    assert (flux.kubernetes_version, client.waits) == ("v1.35.0", [])
+
+
+def test_the_server_version_retries_with_a_growing_delay() -> None:
+    down = aiohttp.ServerDisconnectedError()
+    client = VersionClient([down, down, down, {"gitVersion": "v1.35.0"}])
+    flux = inventory.Inventory(client, ("flux-system",))  # type: ignore[arg-type]
+    asyncio.run(flux._retry_server_version())
+    assert (flux.kubernetes_version, client.waits) == ("v1.35.0", [1.0, 2.0, 4.0])
+
+
+def test_deployments_of_every_flux_namespace_are_kept() -> None:
+    """Defect 11: ``deployments`` held only the last namespace's watch."""
+    flux = inventory.Inventory(VersionClient([]), ("flux-system", "flux-extra"))  # type: ignore[arg-type]
+    assert {ns: w.path for ns, w in flux.deployments.items()} == {
+        "flux-system": "/apis/apps/v1/namespaces/flux-system/deployments",
+        "flux-extra": "/apis/apps/v1/namespaces/flux-extra/deployments"}
+    assert all(w in flux.watches for w in flux.deployments.values())
