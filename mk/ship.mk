@@ -2,11 +2,11 @@
 #
 #   make promtool       promtool (Debian's prometheus 2.42) unpacked into the cache, no root needed
 #   make chart-sync     copy crds/*.yaml and alerts/fluxsupport.rules.yaml into the chart
-#                       (tests/unit/test_chart.py fails while the copies differ)
+#                       (tests/tools/test_chart.py fails while the copies differ)
 #   make ship-lint      helm lint, promtool check/test rules, hadolint
 #   make chart-package  helm package into dist/
 #
-# `make test` gets promtool as a prerequisite: tests/unit/test_alerts.py and test_chart.py fail
+# `make test` gets promtool as a prerequisite: tests/tools/test_alerts.py and test_chart.py fail
 # (not skip) without it.
 
 # Keep the including Makefile's default goal (its first target), whatever the include order.
@@ -19,7 +19,7 @@ export FLUXSUPPORT_CACHE
 
 CHART_DIR := charts/fluxsupport
 PROMETHEUS_DIR := $(FLUXSUPPORT_CACHE)/prometheus
-# tests/unit/test_alerts.py looks here first, then for promtool on PATH.
+# tests/tools/test_alerts.py looks here first, then for promtool on PATH.
 PROMTOOL := $(PROMETHEUS_DIR)/usr/bin/promtool
 HELM = $(shell $(BIN)/python -c 'from fluxsupport.devcluster import build; print(build.binary_path("helm"))')
 
