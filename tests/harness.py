@@ -375,18 +375,3 @@ class OperatorProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-
-@contextlib.contextmanager
-def running_operator(kubeconfig: pathlib.Path, log_dir: pathlib.Path,
-                     **kwargs: Any) -> Iterator[OperatorProcess]:
-    operator = OperatorProcess(kubeconfig, log_dir, **kwargs)
-    operator.start()
-    try:
-        yield operator
-    finally:
-        operator.stop()
-
-
-def load_yaml(path: pathlib.Path) -> Any:
-    return yaml.safe_load(path.read_text())
