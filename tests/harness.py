@@ -218,7 +218,7 @@ def condition(obj: Mapping[str, Any], kind: str) -> dict[str, Any] | None:
 
 
 def install_crds(kubeconfig: pathlib.Path) -> None:
-    kubectl(kubeconfig, "apply", "--server-side", "-f", str(ROOT / "crds"))
+    kubectl(kubeconfig, "apply", "--server-side", "-f", str((ROOT / "crds").resolve()))
     kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
             "crd/supportcases.support.fluxcd.controlplane.io",
             "crd/securitybulletins.support.fluxcd.controlplane.io",
