@@ -111,7 +111,7 @@ def release(api: harness.Api, kubeconfig: pathlib.Path) -> Iterator[Release]:
     cases = f"t-{uuid.uuid4().hex[:10]}"
     ensure_namespace(kubeconfig, cases)
     # The session already applied crds/ server-side (the api fixture); the chart's crds/ are
-    # byte-identical (tests/unit/test_chart.py), so helm leaves them alone.
+    # byte-identical (tests/tools/test_chart.py), so helm leaves them alone.
     installed = helm(kubeconfig, "install", RELEASE, str(CHART), "--namespace", NAMESPACE,
                      "--create-namespace", "--skip-crds")
     assert installed.returncode == 0, installed.stderr
