@@ -12,12 +12,15 @@ import typer
 
 from fluxsupport.app import config, runner
 from fluxsupport.domain.policy import Policy, PolicyError
+from fluxsupport.kube import credentials
 from fluxsupport.sources import policy as policy_source
 
 
 def run(
     kubeconfig: Annotated[pathlib.Path | None, typer.Option(
-        envvar="KUBECONFIG", help="Kubeconfig to use; in-cluster credentials when unset.")] = None,
+        envvar="KUBECONFIG",
+        help="Kubeconfig to use; else ~/.kube/config, else the in-cluster ServiceAccount.")
+    ] = None,
     metrics_port: Annotated[int, typer.Option(
         envvar="FLUXSUPPORT_METRICS_PORT", help="Port for /metrics, /healthz, /readyz.")] = 8080,
     metrics_host: Annotated[str, typer.Option(envvar="FLUXSUPPORT_METRICS_HOST")] = "0.0.0.0",
@@ -70,6 +73,9 @@ def run(
             peering_lifetime=peering_lifetime,
             flux_namespaces=_flux_namespaces(flux_namespace),
         ), policy, verbose=verbose)
+    except credentials.CredentialsError as error:
+        typer.echo(f"error: no usable Kubernetes credentials: {error}", err=True)
+        raise typer.Exit(1) from error
     except OSError as error:
         typer.echo(f"error: {_what_failed(error, metrics_host, metrics_port)}: {error}", err=True)
         raise typer.Exit(1) from error
