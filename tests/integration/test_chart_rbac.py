@@ -129,6 +129,7 @@ def test_release_objects_exist(kubeconfig: pathlib.Path, release: Release) -> No
     assert "kubectl -n fluxsupport-system rollout status deployment/fluxsupport" in release.notes
     assert "--clusterrole=fluxsupport-securitybulletins-reader" in release.notes
     assert "fluxsupport-metrics.fluxsupport-system.svc:8080/metrics" in release.notes
+    assert "kubectl get fluxsupport -A" in release.notes  # the category, not a clashing `sc`
     status = helm(kubeconfig, "status", RELEASE, "--namespace", NAMESPACE, "-o", "json")
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["info"]["status"] == "deployed"

@@ -71,8 +71,9 @@ def demo(
         typer.echo(f"""
 Try it yourself (kube-apiserver {plane.version()['gitVersion']} at {plane.server}):
   export KUBECONFIG={plane.kubeconfig}
-  kubectl get supportcases -A
-  kubectl get securitybulletin cpsb-2026-0602 -o yaml
+  kubectl get fluxsupport -A        # cases and bulletins; short names fscase, fsbulletin
+  kubectl get fsbulletin cpsb-2026-0602 -o yaml
+  kubectl explain supportcase.status.firstResponse
   kubectl wait --for=condition=Ready supportcase/helmreleases-stuck -n team-a
 Metrics: curl -s http://127.0.0.1:{port}/metrics | grep -E '^(supportcase|fluxsupport)_'
 Operator log: {log_path}""")
