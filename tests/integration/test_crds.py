@@ -25,7 +25,8 @@ def _api_resources(kubeconfig: pathlib.Path) -> list[dict[str, str]]:
     assert names == ["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"], header
     starts = [header.index(name) for name in names]
     ends = [*starts[1:], None]
-    return [{name.lower(): row[start:end].strip() for name, start, end in zip(names, starts, ends)}
+    return [{name.lower(): row[start:end].strip() for name, start, end
+             in zip(names, starts, ends, strict=True)}
             for row in rows]
 
 
