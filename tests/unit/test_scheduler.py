@@ -171,7 +171,7 @@ def test_low_priority_instants_wait_for_ordinary_reconciles() -> None:
         for _ in range(50):
             await asyncio.sleep(0)
         runner.cancel()
-        return running_alone + ["|"] + order
+        return [*running_alone, "|", *order]
 
     assert asyncio.run(scenario()) == [
         "start breach", "|", "start breach", "end breach", "start clear", "end clear"]

@@ -55,7 +55,8 @@ class FakeApi:
 
     async def request(self, method: str, path: str, body: Any = None,
                       content_type: str = "application/json") -> dict[str, Any]:
-        assert method == "POST" and path.endswith("/events")
+        assert method == "POST"
+        assert path.endswith("/events")
         self.posts += 1
         if self.outage:
             self.outage -= 1
@@ -132,7 +133,8 @@ def test_an_invalid_spec_leaves_no_components_counts_or_metrics() -> None:
         bulletins.observe(body(1, spec))
         await bulletins.reconcile("b")
         valid = dict(fake.status["b"])
-        bulletins.observe(body(2, {**spec, "severity": "Catastrophic"}))
+        fake.version += 1  # the spec edit
+        bulletins.observe(body(2, {**spec, "publishedAt": "last tuesday"}))
         await bulletins.reconcile("b")
         return valid, fake.status["b"], "b" in bulletins.views
 
@@ -152,7 +154,8 @@ def test_event_names_are_dns_subdomains_of_at_most_253_characters() -> None:
              for reason in ("FirstResponseBreached", "FirstResponded")}
     assert len(names) == 2, "cut names stay apart"
     for name in names | {events.event_name("a" * 236 + "-" * 17, "uid", "R", "m", now)}:
-        assert len(name) <= 253 and DNS_SUBDOMAIN.match(name), name
+        assert len(name) <= 253, name
+        assert DNS_SUBDOMAIN.match(name), name
     assert events.event_name("case", "uid", "R", "m", now) == events.event_name(
         "case", "uid", "R", "m", now), "deterministic"
 
@@ -247,6 +250,7 @@ def test_a_failing_reconcile_shows_in_ready_once_a_write_succeeds(
         cases.observe(case_body(fake))
         await cases.reconcile(("team", "late-case"))  # a good status first
         monkeypatch.setattr(supportcase.domain, "evaluate", broken)
+        fake.version += 1  # a spec edit
         cases.observe(case_body(fake) | {"metadata": {
             **case_body(fake)["metadata"], "generation": 2}})
         await cases.reconcile(("team", "late-case"))

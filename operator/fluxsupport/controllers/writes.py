@@ -183,7 +183,8 @@ class StatusWriter:
             return self._failed(key, ref, error)
         self._observe(started)
         metrics.RECONCILES.labels(kind=self.kind, result=result).inc()
-        self.scheduler.succeeded(key)
+        if result == "success":  # an error report keeps the backoff of the failed reconcile
+            self.scheduler.succeeded(key)
         written = {event.name for event in outbox}
         posted = self._posted.get(key, set()) & written  # the others left with this write
         if posted:
