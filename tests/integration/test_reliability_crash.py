@@ -106,6 +106,8 @@ class Load(threading.Thread):
         self.states: dict[str, list[str]] = collections.defaultdict(list)
         self.actions: collections.Counter[str] = collections.Counter()
         self._finished = threading.Event()
+        #: The cases the burst creates, in order.
+        self._names: list[str] = []
 
     def run(self) -> None:
         try:
@@ -193,12 +195,22 @@ class Load(threading.Thread):
         jobs.sort(key=lambda job: job[0])
         limit = asyncio.Semaphore(16)
 
+        created = {name: asyncio.Event() for name in self._names}
+
         async def run(at: float, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
             await asyncio.sleep(max(0.0, began + at - time.monotonic()))
+            # On a loaded machine a case's creation can still be retrying when its annotation
+            # is due: wait for it (outside the limit, so waiting holds no slot).
+            case = getattr(job, "case", None)
+            if case is not None:
+                await created[case].wait()
             async with limit:
                 for attempt in range(3):  # a loaded API server may throttle (429)
                     try:
                         await job()
+                        created_name = getattr(job, "creates", None)
+                        if created_name is not None:
+                            created[created_name].set()
                         return
                     except (api.ApiError, *api.TRANSPORT_ERRORS) as error:
                         if attempt == 2 or not api.is_transient(error):
@@ -210,7 +222,10 @@ class Load(threading.Thread):
     def _create_case(self, client: api.Client, name: str,
                      severity: str) -> Callable[[], Coroutine[Any, Any, None]]:
         body = harness.case_manifest(name, self.namespace, severity)
-        return self._post(client, self._cases, body, "create")
+        self._names.append(name)
+        job = self._post(client, self._cases, body, "create")
+        job.creates = name  # type: ignore[attr-defined]
+        return job
 
     def _post(self, client: api.Client, path: str, body: dict[str, Any],
               action: str) -> Callable[[], Coroutine[Any, Any, None]]:
@@ -230,6 +245,7 @@ class Load(threading.Thread):
             await client.request("PATCH", f"{self._cases}/{name}", patch,
                                  "application/merge-patch+json")
             self.actions[action] += 1
+        job.case = name  # type: ignore[attr-defined]
         return job
 
     def _set_image(self, client: api.Client,
