@@ -222,10 +222,19 @@ def install_crds(kubeconfig: pathlib.Path) -> None:
     # The package folder itself: kubectl does not follow the crds/ link without a trailing slash.
     kubectl(kubeconfig, "apply", "--server-side", "-f",
             str(ROOT / "operator" / "fluxsupport" / "crds"))
-    kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
-            "crd/supportcases.support.fluxcd.controlplane.io",
+    crds = ("crd/supportcases.support.fluxcd.controlplane.io",
             "crd/securitybulletins.support.fluxcd.controlplane.io",
             "crd/clusterkopfpeerings.kopf.dev")
+    # A freshly started API server on a loaded machine can fail the wait at once (seen: exit 1
+    # after 19 s of a 60 s timeout); try again before giving up.
+    for attempt in range(3):
+        try:
+            kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", *crds)
+            return
+        except subprocess.CalledProcessError:
+            if attempt == 2:
+                raise
+            time.sleep(2)
 
 
 def helm(kubeconfig: pathlib.Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -148,6 +148,8 @@ def test_identical_replicas_elect_the_oldest(
         harness.wait_for(lambda: state(newer) == "standby", timeout=30, what="newer standby")
         name = create(api, namespace, "High")
         harness.wait_for(lambda: all_right(api, namespace, 1), timeout=30, what="a case")
+        # The API server shows the status before the replica has logged its write.
+        harness.wait_for(lambda: writes(older, namespace), timeout=10, what="older's write")
         assert [n for _, n, _ in writes(older, namespace)] == [name]
         assert writes(newer, namespace) == []
         older.stop()

@@ -201,9 +201,14 @@ def test_breach_is_on_time_across_an_operator_restart(
         time.sleep(max(0.0, deadline.timestamp() - time.time() - 2.5))
     finally:
         operator.start()
+    ready_at = time.time()
     lag = breach_lag(api, namespace, "restart")
-    print(f"breach lag across restart: {lag * 1000:.0f} ms")
-    assert 0 <= lag < 1.0
+    # On a loaded machine the restart itself can outlast the 2.5 s before the deadline: what is
+    # measured is the lag after the deadline or, when later, after the operator is ready again.
+    late_start = max(0.0, ready_at - deadline.timestamp())
+    print(f"breach lag across restart: {lag * 1000:.0f} ms "
+          f"(operator ready {late_start * 1000:.0f} ms after the deadline)")
+    assert 0 <= lag - late_start < 1.0
     assert api.get_case(namespace, "restart")["status"]["firstResponse"]["deadline"] == \
         obj["status"]["firstResponse"]["deadline"]
 
