@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from fluxsupport import constants
 from tests import harness
 
 
@@ -72,6 +73,36 @@ def test_case_lifecycle_through_the_cli(api: harness.Api, operator: harness.Oper
     table = fluxsupport(kubeconfig, "case", "list", "-A")
     assert "three" in table.stdout
     assert "Closed" in table.stdout
+
+
+def test_case_respond_writes_the_first_response_once(
+        api: harness.Api, operator: harness.OperatorProcess, namespace: str) -> None:
+    """Regression: a second respond overwrote the first (Met became Late) and, without --by,
+    deleted responded-by."""
+    kubeconfig = api.kubeconfig
+    created = fluxsupport(kubeconfig, *CREATE[:2], "once", *CREATE[2:], "-n", namespace)
+    assert created.returncode == 0, created.stderr
+    first = fluxsupport(kubeconfig, "case", "respond", "once", "-n", namespace, "--by", "alice")
+    assert first.returncode == 0, first.stderr
+    met = state(api, namespace, "once", "Met")
+    recorded = met["metadata"]["annotations"][constants.RESPONDED_AT]
+
+    again = fluxsupport(kubeconfig, "case", "respond", "once", "-n", namespace,
+                        "--at", "2030-01-01T00:00:00Z")
+    assert again.returncode == 1
+    assert f"already recorded at {recorded} by alice" in again.stderr
+    assert "--force" in again.stderr
+    annotations = api.get_case(namespace, "once")["metadata"]["annotations"]
+    assert annotations[constants.RESPONDED_AT] == recorded
+    assert annotations[constants.RESPONDED_BY] == "alice"
+
+    forced = fluxsupport(kubeconfig, "case", "respond", "once", "-n", namespace,
+                         "--at", "2030-01-01T00:00:00Z", "--force")
+    assert forced.returncode == 0, forced.stderr
+    late = state(api, namespace, "once", "Late")
+    assert late["metadata"]["annotations"][constants.RESPONDED_AT] == "2030-01-01T00:00:00Z"
+    assert late["metadata"]["annotations"][constants.RESPONDED_BY] == "alice"
+    assert late["status"]["firstResponse"]["respondedBy"] == "alice"
 
 
 def test_case_errors(api: harness.Api, namespace: str, tmp_path: pathlib.Path) -> None:

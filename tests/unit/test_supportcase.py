@@ -210,3 +210,17 @@ def test_dismissal_exactly_at_the_deadline_is_not_a_breach() -> None:
     result = evaluate(annotations={constants.DISMISSED_AT: first["firstResponse"]["deadline"]},
                       previous=first)
     assert result.status["firstResponse"]["state"] == "Closed"
+
+
+def test_first_response_is_written_once_unless_forced() -> None:
+    """Regression: ``case respond`` overwrote an earlier response and erased responded-by."""
+    existing = {constants.RESPONDED_AT: "2026-12-07T11:00:00Z", constants.RESPONDED_BY: "alice"}
+    with pytest.raises(supportcase.AlreadyResponded,
+                       match="already recorded at 2026-12-07T11:00:00Z by alice.*--force"):
+        supportcase.first_response_annotations(existing, "2026-12-08T11:00:00Z", None, False)
+    # Forced without --by: responded-by is not in the patch, so the merge patch keeps it.
+    assert supportcase.first_response_annotations(
+        existing, "2026-12-08T11:00:00Z", None, True) == {
+        constants.RESPONDED_AT: "2026-12-08T11:00:00Z"}
+    assert supportcase.first_response_annotations({}, "2026-12-07T11:00:00Z", "bob", False) == {
+        constants.RESPONDED_AT: "2026-12-07T11:00:00Z", constants.RESPONDED_BY: "bob"}

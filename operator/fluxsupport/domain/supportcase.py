@@ -120,6 +120,33 @@ def parse_lifecycle(annotations: Mapping[str, str]) -> Lifecycle:
     return Lifecycle(**values, problems=tuple(problems))
 
 
+class AlreadyResponded(ValueError):
+    """The case already has a first response; replacing it needs ``--force``."""
+
+
+def first_response_annotations(existing: Mapping[str, str], at: str, by: str | None,
+                               force: bool) -> dict[str, str]:
+    """The annotations ``case respond`` writes, given the case's current annotations.
+
+    The first response is a fact recorded once: writing it again would move the SLA outcome
+    (Met can become Late), so a second call is refused unless ``force``. Who responded is
+    only written when given: leaving ``--by`` out must not erase an earlier ``responded-by``
+    (a merge patch deletes keys whose value is null).
+    """
+    earlier = existing.get(constants.RESPONDED_AT)
+    if earlier is not None and not force:
+        who = existing.get(constants.RESPONDED_BY)
+        shown = earlier if len(earlier) <= 100 else earlier[:100] + "..."
+        raise AlreadyResponded(
+            f"the first response is already recorded at {shown}"
+            + (f" by {who}" if who else "")
+            + "; it is written once. Pass --force to replace it.")
+    written = {constants.RESPONDED_AT: at}
+    if by is not None:
+        written[constants.RESPONDED_BY] = by
+    return written
+
+
 @dataclasses.dataclass(frozen=True)
 class Timing:
     started_at: datetime.datetime
