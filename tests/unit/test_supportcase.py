@@ -216,7 +216,7 @@ def test_first_response_is_written_once_unless_forced() -> None:
     """Regression: ``case respond`` overwrote an earlier response and erased responded-by."""
     existing = {constants.RESPONDED_AT: "2026-12-07T11:00:00Z", constants.RESPONDED_BY: "alice"}
     with pytest.raises(supportcase.AlreadyResponded,
-                       match="already recorded at 2026-12-07T11:00:00Z by alice.*--force"):
+                       match=r"already recorded at 2026-12-07T11:00:00Z by alice.*--force"):
         supportcase.first_response_annotations(existing, "2026-12-08T11:00:00Z", None, False)
     # Forced without --by: responded-by is not in the patch, so the merge patch keeps it.
     assert supportcase.first_response_annotations(
