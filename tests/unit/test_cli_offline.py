@@ -179,3 +179,11 @@ def test_devcluster_build_rejects_unknown_tools() -> None:
     result = fluxsupport("devcluster", "build", "kubelet")
     assert result.returncode == 2
     assert "unknown tool kubelet" in result.stderr
+
+
+def test_case_respond_with_a_future_time_exits_2() -> None:
+    """The operator would ignore it (AnnotationInFuture), so the CLI refuses to write it."""
+    result = fluxsupport("case", "respond", "x", "--at", "2099-01-01T00:00:00Z",
+                         "--kubeconfig", "/dev/null")
+    assert result.returncode == 2
+    assert "is in the future" in result.stderr

@@ -49,13 +49,19 @@ def api_error(error: Exception, what: str) -> typer.Exit:
 
 
 def _time(value: str | None) -> str:
+    now = datetime.datetime.now(datetime.UTC)
     if value is None:
-        return rfc3339(datetime.datetime.now(datetime.UTC))
+        return rfc3339(now)
     try:
-        return rfc3339(supportcase.parse_time(value))
+        moment = supportcase.parse_time(value)
     except ValueError as error:
-        raise typer.BadParameter(f"{value!r} is not an RFC 3339 time with an offset",
+        raise typer.BadParameter(f"{value!r} is not an RFC 3339 time with an offset ({error})",
                                  param_hint="--at") from error
+    if moment > now + supportcase.CLOCK_SKEW:
+        # The operator would ignore it (AnnotationInFuture): refuse it here already.
+        raise typer.BadParameter(f"{value!r} is in the future; it must be when it happened",
+                                 param_hint="--at")
+    return rfc3339(moment)
 
 
 def _patch(api: Any, namespace: str, name: str, metadata: dict[str, Any], verb: str) -> None:
