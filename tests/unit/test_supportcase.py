@@ -283,3 +283,24 @@ def test_a_time_within_the_clock_skew_allowance_counts() -> None:
 
 def rfc(moment: datetime.datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00Z", "1969-12-31T23:59:59Z",
+                                   "9999-12-31T23:59:59Z", "2100-01-01T00:00:00Z",
+                                   "9999-12-31T23:59:59-14:00"])
+def test_out_of_range_annotation_is_a_condition_not_a_traceback(value: str) -> None:
+    """Regression: responded-at 9999-12-31T23:59:59Z (or year 1) raised in the calendar."""
+    result = evaluate(annotations={constants.RESPONDED_AT: value},
+                      now=CREATED + datetime.timedelta(hours=1))
+    assert result.status["firstResponse"]["state"] == "Pending"
+    ready = next(c for c in result.status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidAnnotation")
+    assert "is out of range" in ready["message"]
+    assert "outside the supported years 1970-2099" in ready["message"]
+
+
+def test_supported_years_are_inclusive() -> None:
+    assert supportcase.parse_time("1970-01-01T00:00:00Z").year == 1970
+    assert supportcase.parse_time("2099-12-31T23:59:59Z").year == 2099
+    with pytest.raises(supportcase.TimeOutOfRange):
+        supportcase.parse_time("2099-12-31T23:00:00-02:00")  # 2100 in UTC

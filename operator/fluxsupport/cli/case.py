@@ -54,6 +54,9 @@ def _time(value: str | None) -> str:
         return rfc3339(now)
     try:
         moment = supportcase.parse_time(value)
+    except supportcase.TimeOutOfRange as error:
+        raise typer.BadParameter(f"{value!r} is out of range: {error}",
+                                 param_hint="--at") from error
     except ValueError as error:
         raise typer.BadParameter(f"{value!r} is not an RFC 3339 time with an offset ({error})",
                                  param_hint="--at") from error

@@ -88,15 +88,32 @@ class Lifecycle:
     future_until: datetime.datetime | None = None
 
 
+#: Years a lifecycle or opening time may fall in. Before 1970 nothing here existed (Kubernetes
+#: and POSIX time start then). python-holidays publishes public holidays only up to 2100, so
+#: a deadline computed later would silently skip none; the calendar also builds the year
+#: after each instant, so 2099 is the last year whose deadlines are right. The bound keeps
+#: the arithmetic far from ``datetime``'s year 9999, where adding a target overflows.
+MIN_YEAR, MAX_YEAR = 1970, 2099
+
+
+class TimeOutOfRange(ValueError):
+    """A well-formed time outside ``MIN_YEAR``-``MAX_YEAR``."""
+
+
 def parse_time(value: str) -> datetime.datetime:
-    """RFC 3339 with an explicit offset; naive times are rejected as ambiguous."""
+    """RFC 3339 with an explicit offset, in UTC; naive times are rejected as ambiguous."""
     moment = datetime.datetime.fromisoformat(value.strip().replace("z", "Z"))
     if moment.tzinfo is None:
         raise ValueError("it has no time-zone offset")
     try:
-        return moment.astimezone(datetime.UTC)
+        moment = moment.astimezone(datetime.UTC)
     except OverflowError as error:  # 9999-12-31T23:59:59-14:00 is in year 10000 in UTC
-        raise ValueError("it is out of range in UTC") from error
+        raise TimeOutOfRange(f"it is outside the supported years {MIN_YEAR}-{MAX_YEAR}"
+                             ) from error
+    if not MIN_YEAR <= moment.year <= MAX_YEAR:
+        raise TimeOutOfRange(f"year {moment.year} is outside the supported years "
+                             f"{MIN_YEAR}-{MAX_YEAR}")
+    return moment
 
 
 #: How far ahead of the operator's clock a lifecycle time may be. Clocks of the people and
@@ -128,8 +145,10 @@ def parse_lifecycle(annotations: Mapping[str, str],
         except ValueError as error:
             # Quote a bounded prefix: an annotation may hold up to 256 KiB.
             shown = repr(raw if len(raw) <= 100 else raw[:100] + "...")
-            problems.append(f"annotation {key}={shown} is not an RFC 3339 time "
-                            f"such as 2026-12-07T11:00:00Z ({error})")
+            what = "is out of range" if isinstance(error, TimeOutOfRange) else \
+                "is not an RFC 3339 time"
+            problems.append(f"annotation {key}={shown} {what} ({error}); write an RFC 3339 "
+                            "time such as 2026-12-07T11:00:00Z")
             continue
         if now is not None and moment > now + CLOCK_SKEW:
             future.append(f"annotation {key}={_rfc(moment)} is after the operator's clock "
