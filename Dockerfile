@@ -4,7 +4,7 @@
 # Stage 1 installs the package and its pinned dependencies (constraints.txt) into a virtual
 # environment; stage 2 copies only that environment onto a clean slim image: no pip cache, no
 # build tools, no compilers (every dependency ships manylinux wheels, so none are needed).
-# tests/unit/test_dockerfile.py runs these RUN lines in a fresh venv, since CI cannot build images.
+# tests/packaging/test_dockerfile.py runs these RUN lines in a fresh venv, since CI cannot build images.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 

@@ -7,12 +7,16 @@ BIN := $(VENV)/bin
 export FLUXSUPPORT_CACHE ?= $(HOME)/.cache/fluxsupport
 PYTEST_ARGS ?=
 
-.PHONY: all venv tools lint test demo bench bench-profile lock clean help
+.PHONY: all venv tools lint test test-unit demo bench bench-cli bench-profile lock clean help
 
 help:
 	@echo "make demo    build what is missing, start a local control plane, run the operator"
-	@echo "make test    lint, type-check and run every test against a real kube-apiserver"
+	@echo "make test    lint, type-check, check the import layers and run every test tier:"
+	@echo "             tests/unit (Python alone), tests/tools (promtool, helm), tests/packaging"
+	@echo "             (the wheel in a fresh venv), tests/integration (a real kube-apiserver)"
+	@echo "make test-unit   the unit tier only: no Go, helm, promtool, network or cluster"
 	@echo "make bench   benchmarks (QUICK=1 for the short run)"
+	@echo "make bench-cli   CLI start-up against python -c pass (part of make bench too)"
 	@echo "make bench-profile   where the API server spends a wave of breach writes"
 
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -30,15 +34,22 @@ tools: venv
 lint: venv
 	$(BIN)/ruff check operator tests hack bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: tools lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 demo: tools
 	$(BIN)/fluxsupport demo
 
 bench: tools
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)
+
+bench-cli: venv
+	$(BIN)/python -m bench.cli_startup
 
 bench-profile: tools
 	$(BIN)/python -m bench.apiserver_profile

@@ -20,6 +20,7 @@ from typing import Any
 
 from tests import harness
 
+from bench import cli_startup
 from bench import client as bc
 from bench import scenarios as sc
 
@@ -105,6 +106,8 @@ async def run(quick: bool, workdir: pathlib.Path) -> dict[str, Any]:
     sizes = SIZES["quick" if quick else "full"]
     figures: dict[str, Any] = {}
     say("calendar engine")
+    say("CLI start-up against python -c pass")
+    startup = cli_startup.measure()
     speeds = [sc.calendar_speed(sizes["calendar_samples"]) for _ in range(5)]
     figures["deadlines_per_s"] = sc.spread([s["deadlines_per_s"] for s in speeds])
     figures["datetime_adds_per_s"] = sc.spread([s["datetime_adds_per_s"] for s in speeds])
@@ -127,7 +130,7 @@ async def run(quick: bool, workdir: pathlib.Path) -> dict[str, Any]:
         operator.stop()
         operator.start()
         await memory(client, operator, sizes, figures)
-    return summary(figures, sizes, quick)
+    return {**summary(figures, sizes, quick), **startup}
 
 
 def summary(figures: dict[str, Any], sizes: dict[str, int], quick: bool) -> dict[str, Any]:
@@ -172,6 +175,7 @@ def print_table(results: dict[str, Any]) -> None:
     raw_wave = results["breach_raw_wave_ms"]
     print(f"{'breach_raw_wave_ms':<26}{raw_wave:>14.3f}  API limit, same run")
     print(f"{'n_cases':<26}{results['n_cases']:>14}")
+    cli_startup.print_figures(results)
 
 
 def main() -> None:

@@ -1,13 +1,14 @@
 # Shipping targets: Helm chart, alert rules, Dockerfile. Included from the Makefile.
 #
 #   make promtool       promtool (Debian's prometheus 2.42) unpacked into the cache, no root needed
-#   make chart-sync     copy crds/*.yaml and alerts/fluxsupport.rules.yaml into the chart
-#                       (tests/unit/test_chart.py fails while the copies differ)
+#   make chart-sync     generate the chart's crds/ and files/ from their one source: the CRDs
+#                       shipped in the package (operator/fluxsupport/crds/) and the alert rules
+#                       (tests/tools/test_chart.py fails while the copies differ)
 #   make ship-lint      helm lint, promtool check/test rules, hadolint
 #   make chart-package  helm package into dist/
 #
-# `make test` gets promtool as a prerequisite: tests/unit/test_alerts.py and test_chart.py fail
-# (not skip) without it.
+# `make test` gets promtool as a prerequisite: tests/tools/test_alerts.py and test_chart.py fail
+# (not skip) without it. tests/unit needs none of these tools.
 
 # Keep the including Makefile's default goal (its first target), whatever the include order.
 _SHIP_DEFAULT_GOAL := $(.DEFAULT_GOAL)
@@ -19,7 +20,7 @@ export FLUXSUPPORT_CACHE
 
 CHART_DIR := charts/fluxsupport
 PROMETHEUS_DIR := $(FLUXSUPPORT_CACHE)/prometheus
-# tests/unit/test_alerts.py looks here first, then for promtool on PATH.
+# tests/tools/test_alerts.py looks here first, then for promtool on PATH.
 PROMTOOL := $(PROMETHEUS_DIR)/usr/bin/promtool
 HELM = $(shell $(BIN)/python -c 'from fluxsupport.devcluster import build; print(build.binary_path("helm"))')
 
@@ -46,9 +47,14 @@ $(PROMTOOL):
 	fi
 	@$(PROMTOOL) --version 2>&1 | head -n1
 
+# The package data is the source (the wheel and the image ship it); a CRD removed there is
+# removed from the chart too.
+CRD_SOURCE := operator/fluxsupport/crds
+
 chart-sync:
 	mkdir -p $(CHART_DIR)/crds $(CHART_DIR)/files
-	cp crds/*.yaml $(CHART_DIR)/crds/
+	rm -f $(CHART_DIR)/crds/*.yaml
+	cp $(CRD_SOURCE)/*.yaml $(CHART_DIR)/crds/
 	cp alerts/fluxsupport.rules.yaml $(CHART_DIR)/files/
 
 helm: venv

@@ -15,11 +15,16 @@ import pytest
 from fluxsupport.devcluster import build, cluster
 from tests import harness
 
+#: The tiers below tests/ and their markers; tests/unit needs Python alone and has none.
+TIERS = {"integration": pytest.mark.integration, "tools": pytest.mark.tools,
+         "packaging": pytest.mark.packaging}
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "integration" in item.path.parts:
-            item.add_marker(pytest.mark.integration)
+        for folder, marker in TIERS.items():
+            if folder in item.path.parts:
+                item.add_marker(marker)
 
 
 def _report(config: pytest.Config, line: str) -> None:

@@ -1,31 +1,16 @@
-"""Readers for the upstream reference data in ../shared/fixtures/upstream (tests only)."""
+"""Readers for the upstream reference data vendored in tests/data/upstream (tests only)."""
 
 from __future__ import annotations
 
 import copy
-import os
 import pathlib
 from typing import Any
 
 import yaml
 
-
-def _find_upstream() -> pathlib.Path:
-    """The shared reference data: $FLUXSUPPORT_FIXTURES, else a `shared/` folder beside the
-    checkout or one of its parents (the workspace layout), else /work/shared."""
-    override = os.environ.get("FLUXSUPPORT_FIXTURES")
-    if override:
-        return pathlib.Path(override)
-    here = pathlib.Path(__file__).resolve()
-    for folder in [*here.parents, pathlib.Path("/work")]:
-        candidate = folder / "shared" / "fixtures" / "upstream"
-        if candidate.is_dir():
-            return candidate
-    raise RuntimeError("the upstream fixtures (shared/fixtures/upstream) were not found beside "
-                       "the checkout; set FLUXSUPPORT_FIXTURES to their path")
-
-
-UPSTREAM = _find_upstream()
+#: Vendored from the workspace's shared/fixtures/upstream (provenance in its README.md), so
+#: that every tier runs from the checkout alone.
+UPSTREAM = pathlib.Path(__file__).resolve().parent / "data" / "upstream"
 
 HISTORY = UPSTREAM / "history"
 PRE_FIX_V275 = HISTORY / "v2.7.5-enterprise-distroless.at-67e596b.pre-CVE-2026-47680.yaml"

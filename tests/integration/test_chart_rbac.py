@@ -111,7 +111,7 @@ def release(api: harness.Api, kubeconfig: pathlib.Path) -> Iterator[Release]:
     cases = f"t-{uuid.uuid4().hex[:10]}"
     ensure_namespace(kubeconfig, cases)
     # The session already applied crds/ server-side (the api fixture); the chart's crds/ are
-    # byte-identical (tests/unit/test_chart.py), so helm leaves them alone.
+    # byte-identical (tests/tools/test_chart.py), so helm leaves them alone.
     installed = helm(kubeconfig, "install", RELEASE, str(CHART), "--namespace", NAMESPACE,
                      "--create-namespace", "--skip-crds")
     assert installed.returncode == 0, installed.stderr
@@ -129,6 +129,7 @@ def test_release_objects_exist(kubeconfig: pathlib.Path, release: Release) -> No
     assert "kubectl -n fluxsupport-system rollout status deployment/fluxsupport" in release.notes
     assert "--clusterrole=fluxsupport-securitybulletins-reader" in release.notes
     assert "fluxsupport-metrics.fluxsupport-system.svc:8080/metrics" in release.notes
+    assert "kubectl get fluxsupport -A" in release.notes  # the category, not a clashing `sc`
     status = helm(kubeconfig, "status", RELEASE, "--namespace", NAMESPACE, "-o", "json")
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["info"]["status"] == "deployed"

@@ -190,4 +190,8 @@ def test_demo_once_end_to_end(tmp_path: pathlib.Path) -> None:
     assert f"digest: {fix}" in out
     assert "name: ghcr.io/controlplaneio-fluxcd/distroless/source-controller" in out
     assert "export KUBECONFIG=" in out
+    # The commands to try use the short names and category that clash with no built-in kind.
+    assert "kubectl get fluxsupport -A" in out
+    assert "kubectl get fsbulletin cpsb-2026-0602" in out
+    assert "kubectl get sc " not in out
     assert "Stopped the operator, kube-apiserver and etcd." in result.stderr

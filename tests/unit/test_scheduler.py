@@ -11,7 +11,11 @@ import asyncio
 import time
 from collections.abc import Hashable
 
-from fluxsupport.controllers.scheduler import Scheduler
+import pytest
+
+from fluxsupport.controllers import scheduler as scheduler_module
+from fluxsupport.controllers.scheduler import STALE_SLACK, Scheduler
+from fluxsupport.observability import metrics
 
 
 def test_fires_due_keys_and_sleeps_without_helper_tasks() -> None:
@@ -91,3 +95,83 @@ def test_retry_failed_now_runs_every_backed_off_key_at_once() -> None:
         return fired
 
     assert asyncio.run(scenario()) == ["failed"]
+
+
+def test_replace_keeps_the_heap_bounded() -> None:
+    """Defect 3: every reconcile replaces its key's instant; the superseded heap entries
+    used to stay for ever (100,000 reconciles of 10 cases: a heap of 100,000)."""
+    async def callback(key: Hashable) -> None:
+        return None
+
+    scheduler = Scheduler(callback)
+    now = time.time()
+    for index in range(100_000):
+        scheduler.replace(f"case-{index % 10}", now + 3600 + index)
+    assert len(scheduler) == 10
+    assert len(scheduler._heap) <= 2 * len(scheduler) + STALE_SLACK
+    assert scheduler.heap_size <= 2 * 10 + STALE_SLACK
+
+
+def test_a_reconcile_that_raises_is_retried_counted_and_reported(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defect 2: an exception used to be logged and the key never run again."""
+    monkeypatch.setattr(scheduler_module, "RETRY_DELAYS_S", (0.01,))
+    failures = metrics.SCHEDULED_FAILURES.labels(kind="Test")
+    before = failures._value.get()
+
+    async def scenario() -> tuple[list[Hashable], list[tuple[Hashable, str]]]:
+        calls: list[Hashable] = []
+        reported: list[tuple[Hashable, str]] = []
+
+        async def callback(key: Hashable) -> None:
+            calls.append(key)
+            if len(calls) == 1:
+                raise KeyError("boom")
+
+        async def on_error(key: Hashable, error: Exception) -> None:
+            reported.append((key, repr(error)))
+
+        scheduler = Scheduler(callback, kind="Test", on_error=on_error)
+        scheduler.schedule("case", time.time())
+        runner = asyncio.create_task(scheduler.run())
+        for _ in range(200):  # bounded: the retry is 10 ms away
+            await asyncio.sleep(0.005)
+            if len(calls) >= 2:
+                break
+        runner.cancel()
+        return calls, reported
+
+    calls, reported = asyncio.run(scenario())
+    assert calls == ["case", "case"]
+    assert reported == [("case", "KeyError('boom')")]
+    assert failures._value.get() == before + 1
+
+
+def test_low_priority_instants_wait_for_ordinary_reconciles() -> None:
+    """Clearing posted Events from outboxes must not slow a wave of breaches: a low instant
+    starts only once no ordinary reconcile runs."""
+    async def scenario() -> list[str]:
+        order: list[str] = []
+        release = asyncio.Event()
+
+        async def callback(key: Hashable) -> None:
+            order.append(f"start {key}")
+            if key == "breach":
+                await release.wait()
+            order.append(f"end {key}")
+
+        scheduler = Scheduler(callback)
+        scheduler.schedule_low("clear", time.time() - 1)  # due first...
+        scheduler.schedule("breach", time.time())
+        runner = asyncio.create_task(scheduler.run())
+        for _ in range(50):
+            await asyncio.sleep(0)
+        running_alone = list(order)
+        release.set()
+        for _ in range(50):
+            await asyncio.sleep(0)
+        runner.cancel()
+        return [*running_alone, "|", *order]
+
+    assert asyncio.run(scenario()) == [
+        "start breach", "|", "start breach", "end breach", "start clear", "end clear"]

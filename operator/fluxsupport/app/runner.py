@@ -14,7 +14,7 @@ from fluxsupport.app import config
 from fluxsupport.constants import PEERING_NAME
 from fluxsupport.controllers import bulletin, supportcase
 from fluxsupport.domain import policy as policy_module
-from fluxsupport.kube import api, peering, reflector
+from fluxsupport.kube import api, events, peering, reflector
 from fluxsupport.observability import endpoints, metrics
 from fluxsupport.sources import inventory
 
@@ -43,16 +43,17 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
                                standalone=operator_config.standalone)
     health.peering = lambda: gate.state
     health.identity = identity
-    client.set_gate(gate.active, identity)
-    client.start_event_workers()
+    poster = events.EventPoster(client)
+    poster.set_gate(gate.active, identity)
+    poster.start()
     flux = inventory.Inventory(client, operator_config.flux_namespaces)
     configmaps = reflector.Watch(
         client, f"/api/v1/namespaces/{operator_config.namespace}/configmaps",
         lambda: bulletins.reconcile_all_soon())  # noqa: PLW0108 - bulletins is bound below
     bulletins = bulletin.BulletinController(client, flux, configmaps, operator_config.namespace,
-                                            gate=gate.active)
+                                            gate=gate.active, poster=poster)
     cases = supportcase.CaseController(policy, client, diagnostics=flux.diagnostics,
-                                       gate=gate.active)
+                                       gate=gate.active, poster=poster)
     metrics.register_cases(cases)
     metrics.register_bulletins(bulletins)
     await flux.load_server_version()
@@ -84,5 +85,6 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        await poster.close()
         await client.close()
         await http.cleanup()

@@ -1,4 +1,7 @@
-"""``fluxsupport bulletin``: check bulletins offline, build them from images files, list them.
+"""``fluxsupport bulletin``: check bulletins offline and build them from images files.
+
+These two run in CI pipelines without a cluster, so this module imports nothing that talks to
+one; ``bulletin list`` lives in :mod:`fluxsupport.cli.bulletin_list`, imported when it runs.
 
 ``check`` exit codes: 0 nothing is vulnerable, 1 something is, 2 invalid input.
 """
@@ -8,7 +11,7 @@ from __future__ import annotations
 import datetime
 import pathlib
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import jsonschema
 import pydantic
@@ -17,11 +20,18 @@ import yaml
 
 from fluxsupport import constants, resources
 from fluxsupport.cli import output
-from fluxsupport.cli.case import CLIENT_ERRORS, Kubeconfig, api_error, custom_api
+from fluxsupport.cli.lazy import Lazy, LazyGroup
 from fluxsupport.domain import bulletin as domain
 from fluxsupport.domain import inventory, vex
 
-app = typer.Typer(help="Check, build and list SecurityBulletins.", no_args_is_help=True)
+
+class _Group(LazyGroup):
+    lazy: ClassVar = {"list": Lazy("fluxsupport.cli.bulletin_list:list_bulletins",
+                                   "List SecurityBulletins with their verdict counts.")}
+
+
+app = typer.Typer(cls=_Group, help="Check, build and list SecurityBulletins.",
+                  no_args_is_help=True)
 
 _CVE = re.compile(r"^(CVE-\d{4}-\d{4,}|GHSA(-[23456789cfghjmpqrvwx]{4}){3})$")
 
@@ -208,41 +218,3 @@ def import_images(
     if errors:
         raise output.fail(f"the bulletin would be invalid: {errors[0].message}")
     typer.echo(yaml.safe_dump(manifest, sort_keys=False).rstrip())
-
-
-def bulletin_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    rows = []
-    for item in items:
-        status = item.get("status") or {}
-        counts = status.get("counts") or {}
-        compliant = next((c.get("status") for c in status.get("conditions") or []
-                          if c.get("type") == "Compliant"), "")
-        rows.append({"name": item["metadata"]["name"],
-                     "severity": (item.get("spec") or {}).get("severity", ""),
-                     "vulnerable": counts.get("vulnerable", ""),
-                     "notAffected": counts.get("notAffected", ""),
-                     "fixed": counts.get("fixed", ""), "compliant": compliant,
-                     "embargoed": status.get("embargoed", ""),
-                     "components": status.get("components") or []})
-    return rows
-
-
-@app.command("list")
-def list_bulletins(
-    fmt: Annotated[output.Format, output.OutputOption] = output.Format.table,
-    kubeconfig: Kubeconfig = None,
-) -> None:
-    """List SecurityBulletins with their verdict counts."""
-    api = custom_api(kubeconfig)
-    try:
-        listing = api.list_cluster_custom_object(constants.GROUP, constants.VERSION,
-                                                 constants.BULLETIN_PLURAL)
-    except CLIENT_ERRORS as error:
-        raise api_error(error, "securitybulletins") from error
-    rows = bulletin_rows(listing.get("items") or [])
-    output.emit([{k: v for k, v in r.items() if k != "components"} for r in rows], fmt,
-                [("NAME", "name"), ("SEVERITY", "severity"), ("VULNERABLE", "vulnerable"),
-                 ("NOTAFFECTED", "notAffected"), ("FIXED", "fixed"),
-                 ("COMPLIANT", "compliant")], rows)
-
-

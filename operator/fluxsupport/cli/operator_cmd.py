@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pathlib
 import time
@@ -11,12 +12,15 @@ import typer
 
 from fluxsupport.app import config, runner
 from fluxsupport.domain.policy import Policy, PolicyError
+from fluxsupport.kube import credentials
 from fluxsupport.sources import policy as policy_source
 
 
 def run(
     kubeconfig: Annotated[pathlib.Path | None, typer.Option(
-        envvar="KUBECONFIG", help="Kubeconfig to use; in-cluster credentials when unset.")] = None,
+        envvar="KUBECONFIG",
+        help="Kubeconfig to use; else ~/.kube/config, else the in-cluster ServiceAccount.")
+    ] = None,
     metrics_port: Annotated[int, typer.Option(
         envvar="FLUXSUPPORT_METRICS_PORT", help="Port for /metrics, /healthz, /readyz.")] = 8080,
     metrics_host: Annotated[str, typer.Option(envvar="FLUXSUPPORT_METRICS_HOST")] = "0.0.0.0",
@@ -69,10 +73,36 @@ def run(
             peering_lifetime=peering_lifetime,
             flux_namespaces=_flux_namespaces(flux_namespace),
         ), policy, verbose=verbose)
-    except OSError as error:
-        typer.echo(f"error: cannot serve metrics on {metrics_host}:{metrics_port}: {error}",
-                   err=True)
+    except credentials.CredentialsError as error:
+        typer.echo(f"error: no usable Kubernetes credentials: {error}", err=True)
         raise typer.Exit(1) from error
+    except OSError as error:
+        typer.echo(f"error: {_what_failed(error, metrics_host, metrics_port)}: {error}", err=True)
+        raise typer.Exit(1) from error
+
+
+#: What binding a listening socket fails with (a connect gets these only when the machine has
+#: no local port left); the operator's only listening socket is the metrics port.
+_BIND_ERRNOS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL})
+#: What reaching a server fails with; the operator connects to nothing but the API server.
+_CONNECT_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED,
+                             errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH})
+
+
+def _what_failed(error: OSError, metrics_host: str, metrics_port: int) -> str:
+    """Name the failed step: an OSError ends the process from the metrics bind, from the
+    connection to the API server, or from a file (kubeconfig, certificates), and each asks the
+    user to fix something different."""
+    # asyncio words a failed bind "error while attempting to bind on address ..." and keeps
+    # the errno; EACCES (a privileged port) is a bind failure only with that wording.
+    bind_wording = "attempting to bind" in str(error)
+    if error.errno in _BIND_ERRNOS or (bind_wording and error.errno == errno.EACCES):
+        return f"cannot serve metrics on {metrics_host}:{metrics_port}"
+    if isinstance(error, ConnectionError | TimeoutError) or error.errno in _CONNECT_ERRNOS:
+        return "cannot reach the Kubernetes API server"
+    if error.filename is not None:
+        return "cannot open a file the operator needs"
+    return "the operator stopped on an operating-system error"
 
 
 def _priority(given: int | None, peering: bool) -> int:

@@ -11,7 +11,7 @@ import yaml
 
 from fluxsupport import constants
 from fluxsupport.cli import output
-from fluxsupport.cli.bulletin import bulletin_rows
+from fluxsupport.cli.bulletin_list import bulletin_rows
 from fluxsupport.cli.case import CLIENT_ERRORS, Kubeconfig, api_error, case_rows, custom_api
 from fluxsupport.cli.sla import remaining
 from fluxsupport.domain.calendar import BusinessCalendar

@@ -10,15 +10,16 @@ import time
 from collections.abc import Hashable, Mapping
 from typing import Any
 
-import aiohttp
 import pydantic
 
 from fluxsupport import constants
+from fluxsupport.controllers import writes
 from fluxsupport.controllers.scheduler import Scheduler
-from fluxsupport.controllers.supportcase import newer_or_equal, status_patch
+from fluxsupport.controllers.writes import newer_or_equal
 from fluxsupport.domain import bulletin as domain
 from fluxsupport.domain import conditions, vex
 from fluxsupport.kube import api, reflector
+from fluxsupport.kube.events import EventPoster
 from fluxsupport.sources.inventory import Inventory
 
 logger = logging.getLogger(__name__)
@@ -85,13 +86,17 @@ def redact(text: str, secrets: list[str]) -> str:
 class BulletinController:
     def __init__(self, client: api.Client, inventory: Inventory,
                  configmaps: reflector.Watch, operator_namespace: str,
-                 gate: asyncio.Event | None = None) -> None:
+                 gate: asyncio.Event | None = None, poster: EventPoster | None = None) -> None:
         self.client = client
         self.inventory = inventory
         self.configmaps = configmaps
         self.operator_namespace = operator_namespace
-        self.scheduler = Scheduler(self._scheduled, gate=gate)
-        client.on_recovery(self.scheduler.retry_failed_now)
+        self.scheduler = Scheduler(self._scheduled, gate=gate, kind=constants.BULLETIN_KIND,
+                                   on_error=self._report_error)
+        # Nothing kept: every field is computed again, so a spec that became invalid leaves
+        # no verdicts, counts or metrics of the spec before.
+        self.writer = writes.StatusWriter(client, poster or EventPoster(client), self.scheduler,
+                                          constants.BULLETIN_KIND, logger)
         self.bulletins: dict[str, BulletinSnapshot] = {}
         self.views: dict[str, BulletinView] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -125,6 +130,7 @@ class BulletinController:
         self._requested.discard(name)
         self._oversized.discard(name)
         self.scheduler.cancel(name)
+        self.writer.forget(name)
         self.reconcile_all_soon()
 
     def reconcile_all_soon(self) -> None:
@@ -135,11 +141,35 @@ class BulletinController:
 
     async def _scheduled(self, key: Hashable) -> None:
         assert isinstance(key, str)
-        await self.reconcile(key)
+        await self._locked(key)
 
     async def reconcile(self, name: str) -> None:
+        """Reconcile now (from a watch event); a failure is retried like a scheduled one."""
+        try:
+            await self._locked(name)
+        except Exception as error:  # retried with backoff and shown in Ready
+            await self.scheduler.failed(name, error)
+
+    async def _locked(self, name: str) -> None:
         async with self._locks.setdefault(name, asyncio.Lock()):
             await self._reconcile(name)
+
+    async def _report_error(self, key: Hashable, error: Exception) -> None:
+        assert isinstance(key, str)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            snapshot = self.bulletins.get(key)
+            if snapshot is None:
+                return
+            result = await self.writer.write_error(key, snapshot.ref, snapshot.status,
+                                                   snapshot.resource_version,
+                                                   snapshot.generation, error)
+            if result.outcome is writes.Outcome.WRITTEN:
+                self._stored(snapshot, result)
+
+    @staticmethod
+    def _stored(snapshot: BulletinSnapshot, result: writes.Result) -> None:
+        snapshot.status = result.status or {}
+        snapshot.resource_version = result.resource_version or snapshot.resource_version
 
     def _parsed(self) -> list[domain.Bulletin]:
         parsed = []
@@ -180,41 +210,27 @@ class BulletinController:
     async def _reconcile(self, name: str) -> None:
         snapshot = self.bulletins.get(name)
         if snapshot is None:
+            self.writer.forget(name)
             return
         self._requested.discard(name)  # this evaluation sees every change made so far
         now = datetime.datetime.now(datetime.UTC)
         desired, events, next_transition, view = self._evaluate(snapshot, now)
         if view is not None:
             self.views[name] = view
-        patch = status_patch(snapshot.status, desired)
-        if patch:
-            try:
-                result = await self.client.patch_status(snapshot.ref, patch,
-                                                        snapshot.resource_version)
-            except api.ApiError as error:
-                if error.status == 404:
-                    self.forget(name)
-                    return
-                if too_large(error) and name not in self._oversized:
-                    # Retried as is, it would fail for ever and the bulletin would never get
-                    # a condition: write a compact status instead, at once.
-                    logger.warning("SecurityBulletin %s: the full status does not fit (%s); "
-                                   "writing it without per-CVE details", name, error)
-                    self._oversized.add(name)
-                    self.scheduler.schedule(name, time.time())
-                    return
-                self._retry_later(name, error)
-                return
-            except (aiohttp.ClientError, TimeoutError, OSError) as error:
-                self._retry_later(name, error)
-                return
-            self.scheduler.succeeded(name)
+        else:
+            # An invalid spec: no verdicts, so no metrics of the spec before either.
+            self.views.pop(name, None)
+        result = await self.writer.write(name, snapshot.ref, snapshot.status, desired,
+                                         snapshot.resource_version, events, now=now,
+                                         refused=lambda error: self._too_large(name, error))
+        if result.outcome is writes.Outcome.GONE:
+            self.forget(name)
+            return
+        if result.outcome in (writes.Outcome.FAILED, writes.Outcome.HANDLED):
+            return
+        if result.outcome is writes.Outcome.WRITTEN:
+            self._stored(snapshot, result)
             logger.debug("SecurityBulletin %s: status written", name)
-            snapshot.status = dict(result.get("status") or {})
-            snapshot.resource_version = (result.get("metadata") or {}).get(
-                "resourceVersion", snapshot.resource_version)
-            for type_, reason, message in events:
-                self.client.post_event_soon(snapshot.ref, type_, reason, message)
         if name in self._requested:
             # An input changed while the status write was in flight: the evaluation above may
             # have missed it (a bulletin published meanwhile, a new image). replace() would
@@ -223,10 +239,18 @@ class BulletinController:
         else:
             self.scheduler.replace(name,
                                    next_transition.timestamp() if next_transition else None)
+        self.writer.clear_later(name)
 
-    def _retry_later(self, name: str, error: Exception) -> None:
-        delay = self.scheduler.retry(name)
-        api.log_write_failure(logger, f"SecurityBulletin {name}", error, delay)
+    def _too_large(self, name: str, error: api.ApiError) -> bool:
+        """Retried as is, a status too large to store would fail for ever and the bulletin
+        would never get a condition: write a compact status instead, at once."""
+        if not too_large(error) or name in self._oversized:
+            return False
+        logger.warning("SecurityBulletin %s: the full status does not fit (%s); "
+                       "writing it without per-CVE details", name, error)
+        self._oversized.add(name)
+        self.scheduler.schedule(name, time.time())
+        return True
 
     def _evaluate(self, snapshot: BulletinSnapshot, now: datetime.datetime
                   ) -> tuple[dict[str, Any], list[tuple[str, str, str]],

@@ -16,40 +16,77 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
 
+from fluxsupport.observability import metrics
+
 logger = logging.getLogger(__name__)
 
 Callback = Callable[[Hashable], Awaitable[None]]
+#: Told of a reconcile that raised, to show the error on the object.
+ErrorCallback = Callable[[Hashable, Exception], Awaitable[None]]
+Entry = tuple[float, int, Hashable]
+#: Stale heap entries (superseded instants) tolerated beyond the live ones before a rebuild.
+STALE_SLACK = 64
 #: Backoff of retry(), by the number of consecutive failures of a key.
 RETRY_DELAYS_S = (0.5, 1, 2, 4, 8, 15, 30)
 
 
 class Scheduler:
+    """Keys due at an instant; ``low`` instants (clearing posted Events from an outbox) start
+    only while no ordinary one is due or running, so they never slow a wave of breaches."""
+
     def __init__(self, callback: Callback, concurrency: int = 32,
-                 gate: asyncio.Event | None = None) -> None:
+                 gate: asyncio.Event | None = None, *, kind: str = "",
+                 on_error: ErrorCallback | None = None) -> None:
         self._callback = callback
         #: Instants only fire while this is set: a standby replica (kopf peering) keeps its
         #: heap but writes nothing, and catches up when it becomes the active one.
         self._gate = gate
-        self._heap: list[tuple[float, int, Hashable]] = []
+        #: The ``kind`` label of SCHEDULED_FAILURES.
+        self.kind = kind
+        self._on_error = on_error
+        self._heap: list[Entry] = []
         self._due: dict[Hashable, float] = {}
+        self._low_heap: list[Entry] = []
+        self._low_due: dict[Hashable, float] = {}
         self._counter = itertools.count()
         self._wakeup = asyncio.Event()
         self._limit = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Ordinary reconciles running: low instants wait for none.
+        self._running = 0
         #: Consecutive failures per key, for the backoff of retry().
         self._failures: dict[Hashable, int] = {}
 
     def __len__(self) -> int:
         return len(self._due)
 
+    @property
+    def heap_size(self) -> int:
+        """Entries held, live and stale: bounded by twice the live ones plus a constant."""
+        return len(self._heap) + len(self._low_heap)
+
     def schedule(self, key: Hashable, when: float) -> None:
         """Run ``callback(key)`` at wall-clock ``when`` (epoch seconds); earliest wins."""
-        current = self._due.get(key)
+        self._push(self._heap, self._due, key, when)
+
+    def schedule_low(self, key: Hashable, when: float) -> None:
+        """Like schedule(), at low priority; an ordinary run of ``key`` meanwhile serves it."""
+        self._push(self._low_heap, self._low_due, key, when)
+
+    def _push(self, heap: list[Entry], due: dict[Hashable, float], key: Hashable,
+              when: float) -> None:
+        current = due.get(key)
         if current is not None and current <= when:
             return
-        self._due[key] = when
-        heapq.heappush(self._heap, (when, next(self._counter), key))
-        if self._heap[0][2] == key:
+        due[key] = when
+        heapq.heappush(heap, (when, next(self._counter), key))
+        if len(heap) > 2 * len(due) + STALE_SLACK:
+            # Superseded entries stay in the heap until popped; one reconcile per event
+            # would otherwise grow it without bound. Rebuilding costs O(live) and happens
+            # once per that many pushes.
+            heap[:] = [(at, next(self._counter), item) for item, at in due.items()]
+            heapq.heapify(heap)
+        if heap[0][2] == key:
             self._wakeup.set()
 
     def replace(self, key: Hashable, when: float | None) -> None:
@@ -60,6 +97,7 @@ class Scheduler:
 
     def cancel(self, key: Hashable) -> None:
         self._due.pop(key, None)
+        self._low_due.pop(key, None)
         self._failures.pop(key, None)
 
     def retry(self, key: Hashable) -> float:
@@ -75,6 +113,19 @@ class Scheduler:
         """End the backoff of ``key``."""
         self._failures.pop(key, None)
 
+    async def failed(self, key: Hashable, error: Exception) -> None:
+        """A reconcile of ``key`` raised: count it, retry it with backoff, and let the
+        controller show the error on the object. A breach must not be missed silently."""
+        metrics.SCHEDULED_FAILURES.labels(kind=self.kind).inc()
+        delay = self.retry(key)
+        logger.error("reconcile of %s %s failed; retrying in %ss", self.kind, key, delay,
+                     exc_info=error)
+        if self._on_error is not None:
+            try:
+                await self._on_error(key, error)
+            except Exception as report_error:  # the retry above still stands
+                logger.warning("could not report the failure of %s: %s", key, report_error)
+
     def retry_failed_now(self) -> None:
         """After an API outage, retry every failed key at once instead of at its backoff
         (up to 30 s away): breaches that fell inside the outage are written on recovery."""
@@ -82,22 +133,46 @@ class Scheduler:
         for key in list(self._failures):
             self.schedule(key, now)
 
+    @staticmethod
+    def _pop_due(heap: list[Entry], due: dict[Hashable, float],
+                 now: float) -> Hashable | None:
+        while heap and heap[0][0] <= now:
+            when, _, key = heapq.heappop(heap)
+            if due.get(key) == when:
+                del due[key]
+                return key
+        return None
+
+    def _next(self) -> tuple[Hashable, bool] | None:
+        """The key to start now, and whether it is an ordinary one."""
+        now = time.time()
+        key = self._pop_due(self._heap, self._due, now)
+        if key is not None:
+            self._low_due.pop(key, None)  # this run serves the low instant too
+            return key, True
+        if self._running:
+            return None
+        low = self._pop_due(self._low_heap, self._low_due, now)
+        return None if low is None else (low, False)
+
     async def run(self) -> None:
         while True:
             if self._gate is not None:
                 await self._gate.wait()
             self._wakeup.clear()
-            now = time.time()
-            while self._heap and self._heap[0][0] <= now and self._open():
-                when, _, key = heapq.heappop(self._heap)
-                if self._due.get(key) != when:
-                    continue  # Superseded or cancelled.
-                del self._due[key]
+            while self._open() and (picked := self._next()) is not None:
+                key, ordinary = picked
                 await self._limit.acquire()
-                task = asyncio.create_task(self._invoke(key))
+                if ordinary:
+                    self._running += 1
+                task = asyncio.create_task(self._invoke(key, ordinary))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-            timeout = (self._heap[0][0] - time.time()) if self._heap else None
+            # Low instants count only while nothing runs: the end of the last ordinary
+            # reconcile wakes the loop for them (a due one would otherwise spin it).
+            heaps = (self._heap,) if self._running else (self._heap, self._low_heap)
+            heads = [heap[0][0] for heap in heaps if heap]
+            timeout = (min(heads) - time.time()) if heads else None
             # asyncio.timeout, not wait_for: wait_for wraps the wait in a task of its own,
             # and at shutdown kopf waits (up to 5 s) for every task created after it started.
             with contextlib.suppress(TimeoutError):
@@ -107,10 +182,14 @@ class Scheduler:
     def _open(self) -> bool:
         return self._gate is None or self._gate.is_set()
 
-    async def _invoke(self, key: Hashable) -> None:
+    async def _invoke(self, key: Hashable, ordinary: bool = True) -> None:
         try:
             await self._callback(key)
-        except Exception:
-            logger.exception("scheduled reconcile of %s failed", key)
+        except Exception as error:  # retried and reported, never lost
+            await self.failed(key, error)
         finally:
             self._limit.release()
+            if ordinary:
+                self._running -= 1
+                if not self._running:
+                    self._wakeup.set()  # low instants may start now

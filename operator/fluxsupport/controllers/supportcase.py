@@ -14,20 +14,25 @@ import logging
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
-import aiohttp
-
 from fluxsupport import constants
+from fluxsupport.controllers import writes
 from fluxsupport.controllers.scheduler import Scheduler
+from fluxsupport.controllers.writes import newer_or_equal, status_patch
 from fluxsupport.domain import calendar as calendar_module
 from fluxsupport.domain import policy as policy_module
 from fluxsupport.domain import supportcase as domain
 from fluxsupport.kube import api
+from fluxsupport.kube.events import EventPoster
 from fluxsupport.observability import metrics
 
 logger = logging.getLogger(__name__)
 
 CaseKey = tuple[str, str]
 OUR_ANNOTATIONS = f"{constants.GROUP}/"
+#: Kept when the desired status lacks them: diagnostics are collected once per request, and
+#: the deadline record (with a breach, which is final) survives a spec that became invalid.
+KEPT_STATUS = ("diagnostics", "firstResponse", "level", "assessedLevel", "closure")
+__all__ = ["CaseController", "CaseSnapshot", "newer_or_equal", "status_patch"]
 
 
 def _compact(data: Mapping[str, Any]) -> str:
@@ -91,50 +96,22 @@ class CaseSnapshot:
                              constants.SUPPORTCASE_PLURAL, self.name, self.namespace, self.uid)
 
 
-def newer_or_equal(candidate: str, current: str) -> bool:
-    """Whether a watch event is not older than what we already hold.
-
-    resourceVersions are opaque, but etcd's are integers; only then are they compared.
-    """
-    if candidate.isdigit() and current.isdigit():
-        return int(candidate) >= int(current)
-    return True
-
-
-def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
-    """The smallest merge patch from ``current`` to ``desired``: unchanged keys are left out,
-    nested objects recursively; lists (conditions) go whole, as merge patches require.
-
-    Smaller patches cost the API server less, which is what bounds a wave of breaches.
-    """
-    patch: dict[str, Any] = {}
-    for key, value in desired.items():
-        old = current.get(key)
-        if old == value:
-            continue
-        if isinstance(value, Mapping) and isinstance(old, Mapping):
-            patch[key] = status_patch(old, value)
-            # Inside an object the desired state is complete: what it lacks goes.
-            patch[key].update({gone: None for gone in old if gone not in value})
-        else:
-            patch[key] = value
-    return patch
-
-
 Diagnostics = Callable[[], dict[str, Any]]
 
 
 class CaseController:
     def __init__(self, policy: policy_module.Policy, client: api.Client,
                  diagnostics: Diagnostics | None = None,
-                 gate: asyncio.Event | None = None) -> None:
+                 gate: asyncio.Event | None = None, poster: EventPoster | None = None) -> None:
         self.policy = policy
         self.calendar = calendar_module.BusinessCalendar(policy)
         self.client = client
         self.diagnostics = diagnostics
         # Few writes in flight: the API server completes a wave of them sooner that way.
-        self.scheduler = Scheduler(self._scheduled, concurrency=8, gate=gate)
-        client.on_recovery(self.scheduler.retry_failed_now)
+        self.scheduler = Scheduler(self._scheduled, concurrency=8, gate=gate,
+                                   kind=constants.SUPPORTCASE_KIND, on_error=self._report_error)
+        self.writer = writes.StatusWriter(client, poster or EventPoster(client), self.scheduler,
+                                          constants.SUPPORTCASE_KIND, logger, keep=KEPT_STATUS)
         self.cases: dict[CaseKey, CaseSnapshot] = {}
         self.views: dict[CaseKey, domain.MetricsView] = {}
         #: The first-response counter and histogram; they never go down (see FirstResponses).
@@ -160,22 +137,31 @@ class CaseController:
         case = self.cases.pop(key, None)
         self._locks.pop(key, None)
         self.scheduler.cancel(key)
+        self.writer.forget(key)
         self.views.pop(key, None)
         if case is not None:
             self.first_responses.forget(case.uid)
 
-    async def _scheduled(self, key: Hashable) -> None:
-        assert isinstance(key, tuple)
-        await self.reconcile(key)
-
     async def reconcile(self, key: CaseKey) -> None:
+        """Reconcile now (from a watch event); a failure is retried like a scheduled one."""
+        try:
+            await self._locked(key)
+        except Exception as error:  # retried with backoff and shown in Ready
+            await self.scheduler.failed(key, error)
+
+    async def _locked(self, key: CaseKey) -> None:
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             await self._reconcile(key)
 
+    async def _scheduled(self, key: Hashable) -> None:
+        assert isinstance(key, tuple)
+        await self._locked(key)
+
     async def _reconcile(self, key: CaseKey) -> None:
         case = self.cases.get(key)
         if case is None:
+            self.writer.forget(key)
             return
         now = datetime.datetime.now(datetime.UTC)
         current = case.status
@@ -189,37 +175,46 @@ class CaseController:
             desired["diagnostics"] = diagnostics
         if evaluation.metrics is not None:
             self.views[key] = evaluation.metrics
-        patch = status_patch(current, desired)
-        if patch:
-            try:
-                result = await self.client.patch_status(case.ref, patch, case.resource_version)
-            except api.ApiError as error:
-                if error.status == 404:
-                    self.forget(*key)
-                    return
-                self._retry_later(key, error)
-                return
-            except (aiohttp.ClientError, TimeoutError, OSError) as error:
-                self._retry_later(key, error)
-                return
-            self.scheduler.succeeded(key)
+        result = await self.writer.write(
+            key, case.ref, current, desired, case.resource_version,
+            [(event.type, event.reason, event.message) for event in evaluation.events],
+            now=now)
+        if result.outcome is writes.Outcome.GONE:
+            self.forget(*key)
+            return
+        if result.outcome is writes.Outcome.FAILED:
+            return
+        if result.outcome is writes.Outcome.WRITTEN:
+            self._stored(case, result)
             if evaluation.metrics is not None and not (
                     current.get("firstResponse") or {}).get("respondedAt"):
                 # This write recorded the first response: count it here, once.
                 self.first_responses.record(case.uid, evaluation.metrics)
-            logger.debug("SupportCase %s/%s: status written (%s)", key[0], key[1],
-                         (desired.get("firstResponse") or {}).get("state", "InvalidSpec"))
-            case.status_json = _compact_status(result.get("status") or {})
-            case.resource_version = (result.get("metadata") or {}).get(
-                "resourceVersion", case.resource_version)
-            for event in evaluation.events:
-                self.client.post_event_soon(case.ref, event.type, event.reason, event.message)
+            if result.transitions:
+                logger.debug("SupportCase %s/%s: status written (%s)", key[0], key[1],
+                             (desired.get("firstResponse") or {}).get("state", "InvalidSpec"))
+            else:
+                logger.debug("SupportCase %s/%s: posted Events cleared", key[0], key[1])
         when = evaluation.next_transition
         self.scheduler.replace(key, when.timestamp() if when else None)
+        self.writer.clear_later(key)
 
-    def _retry_later(self, key: CaseKey, error: Exception) -> None:
-        delay = self.scheduler.retry(key)
-        api.log_write_failure(logger, f"SupportCase {key[0]}/{key[1]}", error, delay)
+    @staticmethod
+    def _stored(case: CaseSnapshot, result: writes.Result) -> None:
+        case.status_json = _compact_status(result.status or {})
+        case.resource_version = result.resource_version or case.resource_version
+
+    async def _report_error(self, key: Hashable, error: Exception) -> None:
+        assert isinstance(key, tuple)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            case = self.cases.get(key)
+            if case is None:
+                return
+            result = await self.writer.write_error(key, case.ref, case.status,
+                                                   case.resource_version, case.generation,
+                                                   error)
+            if result.outcome is writes.Outcome.WRITTEN:
+                self._stored(case, result)
 
     def _diagnostics_for(self, case: CaseSnapshot,
                          current: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -2,9 +2,9 @@
 
 kopf delivers the SupportCase and SecurityBulletin watch events and runs the handlers; the
 handlers, the deadline schedulers (which run outside any kopf handler), the Flux inventory and
-ConfigMap reflectors and the Events all go through this client, so that they share one
-connection pool, one outage probe and one metric of API requests. Credentials come from
-kube/credentials.py, the same loader kopf logs in with: one identity for reads and writes.
+ConfigMap reflectors and the Events (kube/events.py) all go through this client, so that they
+share one connection pool, one outage probe and one metric of API requests. Credentials come
+from kube/credentials.py, the same loader kopf logs in with: one identity for reads and writes.
 """
 
 from __future__ import annotations
@@ -12,27 +12,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import datetime
 import json
 import logging
 import ssl
-import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
 
-from fluxsupport.constants import REPORTING_COMPONENT
 from fluxsupport.kube import credentials
 from fluxsupport.observability.metrics import API_REQUESTS
 
 logger = logging.getLogger(__name__)
 
-EVENT_WORKERS = 4
 #: How often the API server is probed while it is unreachable.
 PROBE_INTERVAL_S = 0.5
-#: Attempts per Event when the API server is unreachable or failing (the last one is dropped).
-EVENT_ATTEMPTS = 5
 
 
 class ApiError(Exception):
@@ -101,14 +95,12 @@ async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
 
 
 class Client:
-    """Status patches and Events over one pooled aiohttp session."""
+    """Status patches, watches and Events (events.py) over one pooled aiohttp session."""
 
     def __init__(self, configuration: Any | None = None, max_connections: int = 64) -> None:
         self._configuration = configuration or credentials.load().configuration
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
-        self._events: asyncio.Queue[tuple[ObjectRef, str, str, str]] = asyncio.Queue()
-        self._event_workers: list[asyncio.Task[None]] = []
         self._status_writes = 0
         self._writes_idle = asyncio.Event()
         #: Set while requests get through; cleared by a transient failure until a probe of
@@ -118,10 +110,6 @@ class Client:
         self._recovery_listeners: list[Callable[[], None]] = []
         self._prober: asyncio.Task[None] | None = None
         self._closing = False
-        #: Events wait for this (the peering gate) so that a standby replica posts none.
-        self._gate: asyncio.Event | None = None
-        #: ``reportingInstance`` of the Events: which replica posted them.
-        self.instance = REPORTING_COMPONENT
 
     def _ssl_context(self) -> ssl.SSLContext | bool:
         cfg = self._configuration
@@ -152,11 +140,6 @@ class Client:
         if content_type:
             headers["Content-Type"] = content_type
         return headers
-
-    def set_gate(self, gate: asyncio.Event, instance: str) -> None:
-        """Post Events only while ``gate`` is set, as ``instance``."""
-        self._gate = gate
-        self.instance = instance[:128]
 
     def on_recovery(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` each time the API server answers again after an outage.
@@ -286,63 +269,14 @@ class Client:
             if not self._status_writes:
                 self._writes_idle.set()
 
-    async def post_event(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
-        """Post a core/v1 Event; cluster-scoped objects get theirs in ``default``."""
-        now = datetime.datetime.now(datetime.UTC)
-        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-        namespace = ref.namespace or "default"
-        event = {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": f"{ref.name}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
-            "involvedObject": {"apiVersion": ref.api_version, "kind": ref.kind,
-                               "name": ref.name, "namespace": ref.namespace or "",
-                               "uid": ref.uid or ""},
-            "type": type_, "reason": reason, "message": message[:1024],
-            "source": {"component": REPORTING_COMPONENT},
-            "reportingComponent": REPORTING_COMPONENT, "reportingInstance": self.instance,
-            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
-        }
-        await self.request("POST", f"/api/v1/namespaces/{namespace}/events", event)
-
-    def post_event_soon(self, ref: ObjectRef, type_: str, reason: str, message: str) -> None:
-        """Queue an Event. A few workers post them, so that a burst of transitions never
-        delays the status writes it comes with, and a lost Event never fails a reconcile."""
-        self._events.put_nowait((ref, type_, reason, message))
-
-    def start_event_workers(self) -> None:
-        """Start the Event posters. Before kopf starts: kopf waits 5 s at exit for any task
-        created after it, and cancels them only then."""
-        self._event_workers = [asyncio.get_running_loop().create_task(self._post_events())
-                               for _ in range(EVENT_WORKERS)]
-
-    async def _post_events(self) -> None:
-        while True:
-            ref, type_, reason, message = await self._events.get()
-            for attempt in range(1, EVENT_ATTEMPTS + 1):
-                # A standby replica posts nothing; it posts what it queued once it leads.
-                if self._gate is not None:
-                    await self._gate.wait()
-                # Status writes first: in a wave of breaches every Event would otherwise delay
-                # the next case's Breached condition.
-                while self._status_writes:
-                    self._writes_idle.clear()
-                    await self._writes_idle.wait()
-                try:
-                    await self.post_event(ref, type_, reason, message)
-                except (ApiError, *TRANSPORT_ERRORS) as error:
-                    # The status write it reports has succeeded: an outage right after it
-                    # must not lose the Event, so it waits for the API server to come back.
-                    if is_transient(error) and attempt < EVENT_ATTEMPTS:
-                        await self.wait_recovery(2.0 ** attempt)
-                        continue
-                    logger.warning("could not post Event %s for %s/%s: %s", reason,
-                                   ref.kind, ref.name, error)
-                break
+    async def writes_idle(self) -> None:
+        """Return once no status write is in flight: Events yield to them (see events.py)."""
+        while self._status_writes:
+            self._writes_idle.clear()
+            await self._writes_idle.wait()
 
     async def close(self) -> None:
         self._closing = True
-        for worker in self._event_workers:
-            worker.cancel()
         if self._prober is not None:
             self._prober.cancel()
         if self._session is not None:

@@ -50,6 +50,16 @@ def install_crds(client: kubernetes.client.ApiClient, timeout_s: float = 60.0) -
             time.sleep(0.1)
 
 
+def read_configmap_data(namespace: str, name: str) -> dict[str, str]:
+    """The data of a ConfigMap; LookupError with a readable reason when it cannot be read."""
+    core = kubernetes.client.CoreV1Api(api_client())
+    try:
+        configmap = core.read_namespaced_config_map(name, namespace)
+    except kubernetes.client.ApiException as error:
+        raise LookupError(f"cannot read ConfigMap {namespace}/{name}: {error.reason}") from error
+    return dict(configmap.data or {})
+
+
 def api_message(error: Any) -> str:
     """The human part of an ApiException: the Status message, not the whole body."""
     try:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pathlib
 
-import kubernetes
-
 from fluxsupport.domain.policy import Policy, PolicyError, load_policy
 from fluxsupport.kube import blocking
 
@@ -21,12 +19,10 @@ def from_file(path: pathlib.Path) -> Policy:
 
 
 def from_configmap(namespace: str, name: str, key: str = POLICY_KEY) -> Policy:
-    core = kubernetes.client.CoreV1Api(blocking.api_client())
     try:
-        configmap = core.read_namespaced_config_map(name, namespace)
-    except kubernetes.client.ApiException as error:
-        raise PolicyError(f"cannot read ConfigMap {namespace}/{name}: {error.reason}") from error
-    data = configmap.data or {}
+        data = blocking.read_configmap_data(namespace, name)
+    except LookupError as error:
+        raise PolicyError(str(error)) from error
     if key not in data:
         raise PolicyError(f"ConfigMap {namespace}/{name} has no key {key!r}")
     return load_policy(data[key], source=f"ConfigMap {namespace}/{name} key {key}")

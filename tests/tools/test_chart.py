@@ -16,7 +16,7 @@ import yaml
 
 from fluxsupport.devcluster import build
 from fluxsupport.domain.policy import Policy, load_policy
-from tests.unit.test_alerts import KNOWN_METRICS, RULES, metric_names, promtool
+from tests.tools.test_alerts import KNOWN_METRICS, RULES, metric_names, promtool
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "fluxsupport"

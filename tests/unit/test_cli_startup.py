@@ -1,0 +1,89 @@
+"""CLI start-up: the offline commands and --help load no cluster client, and the one-line help
+that --help shows for a lazily imported command is that command's own."""
+
+from __future__ import annotations
+
+import importlib.resources
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from fluxsupport import cli
+from fluxsupport.cli import bulletin
+from fluxsupport.cli.lazy import LazyGroup
+
+#: What an offline command must not load: the cluster clients and the layer that uses them.
+FORBIDDEN = ("kopf", "kubernetes", "aiohttp", "fluxsupport.kube")
+DEMO = pathlib.Path(str(importlib.resources.files("fluxsupport") / "demo"))
+
+
+def imported_modules(*args: str, cwd: pathlib.Path
+                     ) -> tuple[set[str], subprocess.CompletedProcess[str]]:
+    """Every module the command imports, from `python -X importtime` (stderr, one per line)."""
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "fluxsupport", *args],
+                            capture_output=True, text=True, timeout=120, check=False, cwd=cwd)
+    modules = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+               if line.startswith("import time:")}
+    return modules, result
+
+
+def images_file(folder: pathlib.Path) -> pathlib.Path:
+    path = folder / "images.yaml"
+    path.write_text(yaml.safe_dump({"images": [{
+        "name": "ghcr.io/controlplaneio-fluxcd/distroless/source-controller",
+        "newTag": "v1.7.4", "digest": "sha256:" + "1" * 64}]}))
+    return path
+
+
+OFFLINE = {
+    "help": (["--help"], 0),
+    "sla-help": (["sla", "--help"], 0),
+    "bulletin-help": (["bulletin", "--help"], 0),
+    "sla-due": (["sla", "due", "--level", "1", "--opened", "2026-12-04T16:00:00Z"], 0),
+    "bulletin-check": (["bulletin", "check", str(DEMO / "bulletin.yaml"), "--inventory",
+                        str(DEMO / "flux-system.yaml"), "--vex", str(DEMO / "vex.json")], 1),
+    "bulletin-check-json": (["bulletin", "check", str(DEMO / "bulletin.yaml"), "--inventory",
+                             str(DEMO / "flux-system.yaml"), "-o", "json"], 1),
+    "bulletin-import": (["bulletin", "import", "--images", "{images}", "--cve",
+                         "CVE-2026-47680", "--name", "cpsb-x"], 0),
+}
+
+
+@pytest.mark.parametrize("case", OFFLINE)
+def test_offline_commands_import_no_cluster_client(case: str, tmp_path: pathlib.Path) -> None:
+    args, code = OFFLINE[case]
+    args = [a.replace("{images}", str(images_file(tmp_path))) for a in args]
+    modules, result = imported_modules(*args, cwd=tmp_path)
+    assert result.returncode == code, result.stderr[-2000:]
+    assert "fluxsupport.cli" in modules  # the parse saw the command run
+    loaded = sorted(m for m in modules if any(m == f or m.startswith(f + ".") for f in FORBIDDEN))
+    assert not loaded, f"{' '.join(args)} imported {loaded[:10]}"
+
+
+def test_an_online_command_does_load_the_client(tmp_path: pathlib.Path) -> None:
+    """The check above can fail: `bulletin list --help` imports its module, and so kubernetes."""
+    modules, result = imported_modules("bulletin", "list", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "kubernetes" in modules
+
+
+GROUPS: list[type[LazyGroup]] = [cli._Root, bulletin._Group]
+
+
+@pytest.mark.parametrize(("group", "name"), [(g, n) for g in GROUPS for n in g.lazy],
+                         ids=lambda v: getattr(v, "__name__", v))
+def test_listed_help_is_the_commands_own(group: type[LazyGroup], name: str) -> None:
+    entry = group.lazy[name]
+    command = entry.load(name)
+    assert command.name == name
+    assert entry.short_help == command.get_short_help_str(limit=1000)
+
+
+def test_help_lists_every_command_in_order(tmp_path: pathlib.Path) -> None:
+    _, result = imported_modules("--help", cwd=tmp_path)
+    listed = [m.group(1) for m in re.finditer(r"^│ ([a-z]\S*)  ", result.stdout, re.M)]
+    assert listed == list(cli._Root.lazy)
