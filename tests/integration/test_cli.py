@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from fluxsupport import constants
 from tests import harness
 
 
@@ -51,10 +52,14 @@ def test_case_lifecycle_through_the_cli(api: harness.Api, operator: harness.Oper
     assert state(api, namespace, "one", "Met")["status"]["firstResponse"]["respondedBy"] == \
         "alice"
 
-    resolved = fluxsupport(kubeconfig, "case", "resolve", "two", "-n", namespace,
-                           "--at", "2030-01-01T00:00:00Z")
+    # A time in the future is refused (the operator would ignore it: AnnotationInFuture).
+    future = fluxsupport(kubeconfig, "case", "resolve", "two", "-n", namespace,
+                         "--at", "2030-01-01T00:00:00Z")
+    assert future.returncode == 2
+    assert "is in the future" in future.stderr
+    resolved = fluxsupport(kubeconfig, "case", "resolve", "two", "-n", namespace)
     assert resolved.returncode == 0, resolved.stderr
-    obj = state(api, namespace, "two", "Late")
+    obj = state(api, namespace, "two", "Met")
     assert obj["status"]["closure"]["outcome"] == "Resolved"
 
     dismissed = fluxsupport(kubeconfig, "case", "dismiss", "three", "-n", namespace,
@@ -68,10 +73,43 @@ def test_case_lifecycle_through_the_cli(api: harness.Api, operator: harness.Oper
     listed = fluxsupport(kubeconfig, "case", "list", "-n", namespace, "-o", "json")
     assert listed.returncode == 0, listed.stderr
     assert {row["name"]: row["state"] for row in json.loads(listed.stdout)} == {
-        "one": "Met", "two": "Late", "three": "Closed"}
+        "one": "Met", "two": "Met", "three": "Closed"}
     table = fluxsupport(kubeconfig, "case", "list", "-A")
     assert "three" in table.stdout
     assert "Closed" in table.stdout
+
+
+def test_case_respond_writes_the_first_response_once(
+        api: harness.Api, operator: harness.OperatorProcess, namespace: str) -> None:
+    """Regression: a second respond overwrote the first (Met became Late) and, without --by,
+    deleted responded-by."""
+    kubeconfig = api.kubeconfig
+    created = fluxsupport(kubeconfig, *CREATE[:2], "once", *CREATE[2:], "-n", namespace)
+    assert created.returncode == 0, created.stderr
+    first = fluxsupport(kubeconfig, "case", "respond", "once", "-n", namespace, "--by", "alice")
+    assert first.returncode == 0, first.stderr
+    met = state(api, namespace, "once", "Met")
+    recorded = met["metadata"]["annotations"][constants.RESPONDED_AT]
+
+    earlier = "2020-01-01T00:00:00Z"  # Before the case: it only has to differ from the first.
+    again = fluxsupport(kubeconfig, "case", "respond", "once", "-n", namespace,
+                        "--at", earlier)
+    assert again.returncode == 1
+    assert f"already recorded at {recorded} by alice" in again.stderr
+    assert "--force" in again.stderr
+    annotations = api.get_case(namespace, "once")["metadata"]["annotations"]
+    assert annotations[constants.RESPONDED_AT] == recorded
+    assert annotations[constants.RESPONDED_BY] == "alice"
+
+    forced = fluxsupport(kubeconfig, "case", "respond", "once", "-n", namespace,
+                         "--at", earlier, "--force")
+    assert forced.returncode == 0, forced.stderr
+    def forced_in_status() -> dict[str, Any] | None:
+        obj = api.get_case(namespace, "once")
+        return obj if obj["status"]["firstResponse"].get("respondedAt") == earlier else None
+    replaced = harness.wait_for(forced_in_status, what="forced response in status")
+    assert replaced["metadata"]["annotations"][constants.RESPONDED_BY] == "alice"
+    assert replaced["status"]["firstResponse"]["respondedBy"] == "alice"
 
 
 def test_case_errors(api: harness.Api, namespace: str, tmp_path: pathlib.Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -134,3 +135,66 @@ def test_secrets_list_everything_an_embargo_hides() -> None:
                                  summary="Path traversal in Bucket")
     assert set(make(body).spec.secrets()) >= {CVE, "Fix CVE-2026-47680 in source-controller",
                                               "Path traversal in Bucket"}
+
+
+# --- OpenVEX against a bulletin that lists no fix yet, and statements the layer ignores ----
+
+NO_FIX_BULLETIN = make({"metadata": {"name": "cpsb-nofix"}, "spec": {
+    **FIX_BULLETIN.spec.model_dump(by_alias=True, mode="json"), "fixes": []}})
+
+
+def vex_document(*statements: dict[str, Any]) -> vex.Document:
+    return vex.parse_document(json.dumps({
+        "@context": vex.CONTEXT, "@id": "https://example.com/vex-1", "author": "vendor",
+        "timestamp": "2026-06-01T00:00:00Z", "version": 1, "statements": list(statements)}),
+        "test")
+
+
+def vex_statement(status: str, product: str, timestamp: str) -> dict[str, Any]:
+    body: dict[str, Any] = {"vulnerability": {"name": CVE}, "status": status,
+                            "products": [{"@id": product}], "timestamp": timestamp}
+    if status == "affected":
+        body["action_statement"] = "No fix yet; restrict access to the source API"
+    return body
+
+
+def digest_purl(entries: dict[str, dict[str, str]]) -> str:
+    return f"pkg:oci/source-controller@{entries['source-controller']['digest']}"
+
+
+@pytest.mark.parametrize("product", [digest_purl(PRE), "pkg:oci/source-controller"],
+                         ids=["digest-specific", "version-less"])
+def test_affected_statement_without_a_published_fix_is_vulnerable(product: str) -> None:
+    """Regression: Unknown/NoFixForComponent although the vendor says affected, no fix."""
+    documents = (vex_document(vex_statement("affected", product, "2026-06-02T00:00:00Z")),)
+    without_vex = bulletin.evaluate_component(NO_FIX_BULLETIN, running(PRE))
+    assert without_vex is not None
+    assert (without_vex.verdict, without_vex.reason) == ("Unknown", "NoFixForComponent")
+    result = bulletin.evaluate_component(NO_FIX_BULLETIN, running(PRE), (), documents)
+    assert result is not None
+    assert (result.verdict, result.reason) == ("Vulnerable", "AffectedNoFixYet")
+    assert result.remediation is None
+    assert "Vulnerable, AffectedNoFixYet" in result.message
+
+
+def test_version_less_affected_does_not_override_a_listed_fixed_digest() -> None:
+    documents = (vex_document(vex_statement("affected", "pkg:oci/source-controller",
+                                            "2026-06-02T00:00:00Z")),)
+    result = verdict_of(running(FIX), documents=documents)
+    assert (result.verdict, result.reason) == ("Fixed", "DigestListed")
+
+
+def test_a_digest_specific_affected_stands_when_a_later_version_less_fixed_is_ignored() -> None:
+    """Regression: the later version-less `fixed` won the latest-statement choice, was then
+    ignored, and took the earlier digest-specific `affected` with it."""
+    listed = {"source-controller": {**FIX["source-controller"]}}
+    documents = (vex_document(
+        vex_statement("affected", digest_purl(listed), "2026-06-02T00:00:00Z"),
+        vex_statement("fixed", "pkg:oci/source-controller", "2026-06-03T00:00:00Z")),)
+    result = verdict_of(running(listed), documents=documents)
+    assert (result.verdict, result.reason) == ("Vulnerable", "VexAffected")
+    # A later digest-specific `fixed` does supersede it.
+    superseded = (vex_document(
+        vex_statement("affected", digest_purl(listed), "2026-06-02T00:00:00Z"),
+        vex_statement("fixed", digest_purl(listed), "2026-06-03T00:00:00Z")),)
+    assert verdict_of(running(listed), documents=superseded).verdict == "Fixed"

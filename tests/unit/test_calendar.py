@@ -23,6 +23,8 @@ LONDON = zoneinfo.ZoneInfo("Europe/London")
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
 NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
 
+WEEK = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
 CALENDARS = {
     "GB-ENG": BusinessCalendar(Policy()),
     "DE-BY": BusinessCalendar(Policy(timezone="Europe/Berlin", holidays="DE-BY")),
@@ -36,6 +38,13 @@ CALENDARS = {
         "timezone": "Europe/London", "holidays": "GB-ENG",
         "businessHours": {"days": ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat"],
                           "start": "00:00", "end": "24:00"}})),
+    # Openings and closings in DST gaps and repeated hours (London switches at 01:00 UTC).
+    "London 01:45-02:15 daily": BusinessCalendar(Policy.model_validate({
+        "timezone": "Europe/London", "holidays": "",
+        "businessHours": {"days": list(WEEK), "start": "01:45", "end": "02:15"}})),
+    "New York 01:30-02:30 Sun": BusinessCalendar(Policy.model_validate({
+        "timezone": "America/New_York", "holidays": "",
+        "businessHours": {"days": ["Sun"], "start": "01:30", "end": "02:30"}})),
 }
 
 instants = st.datetimes(min_value=datetime.datetime(2024, 1, 1),
@@ -159,3 +168,74 @@ def test_clock_start_is_the_next_opening_outside_hours() -> None:
         "2026-12-07T09:00:00+00:00"
     assert calendar.clock_start(local(LONDON, "2026-12-07T10:30")).isoformat() == \
         "2026-12-07T10:30:00+00:00"
+
+
+# --- DST gaps and repeated hours inside custom hours -----------------------------------------
+#
+# The rule: business time is the real time that elapses while the wall clock reads inside the
+# window. Europe/London, window 01:45-02:15 every day:
+#
+# * Spring, Sun 2026-03-29: at 01:00 GMT the clock jumps to 02:00 BST. It never reads 01:45;
+#   it reads inside the window from 02:00 BST (01:00 UTC) to 02:15 BST (01:15 UTC): 15 minutes.
+# * Autumn, Sun 2026-10-25: at 02:00 BST the clock goes back to 01:00 GMT. It reads inside the
+#   window 01:45-02:00 BST (00:45-01:00 UTC), then again 01:45-02:15 GMT (01:45-02:15 UTC):
+#   45 minutes.
+
+DAILY_NIGHT = CALENDARS["London 01:45-02:15 daily"]
+
+
+def utc(text: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def test_window_opening_in_the_spring_gap_opens_when_the_clock_jumps() -> None:
+    """Regression: the Sunday window came out as -30 min and put deadlines a day late."""
+    sunday, monday = utc("2026-03-29T00:00:00"), utc("2026-03-30T00:00:00")
+    assert DAILY_NIGHT.elapsed(sunday, monday) == 15 * 60
+    # 10 min from Sunday midnight: 02:00 BST + 10 min.
+    assert DAILY_NIGHT.add(sunday, 10 * 60).astimezone(LONDON).isoformat() == \
+        "2026-03-29T02:10:00+01:00"
+    # 20 min: Sunday's 15, then 5 from Monday 01:45 BST.
+    assert DAILY_NIGHT.add(sunday, 20 * 60).astimezone(LONDON).isoformat() == \
+        "2026-03-30T01:50:00+01:00"
+    assert DAILY_NIGHT.clock_start(sunday) == utc("2026-03-29T01:00:00")
+    assert not DAILY_NIGHT.is_open(utc("2026-03-29T00:59:59"))
+
+
+def test_window_over_the_autumn_repeated_hour_counts_it_each_time() -> None:
+    sunday, monday = utc("2026-10-25T00:00:00"), utc("2026-10-26T00:00:00")
+    assert DAILY_NIGHT.elapsed(sunday, monday) == 45 * 60
+    assert DAILY_NIGHT.add(sunday, 10 * 60).astimezone(LONDON).isoformat() == \
+        "2026-10-25T01:55:00+01:00"
+    # 30 min: 15 in BST, the clock goes back, closed 01:00-01:45 GMT, 15 more in GMT.
+    assert DAILY_NIGHT.add(sunday, 30 * 60).astimezone(LONDON).isoformat() == \
+        "2026-10-25T02:00:00+00:00"
+    assert not DAILY_NIGHT.is_open(utc("2026-10-25T01:30:00"))  # 01:30 GMT, the second time
+    assert DAILY_NIGHT.is_open(utc("2026-10-25T00:50:00"))  # 01:50 BST
+
+
+@pytest.mark.parametrize("zone_name", ["Europe/London", "America/New_York", "Australia/Sydney"])
+@pytest.mark.parametrize(("start", "end"), [("01:45", "02:15"), ("00:30", "03:00"),
+                                            ("01:00", "02:00"), ("02:00", "03:00"),
+                                            ("02:30", "24:00"), ("00:00", "01:30")])
+def test_business_time_is_real_time_with_the_wall_clock_inside_the_window(
+        zone_name: str, start: str, end: str) -> None:
+    """Against a minute-by-minute count of the rule, over both switches of 2026."""
+    zone = zoneinfo.ZoneInfo(zone_name)
+    calendar = BusinessCalendar(Policy.model_validate({
+        "timezone": zone_name, "holidays": "",
+        "businessHours": {"days": list(WEEK), "start": start, "end": end}}))
+    opening = datetime.time.fromisoformat(start)
+    closing = None if end == "24:00" else datetime.time.fromisoformat(end)
+    switches = {"Europe/London": ("2026-03-29", "2026-10-25"),
+                "America/New_York": ("2026-03-08", "2026-11-01"),
+                "Australia/Sydney": ("2026-04-05", "2026-10-04")}[zone_name]
+    for switch in switches:
+        first = datetime.datetime.fromisoformat(switch).replace(tzinfo=UTC) - \
+            datetime.timedelta(days=1)
+        minutes = 0
+        for step in range(3 * 24 * 60):
+            wall = (first + datetime.timedelta(minutes=step)).astimezone(zone).time()
+            minutes += opening <= wall and (closing is None or wall < closing)
+        assert calendar.elapsed(first, first + datetime.timedelta(days=3)) == minutes * 60, \
+            (zone_name, start, end, switch)

@@ -51,12 +51,17 @@ def test_sla_due_bad_input_exits_2_with_a_message() -> None:
     for args, fragment in (
             (("--level", "7", "--opened", "2026-12-04T16:00:00Z"), "is not a level"),
             (("--level", "1", "--opened", "tomorrow"), "is not an ISO 8601 time"),
+            # Regression: years 1 and 9999 raised tracebacks in the calendar.
+            (("--level", "1", "--opened", "0001-06-01T10:00:00Z"), "supported years 1970-2099"),
+            (("--level", "1", "--opened", "9999-06-01T10:00:00Z"), "supported years 1970-2099"),
+            (("--level", "1", "--opened", "9999-12-31T23:59:59Z"), "supported years 1970-2099"),
             (("--level", "1", "--opened", "2026-12-04T16:00:00Z", "--holidays", "ZZ"),
              "unknown holiday country"),
     ):
         result = fluxsupport("sla", "due", *args)
         assert result.returncode == 2
-        assert fragment in result.stderr
+        assert "Traceback" not in result.stderr
+        assert fragment in " ".join(result.stderr.replace("│", " ").split())
 
 
 def write(path: pathlib.Path, documents: list[object]) -> pathlib.Path:
@@ -179,3 +184,23 @@ def test_devcluster_build_rejects_unknown_tools() -> None:
     result = fluxsupport("devcluster", "build", "kubelet")
     assert result.returncode == 2
     assert "unknown tool kubelet" in result.stderr
+
+
+def test_case_respond_with_a_future_time_exits_2() -> None:
+    """The operator would ignore it (AnnotationInFuture), so the CLI refuses to write it."""
+    result = fluxsupport("case", "respond", "x", "--at", "2099-01-01T00:00:00Z",
+                         "--kubeconfig", "/dev/null")
+    assert result.returncode == 2
+    assert "is in the future" in result.stderr
+
+
+def test_sla_due_at_the_edges_of_the_supported_years() -> None:
+    early = fluxsupport("sla", "due", "--level", "4", "--opened", "1970-01-01T00:00:00Z")
+    assert early.returncode == 0, early.stderr
+    # 1970 London kept British Standard Time (UTC+1) all year, and New Year's Day became an
+    # English bank holiday only in 1974: Thu 9 h + Fri 9 h + Mon 6 h.
+    assert early.stdout == "1970-01-05T15:00:00+01:00\n"
+    late = fluxsupport("sla", "due", "--level", "4", "--opened", "2099-12-31T23:00:00Z")
+    assert late.returncode == 0, late.stderr
+    # Thu 31 Dec 2099 23:00 is closed, Fri 1 Jan 2100 a holiday: Mon 9 h + Tue 9 h + Wed 6 h.
+    assert late.stdout == "2100-01-06T15:00:00+00:00\n"

@@ -31,10 +31,16 @@ def spec(**changes: Any) -> dict[str, Any]:
 def evaluate(case_spec: dict[str, Any] | None = None, annotations: dict[str, str] | None = None,
              previous: dict[str, Any] | None = None, now: datetime.datetime | None = None,
              ) -> supportcase.Evaluation:
+    """Evaluate; by default one minute after creation or after the latest lifecycle time,
+    since the operator sees an annotation only once it is written."""
+    if now is None:
+        lifecycle = supportcase.parse_lifecycle(annotations or {})
+        times = [t for t in (lifecycle.responded_at, lifecycle.resolved_at,
+                             lifecycle.dismissed_at) if t is not None]
+        now = max([CREATED, *times]) + datetime.timedelta(minutes=1)
     return supportcase.evaluate(
         spec=case_spec or spec(), annotations=annotations or {}, created=CREATED,
-        generation=1, previous=previous or {}, policy=POLICY, calendar=CALENDAR,
-        now=now or CREATED + datetime.timedelta(minutes=1))
+        generation=1, previous=previous or {}, policy=POLICY, calendar=CALENDAR, now=now)
 
 
 def conditions(result: supportcase.Evaluation) -> dict[str, tuple[str, str]]:
@@ -210,3 +216,91 @@ def test_dismissal_exactly_at_the_deadline_is_not_a_breach() -> None:
     result = evaluate(annotations={constants.DISMISSED_AT: first["firstResponse"]["deadline"]},
                       previous=first)
     assert result.status["firstResponse"]["state"] == "Closed"
+
+
+def test_first_response_is_written_once_unless_forced() -> None:
+    """Regression: ``case respond`` overwrote an earlier response and erased responded-by."""
+    existing = {constants.RESPONDED_AT: "2026-12-07T11:00:00Z", constants.RESPONDED_BY: "alice"}
+    with pytest.raises(supportcase.AlreadyResponded,
+                       match=r"already recorded at 2026-12-07T11:00:00Z by alice.*--force"):
+        supportcase.first_response_annotations(existing, "2026-12-08T11:00:00Z", None, False)
+    # Forced without --by: responded-by is not in the patch, so the merge patch keeps it.
+    assert supportcase.first_response_annotations(
+        existing, "2026-12-08T11:00:00Z", None, True) == {
+        constants.RESPONDED_AT: "2026-12-08T11:00:00Z"}
+    assert supportcase.first_response_annotations({}, "2026-12-07T11:00:00Z", "bob", False) == {
+        constants.RESPONDED_AT: "2026-12-07T11:00:00Z", constants.RESPONDED_BY: "bob"}
+
+
+def test_future_responded_at_is_ignored_with_a_condition_and_undone_by_fixing_it() -> None:
+    """Regression: responded-at 2030 made the case Late and stored a breach for good."""
+    now = CREATED + datetime.timedelta(hours=1)
+    bad = evaluate(annotations={constants.RESPONDED_AT: "2030-01-01T00:00:00Z"}, now=now)
+    first = bad.status["firstResponse"]
+    assert first["state"] == "Pending"
+    assert "breachedAt" not in first
+    assert "respondedAt" not in first
+    assert bad.metrics is not None
+    assert bad.metrics.outcome is None
+    assert bad.metrics.awaiting_response
+    ready = next(c for c in bad.status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "AnnotationInFuture")
+    assert f"{constants.RESPONDED_AT}=2030-01-01T00:00:00Z is after the operator's clock " \
+           "(2026-12-07T11:00:00Z) by more than the 5-minute clock-skew allowance" \
+           in ready["message"]
+    assert "case respond --force --at" in ready["message"]
+    assert conditions(bad)["FirstResponseBreached"] == ("False", "WithinDeadline")
+    assert bad.next_transition == datetime.datetime(2026, 12, 7, 16, tzinfo=datetime.UTC)
+
+    fixed = evaluate(annotations={constants.RESPONDED_AT: "2026-12-07T10:30:00Z"},
+                     previous=bad.status, now=now + datetime.timedelta(minutes=1))
+    assert fixed.status["firstResponse"]["state"] == "Met"
+    assert "breachedAt" not in fixed.status["firstResponse"]
+    assert conditions(fixed)["Ready"] == ("True", "Reconciled")
+
+
+def test_future_annotation_past_the_deadline_records_no_breach_from_it() -> None:
+    now = CREATED + datetime.timedelta(hours=10)  # past the 18:00 deadline
+    result = evaluate(annotations={constants.DISMISSED_AT: "2030-01-01T00:00:00Z"}, now=now)
+    # The case is breached because nobody answered by 18:00, not because of the annotation.
+    assert result.status["firstResponse"]["state"] == "Breached"
+    assert result.status["firstResponse"]["breachedAt"] == "2026-12-07T18:00:00Z"
+    assert result.status["closure"] is None
+    assert conditions(result)["Ready"] == ("False", "AnnotationInFuture")
+
+
+def test_a_time_within_the_clock_skew_allowance_counts() -> None:
+    now = CREATED + datetime.timedelta(hours=1)
+    ahead = rfc(now + datetime.timedelta(minutes=4))
+    result = evaluate(annotations={constants.RESPONDED_AT: ahead}, now=now)
+    assert result.status["firstResponse"]["state"] == "Met"
+    assert conditions(result)["Ready"] == ("True", "Reconciled")
+    # The skew-limited moment becomes acceptable later: the case is re-evaluated then.
+    later = rfc(now + datetime.timedelta(minutes=20))
+    waiting = evaluate(annotations={constants.RESPONDED_AT: later}, now=now)
+    assert waiting.next_transition == now + datetime.timedelta(minutes=15)
+
+
+def rfc(moment: datetime.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00Z", "1969-12-31T23:59:59Z",
+                                   "9999-12-31T23:59:59Z", "2100-01-01T00:00:00Z",
+                                   "9999-12-31T23:59:59-14:00"])
+def test_out_of_range_annotation_is_a_condition_not_a_traceback(value: str) -> None:
+    """Regression: responded-at 9999-12-31T23:59:59Z (or year 1) raised in the calendar."""
+    result = evaluate(annotations={constants.RESPONDED_AT: value},
+                      now=CREATED + datetime.timedelta(hours=1))
+    assert result.status["firstResponse"]["state"] == "Pending"
+    ready = next(c for c in result.status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidAnnotation")
+    assert "is out of range" in ready["message"]
+    assert "outside the supported years 1970-2099" in ready["message"]
+
+
+def test_supported_years_are_inclusive() -> None:
+    assert supportcase.parse_time("1970-01-01T00:00:00Z").year == 1970
+    assert supportcase.parse_time("2099-12-31T23:59:59Z").year == 2099
+    with pytest.raises(supportcase.TimeOutOfRange):
+        supportcase.parse_time("2099-12-31T23:00:00-02:00")  # 2100 in UTC

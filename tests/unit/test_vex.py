@@ -83,7 +83,7 @@ def test_the_real_flux_documents_parse() -> None:
                                                             tzinfo=datetime.UTC)
     assert vex.product_purls(v27.statements[0].products[0]) == [
         PackageURL.from_string("pkg:golang/github.com/sigstore/fulcio@1.7.1")]
-    assert vex.document_warnings(v27) == []
+    assert vex.product_problems(v27) == []
 
 
 def test_the_empty_v29_document_is_accepted_although_the_schema_says_min_items_1() -> None:
@@ -92,7 +92,7 @@ def test_the_empty_v29_document_is_accepted_although_the_schema_says_min_items_1
     assert v29.statements == ()
     assert vex.effective_statement([v29], "CVE-2026-47680", flux_image("source-controller")) \
         is None
-    assert vex.document_warnings(v29) == ["statements: empty, so the document changes no verdict"]
+    assert vex.product_problems(v29) == []
 
 
 @pytest.mark.parametrize(("cve", "component", "status", "justification", "index"), [
@@ -361,11 +361,10 @@ def test_unparseable_purls_match_nothing_and_are_reported() -> None:
                    statement(products=[]))
     assert vex.product_purls(doc.statements[0].products[0]) == []
     assert vex.effective_statement([doc], "CVE-2026-0001", SOURCE_CONTROLLER) is None
-    assert vex.document_warnings(doc) == [
+    assert vex.product_problems(doc) == [
         "statements[0].products[0].@id: 'pkg:' is not a valid purl, so it matches nothing",
         "statements[1].products[0].identifiers.purl: 'not a purl' is not a valid purl, so it "
-        "matches nothing",
-        "statements[2].products: none, so the statement matches nothing"]
+        "matches nothing"]
 
 
 # --- malformed input ----------------------------------------------------------------------
@@ -406,10 +405,12 @@ def test_an_unknown_status_names_the_statement_and_the_allowed_values() -> None:
 
 @pytest.mark.parametrize(("change", "fragment"), [
     (lambda body: body.pop("author"), "author: required field is missing"),
-    (lambda body: body.update(version="four"), "version: Input should be a valid integer"),
-    (lambda body: body.update(version=0), "version: Input should be greater than or equal to 1"),
+    (lambda body: body.update(version="four"),
+     'version: expected an integer of at least 1, got a string ("four")'),
+    (lambda body: body.update(version=0), "version: expected an integer of at least 1, got 0"),
     (lambda body: body.update(timestamp="2026-01-01T00:00:00"),
-     'timestamp: Input should have timezone info (got "2026-01-01T00:00:00")'),
+     "timestamp: '2026-01-01T00:00:00' is not an RFC 3339 date-time such as "
+     "2026-06-02T12:00:00Z: it needs an offset Z or +hh:mm"),
     (lambda body: body.update({"@context": "https://openvex.dev/ns"}),
      "@context: unsupported OpenVEX context 'https://openvex.dev/ns'; expected "
      "https://openvex.dev/ns/v0.2.0 (a context without a version is OpenVEX v0.0.1"),
@@ -632,7 +633,7 @@ def test_every_document_the_schema_accepts_is_accepted(instance: dict[str, Any],
                                             candidate)
             if found is not None:
                 event("a product matched")
-    vex.document_warnings(parsed)
+    vex.product_problems(parsed)
 
 
 def test_the_schema_check_really_rejects_what_the_models_reject() -> None:
@@ -644,3 +645,59 @@ def test_the_schema_check_really_rejects_what_the_models_reject() -> None:
     body = json.loads(real_text("v2.8"))
     body["timestamp"] = "2026-02-30T00:00:00Z"
     assert not VALIDATOR.is_valid(body)
+
+
+# --- what the schema and RFC 3339 forbid ---------------------------------------------------
+
+@pytest.mark.parametrize(("change", "fragment", "schema_rejects"), [
+    (lambda body: body.update(version="4"),
+     'version: expected an integer of at least 1, got a string ("4")', True),
+    (lambda body: body.update(version=True),
+     "version: expected an integer of at least 1, got a boolean (true)", True),
+    (lambda body: body["statements"][1].update(version="2"),
+     'statements[1].version: expected an integer of at least 1, got a string ("2")', True),
+    (lambda body: body.update(timestamp=1767225600),
+     "timestamp: expected an RFC 3339 date-time string such as 2026-06-02T12:00:00Z, got a "
+     "number (1767225600)", True),
+    (lambda body: body["statements"][0].update(timestamp="2025-12-08T09:40Z"),
+     "statements[0].timestamp: '2025-12-08T09:40Z' is not an RFC 3339 date-time such as "
+     "2026-06-02T12:00:00Z: it needs seconds (hh:mm:ss)", True),
+    (lambda body: body["statements"][0].update(timestamp="2025-12-08T09:40:00+0100"),
+     "statements[0].timestamp: '2025-12-08T09:40:00+0100' is not an RFC 3339 date-time such "
+     "as 2026-06-02T12:00:00Z: it needs a colon in the offset (+01:00, not +0100)", True),
+    (lambda body: body.update(last_updated="2025-12-08 09:40:00Z"),
+     "last_updated: '2025-12-08 09:40:00Z' is not an RFC 3339 date-time such as "
+     "2026-06-02T12:00:00Z: it needs a T between date and time", True),
+    # The schema leaves IRIs unchecked; the purl specification forbids a repeated key.
+    (lambda body: body["statements"][0]["products"][0].update(
+        {"@id": "pkg:oci/source-controller?arch=amd64&arch=arm64"}),
+     "statements[0].products[0].@id: purl 'pkg:oci/source-controller?arch=amd64&arch=arm64' "
+     "repeats the qualifier 'arch'; each qualifier key may appear once", False),
+    (lambda body: body["statements"][0]["products"][0].update(
+        {"identifiers": {"purl": "pkg:oci/x?tag=v1&Tag=v2"}}),
+     "statements[0].products[0].identifiers.purl: purl 'pkg:oci/x?tag=v1&Tag=v2' repeats the "
+     "qualifier 'tag'", False),
+])
+def test_what_the_schema_and_rfc3339_forbid_is_refused_with_its_path(
+        change: Any, fragment: str, schema_rejects: bool) -> None:
+    """Regression: pydantic's lax mode took "4", true, Unix time, hh:mm and +0100."""
+    body = json.loads(real_text("v2.7"))
+    change(body)
+    assert VALIDATOR.is_valid(body) is not schema_rejects
+    assert fragment in parse_error(json.dumps(body))
+
+
+def test_statements_800_nanoseconds_apart_do_not_tie() -> None:
+    """Regression: both truncated to the same microsecond, so document order decided."""
+    doc = document(statement("not_affected", timestamp="2026-01-01T00:00:00.000001800Z"),
+                   statement("affected", timestamp="2026-01-01T00:00:00.000001000Z"))
+    found = vex.effective_statement([doc], "CVE-2026-0001", SOURCE_CONTROLLER)
+    assert found is not None
+    assert found.status == "not_affected"
+    assert found.timestamp.nanosecond == 1800  # type: ignore[attr-defined]
+    # And across offsets: 00:00:00.0000018+00:00 is after 01:00:00.000001+01:00.
+    doc = document(statement("not_affected", timestamp="2026-01-01T00:00:00.0000018Z"),
+                   statement("affected", timestamp="2026-01-01T01:00:00.000001+01:00"))
+    found = vex.effective_statement([doc], "CVE-2026-0001", SOURCE_CONTROLLER)
+    assert found is not None
+    assert found.status == "not_affected"

@@ -49,36 +49,75 @@ def api_error(error: Exception, what: str) -> typer.Exit:
 
 
 def _time(value: str | None) -> str:
+    now = datetime.datetime.now(datetime.UTC)
     if value is None:
-        return rfc3339(datetime.datetime.now(datetime.UTC))
+        return rfc3339(now)
     try:
-        return rfc3339(supportcase.parse_time(value))
-    except ValueError as error:
-        raise typer.BadParameter(f"{value!r} is not an RFC 3339 time with an offset",
+        moment = supportcase.parse_time(value)
+    except supportcase.TimeOutOfRange as error:
+        raise typer.BadParameter(f"{value!r} is out of range: {error}",
                                  param_hint="--at") from error
+    except ValueError as error:
+        raise typer.BadParameter(f"{value!r} is not an RFC 3339 time with an offset ({error})",
+                                 param_hint="--at") from error
+    if moment > now + supportcase.CLOCK_SKEW:
+        # The operator would ignore it (AnnotationInFuture): refuse it here already.
+        raise typer.BadParameter(f"{value!r} is in the future; it must be when it happened",
+                                 param_hint="--at")
+    return rfc3339(moment)
 
 
-def _annotate(kubeconfig: pathlib.Path | None, namespace: str, name: str,
-              annotations: dict[str, str | None], verb: str) -> None:
-    api = custom_api(kubeconfig)
+def _patch(api: Any, namespace: str, name: str, metadata: dict[str, Any], verb: str) -> None:
     try:
         api.patch_namespaced_custom_object(
             constants.GROUP, constants.VERSION, namespace, constants.SUPPORTCASE_PLURAL, name,
-            {"metadata": {"annotations": annotations}})
+            {"metadata": metadata})
     except CLIENT_ERRORS as error:
+        if isinstance(error, kubernetes.client.ApiException) and error.status == 409:
+            raise output.fail(f"supportcase {namespace}/{name} changed while it was being "
+                              f"{verb}; run the command again", 1) from error
         raise api_error(error, f"supportcase {namespace}/{name}") from error
     typer.echo(f"supportcase {namespace}/{name} {verb}")
 
 
+def _annotate(kubeconfig: pathlib.Path | None, namespace: str, name: str,
+              annotations: dict[str, str | None], verb: str) -> None:
+    # An option left out writes nothing: null in a merge patch would delete what is there.
+    given = {key: value for key, value in annotations.items() if value is not None}
+    _patch(custom_api(kubeconfig), namespace, name, {"annotations": given}, verb)
+
+
 @app.command()
 def respond(name: str, namespace: Namespace = "default", at: At = None, by: By = None,
+            force: Annotated[bool, typer.Option(
+                "--force", help="Replace a first response that is already recorded.")] = False,
             kubeconfig: Kubeconfig = None) -> None:
     """Record the first response (annotation support.fluxcd.controlplane.io/responded-at).
 
+    The first response is written once: a second call exits 1 unless --force. Without --by
+    an earlier responded-by is kept.
+
     Example: fluxsupport case respond helmreleases-stuck -n team-a --by alice
     """
-    _annotate(kubeconfig, namespace, name,
-              {constants.RESPONDED_AT: _time(at), constants.RESPONDED_BY: by}, "responded")
+    when = _time(at)
+    api = custom_api(kubeconfig)
+    what = f"supportcase {namespace}/{name}"
+    try:
+        obj = api.get_namespaced_custom_object(
+            constants.GROUP, constants.VERSION, namespace, constants.SUPPORTCASE_PLURAL, name)
+    except CLIENT_ERRORS as error:
+        raise api_error(error, what) from error
+    metadata = obj.get("metadata") or {}
+    try:
+        written = supportcase.first_response_annotations(
+            metadata.get("annotations") or {}, when, by, force)
+    except supportcase.AlreadyResponded as error:
+        raise output.fail(f"{what}: {error}", 1) from error
+    # The resourceVersion makes the check and the write one step: a response recorded by
+    # someone else in between turns this patch into a 409 instead of overwriting theirs.
+    _patch(api, namespace, name,
+           {"annotations": written, "resourceVersion": metadata.get("resourceVersion")},
+           "responded")
 
 
 @app.command()

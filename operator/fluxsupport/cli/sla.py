@@ -47,6 +47,9 @@ def due(
     number = _level(level)
     try:
         start = supportcase.parse_time(opened)
+    except supportcase.TimeOutOfRange as error:
+        raise typer.BadParameter(f"{opened!r} is out of range: {error}",
+                                 param_hint="--opened") from error
     except ValueError as error:
         raise typer.BadParameter(f"{opened!r} is not an ISO 8601 time with an offset "
                                  f"({error})", param_hint="--opened") from error

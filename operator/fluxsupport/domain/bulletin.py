@@ -11,10 +11,13 @@ Rules (docs/concepts.md explains them with examples):
   A newer patch in a fixed line, or a line newer than every fixed line: Fixed. An older line
   with no fix: Vulnerable.
 * No digest at all: Unknown.
-* OpenVEX: the latest matching statement per CVE wins. ``not_affected`` makes the CVE
-  NotAffected. ``fixed`` and ``affected`` only count when they name the running digest:
-  distributions publish version-less ``fixed`` statements to quiet scanners on current
-  images, and such a statement must never hide a digest the bulletin shows is pre-fix.
+* OpenVEX: the latest matching statement per CVE wins, among those that count.
+  ``not_affected`` makes the CVE NotAffected. ``fixed`` only counts when it names the running
+  digest: distributions publish version-less ``fixed`` statements to quiet scanners on
+  current images, and such a statement must never hide a digest the bulletin shows is
+  pre-fix, nor supersede an earlier digest-specific ``affected``. ``affected`` counts for the
+  running digest, or version-less when the bulletin lists no fix for the component: then the
+  CVE is Vulnerable with reason AffectedNoFixYet instead of Unknown/NoFixForComponent.
 * A component is Vulnerable if any CVE is, NotAffected if every CVE is suppressed, Unknown if
   any CVE is, and otherwise Fixed.
 """
@@ -157,22 +160,39 @@ def _digest_verdict(bulletin: Bulletin, component: str, version: tuple[int, int,
 
 
 def _apply_vex(verdict: Verdict, reason: str, documents: Sequence[vex.Document], cve: str,
-               component: RunningComponent, digest: str | None) -> tuple[Verdict, str]:
+               component: RunningComponent, digest: str | None,
+               no_fix: bool) -> tuple[Verdict, str]:
+    """Let the effective OpenVEX statement change the bulletin's verdict for one CVE.
+
+    Which statements count: ``not_affected`` always; ``fixed`` only for the running digest
+    (a version-less one must not hide a digest the bulletin shows is pre-fix); ``affected``
+    for the running digest, or version-less when the bulletin lists no fix for the component,
+    since then the vendor's word is all there is. A statement that does not count is left out
+    *before* the latest one is chosen, so it cannot supersede one that does.
+    """
     if not documents:
         return verdict, reason
     image_name = component.repository.rsplit("/", 1)[-1] or component.component
     candidate = vex.image_purl(image_name, digest=digest,
                                repository_url=component.repository or None,
                                tag=component.tag)
-    statement = vex.effective_statement(documents, cve, candidate)
+
+    def counts(statement: vex.Effective) -> bool:
+        if statement.status == "fixed":
+            return statement.digest_specific
+        if statement.status == "affected":
+            return statement.digest_specific or no_fix
+        return True
+
+    statement = vex.effective_statement(documents, cve, candidate, counts)
     if statement is None:
         return verdict, reason
     if statement.status == "not_affected":
         return "NotAffected", f"VexNotAffected:{statement.justification or 'impact_statement'}"
-    if not statement.digest_specific:
-        return verdict, reason
     if statement.status == "fixed" and verdict == "Unknown":
         return "Fixed", "VexFixed"
+    if statement.status == "affected" and no_fix:
+        return "Vulnerable", "AffectedNoFixYet"
     if statement.status == "affected" and verdict != "Vulnerable":
         return "Vulnerable", "VexAffected"
     return verdict, reason
@@ -231,15 +251,16 @@ def evaluate_component(bulletin: Bulletin, component: RunningComponent,
     if not concerned:
         return None
     version = version_tuple(component.tag)
+    no_fix = not any(fix.component == component.component for fix in bulletin.spec.fixes)
     cves = []
     for vulnerability in concerned:
         if not component.digests:
             outcome = _apply_vex("Unknown", "NoDigest", documents, vulnerability.id,
-                                 component, None)
+                                 component, None, no_fix)
         else:
             outcome = _worst(_apply_vex(*_digest_verdict(bulletin, component.component, version,
                                                          digest, later),
-                                        documents, vulnerability.id, component, digest)
+                                        documents, vulnerability.id, component, digest, no_fix)
                              for digest in component.digests)
         cves.append(CveVerdict(vulnerability.id, *outcome))
     verdict, reason = _aggregate(cves)

@@ -82,22 +82,58 @@ class Lifecycle:
     dismissed_by: str | None = None
     dismiss_reason: str | None = None
     problems: tuple[str, ...] = ()
+    #: Annotations dated after now (beyond the skew allowance), ignored; what to fix.
+    future: tuple[str, ...] = ()
+    #: When the earliest ignored future annotation stops being in the future.
+    future_until: datetime.datetime | None = None
+
+
+#: Years a lifecycle or opening time may fall in. Before 1970 nothing here existed (Kubernetes
+#: and POSIX time start then). python-holidays publishes public holidays only up to 2100, so
+#: a deadline computed later would silently skip none; the calendar also builds the year
+#: after each instant, so 2099 is the last year whose deadlines are right. The bound keeps
+#: the arithmetic far from ``datetime``'s year 9999, where adding a target overflows.
+MIN_YEAR, MAX_YEAR = 1970, 2099
+
+
+class TimeOutOfRange(ValueError):
+    """A well-formed time outside ``MIN_YEAR``-``MAX_YEAR``."""
 
 
 def parse_time(value: str) -> datetime.datetime:
-    """RFC 3339 with an explicit offset; naive times are rejected as ambiguous."""
+    """RFC 3339 with an explicit offset, in UTC; naive times are rejected as ambiguous."""
     moment = datetime.datetime.fromisoformat(value.strip().replace("z", "Z"))
     if moment.tzinfo is None:
         raise ValueError("it has no time-zone offset")
     try:
-        return moment.astimezone(datetime.UTC)
+        moment = moment.astimezone(datetime.UTC)
     except OverflowError as error:  # 9999-12-31T23:59:59-14:00 is in year 10000 in UTC
-        raise ValueError("it is out of range in UTC") from error
+        raise TimeOutOfRange(f"it is outside the supported years {MIN_YEAR}-{MAX_YEAR}"
+                             ) from error
+    if not MIN_YEAR <= moment.year <= MAX_YEAR:
+        raise TimeOutOfRange(f"year {moment.year} is outside the supported years "
+                             f"{MIN_YEAR}-{MAX_YEAR}")
+    return moment
 
 
-def parse_lifecycle(annotations: Mapping[str, str]) -> Lifecycle:
+#: How far ahead of the operator's clock a lifecycle time may be. Clocks of the people and
+#: machines that write annotations drift by seconds, not minutes; anything later is a typo
+#: (a wrong day or year) that would otherwise decide the SLA outcome for good.
+CLOCK_SKEW = datetime.timedelta(minutes=5)
+
+
+def parse_lifecycle(annotations: Mapping[str, str],
+                    now: datetime.datetime | None = None) -> Lifecycle:
+    """Parse the lifecycle annotations; with ``now``, ignore times after ``now + CLOCK_SKEW``.
+
+    A response or dismissal cannot have happened in the future. Taking it at its word would
+    store a breach (or a Met) that nothing could undo once the typo is fixed, so a future
+    time counts as absent, and the Ready condition says which annotation to correct.
+    """
     values: dict[str, Any] = {}
     problems = []
+    future = []
+    future_until: datetime.datetime | None = None
     for key, field in ((constants.RESPONDED_AT, "responded_at"),
                        (constants.RESOLVED_AT, "resolved_at"),
                        (constants.DISMISSED_AT, "dismissed_at")):
@@ -105,19 +141,62 @@ def parse_lifecycle(annotations: Mapping[str, str]) -> Lifecycle:
         if raw is None:
             continue
         try:
-            values[field] = parse_time(raw)
+            moment = parse_time(raw)
         except ValueError as error:
             # Quote a bounded prefix: an annotation may hold up to 256 KiB.
             shown = repr(raw if len(raw) <= 100 else raw[:100] + "...")
-            problems.append(f"annotation {key}={shown} is not an RFC 3339 time "
-                            f"such as 2026-12-07T11:00:00Z ({error})")
+            what = "is out of range" if isinstance(error, TimeOutOfRange) else \
+                "is not an RFC 3339 time"
+            problems.append(f"annotation {key}={shown} {what} ({error}); write an RFC 3339 "
+                            "time such as 2026-12-07T11:00:00Z")
+            continue
+        if now is not None and moment > now + CLOCK_SKEW:
+            future.append(f"annotation {key}={_rfc(moment)} is after the operator's clock "
+                          f"({_rfc(now)}) by more than the {_minutes(CLOCK_SKEW)} clock-skew "
+                          "allowance")
+            accepted = moment - CLOCK_SKEW
+            future_until = accepted if future_until is None else min(future_until, accepted)
+            continue
+        values[field] = moment
     for key, field in ((constants.RESPONDED_BY, "responded_by"),
                        (constants.RESOLVED_BY, "resolved_by"),
                        (constants.DISMISSED_BY, "dismissed_by"),
                        (constants.DISMISS_REASON, "dismiss_reason")):
         if annotations.get(key):
             values[field] = annotations[key]
-    return Lifecycle(**values, problems=tuple(problems))
+    return Lifecycle(**values, problems=tuple(problems), future=tuple(future),
+                     future_until=future_until)
+
+
+def _minutes(delta: datetime.timedelta) -> str:
+    return f"{int(delta.total_seconds() // 60)}-minute"
+
+
+class AlreadyResponded(ValueError):
+    """The case already has a first response; replacing it needs ``--force``."""
+
+
+def first_response_annotations(existing: Mapping[str, str], at: str, by: str | None,
+                               force: bool) -> dict[str, str]:
+    """The annotations ``case respond`` writes, given the case's current annotations.
+
+    The first response is a fact recorded once: writing it again would move the SLA outcome
+    (Met can become Late), so a second call is refused unless ``force``. Who responded is
+    only written when given: leaving ``--by`` out must not erase an earlier ``responded-by``
+    (a merge patch deletes keys whose value is null).
+    """
+    earlier = existing.get(constants.RESPONDED_AT)
+    if earlier is not None and not force:
+        who = existing.get(constants.RESPONDED_BY)
+        shown = earlier if len(earlier) <= 100 else earlier[:100] + "..."
+        raise AlreadyResponded(
+            f"the first response is already recorded at {shown}"
+            + (f" by {who}" if who else "")
+            + "; it is written once. Pass --force to replace it.")
+    written = {constants.RESPONDED_AT: at}
+    if by is not None:
+        written[constants.RESPONDED_BY] = by
+    return written
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,7 +342,7 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
     except pydantic.ValidationError as error:
         return _invalid_spec(error, old_conditions, generation, now)
 
-    lifecycle = parse_lifecycle(annotations)
+    lifecycle = parse_lifecycle(annotations, now)
     level, assessed = case.level, assess_level(case.impact)
     timing, timing_event, severity_note = _timing(previous, created, level, policy, calendar)
 
@@ -315,6 +394,11 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
     if awaiting:
         next_transition = next((moment for moment in (timing.warning_at, timing.deadline)
                                 if moment > now), None)
+    # Status is a function of the clock: re-evaluate when an ignored time is no longer in
+    # the future, if that comes first.
+    if lifecycle.future_until is not None and (
+            next_transition is None or lifecycle.future_until < next_transition):
+        next_transition = lifecycle.future_until
     outcome: Literal["met", "breached"] | None = None
     if responded_at is not None:
         outcome = "met" if state is State.MET else "breached"
@@ -334,8 +418,14 @@ def _conditions(case: CaseSpec, level: int, assessed: int, state: State, timing:
     result = []
     if lifecycle.problems:
         result.append(condition(type="Ready", status="False", reason="InvalidAnnotation",
-                                message="; ".join(lifecycle.problems) + ". Fix the value; the "
-                                "annotation is ignored until then."))
+                                message="; ".join(lifecycle.problems + lifecycle.future)
+                                + ". Fix the value; the annotation is ignored until then."))
+    elif lifecycle.future:
+        result.append(condition(
+            type="Ready", status="False", reason="AnnotationInFuture",
+            message="; ".join(lifecycle.future) + ". Set it to when it happened (for a first "
+                    "response: fluxsupport case respond --force --at TIME); until then it is "
+                    "ignored and no response, breach or closure is recorded from it."))
     else:
         summary = {
             State.PENDING: f"first response due {_rfc(timing.deadline)}",

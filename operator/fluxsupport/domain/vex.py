@@ -22,7 +22,7 @@ import datetime
 import json
 import re
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Annotated, Any, Literal, get_args
 
 import pydantic
@@ -49,7 +49,6 @@ Justification = Literal[
 STATUSES: tuple[str, ...] = get_args(Status)
 JUSTIFICATIONS: tuple[str, ...] = get_args(Justification)
 
-_LEAP_SECOND = re.compile(r"^(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:)60(?:\.\d+)?")
 _DIGEST = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[A-Za-z0-9=_-]+$")
 _SIMPLE_KEY = re.compile(r"^[@A-Za-z_][A-Za-z0-9_@-]*$")
 
@@ -62,28 +61,115 @@ class VexError(ValueError):
     """
 
 
-def _leap_second(value: Any) -> Any:
-    """RFC 3339 allows ``:60``; Python cannot hold it, so keep the instant just before it.
+def _shown(text: str, limit: int = 120) -> str:
+    """``text`` quoted for a message, shortened: a hostile document may hold huge strings."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
-    Ordering against other statements is preserved except against the same leap second itself.
+
+class Instant(datetime.datetime):
+    """An RFC 3339 instant that keeps its nanoseconds: ``datetime`` holds microseconds only,
+    and two statements 800 ns apart must not tie (go-vex orders by ``time.Time``, in ns)."""
+
+    #: Nanoseconds within the second, 0-999,999,999.
+    nanosecond: int = 0
+
+
+_RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
+                      r"(?:[Zz]|([+-])(\d{2}):(\d{2}))$")
+_NO_SECONDS = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(?:[Zz]|[+-]\d{2}:?\d{2})?$")
+_COLONLESS_OFFSET = re.compile(r"[+-]\d{4}$")
+_EXAMPLE = "such as 2026-06-02T12:00:00Z"
+
+
+def _rfc3339(value: Any) -> Instant:
+    """Strict RFC 3339 ``date-time`` (section 5.6), as the OpenVEX schema's format requires.
+
+    Refused: numbers (pydantic would read them as Unix time), a missing seconds field, an
+    offset without a colon (``+0100``), a space for ``T`` and a missing offset. Accepted: a
+    leap second ``:60``, read as the last nanosecond before it, since Python cannot hold it;
+    ordering is kept except against the same leap second itself.
     """
-    if isinstance(value, str):
-        return _LEAP_SECOND.sub(r"\g<1>59.999999", value, count=1)
-    return value
+    if isinstance(value, datetime.datetime):  # Python callers, e.g. model_copy
+        if value.tzinfo is None:
+            raise ValueError("a timestamp needs a UTC offset")
+        instant = Instant(value.year, value.month, value.day, value.hour, value.minute,
+                          value.second, value.microsecond, tzinfo=value.tzinfo)
+        instant.nanosecond = getattr(value, "nanosecond", value.microsecond * 1000)
+        return instant
+    if not isinstance(value, str):
+        kind = "a boolean" if isinstance(value, bool) else (
+            "a number" if isinstance(value, int | float) else f"a {type(value).__name__}")
+        raise ValueError(f"expected an RFC 3339 date-time string {_EXAMPLE}, got {kind} "
+                         f"({json.dumps(value)[:40]})")
+    match = _RFC3339.match(value)
+    if match is None:
+        hint = "an offset Z or +hh:mm"
+        if _NO_SECONDS.match(value):
+            hint = "seconds (hh:mm:ss)"
+        elif _COLONLESS_OFFSET.search(value):
+            hint = "a colon in the offset (+01:00, not +0100)"
+        elif " " in value:
+            hint = "a T between date and time"
+        raise ValueError(f"{_shown(value, 40)} is not an RFC 3339 date-time {_EXAMPLE}: it "
+                         f"needs {hint}")
+    year, month, day, hour, minute, second = (int(part) for part in match.groups()[:6])
+    fraction = (match[7] or "")[:9].ljust(9, "0")
+    nanosecond = int(fraction)
+    if second == 60:
+        second, nanosecond = 59, 999_999_999
+    offset = datetime.timedelta()
+    if match[8]:
+        if int(match[9]) > 23 or int(match[10]) > 59:
+            raise ValueError(f"{_shown(value, 40)} has an offset out of range")
+        offset = datetime.timedelta(hours=int(match[9]), minutes=int(match[10]))
+        offset = -offset if match[8] == "-" else offset
+    try:
+        instant = Instant(year, month, day, hour, minute, second, nanosecond // 1000,
+                          tzinfo=datetime.timezone(offset))
+    except ValueError as error:
+        raise ValueError(f"{_shown(value, 40)} is not a date-time: {error}") from error
+    instant.nanosecond = nanosecond
+    return instant
 
 
-def _integral(value: Any) -> Any:
-    """JSON Schema counts ``1.0`` and ``1e30`` as integers; pydantic refuses big floats."""
+def _integer(value: Any) -> int:
+    """An integer of at least 1, as JSON Schema reads integers: ``1.0`` and ``1e30`` count,
+    ``"1"`` and ``true`` do not (pydantic's lax mode would take both)."""
     if isinstance(value, float) and value.is_integer():
-        return int(value)
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        kind = "a boolean" if isinstance(value, bool) else (
+            "a string" if isinstance(value, str) else f"a {type(value).__name__}")
+        raise ValueError(f"expected an integer of at least 1, got {kind} "
+                         f"({json.dumps(value)[:40]})")
+    if value < 1:
+        raise ValueError(f"expected an integer of at least 1, got {value}")
     return value
+
+
+def _unique_qualifiers(text: str | None) -> str | None:
+    """The purl specification allows each qualifier key once; parsers keep one of the
+    repeated values silently, so which build a statement names would depend on the parser."""
+    if text and text[:4].lower() == "pkg:" and "?" in text:
+        query = text.split("#", 1)[0].split("?", 1)[1]
+        seen: set[str] = set()
+        for part in query.split("&"):
+            key = urllib.parse.unquote(part.split("=", 1)[0]).lower()
+            if key in seen:
+                raise ValueError(f"purl {_shown(text, 80)} repeats the qualifier {key!r}; each "
+                                 "qualifier key may appear once")
+            seen.add(key)
+    return text
 
 
 #: An integer version of at least 1, as JSON Schema reads integers.
-Version = Annotated[int, pydantic.BeforeValidator(_integral), pydantic.Field(ge=1)]
+Version = Annotated[int, pydantic.PlainValidator(_integer)]
 
 #: An RFC 3339 date-time; a UTC offset is required so that statements order unambiguously.
-Timestamp = Annotated[pydantic.AwareDatetime, pydantic.BeforeValidator(_leap_second)]
+Timestamp = Annotated[Instant, pydantic.PlainValidator(_rfc3339)]
+
+#: A product identifier; when it is a purl, its qualifier keys must be unique.
+PurlText = Annotated[str, pydantic.AfterValidator(_unique_qualifiers)]
 
 
 class _Model(pydantic.BaseModel):
@@ -106,7 +192,7 @@ class Vulnerability(_Model):
 
 
 class Identifiers(_Model):
-    purl: str | None = None
+    purl: PurlText | None = None
     cpe22: str | None = None
     cpe23: str | None = None
 
@@ -114,7 +200,7 @@ class Identifiers(_Model):
 class Subcomponent(_Model):
     """A component named by ``@id`` (an IRI; purls qualify) and/or ``identifiers``."""
 
-    id: str | None = pydantic.Field(None, alias="@id")
+    id: PurlText | None = pydantic.Field(None, alias="@id")
     identifiers: Identifiers | None = None
     #: Algorithm (``sha-256``, ...) to hash value; kept but not used for matching.
     hashes: dict[str, str] = pydantic.Field(default_factory=dict)
@@ -345,7 +431,7 @@ def _parse_purl(text: str | None) -> PackageURL | None:
 def product_purls(product: Subcomponent) -> list[PackageURL]:
     """The purls naming a product: its ``@id`` when that is a purl, and ``identifiers.purl``.
 
-    Strings that are not valid purls are skipped (see ``document_warnings``); CPEs and hashes
+    Strings that are not valid purls are skipped (see ``product_problems``); CPEs and hashes
     are not used for matching.
     """
     purls: list[PackageURL] = []
@@ -461,22 +547,26 @@ def _matching_purls(statement: Statement, candidate: PackageURL) -> list[Package
 
 
 def _instant(moment: datetime.datetime) -> tuple[int, int]:
-    """A UTC ordering key in integers: comparing aware datetimes near year 1 or 9999 overflows."""
+    """A UTC ordering key in integers, to the nanosecond: comparing aware datetimes near year
+    1 or 9999 overflows, and datetime drops what is below a microsecond."""
     offset = moment.utcoffset() or datetime.timedelta()
     seconds = (moment.toordinal() * 86400 + moment.hour * 3600 + moment.minute * 60
                + moment.second - int(offset.total_seconds()))
-    return seconds, moment.microsecond
+    return seconds, getattr(moment, "nanosecond", moment.microsecond * 1000)
 
 
 def effective_statement(documents: Sequence[Document], vulnerability: str,
-                        candidate: PackageURL) -> Effective | None:
+                        candidate: PackageURL,
+                        considered: Callable[[Effective], bool] | None = None,
+                        ) -> Effective | None:
     """The statement that decides whether ``candidate`` is affected by ``vulnerability``.
 
     Among the statements of all documents whose vulnerability matches (name, ``@id`` or alias)
     and that have a product purl covering the candidate, the latest timestamp wins; a statement
     without one has its document's. On equal timestamps the later one wins: documents in the
     order given, statements in document order (go-vex's EffectiveStatement does the same).
-    None when no statement applies.
+    ``considered`` leaves statements out before that choice, so that a statement a caller
+    ignores cannot supersede an earlier one it would act on. None when no statement applies.
     """
     best: Effective | None = None
     best_key: tuple[tuple[int, int], int, int] | None = None
@@ -491,23 +581,20 @@ def effective_statement(documents: Sequence[Document], vulnerability: str,
             key = (_instant(timestamp), document_index, index)
             if best_key is not None and key < best_key:
                 continue
-            best_key = key
-            best = Effective(
+            found = Effective(
                 status=statement.status, justification=statement.justification,
                 impact_statement=statement.impact_statement, timestamp=timestamp,
                 document_id=document.id, statement_index=index, document_index=document_index,
                 action_statement=statement.action_statement,
                 digest_specific=any(purl.version for purl in purls))
+            if considered is not None and not considered(found):
+                continue
+            best_key, best = key, found
     return best
 
 
 #: Hex length of the digest algorithms OCI registries use; others only need the grammar.
 _DIGEST_HEX = {"sha256": 64, "sha512": 128}
-
-
-def _shown(text: str, limit: int = 120) -> str:
-    """``text`` quoted for a message, shortened: a hostile document may hold huge strings."""
-    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def _digest_problem(version: str) -> str | None:
@@ -548,16 +635,3 @@ def product_problems(document: Document) -> list[str]:
     silently changes no verdict, so the bulletin reports them in its Ready condition."""
     return [problem for index, statement in enumerate(document.statements)
             for problem in _product_problems(index, statement)]
-
-
-def document_warnings(document: Document) -> list[str]:
-    """Things that parse but probably do not do what the author meant, for a condition."""
-    warnings: list[str] = []
-    if not document.statements:
-        warnings.append("statements: empty, so the document changes no verdict")
-    for index, statement in enumerate(document.statements):
-        if not statement.products:
-            warnings.append(f"statements[{index}].products: none, so the statement matches "
-                            "nothing")
-        warnings.extend(_product_problems(index, statement))
-    return warnings
