@@ -24,7 +24,6 @@ from fluxsupport.kube import api
 from tests import fixtures
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "upstream"
 T = TypeVar("T")
 
 
