@@ -174,3 +174,13 @@ def namespace(api: harness.Api) -> str:
     name = f"t-{uuid.uuid4().hex[:10]}"
     api.create_namespace(name)
     return name
+
+
+@pytest.fixture
+def no_session_operator(operator: harness.OperatorProcess) -> Iterator[None]:
+    """The test runs operators of its own: the session operator stops for its duration."""
+    operator.stop()
+    try:
+        yield
+    finally:
+        operator.start()

@@ -100,16 +100,6 @@ class PodOperator(harness.OperatorProcess):
             harness.wait_for(self.ready, timeout=60, interval=0.1, what="operator /readyz")
 
 
-@pytest.fixture
-def no_session_operator(operator: harness.OperatorProcess) -> Iterator[None]:
-    """Only the operator under test may reconcile the cases of this test."""
-    operator.stop()
-    try:
-        yield
-    finally:
-        operator.start()
-
-
 def _token_of(kubeconfig: pathlib.Path) -> str | None:
     user = yaml.safe_load(kubeconfig.read_text())["users"][0]["user"]
     token = user.get("token")

@@ -42,7 +42,7 @@ from fluxsupport.constants import (
 from fluxsupport.domain import bulletin as bulletin_domain
 from fluxsupport.domain import inventory as inventory_domain
 from fluxsupport.kube import api
-from tests import fixtures, harness
+from tests import fixtures, harness, patches
 
 N_CASES = 500
 N_BULLETINS = 20
@@ -474,25 +474,13 @@ class RecordingClient:
         if not self.hold.is_set():
             self.held.set()
             await self.hold.wait()
-        self.status[ref.name] = merge(self.status.get(ref.name, {}), patch)
+        self.status[ref.name] = patches.merge(self.status.get(ref.name, {}), patch)
         self.version += 1
         return {"status": self.status[ref.name],
                 "metadata": {"resourceVersion": str(self.version)}}
 
     def on_recovery(self, _: Any) -> None:
         pass
-
-
-def merge(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(current)
-    for key, value in patch.items():
-        if value is None:
-            merged.pop(key, None)
-        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def test_a_bulletin_published_during_an_evaluation_is_not_missed() -> None:

@@ -25,7 +25,7 @@ import pathlib
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import kubernetes
@@ -46,16 +46,6 @@ warningRatio: 0.5
 WRITTEN = re.compile(r"^\[(?P<at>[-0-9 :,]+)\] fluxsupport\.\S+ +\[DEBUG +\] SupportCase "
                      r"(?P<namespace>[^/]+)/(?P<name>\S+): status written \((?P<state>\w+)\)",
                      re.MULTILINE)
-
-
-@pytest.fixture
-def no_session_operator(operator: harness.OperatorProcess) -> Iterator[None]:
-    """The replicas replace the session operator for the duration of the test."""
-    operator.stop()
-    try:
-        yield
-    finally:
-        operator.start()
 
 
 @pytest.fixture

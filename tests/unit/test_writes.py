@@ -18,20 +18,9 @@ from fluxsupport.domain.policy import Policy
 from fluxsupport.kube import api, events, reflector
 from fluxsupport.observability import metrics
 from fluxsupport.sources.inventory import Inventory
+from tests import patches
 
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-
-
-def merge(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(current)
-    for key, value in patch.items():
-        if value is None:
-            merged.pop(key, None)
-        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 class FakeApi:
@@ -48,7 +37,7 @@ class FakeApi:
 
     async def patch_status(self, ref: api.ObjectRef, patch: dict[str, Any],
                            resource_version: str | None) -> dict[str, Any]:
-        self.status[ref.name] = merge(self.status.get(ref.name, {}), patch)
+        self.status[ref.name] = patches.merge(self.status.get(ref.name, {}), patch)
         self.version += 1
         return {"status": self.status[ref.name],
                 "metadata": {"resourceVersion": str(self.version)}}
