@@ -36,7 +36,7 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: tools lint
+test: tools lint rt
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: venv
@@ -66,3 +66,4 @@ clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
 
 include mk/ship.mk
+include mk/rt.mk

@@ -63,6 +63,7 @@ def test_new_case_gets_its_deadline_and_all_conditions() -> None:
         "FirstResponded": ("False", "AwaitingResponse"),
         "FirstResponseAtRisk": ("False", "WithinBudget"),
         "FirstResponseBreached": ("False", "WithinDeadline"),
+        "Submitted": ("False", "ChannelDisabled"),
     }
     assert result.events == ()
     assert result.next_transition == datetime.datetime(2026, 12, 7, 16, tzinfo=datetime.UTC)

@@ -12,7 +12,7 @@ import kopf
 from fluxsupport import __version__
 from fluxsupport.app import config
 from fluxsupport.constants import PEERING_NAME
-from fluxsupport.controllers import bulletin, supportcase
+from fluxsupport.controllers import bulletin, submission, supportcase
 from fluxsupport.domain import policy as policy_module
 from fluxsupport.kube import api, events, peering, reflector
 from fluxsupport.observability import endpoints, metrics
@@ -55,11 +55,16 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
     cases = supportcase.CaseController(policy, client, diagnostics=flux.diagnostics,
                                        gate=gate.active, poster=poster)
     metrics.register_cases(cases)
+    submissions = submission.SubmissionController(cases, policy.channels, client,
+                                                  operator_config.namespace, gate=gate.active)
+    metrics.register_submissions(submissions)
     metrics.register_bulletins(bulletins)
     await flux.load_server_version()
     background = [
         asyncio.create_task(cases.scheduler.run(), name="supportcase-scheduler"),
         asyncio.create_task(bulletins.scheduler.run(), name="bulletin-scheduler"),
+        asyncio.create_task(submissions.scheduler.run(), name="submission-scheduler"),
+        asyncio.create_task(submissions.run_sync(), name="portal-sync"),
         asyncio.create_task(configmaps.run(), name="configmap-watch"),
         *flux.tasks(),
         *gate.tasks(),
@@ -86,5 +91,6 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         await poster.close()
+        await submissions.close()
         await client.close()
         await http.cleanup()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime
 import pathlib
+import secrets
+import time
 from typing import Annotated, Any
 
 import kubernetes
@@ -161,6 +163,9 @@ def create(
     namespace: Namespace = "default",
     dry_run: Annotated[bool, typer.Option(help="Print the manifest instead of creating it.")
                        ] = False,
+    wait: Annotated[float, typer.Option(
+        help="Seconds to wait for the operator to submit the case and print its ticket; "
+             "0 to return at once.")] = 5,
     kubeconfig: Kubeconfig = None,
 ) -> None:
     """Create a SupportCase; the API server validates it against the CRD schema.
@@ -193,6 +198,34 @@ def create(
     except CLIENT_ERRORS as error:
         raise api_error(error, f"supportcase {namespace}/{name}") from error
     typer.echo(f"supportcase {namespace}/{name} created")
+    if wait > 0:
+        _show_submission(api, namespace, name, wait)
+
+
+def _show_submission(api: Any, namespace: str, name: str, wait: float) -> None:
+    """Print the ticket once the operator has submitted the case, or why it has not."""
+    deadline = time.monotonic() + wait
+    reason, message = "", "the operator has not reconciled the case yet"
+    while True:
+        try:
+            status = api.get_namespaced_custom_object(
+                constants.GROUP, constants.VERSION, namespace, constants.SUPPORTCASE_PLURAL,
+                name).get("status") or {}
+        except CLIENT_ERRORS:
+            status = {}
+        submission = status.get("submission") or {}
+        submitted = {c.get("type"): c for c in status.get("conditions") or []}.get("Submitted")
+        if submission.get("url") or submission.get("ticketId"):
+            typer.echo(f"ticket {submission.get('ticketId', '')}: {submission.get('url', '')}")
+            return
+        if submitted:
+            reason, message = submitted.get("reason", ""), submitted.get("message", "")
+            if reason in ("SubmittedByEmail", "ChannelDisabled", "Failed"):
+                break
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    typer.echo(f"not in the portal yet ({reason or 'Unknown'}): {message}")
 
 
 def case_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -203,8 +236,13 @@ def case_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         conditions = {c.get("type"): c for c in status.get("conditions") or []}
         scope = conditions.get("InScope", {})
         severity = conditions.get("SeverityConsistent", {})
+        submission = status.get("submission") or {}
+        submitted = conditions.get("Submitted", {})
         rows.append({
             "namespace": item["metadata"]["namespace"], "name": item["metadata"]["name"],
+            "ticket": submission.get("ticketId", ""), "ticketUrl": submission.get("url", ""),
+            "channel": submission.get("channel", ""),
+            "ticketState": submission.get("ticketStatus") or submitted.get("reason", ""),
             "level": status.get("level", ""), "assessedLevel": status.get("assessedLevel", ""),
             "component": (item.get("spec") or {}).get("component", ""),
             "state": first.get("state", ""), "deadline": first.get("deadline", ""),
@@ -236,4 +274,21 @@ def list_cases(
     rows = case_rows(listing.get("items") or [])
     output.emit(rows, fmt, [("NAMESPACE", "namespace"), ("NAME", "name"), ("LEVEL", "level"),
                             ("COMPONENT", "component"), ("STATE", "state"),
-                            ("DUE", "deadline"), ("IN SCOPE", "inScope")], rows)
+                            ("DUE", "deadline"), ("IN SCOPE", "inScope"),
+                            ("TICKET", "ticket"), ("TICKET STATE", "ticketState")], rows)
+
+
+@app.command()
+def comment(name: str, text: str, namespace: Namespace = "default",
+            kubeconfig: Kubeconfig = None) -> None:
+    """Add a comment for the support team; the operator posts it to the case's ticket once.
+
+    Stored as an annotation support.fluxcd.controlplane.io/comment-<time>-<id>.
+
+    Example: fluxsupport case comment stuck -n team-a "Rolled back to v2.6.0, still stuck"
+    """
+    if not text.strip():
+        raise typer.BadParameter("the comment is empty", param_hint="TEXT")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dt%H%M%Sz")
+    key = f"{constants.GROUP}/comment-{stamp}-{secrets.token_hex(2)}"
+    _annotate(kubeconfig, namespace, name, {key: text}, "commented")

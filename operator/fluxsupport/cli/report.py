@@ -39,7 +39,8 @@ def render(data: dict[str, Any]) -> None:
                   ("ASSESSED", "assessedLevel"), ("COMPONENT", "component"),
                   ("STATE", "state"), ("DUE (UTC)", "deadline"),
                   ("BUSINESS TIME LEFT", "remaining"), ("IN SCOPE", "scopeReason"),
-                  ("SEVERITY CHECK", "severityReason")],
+                  ("SEVERITY CHECK", "severityReason"), ("TICKET", "ticket"),
+                  ("TICKET STATE", "ticketState")],
                  data["cases"], title=f"Support cases (business time in {data['timezone']})")
     verdicts = [{"bulletin": b["name"], **c,
                  "digest": ", ".join(d[:19] + "…" for d in c.get("digests") or []),

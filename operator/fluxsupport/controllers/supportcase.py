@@ -31,7 +31,9 @@ CaseKey = tuple[str, str]
 OUR_ANNOTATIONS = f"{constants.GROUP}/"
 #: Kept when the desired status lacks them: diagnostics are collected once per request, and
 #: the deadline record (with a breach, which is final) survives a spec that became invalid.
-KEPT_STATUS = ("diagnostics", "firstResponse", "level", "assessedLevel", "closure")
+#: The submission record is the channels' (controllers/submission.py): a reconcile carries it.
+KEPT_STATUS = ("diagnostics", "firstResponse", "level", "assessedLevel", "closure",
+               "submission")
 __all__ = ["CaseController", "CaseSnapshot", "newer_or_equal", "status_patch"]
 
 
@@ -117,6 +119,8 @@ class CaseController:
         #: The first-response counter and histogram; they never go down (see FirstResponses).
         self.first_responses = metrics.FirstResponses()
         self._locks: dict[CaseKey, asyncio.Lock] = {}
+        #: Told after every stored status: the submission controller decides what to send.
+        self.on_stored: Callable[[CaseKey], None] | None = None
 
     def observe(self, body: Mapping[str, Any]) -> tuple[CaseKey, bool]:
         """Keep the newest body; say whether it is news (not the echo of our own write)."""
@@ -154,22 +158,32 @@ class CaseController:
         async with lock:
             await self._reconcile(key)
 
+    async def record_submission(self, key: CaseKey, submission: Mapping[str, Any]) -> bool:
+        """Store ``submission`` as status.submission, with the conditions it changes, in one
+        write; True once stored. Whoever sends something records its intent here first."""
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            return await self._reconcile(key, dict(submission))
+
     async def _scheduled(self, key: Hashable) -> None:
         assert isinstance(key, tuple)
         await self._locked(key)
 
-    async def _reconcile(self, key: CaseKey) -> None:
+    async def _reconcile(self, key: CaseKey, submission: dict[str, Any] | None = None) -> bool:
+        """Evaluate and write; with ``submission``, as if status.submission held it."""
         case = self.cases.get(key)
         if case is None:
             self.writer.forget(key)
-            return
+            return False
         now = datetime.datetime.now(datetime.UTC)
         current = case.status
+        previous = current if submission is None else {**current, "submission": submission}
         evaluation = domain.evaluate(
             spec=case.spec, annotations=case.annotations, created=case.created,
-            generation=case.generation, previous=current, policy=self.policy,
+            generation=case.generation, previous=previous, policy=self.policy,
             calendar=self.calendar, now=now)
         desired = dict(evaluation.status)
+        if submission is not None:
+            desired["submission"] = submission
         diagnostics = self._diagnostics_for(case, current)
         if diagnostics is not None:
             desired["diagnostics"] = diagnostics
@@ -181,9 +195,9 @@ class CaseController:
             now=now)
         if result.outcome is writes.Outcome.GONE:
             self.forget(*key)
-            return
+            return False
         if result.outcome is writes.Outcome.FAILED:
-            return
+            return False
         if result.outcome is writes.Outcome.WRITTEN:
             self._stored(case, result)
             if evaluation.metrics is not None and not (
@@ -198,6 +212,9 @@ class CaseController:
         when = evaluation.next_transition
         self.scheduler.replace(key, when.timestamp() if when else None)
         self.writer.clear_later(key)
+        if self.on_stored is not None:
+            self.on_stored(key)
+        return True
 
     @staticmethod
     def _stored(case: CaseSnapshot, result: writes.Result) -> None:

@@ -12,7 +12,7 @@ import hashlib
 import importlib.metadata
 import re
 import zoneinfo
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import holidays
 import pydantic
@@ -24,6 +24,7 @@ LEVEL_NAMES: dict[int, str] = {level: name for name, level in LEVELS.items()}
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
+_ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 _DURATION = re.compile(r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
 
 
@@ -132,6 +133,96 @@ class Targets(pydantic.BaseModel):
         return seconds
 
 
+class Portal(pydantic.BaseModel):
+    """The helpdesk's API: the primary channel."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    enabled: bool = False
+    type: Literal["rt"] = "rt"
+    #: Base URL of the helpdesk's web interface (RT: its WebBaseURL plus WebPath).
+    url: str = ""
+    queue: str = "General"
+    sync_interval: Seconds = pydantic.Field(60, alias="syncInterval")
+    timeout: Seconds = 10
+
+    @pydantic.model_validator(mode="after")
+    def _url_when_enabled(self) -> Portal:
+        if self.enabled and not re.match(r"^https?://[^/\s]+", self.url):
+            raise ValueError("an enabled portal needs url: http(s)://host[:port]/[path/]")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        return self.url if self.url.endswith("/") else self.url + "/"
+
+
+class Email(pydantic.BaseModel):
+    """SMTP submission: the fallback in an emergency when the portal cannot be reached."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    enabled: bool = False
+    host: str = ""
+    port: int = pydantic.Field(587, ge=1, le=65535)
+    #: STARTTLS after connecting, TLS from the first byte (port 465), or none (loopback only).
+    tls: Literal["starttls", "implicit", "none"] = "starttls"
+    sender: str = pydantic.Field("", alias="from")
+    to: str = ""
+    timeout: Seconds = 10
+
+    @pydantic.model_validator(mode="after")
+    def _complete_when_enabled(self) -> Email:
+        if self.enabled:
+            missing = [name for name, value in (("host", self.host), ("from", self.sender),
+                                                ("to", self.to)) if not value]
+            if missing:
+                raise ValueError(f"enabled email needs {', '.join(missing)}")
+            for name, value in (("from", self.sender), ("to", self.to)):
+                if not _ADDRESS.match(value):
+                    raise ValueError(f"{name}: {value!r} is not an email address")
+        return self
+
+
+class Fallback(pydantic.BaseModel):
+    """When a case may go by email instead of the portal."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    #: The policy's emergencies: Level 1 and 2.
+    levels: tuple[int, ...] = (1, 2)
+    #: The portal has been failing for this long since the first attempt, ...
+    after: Seconds = 300
+    #: ... or this many attempts failed, whichever comes first.
+    attempts: int = pydantic.Field(3, ge=1)
+
+    @pydantic.field_validator("levels")
+    @classmethod
+    def _known_levels(cls, levels: tuple[int, ...]) -> tuple[int, ...]:
+        unknown = [level for level in levels if level not in LEVEL_NAMES]
+        if unknown:
+            raise ValueError(f"unknown level {unknown[0]}; levels are 1 to 4")
+        return levels
+
+
+class Channels(pydantic.BaseModel):
+    """Where cases go: the portal first, email as the fallback. Both off by default."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    #: The cluster's name in every submission, so the support team knows where it is from.
+    cluster: str = ""
+    #: Secret in the operator's namespace with portal-token, smtp-username, smtp-password.
+    secret_name: str = pydantic.Field("fluxsupport-channels", alias="secretName")
+    portal: Portal = pydantic.Field(default_factory=Portal)
+    email: Email = pydantic.Field(default_factory=Email)
+    fallback: Fallback = pydantic.Field(default_factory=Fallback)
+
+    @property
+    def enabled(self) -> bool:
+        return self.portal.enabled or self.email.enabled
+
+
 class Policy(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
@@ -144,6 +235,7 @@ class Policy(pydantic.BaseModel):
     targets: Targets = pydantic.Field(default_factory=Targets)
     #: Share of the budget after which a case is at risk.
     warning_ratio: float = pydantic.Field(0.75, alias="warningRatio", gt=0, lt=1)
+    channels: Channels = pydantic.Field(default_factory=Channels)
 
     @pydantic.field_validator("timezone")
     @classmethod
@@ -163,7 +255,7 @@ class Policy(pydantic.BaseModel):
 
     def fingerprint(self) -> str:
         """Short hash of everything that moves a deadline, plus the holidays release."""
-        return _fingerprint(self.model_dump_json(by_alias=True))
+        return _fingerprint(self.model_dump_json(by_alias=True, exclude={"channels"}))
 
 
 @functools.lru_cache(maxsize=16)

@@ -16,6 +16,7 @@ import pydantic
 
 from fluxsupport import constants
 from fluxsupport.domain import conditions
+from fluxsupport.domain import submission as submission_module
 from fluxsupport.domain.calendar import BusinessCalendar
 from fluxsupport.domain.policy import LEVEL_NAMES, LEVELS, Policy
 
@@ -291,6 +292,45 @@ def _timing(previous: Mapping[str, Any], created: datetime.datetime, level: int,
     return timing, Event("Normal", "SeverityChanged", note), " " + note
 
 
+@dataclasses.dataclass(frozen=True)
+class PortalFacts:
+    """What the portal told about the case's ticket (status.submission, from the sync)."""
+
+    replied_at: datetime.datetime | None = None
+    replied_by: str | None = None
+    resolved_at: datetime.datetime | None = None
+    resolved_by: str | None = None
+
+
+def _portal_facts(submission: Mapping[str, Any]) -> PortalFacts:
+    reply = submission.get("firstReply") or {}
+
+    def moment(value: Any) -> datetime.datetime | None:
+        try:
+            return parse_time(value) if isinstance(value, str) and value else None
+        except ValueError:
+            return None
+
+    return PortalFacts(moment(reply.get("at")), reply.get("by") or None,
+                       moment(submission.get("resolvedAt")),
+                       submission.get("resolvedBy") or None)
+
+
+def _response(lifecycle: Lifecycle, portal: PortalFacts
+              ) -> tuple[datetime.datetime | None, str | None, str]:
+    """The first response (when, by whom, learned from where): the earliest of the
+    annotations and the portal's first reply. A resolution is a response too: nobody
+    resolves a case without answering it."""
+    at, by = lifecycle.responded_at, lifecycle.responded_by
+    if at is None and lifecycle.resolved_at is not None:
+        at, by = lifecycle.resolved_at, lifecycle.resolved_by
+    portal_at = portal.replied_at or portal.resolved_at
+    if portal_at is not None and (at is None or portal_at < at):
+        return portal_at, portal.replied_by if portal.replied_at else portal.resolved_by, \
+            "portal"
+    return at, by, "annotation"
+
+
 def _breached_at(previous: Mapping[str, Any]) -> datetime.datetime | None:
     stored = (previous.get("firstResponse") or {}).get("breachedAt")
     try:
@@ -316,7 +356,7 @@ def _state(timing: Timing, responded_at: datetime.datetime | None,
     return State.PENDING
 
 
-def _closure(lifecycle: Lifecycle) -> dict[str, Any] | None:
+def _closure(lifecycle: Lifecycle, portal: PortalFacts) -> dict[str, Any] | None:
     if lifecycle.resolved_at is not None:
         closure = {"outcome": "Resolved", "at": _rfc(lifecycle.resolved_at)}
         if lifecycle.resolved_by:
@@ -328,6 +368,11 @@ def _closure(lifecycle: Lifecycle) -> dict[str, Any] | None:
             closure["by"] = lifecycle.dismissed_by
         if lifecycle.dismiss_reason:
             closure["reason"] = lifecycle.dismiss_reason
+        return closure
+    if portal.resolved_at is not None:
+        closure = {"outcome": "Resolved", "at": _rfc(portal.resolved_at), "source": "portal"}
+        if portal.resolved_by:
+            closure["by"] = portal.resolved_by
         return closure
     return None
 
@@ -346,10 +391,9 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
     level, assessed = case.level, assess_level(case.impact)
     timing, timing_event, severity_note = _timing(previous, created, level, policy, calendar)
 
-    responded_at, responded_by = lifecycle.responded_at, lifecycle.responded_by
-    if responded_at is None and lifecycle.resolved_at is not None:
-        # A resolution is a response: nobody resolves a case without answering it.
-        responded_at, responded_by = lifecycle.resolved_at, lifecycle.resolved_by
+    submission = previous.get("submission") or {}
+    portal = _portal_facts(submission)
+    responded_at, responded_by, source = _response(lifecycle, portal)
     dismissed_at = lifecycle.dismissed_at
     breached_at = _breached_at(previous)
     state = _state(timing, responded_at, dismissed_at, now, breached_at)
@@ -375,10 +419,14 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
         first_response["respondedAt"] = _rfc(responded_at)
         if responded_by:
             first_response["respondedBy"] = responded_by
+        first_response["source"] = source
 
-    closure = _closure(lifecycle)
+    closure = _closure(lifecycle, portal)
     current = _conditions(case, level, assessed, state, timing, lifecycle, policy,
                           severity_note, responded_at)
+    submitted = submission_module.condition(
+        submission, level, policy.channels, closure is not None or dismissed_at is not None, now)
+    current.append(submitted)
     events = [timing_event] if timing_event else []
     events += _transition_events(previous, state, current, timing, responded_at)
 
@@ -519,6 +567,12 @@ def _transition_events(previous: Mapping[str, Any], state: State,
                                 f"{_rfc(timing.deadline)}."))
     old = {item.get("type"): item for item in previous.get("conditions") or []}
     for condition in current:
+        if condition.type == "Submitted":
+            before = old.get("Submitted") or {}
+            if before.get("reason") != condition.reason and condition.reason in (
+                    "Submitted", "SubmittedByEmail", "Retrying", "Failed"):
+                events.append(Event("Normal" if condition.status == "True" else "Warning",
+                                    condition.reason, condition.message))
         if condition.type in ("InScope", "SeverityConsistent") and condition.status == "False":
             before = old.get(condition.type) or {}
             if before.get("status") != "False" or before.get("reason") != condition.reason:

@@ -9,6 +9,7 @@ a reset. They are process-local and only ever incremented (see ``FirstResponses`
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator, Sized
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ from fluxsupport.domain.supportcase import MetricsView
 
 if TYPE_CHECKING:
     from fluxsupport.controllers.bulletin import BulletinController
+    from fluxsupport.controllers.submission import SubmissionController
     from fluxsupport.controllers.supportcase import CaseController
 
 REGISTRY = prometheus_client.CollectorRegistry(auto_describe=True)
@@ -54,6 +56,15 @@ API_REQUESTS = prometheus_client.Counter(
 EVENTS_POSTED = prometheus_client.Counter(
     "fluxsupport_events_posted", "Kubernetes Events posted (a 409 for one already posted counts "
     "as posted).", registry=REGISTRY)
+SUBMISSIONS = prometheus_client.Counter(
+    "fluxsupport_submissions",
+    "Cases sent to the support team, by channel (portal, email) and outcome (submitted; "
+    "linked: a ticket found by the case's uid instead of filed again; failed: an attempt).",
+    ["channel", "outcome"], registry=REGISTRY)
+SUBMISSION_LATENCY = prometheus_client.Histogram(
+    "fluxsupport_submission_latency_seconds",
+    "From a case's creation to its ticket or email, by channel.", ["channel"],
+    buckets=(1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600), registry=REGISTRY)
 EVENTS_DROPPED = prometheus_client.Counter(
     "fluxsupport_events_dropped",
     "Events not posted from memory (queue full, or refused); by reason.", ["reason"],
@@ -215,3 +226,34 @@ def register_bulletins(bulletins: BulletinController) -> None:
 def register_cases(cases: CaseController) -> None:
     REGISTRY.register(CaseCollector(cases))
     QUEUES.queues[constants.SUPPORTCASE_KIND] = cases.scheduler
+
+
+class SubmissionCollector(Collector):
+    """Per case while it has reached no channel; the portal sync's last success."""
+
+    def __init__(self, submissions: SubmissionController) -> None:
+        self.submissions = submissions
+
+    def collect(self) -> Iterator[Metric]:
+        pending = GaugeMetricFamily(
+            "fluxsupport_supportcase_submission_pending_seconds",
+            "Seconds since creation of a case that has reached no channel yet (only while a "
+            "channel is enabled).", labels=["namespace", "supportcase", "level"])
+        now = time.time()
+        cases = self.submissions.cases
+        for (namespace, name), case in list(cases.cases.items()):
+            view = cases.views.get((namespace, name))
+            seconds = self.submissions.pending_seconds(case, now)
+            if view is not None and seconds is not None:
+                pending.add_metric([namespace, name, str(view.level)], seconds)
+        synced = GaugeMetricFamily(
+            "fluxsupport_portal_last_sync_timestamp_seconds",
+            "When the last successful sync of tickets with the portal started; 0 before it.")
+        synced.add_metric([], self.submissions.last_sync)
+        yield pending
+        yield synced
+
+
+def register_submissions(submissions: SubmissionController) -> None:
+    REGISTRY.register(SubmissionCollector(submissions))
+    QUEUES.queues["Submission"] = submissions.scheduler

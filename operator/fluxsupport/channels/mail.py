@@ -1,0 +1,45 @@
+"""The email channel: one message per case, over SMTP with aiosmtplib.
+
+The Message-ID comes from the case's uid, so the helpdesk (RT's mail gateway) and the
+support team's mail client see one message however often a crash interrupts the operator.
+"""
+
+from __future__ import annotations
+
+import email.message
+import email.utils
+
+import aiosmtplib
+
+from fluxsupport.domain import policy as policy_module
+from fluxsupport.domain import submission
+
+
+class EmailError(Exception):
+    """The SMTP server could not be reached or refused the message."""
+
+
+def build(config: policy_module.Email, message: submission.Message, uid: str,
+          reply_to: str = "") -> email.message.EmailMessage:
+    mail = email.message.EmailMessage()
+    mail["From"] = config.sender
+    mail["To"] = config.to
+    mail["Subject"] = message.subject
+    mail["Message-ID"] = submission.message_id(uid)
+    mail["Date"] = email.utils.formatdate(usegmt=True)
+    mail["X-Fluxsupport-Case"] = uid
+    if reply_to:
+        mail["Reply-To"] = reply_to
+    mail.set_content(message.body)
+    return mail
+
+
+async def send(config: policy_module.Email, mail: email.message.EmailMessage,
+               username: str | None = None, password: str | None = None) -> None:
+    try:
+        await aiosmtplib.send(
+            mail, hostname=config.host, port=config.port, timeout=config.timeout,
+            use_tls=config.tls == "implicit", start_tls=config.tls == "starttls",
+            username=username or None, password=password or None)
+    except (aiosmtplib.SMTPException, OSError) as error:
+        raise EmailError(f"{type(error).__name__}: {error}") from error

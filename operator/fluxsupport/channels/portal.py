@@ -1,0 +1,73 @@
+"""What the operator needs from a helpdesk, whichever it is.
+
+The controller talks to this protocol only, so that another helpdesk (Zendesk, Jira Service
+Management) is one more module beside ``rt.py``, not a change to the controller.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from typing import Protocol
+
+from fluxsupport.domain.submission import Transaction
+
+__all__ = ["NewTicket", "Portal", "PortalError", "Ticket", "Transaction"]
+
+
+class PortalError(Exception):
+    """The portal could not be reached, or refused the request.
+
+    ``transient`` is False for a refusal that retrying will not fix (401, 403, a missing
+    queue): the condition then says what to configure instead of "retrying".
+    """
+
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+@dataclasses.dataclass(frozen=True)
+class Ticket:
+    id: str
+    #: Where a person opens the ticket in the portal's web interface.
+    url: str
+    subject: str
+    #: The helpdesk's own status name, lower case (RT: new, open, stalled, resolved, ...).
+    status: str
+    last_updated: datetime.datetime | None = None
+    #: Email addresses of the requestors.
+    requestors: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class NewTicket:
+    subject: str
+    body: str
+    #: The requestor (the customer's contact) for replies by email; may be empty.
+    requestor: str = ""
+
+
+class Portal(Protocol):
+    """A helpdesk API. Every method raises PortalError when the portal fails."""
+
+    #: Login of the operator's own user: its own transactions are never a reply.
+    async def whoami(self) -> str: ...
+
+    async def find(self, tag: str) -> Ticket | None:
+        """The ticket whose subject contains ``tag`` (the oldest if several), or None."""
+
+    async def create(self, ticket: NewTicket) -> Ticket: ...
+
+    async def updated_since(self, tag_prefix: str,
+                            since: datetime.datetime | None) -> list[Ticket]:
+        """Every ticket whose subject contains ``tag_prefix`` updated after ``since`` (all
+        of them when None), in one batched query (paged as the helpdesk requires)."""
+
+    async def history(self, ticket_id: str) -> list[Transaction]:
+        """The ticket's transactions, oldest first."""
+
+    async def comment(self, ticket_id: str, text: str) -> None:
+        """Add ``text`` to the ticket as a comment (not sent to the requestor)."""
+
+    async def close(self) -> None: ...

@@ -1,0 +1,371 @@
+"""Send each case to the support team, track its ticket, post its updates.
+
+Every side effect has an identity derived from the case and is recorded in the case's status
+(``status.submission``) by the SupportCase controller's one write path:
+- a ticket carries ``[fluxsupport:<uid>]`` in its subject and is looked up before one is
+  created, so a crash between creating it and writing status links it instead of filing twice;
+- an email's Message-ID (from the uid) is stored before it is sent, so it goes at most once;
+- an update carries ``[fluxsupport-update:<id>]`` and the ticket's history is read for it
+  before it is posted.
+Tracking is one batched query per sync interval for all tickets updated since the last one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import logging
+import os
+import signal
+import time
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+from fluxsupport import constants
+from fluxsupport.channels import mail, portal, rt
+from fluxsupport.controllers.scheduler import Scheduler
+from fluxsupport.controllers.supportcase import CaseController, CaseKey, CaseSnapshot
+from fluxsupport.domain import conditions
+from fluxsupport.domain import policy as policy_module
+from fluxsupport.domain import submission as domain
+from fluxsupport.kube import api
+from fluxsupport.observability import metrics
+
+logger = logging.getLogger(__name__)
+
+#: Test hook: ``after-ticket-create`` SIGKILLs the operator right after RT created a ticket,
+#: before status records it (the crash the exactly-once design is about).
+FAILPOINT = "FLUXSUPPORT_FAILPOINT"
+#: Seconds the sync looks back beyond its previous start: tickets updated while it ran.
+SYNC_OVERLAP_S = 60
+#: How long Secret values are reused before they are read again (a rotated token).
+SECRET_TTL_S = 300
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def _rfc(moment: datetime.datetime) -> str:
+    return conditions.rfc3339(moment)
+
+
+class SubmissionController:
+    def __init__(self, cases: CaseController, channels: policy_module.Channels,
+                 client: api.Client, namespace: str, gate: asyncio.Event | None = None) -> None:
+        self.cases = cases
+        self.channels = channels
+        self.client = client
+        self.namespace = namespace
+        self.gate = gate
+        self.scheduler = Scheduler(self._act, concurrency=4, gate=gate, kind="Submission")
+        self.last_sync = 0.0
+        self._portal: portal.Portal | None = None
+        self._secret: tuple[float, dict[str, str]] | None = None
+        self._locks: dict[CaseKey, asyncio.Lock] = {}
+        #: Cases whose next portal attempt skips its backoff (the portal is back).
+        self._now_keys: set[CaseKey] = set()
+        cases.on_stored = self.consider
+
+    # -- deciding ---------------------------------------------------------------------------
+
+    def consider(self, key: CaseKey) -> None:
+        """After a stored status: schedule what the case needs next from the channels."""
+        case = self.cases.cases.get(key)
+        if case is None or not self.channels.enabled:
+            return
+        status = case.status
+        submission = status.get("submission") or {}
+        level = int(status.get("level") or 0)
+        if not level:  # an invalid spec: nothing to send until it is fixed
+            return
+        step = domain.plan(submission, level, self.channels, self._closed(status), _now())
+        if step.action is not domain.Action.NONE:
+            self.scheduler.schedule(key, (step.at or _now()).timestamp())
+        elif self._updates(case, submission):
+            self.scheduler.schedule(key, time.time())
+
+    @staticmethod
+    def _closed(status: Mapping[str, Any]) -> bool:
+        return bool(status.get("closure"))
+
+    def pending_seconds(self, case: CaseSnapshot, now: float) -> float | None:
+        """Seconds since creation of a case that has reached no channel, for the metric."""
+        if not self.channels.enabled:
+            return None
+        status = case.status
+        if domain.delivered(status.get("submission") or {}) or self._closed(status):
+            return None
+        return max(0.0, now - case.created.timestamp())
+
+    # -- acting -----------------------------------------------------------------------------
+
+    async def _act(self, key: Hashable) -> None:
+        assert isinstance(key, tuple)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            case = self.cases.cases.get(key)
+            if case is None:
+                self._locks.pop(key, None)
+                return
+            status = case.status
+            submission = dict(status.get("submission") or {})
+            level = int(status.get("level") or 0)
+            if not level:
+                return
+            step = domain.plan(submission, level, self.channels, self._closed(status), _now())
+            if key in self._now_keys:  # the portal answers again: no need to wait
+                self._now_keys.discard(key)
+                step = domain.Plan(step.action)
+            if step.action is domain.Action.PORTAL and step.at is None:
+                await self._via_portal(key, case, submission, level)
+            elif step.action is domain.Action.EMAIL and step.at is None:
+                await self._via_email(key, case, submission, level)
+            elif step.at is not None:
+                self.scheduler.schedule(key, step.at.timestamp())
+            else:
+                await self._post_updates(key, case, submission)
+
+    def _message(self, case: CaseSnapshot, level: int) -> domain.Message:
+        diagnostics = self.cases.diagnostics() if self.cases.diagnostics else None
+        return domain.render(uid=case.uid, namespace=case.namespace, name=case.name,
+                             cluster=self.channels.cluster, level=level, spec=case.spec,
+                             diagnostics=diagnostics)
+
+    async def _via_portal(self, key: CaseKey, case: CaseSnapshot,
+                          submission: dict[str, Any], level: int) -> None:
+        now = _now()
+        try:
+            helpdesk = await self._helpdesk()
+            ticket = await helpdesk.find(domain.tag(case.uid))
+            outcome = "linked"
+            if ticket is None:
+                message = self._message(case, level)
+                contact = (case.spec.get("contact") or {}).get("email", "")
+                ticket = await helpdesk.create(portal.NewTicket(
+                    message.subject, message.body, contact or self.channels.email.sender))
+                outcome = "submitted"
+                if os.environ.get(FAILPOINT) == "after-ticket-create":
+                    os.kill(os.getpid(), signal.SIGKILL)
+        except portal.PortalError as error:
+            metrics.SUBMISSIONS.labels(channel="portal", outcome="failed").inc()
+            submission.setdefault("firstAttemptAt", _rfc(now))
+            submission.update(attempts=int(submission.get("attempts") or 0) + 1,
+                              lastAttemptAt=_rfc(now), lastError=str(error)[:1024],
+                              permanent=not error.transient)
+            logger.warning("SupportCase %s/%s: portal attempt %s failed: %s", *key,
+                           submission["attempts"], error)
+            await self.cases.record_submission(key, submission)
+            return
+        submission.setdefault("firstAttemptAt", _rfc(now))
+        submission.update(channel="portal", ticketId=ticket.id, url=ticket.url,
+                          submittedAt=_rfc(now), ticketStatus=ticket.status, level=level,
+                          attempts=int(submission.get("attempts") or 0) + 1,
+                          lastAttemptAt=_rfc(now))
+        submission.pop("permanent", None)
+        submission.pop("lastError", None)
+        if await self.cases.record_submission(key, submission):
+            self._count(case, "portal", outcome, now)
+            logger.info("SupportCase %s/%s: %s ticket %s", *key, outcome, ticket.id)
+
+    async def _via_email(self, key: CaseKey, case: CaseSnapshot,
+                         submission: dict[str, Any], level: int) -> None:
+        config = self.channels.email
+        now = _now()
+        submission.update(channel="email", messageId=domain.message_id(case.uid), level=level)
+        # The intent first: once stored, this email is never sent again, whatever happens.
+        if not await self.cases.record_submission(key, submission):
+            raise RuntimeError("could not record the email before sending it")
+        message = self._message(case, level)
+        mail_message = mail.build(config, message, case.uid,
+                                  (case.spec.get("contact") or {}).get("email", ""))
+        try:
+            secret = await self._secret_data()
+            await mail.send(config, mail_message, secret.get("smtp-username"),
+                            secret.get("smtp-password"))
+        except (mail.EmailError, portal.PortalError) as error:
+            # Refused before the message was accepted: nothing went out, try again later.
+            metrics.SUBMISSIONS.labels(channel="email", outcome="failed").inc()
+            for field in ("messageId", "channel"):
+                submission.pop(field, None)
+            submission.setdefault("firstAttemptAt", _rfc(now))
+            submission.update(emailAttempts=int(submission.get("emailAttempts") or 0) + 1,
+                              lastEmailAttemptAt=_rfc(now),
+                              lastError=f"email: {error}"[:1024])
+            logger.warning("SupportCase %s/%s: email failed: %s", *key, error)
+            await self.cases.record_submission(key, submission)
+            return
+        submission["submittedAt"] = _rfc(now)
+        if await self.cases.record_submission(key, submission):
+            self._count(case, "email", "submitted", now)
+            logger.info("SupportCase %s/%s: sent by email to %s", *key, config.to)
+
+    @staticmethod
+    def _count(case: CaseSnapshot, channel: str, outcome: str, now: datetime.datetime) -> None:
+        metrics.SUBMISSIONS.labels(channel=channel, outcome=outcome).inc()
+        metrics.SUBMISSION_LATENCY.labels(channel=channel).observe(
+            max(0.0, (now - case.created).total_seconds()))
+
+    # -- updates ----------------------------------------------------------------------------
+
+    def _updates(self, case: CaseSnapshot, submission: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """Updates the ticket has not had yet: a severity change and new comments."""
+        if not submission.get("ticketId") or not self.channels.portal.enabled:
+            return []
+        posted = set(submission.get("updates") or [])
+        status = case.status
+        wanted = []
+        level = int(status.get("level") or 0)
+        told = submission.get("level")
+        if told and level and level != told:
+            note = str((status.get("firstResponse") or {}).get("recalculation") or "")
+            wanted.append(domain.severity_update(level, case.generation, note))
+        comments = domain.comment_updates(case.annotations, f"{constants.GROUP}/")
+        wanted += [(update_id, f"Comment from the customer:\n\n{text}")
+                   for update_id, text in comments.items()]
+        return [(update_id, text) for update_id, text in wanted if update_id not in posted]
+
+    async def _post_updates(self, key: CaseKey, case: CaseSnapshot,
+                            submission: dict[str, Any]) -> None:
+        todo = self._updates(case, submission)
+        if not todo:
+            return
+        ticket = str(submission["ticketId"])
+        try:
+            helpdesk = await self._helpdesk()
+            history = await helpdesk.history(ticket)
+            for update_id, text in todo:
+                marker = domain.update_marker(update_id)
+                if not any(marker in item.content for item in history):
+                    await helpdesk.comment(ticket, f"{text}\n\n{marker}")
+                submission["updates"] = [*(submission.get("updates") or []), update_id]
+                if update_id.startswith("level-"):
+                    submission["level"] = int(case.status.get("level") or 0)
+        except portal.PortalError as error:
+            logger.warning("SupportCase %s/%s: posting an update to ticket %s failed: %s",
+                           *key, ticket, error)
+            self.scheduler.retry(key)
+        if submission.get("updates"):
+            submission["updates"] = submission["updates"][-256:]
+        await self.cases.record_submission(key, submission)
+
+    # -- tracking ---------------------------------------------------------------------------
+
+    async def run_sync(self) -> None:
+        """One batched query per interval for the tickets of our cases updated since the
+        last one; their first replies and resolutions go into the cases' status."""
+        if not self.channels.portal.enabled:
+            return
+        since: datetime.datetime | None = None
+        failing = False
+        while True:
+            if self.gate is not None:
+                await self.gate.wait()
+            started = _now()
+            try:
+                await self.sync_once(since)
+            except Exception as error:  # the next interval tries again; the loop never dies
+                if not failing:  # once per outage, not once per interval
+                    logger.warning("portal sync failed (retrying every %s s): %s",
+                                   self.channels.portal.sync_interval, error,
+                                   exc_info=not isinstance(error, portal.PortalError))
+                failing = True
+            else:
+                since = started - datetime.timedelta(seconds=SYNC_OVERLAP_S)
+                self.last_sync = started.timestamp()
+                if failing:
+                    logger.info("portal sync works again")
+                    self._retry_waiting_now()
+                failing = False
+            await asyncio.sleep(self.channels.portal.sync_interval)
+
+    def _retry_waiting_now(self) -> None:
+        """The portal answers again: cases waiting out a backoff go now."""
+        for key, case in list(self.cases.cases.items()):
+            record = case.status.get("submission") or {}
+            if record.get("attempts") and not domain.delivered(record):
+                self._now_keys.add(key)
+                self.scheduler.schedule(key, time.time())
+
+    async def sync_once(self, since: datetime.datetime | None) -> None:
+        helpdesk = await self._helpdesk()
+        tickets = await helpdesk.updated_since(domain.TAG_PREFIX, since)
+        by_uid = {case.uid: key for key, case in self.cases.cases.items()}
+        own = await helpdesk.whoami()
+        for ticket in tickets:
+            uid = domain.uid_in(ticket.subject)
+            key = by_uid.get(uid or "")
+            if key is None:
+                continue
+            async with self._locks.setdefault(key, asyncio.Lock()):
+                case = self.cases.cases.get(key)
+                if case is not None:
+                    await self._track(key, case, ticket, helpdesk, own)
+
+    async def _track(self, key: CaseKey, case: CaseSnapshot, ticket: portal.Ticket,
+                     helpdesk: portal.Portal, own: str) -> None:
+        old = dict(case.status.get("submission") or {})
+        new = dict(old)
+        now = _now()
+        if not new.get("ticketId"):
+            # The ticket of a crash before its status write, or one RT made from our email.
+            new.update(ticketId=ticket.id, url=ticket.url)
+            new.setdefault("channel", "portal")
+            new.setdefault("submittedAt", _rfc(now))
+            new.setdefault("level", int(case.status.get("level") or 0) or 4)
+            metrics.SUBMISSIONS.labels(channel=str(new["channel"]), outcome="linked").inc()
+            logger.info("SupportCase %s/%s: linked to ticket %s", *key, ticket.id)
+        new["ticketStatus"] = ticket.status
+        if not new.get("firstReply"):
+            history = await helpdesk.history(ticket.id)
+            not_replies = [own, *ticket.requestors, self.channels.email.sender]
+            reply = domain.first_reply(history, not_replies)
+            if reply is not None:
+                new["firstReply"] = {"at": _rfc(reply.at), "by": reply.by}
+        if ticket.status in domain.RESOLVED_STATUSES and not new.get("resolvedAt"):
+            new["resolvedAt"] = _rfc(ticket.last_updated or now)
+        if new != old:
+            await self.cases.record_submission(key, new)
+
+    # -- credentials ------------------------------------------------------------------------
+
+    async def _secret_data(self) -> dict[str, str]:
+        """The channels' Secret (read with the operator's identity; the chart grants this one
+        Secret by name), reused for SECRET_TTL_S."""
+        if self._secret is not None and time.time() - self._secret[0] < SECRET_TTL_S:
+            return self._secret[1]
+        name = self.channels.secret_name
+        try:
+            body = await self.client.request(
+                "GET", f"/api/v1/namespaces/{self.namespace}/secrets/{name}")
+        except api.ApiError as error:
+            hint = {404: f"create it: kubectl -n {self.namespace} create secret generic "
+                         f"{name} --from-literal=portal-token=...",
+                    403: "the operator may not read it: the chart grants it by name "
+                         "(channels.secretName); check the Role"}.get(error.status, "")
+            raise portal.PortalError(
+                f"Secret {self.namespace}/{name}: {error}" + (f"; {hint}" if hint else ""),
+                transient=error.status not in (403, 404)) from error
+        except api.TRANSPORT_ERRORS as error:
+            raise portal.PortalError(f"reading Secret {self.namespace}/{name}: {error}") \
+                from error
+        data = {key: base64.b64decode(value).decode()
+                for key, value in (body.get("data") or {}).items()}
+        self._secret = (time.time(), data)
+        return data
+
+    async def _helpdesk(self) -> portal.Portal:
+        if self._portal is None:
+            token = (await self._secret_data()).get("portal-token", "").strip()
+            if not token:
+                raise portal.PortalError(
+                    f"Secret {self.namespace}/{self.channels.secret_name} has no key "
+                    "portal-token", transient=False)
+            config = self.channels.portal
+            self._portal = rt.RequestTracker(config.base_url, config.queue, token,
+                                             timeout=config.timeout)
+        return self._portal
+
+    async def close(self) -> None:
+        if self._portal is not None:
+            await self._portal.close()

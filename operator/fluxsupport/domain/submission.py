@@ -1,0 +1,270 @@
+"""How a case reaches the support team, as pure functions of the case, its status and now.
+
+The ticket's identity comes from the case's uid: its subject carries ``[fluxsupport:<uid>]``
+and its email a Message-ID made from the uid. A crash between creating a ticket and writing
+status is then repaired by finding the ticket, never by filing it again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from fluxsupport.domain import conditions
+from fluxsupport.domain.policy import LEVEL_NAMES, Channels
+
+TAG_PREFIX = "fluxsupport:"
+_TAG = re.compile(r"\[fluxsupport:([0-9a-fA-F-]{1,64})\]")
+#: RT's own user: its scrips (the autoreply to the requestor) are never a reply.
+SYSTEM_USERS = frozenset({"RT_System"})
+#: History types that carry a reply to the requestor. RT records its autoreply as an
+#: EmailRecord by RT_System, and the ticket's opening as Create: neither is a response.
+REPLY_TYPES = frozenset({"Correspond"})
+#: Helpdesk statuses that mean the problem is solved.
+RESOLVED_STATUSES = frozenset({"resolved"})
+#: Seconds between portal attempts: doubling from the first, at most the last.
+RETRY_S = (5, 10, 20, 40, 80, 160, 300)
+#: Annotation key prefix of a comment for the ticket (``case comment``); the rest is its id.
+COMMENT_PREFIX = "comment-"
+
+
+def tag(uid: str) -> str:
+    return f"[{TAG_PREFIX}{uid}]"
+
+
+def uid_in(subject: str) -> str | None:
+    match = _TAG.search(subject)
+    return match.group(1) if match else None
+
+
+def message_id(uid: str) -> str:
+    return f"<case-{uid}@fluxsupport>"
+
+
+def update_marker(update_id: str) -> str:
+    return f"[fluxsupport-update:{update_id}]"
+
+
+@dataclasses.dataclass(frozen=True)
+class Transaction:
+    """One entry of a ticket's history, as the reply classification needs it."""
+
+    id: str
+    #: The helpdesk's type: for RT Create, Correspond, Comment, EmailRecord, Status, ...
+    type: str
+    #: Login name (or email address) of who made it; RT_System for RT's own scrips.
+    creator: str
+    created: datetime.datetime
+    #: The creator's email address, when the helpdesk knows it.
+    creator_email: str = ""
+    #: The text of the correspondence or comment, when the helpdesk gave it (may be cut).
+    content: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    subject: str
+    body: str
+
+
+def _line(label: str, value: Any) -> str:
+    return f"{label}: {value}" if value not in (None, "") else ""
+
+
+def render(*, uid: str, namespace: str, name: str, cluster: str, level: int,
+           spec: Mapping[str, Any], diagnostics: Mapping[str, Any] | None) -> Message:
+    """Subject and body of the submission: what the support team needs to start, and no
+    more (the case's spec and the Flux inventory; never a bulletin, nor a Secret)."""
+    impact = spec.get("impact") or {}
+    contact = spec.get("contact") or {}
+    subject = f"{tag(uid)} Level {level} ({LEVEL_NAMES[level]}): {spec.get('title', '')}"
+    who = " ".join(part for part in (contact.get("name"), f"<{contact['email']}>"
+                                     if contact.get("email") else "") if part)
+    lines = [
+        f"Level {level} ({LEVEL_NAMES[level]}) support case from the cluster "
+        f"{cluster or '(unnamed)'}.",
+        "",
+        "Impact",
+        _line("  Statement", impact.get("statement")),
+        _line("  Environment", impact.get("environment")),
+        _line("  Outage", impact.get("outage")),
+        _line("  Business critical", "yes" if impact.get("businessCritical") else "no"),
+        "",
+        _line("Component", spec.get("component")),
+        _line("Category", spec.get("category")),
+        _line("Flux version (reported)", spec.get("fluxVersion")),
+        _line("Contact", who),
+    ]
+    if spec.get("description"):
+        lines += ["", "Description", str(spec["description"])]
+    lines += ["", "Diagnostics"]
+    if diagnostics:
+        lines += [_line("  Kubernetes", diagnostics.get("kubernetesVersion")),
+                  _line("  Flux", diagnostics.get("fluxVersion")),
+                  _line("  Collected", diagnostics.get("collectedAt"))]
+        for component in diagnostics.get("components") or []:
+            digests = ", ".join(component.get("digests") or []) or "no digest"
+            ready = "ready" if component.get("ready") else "not ready"
+            lines.append(f"  - {component.get('namespace', '')}/{component.get('name', '')}: "
+                         f"{component.get('image', '')} ({digests}; {ready})")
+    else:
+        lines.append("  not collected")
+    lines += ["", "Case reference",
+              f"  cluster={cluster or '(unnamed)'} namespace={namespace} name={name} uid={uid}",
+              "  Reply to this ticket: the first reply is recorded as the case's first "
+              "response."]
+    return Message(subject, "\n".join(line for line in lines if line is not None) + "\n")
+
+
+@dataclasses.dataclass(frozen=True)
+class Reply:
+    at: datetime.datetime
+    by: str
+
+
+def first_reply(history: Iterable[Transaction], not_replies: Iterable[str]) -> Reply | None:
+    """The support team's first real reply: a correspondence by a person other than RT
+    itself, the operator's own user and the requestors (``not_replies``, names or
+    addresses). An automated acknowledgement does not count as a response."""
+    excluded = {who.lower() for who in (*SYSTEM_USERS, *not_replies) if who}
+    replies = [item for item in history if item.type in REPLY_TYPES
+               and item.creator.lower() not in excluded
+               and item.creator_email.lower() not in excluded]
+    if not replies:
+        return None
+    earliest = min(replies, key=lambda item: item.created)
+    return Reply(earliest.created, earliest.creator)
+
+
+class Action(enum.Enum):
+    NONE = "none"
+    PORTAL = "portal"
+    EMAIL = "email"
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    action: Action
+    #: When to act; None means now (or never, for NONE).
+    at: datetime.datetime | None = None
+
+
+def _time(value: Any) -> datetime.datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else None
+
+
+def delivered(submission: Mapping[str, Any]) -> bool:
+    """Whether the case has reached a channel, or may have (an email whose sending a crash
+    interrupted is never sent twice: its Message-ID is recorded before it goes)."""
+    return bool(submission.get("ticketId") or submission.get("messageId"))
+
+
+def plan(submission: Mapping[str, Any], level: int, channels: Channels, closed: bool,
+         now: datetime.datetime) -> Plan:
+    """What to do next for a case that has not reached the support team yet."""
+    if delivered(submission) or closed or not channels.enabled:
+        return Plan(Action.NONE)
+    email = _email_plan(submission)
+    if not channels.portal.enabled:
+        return email
+    attempts = int(submission.get("attempts") or 0)
+    first = _time(submission.get("firstAttemptAt"))
+    fallback = channels.fallback
+    if channels.email.enabled and level in fallback.levels and attempts and first and (
+            attempts >= fallback.attempts
+            or now - first >= datetime.timedelta(seconds=fallback.after)):
+        return email
+    last = _time(submission.get("lastAttemptAt"))
+    if not attempts or last is None:
+        return Plan(Action.PORTAL)
+    delay = RETRY_S[min(attempts - 1, len(RETRY_S) - 1)]
+    at = last + datetime.timedelta(seconds=delay)
+    if channels.email.enabled and level in fallback.levels and first:
+        # Wake for the fallback if it comes before the next portal attempt.
+        at = min(at, first + datetime.timedelta(seconds=fallback.after))
+    return Plan(Action.PORTAL, at if at > now else None)
+
+
+def _email_plan(submission: Mapping[str, Any]) -> Plan:
+    """Send now, or after a backoff when the SMTP server refused the last try."""
+    failures = int(submission.get("emailAttempts") or 0)
+    last = _time(submission.get("lastEmailAttemptAt"))
+    if not failures or last is None:
+        return Plan(Action.EMAIL)
+    return Plan(Action.EMAIL,
+                last + datetime.timedelta(seconds=RETRY_S[min(failures, len(RETRY_S)) - 1]))
+
+
+def condition(submission: Mapping[str, Any], level: int, channels: Channels, closed: bool,
+              now: datetime.datetime) -> conditions.Condition:
+    """The ``Submitted`` condition: where the case went, or why it has not gone yet."""
+    make = conditions.Condition
+    ticket, url = submission.get("ticketId"), submission.get("url")
+    where = f"ticket {ticket}" + (f" ({url})" if url else "")
+    if submission.get("channel") == "email" and submission.get("messageId"):
+        sent = submission.get("submittedAt")
+        text = (f"Sent by email at {sent} with Message-ID {submission['messageId']}"
+                if sent else
+                f"An email with Message-ID {submission['messageId']} was being sent when the "
+                "operator stopped; it is not sent again (at most once), so check the support "
+                "mailbox or open a ticket by hand if no ticket appears")
+        if submission.get("lastError"):
+            text += f"; the portal could not be reached: {submission['lastError']}"
+        text += f". The portal made {where} from it." if ticket else "."
+        return make(type="Submitted", status="True" if sent else "Unknown",
+                    reason="SubmittedByEmail", message=text)
+    if ticket:
+        return make(type="Submitted", status="True", reason="Submitted",
+                    message=f"Submitted to the portal as {where} at "
+                            f"{submission.get('submittedAt', '')}.")
+    if not channels.enabled:
+        return make(type="Submitted", status="False", reason="ChannelDisabled",
+                    message="No support channel is enabled in the policy (channels.portal, "
+                            "channels.email): nobody outside the cluster hears of this case. "
+                            "Open a ticket in the support portal yourself, or enable a "
+                            "channel.")
+    if closed:
+        return make(type="Submitted", status="False", reason="Closed",
+                    message="The case was closed before it reached a channel; it is not sent.")
+    attempts = int(submission.get("attempts") or 0) + int(submission.get("emailAttempts") or 0)
+    if not attempts:
+        return make(type="Submitted", status="False", reason="Pending",
+                    message="Waiting to be submitted.")
+    error = submission.get("lastError", "")
+    if submission.get("permanent"):
+        return make(type="Submitted", status="False", reason="Failed",
+                    message=f"The portal refused the case ({error}); fix the channel "
+                            "configuration or its Secret. Attempts so far: "
+                            f"{attempts}; it is retried every few minutes.")
+    next_plan = plan(submission, level, channels, closed, now)
+    when = f" next at {conditions.rfc3339(next_plan.at)}" if next_plan.at else " next now"
+    fallback = ""
+    if channels.email.enabled and level in channels.fallback.levels:
+        rule = channels.fallback
+        fallback = (f" Level {level} may go by email after {rule.attempts} attempts or "
+                    f"{rule.after} s.")
+    return make(type="Submitted", status="False", reason="Retrying",
+                message=f"Attempt {attempts} to reach the support team failed: {error};"
+                        f"{when}.{fallback}")
+
+
+def comment_updates(annotations: Mapping[str, str], prefix: str) -> dict[str, str]:
+    """Comments for the ticket, by id, from the ``<prefix>comment-<id>`` annotations."""
+    start = prefix + COMMENT_PREFIX
+    return {key[len(prefix):]: value for key, value in sorted(annotations.items())
+            if key.startswith(start) and value.strip()}
+
+
+def severity_update(level: int, generation: int, note: str) -> tuple[str, str]:
+    return (f"level-{level}-g{generation}",
+            note or f"Severity changed to Level {level} ({LEVEL_NAMES[level]}).")

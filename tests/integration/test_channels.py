@@ -1,0 +1,305 @@
+"""Support channels end to end: the operator on the real API server submits cases to the real
+Request Tracker 5 (tests/rt.py), falls back to email through a real SMTP server whose mail
+RT's own mail gateway turns into tickets, and brings the support team's replies back.
+
+The operator runs as the chart's ServiceAccount, with the chart's channels Role (the one
+Secret by name) applied from `helm template`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import pathlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests import conftest, harness
+from tests.integration.test_cli import fluxsupport
+from tests.rt import MailGateway, RequestTracker
+
+SECRET = "fluxsupport-channels"
+CUSTOMER = "flux-ops@customer.test"
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[MailGateway]:
+    smtp = MailGateway()
+    smtp.start()
+    try:
+        yield smtp
+    finally:
+        smtp.stop()
+
+
+@pytest.fixture(scope="module")
+def rt(gateway: MailGateway, tmp_path_factory: pytest.TempPathFactory,
+       request: pytest.FixtureRequest) -> Iterator[RequestTracker]:
+    server = RequestTracker(smtp_port=gateway.port)
+    try:
+        server.start(tmp_path_factory.mktemp("rt"))
+        gateway.rt_url = server.url
+        conftest._report(request.config, "\nRequest Tracker " + ", ".join(
+            f"{step} {seconds:.1f} s" for step, seconds in server.timings.items()))
+        yield server
+    finally:
+        server.stop()
+
+
+def channels_policy(rt: RequestTracker, gateway: MailGateway) -> str:
+    return conftest.TEST_POLICY + f"""\
+channels:
+  cluster: test-cluster
+  secretName: {SECRET}
+  portal: {{enabled: true, url: "{rt.url}", queue: {rt.queue}, syncInterval: 1s, timeout: 3s}}
+  email: {{enabled: true, host: 127.0.0.1, port: {gateway.port}, tls: none,
+          from: {CUSTOMER}, to: {rt.correspond_address}, timeout: 5s}}
+  fallback: {{levels: [1, 2], attempts: 2, after: 1m}}
+"""
+
+
+class ChannelsOperator:
+    """The operator with the channels policy; restartable with a failpoint."""
+
+    def __init__(self, credentials: pathlib.Path, log_dir: pathlib.Path,
+                 policy: pathlib.Path) -> None:
+        self.credentials, self.log_dir, self.policy = credentials, log_dir, policy
+        self.process: harness.OperatorProcess | None = None
+
+    def start(self, **env: str) -> harness.OperatorProcess:
+        self.process = harness.OperatorProcess(
+            self.credentials, self.log_dir, extra_args=("--policy", str(self.policy)),
+            env=env, name="channels-operator")
+        self.process.start()
+        return self.process
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+
+@pytest.fixture(scope="module")
+def channels_operator(operator: harness.OperatorProcess,
+                      operator_credentials: harness.OperatorCredentials, api: harness.Api,
+                      kubeconfig: pathlib.Path, rt: RequestTracker, gateway: MailGateway,
+                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChannelsOperator]:
+    namespace = conftest.OPERATOR_NAMESPACE
+    harness.ensure_namespace(api, namespace)
+    secret = {"apiVersion": "v1", "kind": "Secret",
+              "metadata": {"name": SECRET, "namespace": namespace},
+              "data": {"portal-token": base64.b64encode(rt.operator_token.encode()).decode()}}
+    harness.kubectl(kubeconfig, "apply", "-f", "-", input_text=json.dumps(secret))
+    role = harness.helm(kubeconfig, "template", conftest.SESSION_RELEASE, str(conftest.CHART),
+                        "--namespace", namespace, "--show-only", "templates/rbac-channels.yaml",
+                        "--set", "policy.channels.portal.enabled=true",
+                        "--set", f"policy.channels.portal.url={rt.url}")
+    assert role.returncode == 0, role.stderr
+    harness.kubectl(kubeconfig, "apply", "-f", "-", input_text=role.stdout)
+    policy = tmp_path_factory.mktemp("channels") / "policy.yaml"
+    policy.write_text(channels_policy(rt, gateway))
+    operator.stop()  # one operator at a time: the session one has no channels
+    runner = ChannelsOperator(operator_credentials.kubeconfig,
+                              tmp_path_factory.mktemp("channels-operator"), policy)
+    runner.start()
+    try:
+        yield runner
+    finally:
+        runner.stop()
+        log = runner.process.log_text() if runner.process else ""
+        operator.start()
+        assert "Traceback" not in log, log[-5000:]
+
+
+def tickets_for(rt: RequestTracker, uid: str) -> list[tuple[str, str]]:
+    return rt.tickets(f"Subject LIKE 'fluxsupport:{uid}'")
+
+
+def submission(api: harness.Api, namespace: str, name: str) -> dict[str, Any]:
+    return dict((api.get_case(namespace, name).get("status") or {}).get("submission") or {})
+
+
+def create(api: harness.Api, namespace: str, name: str, severity: str,
+           **spec: Any) -> dict[str, Any]:
+    body = harness.case_manifest(name, namespace, severity)
+    body["spec"].update(spec)
+    return api.create_case(namespace, body)
+
+
+def last_sync(process: harness.OperatorProcess) -> float:
+    for line in process.metrics().splitlines():
+        if line.startswith("fluxsupport_portal_last_sync_timestamp_seconds "):
+            return float(line.split()[1])
+    raise AssertionError("no fluxsupport_portal_last_sync_timestamp_seconds")
+
+
+def test_a_case_becomes_an_rt_ticket_with_its_fields(
+        channels_operator: ChannelsOperator, api: harness.Api, rt: RequestTracker,
+        namespace: str, figures: Any) -> None:
+    started = time.monotonic()
+    created = create(api, namespace, "ticket", "Medium",
+                     contact={"name": "Bob", "email": "bob@customer.test"})
+    uid = created["metadata"]["uid"]
+    record = harness.wait_for(lambda: submission(api, namespace, "ticket").get("ticketId")
+                              and submission(api, namespace, "ticket"), timeout=60,
+                              what="a ticket id in status.submission")
+    figures(f"case applied -> ticket in status: {time.monotonic() - started:.2f} s")
+    assert record["channel"] == "portal"
+    assert record["url"] == f"{rt.url}Ticket/Display.html?id={record['ticketId']}"
+    [(ticket_id, subject)] = tickets_for(rt, uid)
+    assert ticket_id == record["ticketId"]
+    assert subject == f"[fluxsupport:{uid}] Level 3 (Medium): Case ticket"
+    text = rt.ticket_text(ticket_id)
+    for expected in ("Deploys are blocked", "Environment: production", "Outage: degraded",
+                     "Component: helm-controller", "Bob <bob@customer.test>", "Kubernetes",
+                     f"cluster=test-cluster namespace={namespace} name=ticket uid={uid}"):
+        assert expected in text, text
+    requestors = rt.ticket(ticket_id)["Requestor"]
+    assert [r["id"] for r in requestors] == ["bob@customer.test"]
+    case = api.get_case(namespace, "ticket")
+    submitted = harness.condition(case, "Submitted")
+    assert submitted
+    assert submitted["status"] == "True"
+    assert submitted["reason"] == "Submitted"
+    events = [e.reason for e in api.events_for(namespace, "ticket")]
+    assert events.count("Submitted") == 1
+
+
+def test_a_support_reply_sets_met_and_the_autoreply_does_not(
+        channels_operator: ChannelsOperator, api: harness.Api, rt: RequestTracker,
+        namespace: str, figures: Any) -> None:
+    create(api, namespace, "reply", "Low", contact={"email": "bob@customer.test"})
+    ticket = harness.wait_for(lambda: submission(api, namespace, "reply").get("ticketId"),
+                              timeout=60, what="a ticket")
+    # RT's autoreply to the requestor is in the history (as RT_System's EmailRecord) ...
+    harness.wait_for(lambda: any(t["Type"] == "EmailRecord" and t["Creator"]["Name"] ==
+                                 "RT_System" for t in rt.history(ticket)),
+                     timeout=30, what="RT's autoreply")
+    # ... and two syncs that started after it was, it still is no response.
+    seen = time.time()
+    assert channels_operator.process is not None
+    harness.wait_for(lambda: last_sync(channels_operator.process) > seen + 1, timeout=30,
+                     what="two syncs after the autoreply")
+    first = api.get_case(namespace, "reply")["status"]["firstResponse"]
+    assert "respondedAt" not in first, first
+    assert first["state"] == "Pending"
+
+    replied = time.monotonic()
+    rt.reply_as_support(ticket, "We are looking into it.")
+    first = harness.wait_for(
+        lambda: api.get_case(namespace, "reply")["status"]["firstResponse"].get("respondedAt")
+        and api.get_case(namespace, "reply")["status"]["firstResponse"], timeout=30,
+        what="the reply recorded")
+    figures(f"support reply in RT -> Met in status: {time.monotonic() - replied:.2f} s")
+    assert (first["state"], first["respondedBy"], first["source"]) == ("Met", "alice", "portal")
+
+
+def test_a_resolved_ticket_resolves_the_case_and_updates_reach_the_ticket(
+        channels_operator: ChannelsOperator, api: harness.Api, rt: RequestTracker,
+        namespace: str, kubeconfig: pathlib.Path) -> None:
+    create(api, namespace, "updates", "Low")
+    ticket = harness.wait_for(lambda: submission(api, namespace, "updates").get("ticketId"),
+                              timeout=60, what="a ticket")
+    cli = fluxsupport(kubeconfig, "case", "comment", "updates", "-n", namespace,
+                      "Rolled back to v2.6.0; still stuck.")
+    assert cli.returncode == 0, cli.stderr
+    api.patch_case(namespace, "updates", {"spec": {"severity": "Medium", "impact": {
+        "outage": "degraded"}}})
+    harness.wait_for(lambda: len(submission(api, namespace, "updates").get("updates") or []) == 2,
+                     timeout=30, what="both updates posted")
+    comments = [t for t in rt.history(ticket) if t["Type"] == "Comment"]
+    assert len(comments) == 2, comments
+    text = rt.ticket_text(ticket)
+    assert "Rolled back to v2.6.0; still stuck." in text
+    assert "Level 3 (Medium)" in text
+    assert submission(api, namespace, "updates")["level"] == 3
+
+    rt.resolve(ticket)
+    closure = harness.wait_for(lambda: api.get_case(namespace, "updates")["status"].get("closure"),
+                               timeout=30, what="the case resolved")
+    assert (closure["outcome"], closure["source"]) == ("Resolved", "portal")
+    time.sleep(2)  # no update is posted twice, whatever the syncs do
+    assert len([t for t in rt.history(ticket) if t["Type"] == "Comment"]) == 2
+
+
+def test_rt_down_level_1_goes_by_email_level_4_waits_and_nothing_is_filed_twice(
+        channels_operator: ChannelsOperator, api: harness.Api, rt: RequestTracker,
+        gateway: MailGateway, namespace: str, figures: Any) -> None:
+    rt.stop()
+    try:
+        stopped = time.monotonic()
+        urgent = create(api, namespace, "urgent", "Urgent")["metadata"]["uid"]
+        low = create(api, namespace, "low", "Low")["metadata"]["uid"]
+        record = harness.wait_for(lambda: submission(api, namespace, "urgent").get(
+            "submittedAt") and submission(api, namespace, "urgent"), timeout=60,
+            what="the Level 1 case sent by email")
+        figures(f"RT stopped -> Level 1 case sent by email: {time.monotonic() - stopped:.2f} s "
+                "(fallback after 2 failed portal attempts, 5 s apart)")
+        assert record["channel"] == "email"
+        assert record["attempts"] >= 2
+        assert record["messageId"] == f"<case-{urgent}@fluxsupport>"
+        mail = gateway.wait_for(lambda m: m["Message-ID"] == record["messageId"])
+        assert mail["To"] == rt.correspond_address
+        assert mail["From"] == CUSTOMER
+        assert f"[fluxsupport:{urgent}]" in mail["Subject"]
+        submitted = harness.condition(api.get_case(namespace, "urgent"), "Submitted")
+        assert submitted
+        assert submitted["reason"] == "SubmittedByEmail"
+
+        waiting = harness.wait_for(lambda: (submission(api, namespace, "low").get("attempts")
+                                            or 0) >= 2 and submission(api, namespace, "low"),
+                                   timeout=60, what="the Level 4 case retrying")
+        assert "messageId" not in waiting
+        assert "ticketId" not in waiting
+        retrying = harness.condition(api.get_case(namespace, "low"), "Submitted")
+        assert retrying, "no Submitted condition"
+        assert retrying["reason"] == "Retrying", retrying
+        assert not [m for m in gateway.messages if f"fluxsupport:{low}".encode() in m[2]]
+    finally:
+        rt.start_again()
+    assert gateway.redeliver() == 0, gateway.mailgate_runs[-1:]
+    back = time.monotonic()
+    linked = harness.wait_for(lambda: submission(api, namespace, "urgent").get("ticketId"),
+                              timeout=60, what="the emailed case linked to RT's ticket")
+    harness.wait_for(lambda: submission(api, namespace, "low").get("ticketId"), timeout=90,
+                     what="the Level 4 case submitted once RT is back")
+    figures(f"RT back -> both cases linked/submitted: {time.monotonic() - back:.2f} s")
+    assert [ticket for ticket, _ in tickets_for(rt, urgent)] == [linked]
+    assert len(tickets_for(rt, low)) == 1
+    assert submission(api, namespace, "urgent")["channel"] == "email"
+
+
+def test_sigkill_between_ticket_creation_and_status_write_files_no_second_ticket(
+        channels_operator: ChannelsOperator, api: harness.Api, rt: RequestTracker,
+        namespace: str) -> None:
+    channels_operator.stop()
+    process = channels_operator.start(FLUXSUPPORT_FAILPOINT="after-ticket-create")
+    uid = create(api, namespace, "crash", "High")["metadata"]["uid"]
+    harness.wait_for(lambda: not process.alive(), timeout=60,
+                     what="the operator killed right after creating the ticket")
+    assert process.process is not None
+    assert process.process.returncode == -9
+    assert len(tickets_for(rt, uid)) == 1
+    assert "ticketId" not in submission(api, namespace, "crash")
+    channels_operator.start()
+    ticket = harness.wait_for(lambda: submission(api, namespace, "crash").get("ticketId"),
+                              timeout=60, what="the ticket linked after the restart")
+    assert [found for found, _ in tickets_for(rt, uid)] == [ticket]
+
+
+def test_channels_secret_is_readable_by_name_only(
+        channels_operator: ChannelsOperator, operator_credentials: harness.OperatorCredentials,
+        kubeconfig: pathlib.Path) -> None:
+    if operator_credentials.service_account is None:
+        pytest.fail("this test checks the chart's RBAC: run it as the ServiceAccount")
+    namespace, name = operator_credentials.service_account
+    who = f"system:serviceaccount:{namespace}:{name}"
+    def can(*args: str) -> bool:
+        result = harness.kubectl(kubeconfig, "auth", "can-i", *args, "-n", namespace,
+                                 "--as", who, check=False)
+        return result.stdout.strip() == "yes"
+    assert can("get", f"secret/{SECRET}")
+    assert not can("get", "secret/another")
+    assert not can("list", "secrets")
