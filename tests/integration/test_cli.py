@@ -182,6 +182,12 @@ def test_demo_once_end_to_end(tmp_path: pathlib.Path) -> None:
     assert "FluxComponent" in lines["helmreleases-stuck"]
     assert "ThirdParty" in lines["argo-rollouts-question"]
     assert "ImpactBelowSeverity" in lines["staging-dashboard-slow"]
+    # Every case went to the demo's support mailbox, once, with its Message-ID.
+    assert all("SubmittedByEmail" in lines[name] for name in (
+        "helmreleases-stuck", "argo-rollouts-question", "staging-dashboard-slow"))
+    assert "The support mailbox received 3 email(s):" in out
+    assert out.count("@fluxsupport>  [fluxsupport:") == 3
+    assert "Level 1 (Urgent): Flux UI slow in staging" in out
     source = next(line for line in out.splitlines() if "source-controller" in line
                   and "cpsb-2026-0602" in line)
     assert "Vulnerable" in source

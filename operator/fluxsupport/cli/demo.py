@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from fluxsupport.cli import report
-from fluxsupport.devcluster import build, cluster, paths
+from fluxsupport.devcluster import build, cluster, mailbox, paths
 from fluxsupport.domain.policy import Policy
 from fluxsupport.kube import blocking, seed
 
@@ -23,6 +23,38 @@ OPERATOR_NAMESPACE = "fluxsupport-system"
 
 def _say(message: str) -> None:
     typer.secho(message, err=True, fg=typer.colors.CYAN)
+
+
+#: The demo's channel: email into a mailbox on loopback (the portal stays off: no RT here).
+DEMO_CHANNELS = """\
+channels:
+  cluster: fluxsupport-demo
+  email: {{enabled: true, host: 127.0.0.1, port: {port}, tls: none,
+          from: flux-ops@customer.demo, to: support@vendor.demo}}
+"""
+
+
+def _start_mailbox() -> mailbox.Mailbox | None:
+    support = mailbox.Mailbox()
+    try:
+        support.start()
+    except ImportError:
+        _say("aiosmtpd is not installed (pip install -e '.[dev]'): no channel in this demo")
+        return None
+    _say(f"Started a support mailbox (SMTP on 127.0.0.1:{support.port}); cases go there "
+         "by email")
+    return support
+
+
+def _show_mailbox(support: mailbox.Mailbox) -> None:
+    typer.echo(f"\nThe support mailbox received {len(support.messages)} email(s):")
+    for message in support.messages:
+        typer.echo(f"  {message['Message-ID']}  {message['Subject']}")
+    if support.messages:
+        body = support.messages[0].get_body(("plain",))
+        text = body.get_content() if body is not None else ""
+        typer.echo("First one, as the support team reads it:\n  "
+                   + "\n  ".join(text.splitlines()[:14]) + "\n  ...")
 
 
 def demo(
@@ -45,6 +77,12 @@ def demo(
         raise typer.Exit(1) from error
     port = metrics_port or cluster.free_port()
     operator: subprocess.Popen[bytes] | None = None
+    support = _start_mailbox()
+    policy_args: list[str] = []
+    if support is not None:
+        policy_path = state_dir / "policy.yaml"
+        policy_path.write_text(DEMO_CHANNELS.format(port=support.port))
+        policy_args = ["--policy", str(policy_path)]
     try:
         client = blocking.api_client(plane.kubeconfig)
         blocking.install_crds(client)
@@ -56,7 +94,7 @@ def demo(
             operator = subprocess.Popen(
                 [sys.executable, "-m", "fluxsupport", "run", "--metrics-host", "127.0.0.1",
                  "--metrics-port", str(port), "--namespace", OPERATOR_NAMESPACE,
-                 "--flux-namespace", "flux-system"],
+                 "--flux-namespace", "flux-system", *policy_args],
                 env={**os.environ, "KUBECONFIG": str(plane.kubeconfig)},
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 preexec_fn=cluster._die_with_parent,  # noqa: PLW1509 - only prctl runs
@@ -64,10 +102,12 @@ def demo(
         _say("Started the operator; applying a SecurityBulletin, its OpenVEX ConfigMap and "
              "three SupportCases ...")
         seed.apply_samples(client, OPERATOR_NAMESPACE)
-        seed.wait_reconciled(client)
+        seed.wait_reconciled(client, submitted=support is not None)
         custom = seed.custom_objects(client)
         typer.echo("")
         report.render(report.collect(custom, Policy(), datetime.datetime.now(datetime.UTC)))
+        if support is not None:
+            _show_mailbox(support)
         typer.echo(f"""
 Try it yourself (kube-apiserver {plane.version()['gitVersion']} at {plane.server}):
   export KUBECONFIG={plane.kubeconfig}
@@ -87,5 +127,7 @@ Operator log: {log_path}""")
     finally:
         if operator is not None:
             cluster.stop_process_group(operator.pid)
+        if support is not None:
+            support.stop()
         plane.stop()
         _say("Stopped the operator, kube-apiserver and etcd.")

@@ -180,7 +180,7 @@ class SubmissionController:
         mail_message = mail.build(config, message, case.uid,
                                   (case.spec.get("contact") or {}).get("email", ""))
         try:
-            secret = await self._secret_data()
+            secret = await self._secret_data(optional=True)
             await mail.send(config, mail_message, secret.get("smtp-username"),
                             secret.get("smtp-password"))
         except (mail.EmailError, portal.PortalError) as error:
@@ -329,9 +329,10 @@ class SubmissionController:
 
     # -- credentials ------------------------------------------------------------------------
 
-    async def _secret_data(self) -> dict[str, str]:
+    async def _secret_data(self, *, optional: bool = False) -> dict[str, str]:
         """The channels' Secret (read with the operator's identity; the chart grants this one
-        Secret by name), reused for SECRET_TTL_S."""
+        Secret by name), reused for SECRET_TTL_S. ``optional``: no Secret means no SMTP
+        authentication (an internal relay), not an error."""
         if self._secret is not None and time.time() - self._secret[0] < SECRET_TTL_S:
             return self._secret[1]
         name = self.channels.secret_name
@@ -339,6 +340,8 @@ class SubmissionController:
             body = await self.client.request(
                 "GET", f"/api/v1/namespaces/{self.namespace}/secrets/{name}")
         except api.ApiError as error:
+            if optional and error.status in (403, 404):
+                return {}
             hint = {404: f"create it: kubectl -n {self.namespace} create secret generic "
                          f"{name} --from-literal=portal-token=...",
                     403: "the operator may not read it: the chart grants it by name "

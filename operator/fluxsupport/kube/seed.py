@@ -75,7 +75,15 @@ def apply_samples(client: kubernetes.client.ApiClient, operator_namespace: str) 
                                                constants.SUPPORTCASE_PLURAL, case)
 
 
-def wait_reconciled(client: kubernetes.client.ApiClient, timeout_s: float = 60) -> None:
+def _submitted(case: dict[str, Any]) -> bool:
+    submission = (case.get("status") or {}).get("submission") or {}
+    return bool(submission.get("submittedAt") or submission.get("ticketId"))
+
+
+def wait_reconciled(client: kubernetes.client.ApiClient, timeout_s: float = 60,
+                    submitted: bool = False) -> None:
+    """Until every case has its deadline (and, with ``submitted``, reached its channel) and
+    every bulletin its verdicts."""
     custom = kubernetes.client.CustomObjectsApi(client)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -83,7 +91,8 @@ def wait_reconciled(client: kubernetes.client.ApiClient, timeout_s: float = 60) 
                                                   constants.SUPPORTCASE_PLURAL)["items"]
         bulletins = custom.list_cluster_custom_object(constants.GROUP, constants.VERSION,
                                                       constants.BULLETIN_PLURAL)["items"]
-        if all((c.get("status") or {}).get("firstResponse") for c in cases) and all(
+        if all((c.get("status") or {}).get("firstResponse") and (
+                not submitted or _submitted(c)) for c in cases) and all(
                 (b.get("status") or {}).get("components") for b in bulletins):
             return
         time.sleep(0.2)
