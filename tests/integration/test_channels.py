@@ -303,3 +303,21 @@ def test_channels_secret_is_readable_by_name_only(
     assert can("get", f"secret/{SECRET}")
     assert not can("get", "secret/another")
     assert not can("list", "secrets")
+
+
+def test_the_cli_shows_the_ticket(channels_operator: ChannelsOperator, rt: RequestTracker,
+                                  namespace: str, kubeconfig: pathlib.Path) -> None:
+    created = fluxsupport(kubeconfig, "case", "create", "from-cli", "-n", namespace,
+                          "--title", "Kustomization stuck", "--statement", "Deploys wait",
+                          "--component", "kustomize-controller", "--wait", "60")
+    assert created.returncode == 0, created.stderr
+    [(ticket, _)] = rt.tickets("Subject LIKE 'Kustomization stuck'") or [("", "")]
+    assert f"ticket {ticket}: {rt.url}Ticket/Display.html?id={ticket}" in created.stdout
+    listed = fluxsupport(kubeconfig, "case", "list", "-n", namespace, "-o", "json")
+    [row] = json.loads(listed.stdout)
+    assert (row["ticket"], row["channel"]) == (ticket, "portal")
+    assert row["ticketState"] in ("new", "open")
+    report = fluxsupport(kubeconfig, "report", "-o", "json")
+    [mine] = [case for case in json.loads(report.stdout)["cases"]
+              if case["namespace"] == namespace]
+    assert mine["ticketUrl"] == f"{rt.url}Ticket/Display.html?id={ticket}"

@@ -34,6 +34,12 @@ KNOWN_METRICS = frozenset({
     "fluxsupport_component_vulnerable",
     "fluxsupport_bulletin_patch_overdue",
     "fluxsupport_build_info",
+    "fluxsupport_submissions_total",
+    "fluxsupport_submission_latency_seconds_bucket",
+    "fluxsupport_submission_latency_seconds_sum",
+    "fluxsupport_submission_latency_seconds_count",
+    "fluxsupport_portal_last_sync_timestamp_seconds",
+    "fluxsupport_supportcase_submission_pending_seconds",
 })
 
 _PROMQL_WORDS = frozenset({"and", "or", "unless", "bool", "offset", "by", "without", "on",
@@ -102,7 +108,8 @@ def test_every_alert_has_a_firing_and_a_quiet_case_in_tests_yaml() -> None:
     assert alerts == {
         "SupportCaseFirstResponseAtRisk", "SupportCaseFirstResponseBreached",
         "SupportCaseFirstResponseComplianceLow", "FluxComponentVulnerable",
-        "SecurityBulletinPatchOverdue", "FluxSupportOperatorDown"}
+        "SecurityBulletinPatchOverdue", "FluxSupportOperatorDown",
+        "SupportCaseNotSubmitted", "FluxSupportPortalSyncStale"}
     main_file = yaml.safe_load(TEST_FILES[0].read_text())
     cases = [case for test in main_file["tests"] for case in test.get("alert_rule_test") or []]
     firing = {case["alertname"] for case in cases if case.get("exp_alerts")}
@@ -143,6 +150,20 @@ def test_rules_select_the_fluxsupport_job_and_known_metrics_only() -> None:
         assert "severity" not in rule["expr"]
 
 
+def test_not_submitted_pages_for_levels_1_and_2_and_opens_tickets_for_3_and_4() -> None:
+    routing: dict[str, str] = {}
+    for rule in load_rules():
+        if rule["alert"] == "SupportCaseNotSubmitted":
+            assert "for" not in rule, "15 minutes are in the threshold"
+            assert rule["expr"].strip().endswith("> 900"), rule["expr"]
+            levels = re.search(r'level=~"([0-9|]+)"', rule["expr"])
+            assert levels is not None, rule["expr"]
+            for level in levels.group(1).split("|"):
+                assert level not in routing, f"level {level} routed twice"
+                routing[level] = rule["labels"]["severity"]
+    assert routing == {"1": "page", "2": "page", "3": "ticket", "4": "ticket"}
+
+
 def test_operator_down_uses_absent_and_the_compliance_rule_has_its_guards() -> None:
     rules = {rule["alert"]: rule for rule in load_rules()}
     assert rules["FluxSupportOperatorDown"]["expr"].strip() == 'absent(up{job="fluxsupport"} == 1)'
@@ -162,6 +183,16 @@ def test_operator_down_uses_absent_and_the_compliance_rule_has_its_guards() -> N
     pytest.param("increase(", "delta(", id="compliance-misreads-a-counter-reset"),
     pytest.param("absent(up{job=\"fluxsupport\"} == 1)", "absent(up{job=\"fluxsupport\"})",
                  id="operator-down-ignores-failed-scrapes"),
+    pytest.param("_seconds{job=\"fluxsupport\", level=~\"1|2\"} > 900",
+                 "_seconds{job=\"fluxsupport\", level=~\"1|2\"} >= 900",
+                 id="not-submitted-fires-at-exactly-15-minutes"),
+    pytest.param("_seconds{job=\"fluxsupport\", level=~\"3|4\"} > 900",
+                 "_seconds{job=\"fluxsupport\", level=~\"3|4\"} > 1800",
+                 id="not-submitted-level-4-delayed"),
+    pytest.param("> 600", "> 300", id="portal-sync-stale-too-early"),
+    pytest.param("fluxsupport_portal_last_sync_timestamp_seconds{job=\"fluxsupport\"} > 0\n",
+                 "fluxsupport_portal_last_sync_timestamp_seconds{job=\"fluxsupport\"} >= 0\n",
+                 id="portal-sync-stale-before-the-first-sync"),
 ])
 def test_the_unit_tests_catch_a_broken_rule(tmp_path: pathlib.Path, original: str,
                                             broken: str) -> None:

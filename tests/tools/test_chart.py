@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -15,7 +16,7 @@ import pytest
 import yaml
 
 from fluxsupport.devcluster import build
-from fluxsupport.domain.policy import Policy, load_policy
+from fluxsupport.domain.policy import Channels, Policy, load_policy
 from tests.tools.test_alerts import KNOWN_METRICS, RULES, metric_names, promtool
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -359,6 +360,142 @@ def test_security_bulletins_are_never_aggregated_into_built_in_roles(
         assert {r for _, r, _ in rules_of(role)} <= {"supportcases", "supportcases/status"}
         assert ("support.fluxcd.controlplane.io", "supportcases/status", "patch") \
             not in rules_of(role)
+
+
+# --- support channels ------------------------------------------------------------------------
+
+CHANNELS_ROLE = "fluxsupport-channels-secret"
+PORTAL_ON = ["--set", "policy.channels.portal.enabled=true",
+             "--set", "policy.channels.portal.url=https://rt.example.com/"]
+EMAIL_ON = ["--set", "policy.channels.email.enabled=true",
+            "--set", "policy.channels.email.host=smtp.example.com",
+            "--set", "policy.channels.email.from=fluxsupport@example.com",
+            "--set", "policy.channels.email.to=support@example.com"]
+
+
+def secret_rules(docs: list[Doc]) -> list[Doc]:
+    return [rule for doc in docs if doc["kind"] in {"Role", "ClusterRole"}
+            for rule in doc["rules"] if "secrets" in rule["resources"]]
+
+
+def test_no_channel_and_no_secret_access_by_default(helm: pathlib.Path) -> None:
+    docs = render(helm)
+    assert rendered_policy(docs).channels == Channels()
+    assert not rendered_policy(docs).channels.enabled
+    assert not secret_rules(docs)
+    assert not [d for d in docs if d["metadata"]["name"] == CHANNELS_ROLE]
+    # Without RBAC from the chart, none for the channels either.
+    assert not secret_rules(render(helm, *PORTAL_ON, "--set", "rbac.create=false"))
+
+
+@pytest.mark.parametrize(("args", "secret"), [
+    pytest.param(PORTAL_ON, "fluxsupport-channels", id="portal"),
+    pytest.param([*EMAIL_ON, "--set", "policy.channels.secretName=helpdesk-credentials"],
+                 "helpdesk-credentials", id="email-named-secret"),
+    pytest.param([*PORTAL_ON, *EMAIL_ON], "fluxsupport-channels", id="both"),
+])
+def test_an_enabled_channel_may_get_its_one_secret_and_nothing_else(
+        helm: pathlib.Path, args: list[str], secret: str) -> None:
+    docs = render(helm, *args)
+    role = only(docs, "Role", CHANNELS_ROLE)
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"],
+                              "resourceNames": [secret], "verbs": ["get"]}]
+    # The only Secret rule of the whole chart.
+    assert secret_rules(docs) == role["rules"]
+    binding = only(docs, "RoleBinding", CHANNELS_ROLE)
+    assert binding["metadata"]["namespace"] == NAMESPACE
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": CHANNELS_ROLE}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "fluxsupport",
+                                    "namespace": NAMESPACE}]
+    assert rendered_policy(docs).channels.secret_name == secret
+
+
+def test_every_channels_field_is_rendered_into_the_policy(helm: pathlib.Path,
+                                                          tmp_path: pathlib.Path) -> None:
+    channels = {
+        "cluster": "prod-eu-1", "secretName": "helpdesk",
+        "portal": {"enabled": True, "type": "rt", "url": "https://rt.example.com/rt/",
+                   "queue": "Flux", "syncInterval": "2m", "timeout": "15s"},
+        "email": {"enabled": True, "host": "smtp.example.com", "port": 465, "tls": "implicit",
+                  "from": "fluxsupport@example.com", "to": "support@example.com",
+                  "timeout": "30s"},
+        "fallback": {"levels": [1], "after": "10m", "attempts": 5}}
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"policy": {"channels": channels}}))
+    docs = render(helm, "-f", str(values))
+    text = only(docs, "ConfigMap", "fluxsupport-policy")["data"]["policy.yaml"]
+    assert yaml.safe_load(text)["channels"] == channels
+    rendered = rendered_policy(docs).channels
+    assert (rendered.cluster, rendered.secret_name) == ("prod-eu-1", "helpdesk")
+    assert (rendered.portal.enabled, rendered.portal.url, rendered.portal.queue) == \
+        (True, "https://rt.example.com/rt/", "Flux")
+    assert (rendered.portal.sync_interval, rendered.portal.timeout) == (120, 15)
+    assert (rendered.email.host, rendered.email.port, rendered.email.tls) == \
+        ("smtp.example.com", 465, "implicit")
+    assert (rendered.email.sender, rendered.email.to, rendered.email.timeout) == \
+        ("fluxsupport@example.com", "support@example.com", 30)
+    assert (rendered.fallback.levels, rendered.fallback.after, rendered.fallback.attempts) == \
+        ((1,), 600, 5)
+    # The channels do not move deadlines, but a change rolls the Deployment like any policy.
+    assert rendered_policy(docs).fingerprint() == Policy().fingerprint()
+    default = only(render(helm), "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    changed = only(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert default["checksum/policy"] != changed["checksum/policy"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--set", "policy.channels.email.tls=ssl"], "at '/policy/channels/email/tls'"),
+    (["--set", "policy.channels.fallback.levels={1,5}"],
+     "at '/policy/channels/fallback/levels/1'"),
+    (["--set", "policy.channels.fallback.levels={0}"], "at '/policy/channels/fallback/levels/0'"),
+    (["--set", "policy.channels.fallback.attempts=0"], "at '/policy/channels/fallback/attempts'"),
+    (["--set", "policy.channels.portal.type=jira"], "at '/policy/channels/portal/type'"),
+    (["--set", "policy.channels.portal.syncInterval=60"],
+     "at '/policy/channels/portal/syncInterval'"),
+    (["--set", "policy.channels.portal.timeout=10 seconds"],
+     "at '/policy/channels/portal/timeout'"),
+    (["--set", "policy.channels.fallback.after=0m"], "at '/policy/channels/fallback/after'"),
+    (["--set", "policy.channels.email.port=0"], "at '/policy/channels/email/port'"),
+    (["--set", "policy.channels.email.to=support"], "at '/policy/channels/email/to'"),
+    (["--set", "policy.channels.portal.url=rt.example.com"], "at '/policy/channels/portal/url'"),
+    (["--set", "policy.channels.portal.enabled=true"], "at '/policy/channels/portal/url'"),
+    (["--set", "policy.channels.email.enabled=true"], "at '/policy/channels/email"),
+    (["--set", "policy.channels.secretName=Bad_Name"], "at '/policy/channels/secretName'"),
+    (["--set", "policy.channels.portal.token=abc"], "additional properties 'token' not allowed"),
+])
+def test_schema_rejects_bad_channels_values(helm: pathlib.Path, args: list[str],
+                                            message: str) -> None:
+    result = run_helm(helm, "template", "fluxsupport", str(CHART), *args)
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema(s)" in result.stderr
+    assert message in result.stderr, result.stderr
+
+
+def test_notes_say_how_to_create_the_channels_secret(helm: pathlib.Path,
+                                                     tmp_path: pathlib.Path) -> None:
+    # `helm template` leaves NOTES.txt out and `helm install --dry-run` wants a cluster: a copy
+    # of the chart renders the notes into a ConfigMap with tpl instead.
+    chart = tmp_path / "fluxsupport"
+    shutil.copytree(CHART, chart)
+    (chart / "templates" / "NOTES.txt").rename(chart / "notes.txt.tmpl")
+    (chart / "templates" / "notes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\n"
+        'data: {notes: {{ tpl (.Files.Get "notes.txt.tmpl") . | quote }}}\n')
+
+    def notes(*args: str) -> str:
+        result = run_helm(helm, "template", "fluxsupport", str(chart), "--namespace", NAMESPACE,
+                          "--show-only", "templates/notes.yaml", *args)
+        assert result.returncode == 0, result.stderr
+        text: str = yaml.safe_load(result.stdout)["data"]["notes"]
+        return text
+    default = notes()
+    assert f"kubectl -n {NAMESPACE} rollout status deployment/fluxsupport" in default
+    assert "portal off, email off" in default
+    assert (f"kubectl -n {NAMESPACE} create secret generic fluxsupport-channels "
+            "--from-literal=portal-token=") in default
+    assert "portal on, email off" in notes(*PORTAL_ON)
 
 
 # --- dashboard -------------------------------------------------------------------------------

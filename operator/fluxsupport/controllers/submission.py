@@ -62,6 +62,7 @@ class SubmissionController:
         self.scheduler = Scheduler(self._act, concurrency=4, gate=gate, kind="Submission")
         self.last_sync = 0.0
         self._portal: portal.Portal | None = None
+        self._token = ""
         self._secret: tuple[float, dict[str, str]] | None = None
         self._locks: dict[CaseKey, asyncio.Lock] = {}
         #: Cases whose next portal attempt skips its backoff (the portal is back).
@@ -148,6 +149,8 @@ class SubmissionController:
                 if os.environ.get(FAILPOINT) == "after-ticket-create":
                     os.kill(os.getpid(), signal.SIGKILL)
         except portal.PortalError as error:
+            if not error.transient:
+                self._secret = None  # a fixed Secret takes effect at the next attempt
             metrics.SUBMISSIONS.labels(channel="portal", outcome="failed").inc()
             submission.setdefault("firstAttemptAt", _rfc(now))
             submission.update(attempts=int(submission.get("attempts") or 0) + 1,
@@ -358,15 +361,21 @@ class SubmissionController:
         return data
 
     async def _helpdesk(self) -> portal.Portal:
-        if self._portal is None:
-            token = (await self._secret_data()).get("portal-token", "").strip()
-            if not token:
-                raise portal.PortalError(
-                    f"Secret {self.namespace}/{self.channels.secret_name} has no key "
-                    "portal-token", transient=False)
+        """The portal client, made again when the Secret's token changes (a rotation, or the
+        fix after a refusal) without a restart."""
+        token = (await self._secret_data()).get("portal-token", "").strip()
+        if not token:
+            self._secret = None  # read it again next time: it may be fixed by then
+            raise portal.PortalError(
+                f"Secret {self.namespace}/{self.channels.secret_name} has no key "
+                "portal-token", transient=False)
+        if self._portal is None or self._token != token:
+            if self._portal is not None:
+                await self._portal.close()
             config = self.channels.portal
             self._portal = rt.RequestTracker(config.base_url, config.queue, token,
                                              timeout=config.timeout)
+            self._token = token
         return self._portal
 
     async def close(self) -> None:
