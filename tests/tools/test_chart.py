@@ -269,6 +269,10 @@ def test_a_24x7_policy_without_holidays_is_expressible(helm: pathlib.Path) -> No
     (["--set", "policy.colour=blue"], "additional properties 'colour' not allowed"),
     (["--set", "fluxNamespaces=null"], "missing property 'fluxNamespaces'"),
     (["--set", "image.repository="], "at '/image/repository'"),
+    # A job name the API server would refuse as the Service's label value.
+    (["--set", "metrics.jobName=my-ops/fluxsupport"], "at '/metrics/jobName'"),
+    (["--set", "metrics.jobName=-fluxsupport"], "at '/metrics/jobName'"),
+    (["--set", "metrics.jobName=" + "a" * 64], "at '/metrics/jobName'"),
 ])
 def test_schema_rejects_bad_values_with_helms_error(helm: pathlib.Path, args: list[str],
                                                     message: str) -> None:
@@ -604,3 +608,48 @@ def test_flux_helmrelease_references_this_chart(helm: pathlib.Path,
         release["spec"]["values"]["policy"]))
     assert rendered_policy(rendered).closed_dates
     assert {d["kind"] for d in rendered} >= {"PrometheusRule", "ServiceMonitor", "Deployment"}
+
+
+def test_one_replica_has_no_budget_nor_anti_affinity(helm: pathlib.Path) -> None:
+    docs = render(helm)
+    assert not [d for d in docs if d["kind"] in ("PodDisruptionBudget", "NetworkPolicy")]
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    assert "affinity" not in pod
+    resources = pod["containers"][0]["resources"]
+    assert resources["requests"]["ephemeral-storage"] == "64Mi"
+    assert resources["limits"]["ephemeral-storage"] == "128Mi"
+
+
+def test_replicas_get_a_budget_and_spread_over_nodes(helm: pathlib.Path) -> None:
+    docs = render(helm, "--set", "replicaCount=2", "--set", "peering.enabled=true")
+    budget = only(docs, "PodDisruptionBudget")
+    labels = budget["spec"]["selector"]["matchLabels"]
+    assert budget["spec"]["minAvailable"] == 1
+    pod = only(docs, "Deployment")["spec"]["template"]
+    assert labels.items() <= pod["metadata"]["labels"].items()
+    [term] = pod["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == labels
+    # An affinity of the user's replaces the default one.
+    docs = render(helm, "--set", "replicaCount=2", "--set", "peering.enabled=true",
+                  "--set", "affinity.nodeAffinity.x=1")
+    assert only(docs, "Deployment")["spec"]["template"]["spec"]["affinity"] == {
+        "nodeAffinity": {"x": 1}}
+
+
+def test_network_policy_opens_the_metrics_port_only(helm: pathlib.Path) -> None:
+    docs = render(helm, "--set", "networkPolicy.enabled=true",
+                  "--set", "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels"
+                           ".kubernetes\\.io/metadata\\.name=monitoring")
+    policy = only(docs, "NetworkPolicy")
+    deployment = only(docs, "Deployment")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= \
+        deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    [rule] = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "monitoring"}}}]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert [port["name"] for port in container["ports"]] == ["metrics"]
