@@ -131,8 +131,8 @@ def assert_hardened(deployment: Doc) -> None:
     assert context["capabilities"] == {"drop": ["ALL"]}
     assert context["seccompProfile"] == {"type": "RuntimeDefault"}
     resources = container["resources"]
-    assert set(resources["requests"]) == {"cpu", "memory"}
-    assert set(resources["limits"]) == {"cpu", "memory"}
+    assert set(resources["requests"]) == {"cpu", "memory", "ephemeral-storage"}
+    assert set(resources["limits"]) == {"cpu", "memory", "ephemeral-storage"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert container["ports"] == [{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}]
