@@ -15,6 +15,7 @@ help:
 	@echo "             tests/unit (Python alone), tests/tools (promtool, helm), tests/packaging"
 	@echo "             (the wheel in a fresh venv), tests/integration (a real kube-apiserver)"
 	@echo "make test-unit   the unit tier only: no Go, helm, promtool, network or cluster"
+	@echo "make flux    build Flux's source- and kustomize-controller for the GitOps tests"
 	@echo "make bench   benchmarks (QUICK=1 for the short run)"
 	@echo "make bench-cli   CLI start-up against python -c pass (part of make bench too)"
 	@echo "make bench-profile   where the API server spends a wave of breach writes"
@@ -36,7 +37,7 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: tools lint rt
+test: tools lint rt flux
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: venv
@@ -67,3 +68,4 @@ clean:
 
 include mk/ship.mk
 include mk/rt.mk
+include mk/flux.mk

@@ -1,4 +1,5 @@
-"""Build kube-apiserver, etcd and helm from the Go tool modules in ``hack/controlplane``.
+"""Build kube-apiserver, etcd and helm from the Go tool modules in ``hack/controlplane``,
+and Flux's source- and kustomize-controller from the wrapper modules in ``hack/flux``.
 
 A cold build compiles a few thousand Go packages and takes many minutes on two cores,
 so it runs once into the cache and reports progress as it goes.
@@ -29,22 +30,23 @@ class BuildError(RuntimeError):
 @dataclasses.dataclass(frozen=True)
 class Tool:
     name: str
-    module: str  # directory under hack/controlplane
+    module: str  # directory under hack/<group>
     package: str  # Go main package
     version: str
     ldflags: tuple[str, ...] = ()
+    group: str = "controlplane"
 
     @property
     def binary_name(self) -> str:
         return f"{self.name}-{self.version}"
 
 
-def modules_dir() -> pathlib.Path:
-    return paths.source_root() / "hack" / "controlplane"
+def modules_dir(group: str = "controlplane") -> pathlib.Path:
+    return paths.source_root() / "hack" / group
 
 
-def versions() -> dict[str, str]:
-    data: dict[str, str] = json.loads((modules_dir() / "versions.json").read_text())
+def versions(group: str = "controlplane") -> dict[str, str]:
+    data: dict[str, str] = json.loads((modules_dir(group) / "versions.json").read_text())
     return data
 
 
@@ -82,9 +84,17 @@ def helm_ldflags(helm_version: str, kubernetes_version: str) -> tuple[str, ...]:
     return tuple(flags)
 
 
+FLUX_CONTROLLERS = ("source-controller", "kustomize-controller")
+
+
 def tools() -> dict[str, Tool]:
     pinned = versions()
     kubernetes = pinned["kubernetes"]
+    flux = versions("flux")
+    # The wrapper module's only job is to make `go build <controller module>` resolve with
+    # the controller's own replaces: its main package is the module root.
+    controllers = {name: Tool(name, name, f"github.com/fluxcd/{name}", flux[name], group="flux")
+                   for name in FLUX_CONTROLLERS}
     return {
         "kube-apiserver": Tool("kube-apiserver", "apiserver",
                                "k8s.io/kubernetes/cmd/kube-apiserver", kubernetes,
@@ -92,6 +102,7 @@ def tools() -> dict[str, Tool]:
         "etcd": Tool("etcd", "etcd", "go.etcd.io/etcd/server/v3", pinned["etcd"]),
         "helm": Tool("helm", "helm", "helm.sh/helm/v3/cmd/helm", pinned["helm"],
                      helm_ldflags(pinned["helm"], kubernetes)),
+        **controllers,
     }
 
 
@@ -146,7 +157,7 @@ def build_tool(tool: Tool, report: Reporter = _stderr) -> pathlib.Path:
             f"{tool.name} {tool.version} is not in {bin_dir()} and the Go toolchain is not "
             "on PATH. Install Go 1.26 or newer (https://go.dev/dl/), then run this again."
         )
-    moddir = modules_dir() / tool.module
+    moddir = modules_dir(tool.group) / tool.module
     with build_lock():
         if target.exists():
             return target
