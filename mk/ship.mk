@@ -1,6 +1,8 @@
 # Shipping targets: Helm chart, alert rules, Dockerfile. Included from the Makefile.
 #
-#   make promtool       promtool (Debian's prometheus 2.42) unpacked into the cache, no root needed
+#   make promtool       promtool (Debian's prometheus 2.42) unpacked into the cache, no root needed;
+#                       the prometheus server next to it runs in tests/integration/test_alerting_e2e.py
+#   make alertmanager   Debian's prometheus-alertmanager 0.25, unpacked the same way
 #   make chart-sync     generate the chart's crds/ and files/ from their one source: the CRDs
 #                       shipped in the package (operator/fluxsupport/crds/) and the alert rules
 #                       (tests/tools/test_chart.py fails while the copies differ)
@@ -22,11 +24,18 @@ CHART_DIR := charts/fluxsupport
 PROMETHEUS_DIR := $(FLUXSUPPORT_CACHE)/prometheus
 # tests/tools/test_alerts.py looks here first, then for promtool on PATH.
 PROMTOOL := $(PROMETHEUS_DIR)/usr/bin/promtool
+# tests/prometheus.py runs both servers from here.
+ALERTMANAGER_DIR := $(FLUXSUPPORT_CACHE)/alertmanager
+ALERTMANAGER := $(ALERTMANAGER_DIR)/usr/bin/prometheus-alertmanager
+# Debian's build reads its default notification templates from this absolute path (no flag moves
+# it; without them it refuses every config), so they alone are copied there from the package.
+ALERTMANAGER_TEMPLATES := /usr/share/prometheus/alertmanager
+SHIP_SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 HELM = $(shell $(BIN)/python -c 'from fluxsupport.devcluster import build; print(build.binary_path("helm"))')
 
-.PHONY: promtool chart-sync helm ship-lint chart-package
+.PHONY: promtool alertmanager chart-sync helm ship-lint chart-package
 
-test: promtool
+test: promtool alertmanager
 
 promtool: $(PROMTOOL)
 
@@ -46,6 +55,25 @@ $(PROMTOOL):
 	  mkdir -p $(dir $(PROMTOOL)) && ln -sf "$$(command -v promtool)" $(PROMTOOL); \
 	fi
 	@$(PROMTOOL) --version 2>&1 | head -n1
+
+alertmanager: $(ALERTMANAGER) $(ALERTMANAGER_TEMPLATES)/default.tmpl
+
+$(ALERTMANAGER_TEMPLATES)/default.tmpl: | $(ALERTMANAGER)
+	$(SHIP_SUDO) install -D -m 644 -t $(ALERTMANAGER_TEMPLATES) \
+	  $(ALERTMANAGER_DIR)$(ALERTMANAGER_TEMPLATES)/default.tmpl \
+	  $(ALERTMANAGER_DIR)$(ALERTMANAGER_TEMPLATES)/email.tmpl
+
+# As promtool, but no fallback to `apt-get install`: the package's service would start and
+# listen on every interface. Missing package lists are the usual failure: update them once.
+$(ALERTMANAGER):
+	@rm -rf $(ALERTMANAGER_DIR)/deb && mkdir -p $(ALERTMANAGER_DIR)/deb
+	@( cd $(ALERTMANAGER_DIR)/deb && apt-get download prometheus-alertmanager ) \
+	  || { apt-get update && ( cd $(ALERTMANAGER_DIR)/deb && apt-get download prometheus-alertmanager ); } \
+	  || { rm -rf $(ALERTMANAGER_DIR)/deb; \
+	       echo "apt-get download prometheus-alertmanager failed (run apt-get update as root)" >&2; exit 1; }
+	@dpkg-deb -x "$$(ls -t $(ALERTMANAGER_DIR)/deb/prometheus-alertmanager_*.deb | head -n1)" $(ALERTMANAGER_DIR)
+	@rm -rf $(ALERTMANAGER_DIR)/deb
+	@$(ALERTMANAGER) --version 2>&1 | head -n1
 
 # The package data is the source (the wheel and the image ship it); a CRD removed there is
 # removed from the chart too.

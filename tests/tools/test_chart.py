@@ -596,7 +596,8 @@ def test_flux_helmrelease_references_this_chart(helm: pathlib.Path,
         release["spec"]["releaseName"] == "fluxsupport"
     # The source keeps the chart directory (and only it).
     ignore = source["spec"]["ignore"].split()
-    assert ignore == ["/*", "!/" + chart["chart"].removeprefix("./") + "/"]
+    # The chart, and the cases that deploy/flux/cases/flux-kustomization.yaml applies.
+    assert ignore == ["/*", "!/" + chart["chart"].removeprefix("./") + "/", "!/deploy/flux/cases/"]
     assert release["spec"]["targetNamespace"] == NAMESPACE
     assert release["spec"]["install"]["crds"] == "Create"
     assert release["spec"]["upgrade"]["crds"] == "CreateReplace"
