@@ -201,3 +201,16 @@ def test_demo_once_end_to_end(tmp_path: pathlib.Path) -> None:
     assert "kubectl get fsbulletin cpsb-2026-0602" in out
     assert "kubectl get sc " not in out
     assert "Stopped the operator, kube-apiserver and etcd." in result.stderr
+
+
+def test_demo_gitops_lets_the_real_flux_apply_the_cases(tmp_path: pathlib.Path) -> None:
+    result = fluxsupport(None, "demo", "--once", "--gitops",
+                         env={"FLUXSUPPORT_DEMO_DIR": str(tmp_path / "demo"), "COLUMNS": "250"})
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "Flux applied deploy/flux/cases at" in result.stderr
+    lines = {line.split("│")[1].strip(): line for line in result.stdout.splitlines()
+             if line.count("│") > 4}
+    # The two cases of deploy/flux/cases, not the demo's three.
+    assert {"helmreleases-stuck", "upgrade-to-2-8"} <= lines.keys()
+    assert "argo-rollouts-question" not in lines
+    assert "kubectl get gitrepositories,kustomizations -n flux-system" in result.stdout

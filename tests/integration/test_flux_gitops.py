@@ -27,7 +27,8 @@ import pytest
 import yaml
 
 from fluxsupport.constants import GROUP, VERSION
-from tests import flux, harness
+from fluxsupport.devcluster import flux
+from tests import harness
 
 FLUX = harness.ROOT / "deploy" / "flux"
 CASES_DIR = "deploy/flux/cases"

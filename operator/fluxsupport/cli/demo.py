@@ -6,15 +6,17 @@ import contextlib
 import datetime
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import yaml
 
 from fluxsupport.cli import report
-from fluxsupport.devcluster import build, cluster, mailbox, paths
+from fluxsupport.devcluster import build, cluster, flux, mailbox, paths
 from fluxsupport.domain.policy import Policy
 from fluxsupport.kube import blocking, seed
 
@@ -46,6 +48,14 @@ def _start_mailbox() -> mailbox.Mailbox | None:
     return support
 
 
+def _policy_args(support: mailbox.Mailbox | None, state_dir: pathlib.Path) -> list[str]:
+    if support is None:
+        return []
+    path = state_dir / "policy.yaml"
+    path.write_text(DEMO_CHANNELS.format(port=support.port))
+    return ["--policy", str(path)]
+
+
 def _show_mailbox(support: mailbox.Mailbox) -> None:
     typer.echo(f"\nThe support mailbox received {len(support.messages)} email(s):")
     for message in support.messages:
@@ -57,17 +67,75 @@ def _show_mailbox(support: mailbox.Mailbox) -> None:
                    + "\n  ".join(text.splitlines()[:14]) + "\n  ...")
 
 
+def _check_gitops() -> None:
+    missing = [name for name in flux.CONTROLLERS if not build.binary_path(name).exists()]
+    if not (paths.source_root() / "deploy" / "flux").is_dir():
+        missing.append("deploy/flux (a checkout of this repository)")
+    if missing:
+        typer.echo("error: --gitops needs the Flux controllers (make flux) and a checkout; "
+                   f"missing: {', '.join(missing)}", err=True)
+        raise typer.Exit(1)
+
+
+def _gitops(stack: contextlib.ExitStack, client: Any, kubeconfig: pathlib.Path,
+            workdir: pathlib.Path) -> None:
+    """Push this checkout to a git server on loopback and apply deploy/flux's GitRepository
+    and cases Kustomization as shipped (only the URL and intervals changed); wait for Flux."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    seed.ensure_namespace(client, "team-a")  # deploy/flux/cases' targetNamespace
+    deploy = paths.source_root() / "deploy" / "flux"
+    source = yaml.safe_load((deploy / "gitrepository.yaml").read_text())
+    sync = yaml.safe_load((deploy / "cases" / "flux-kustomization.yaml").read_text())
+    _say("Starting Flux's source-controller and kustomize-controller and a git server ...")
+    flux.install_crds(kubeconfig)
+    server = stack.enter_context(flux.running_git_server(workdir / "git"))
+    checkout = flux.Checkout.of_working_tree(paths.source_root(), workdir / "checkout",
+                                             server.create("fluxsupport"))
+    commit = checkout.commit("fluxsupport as shipped", tag=source["spec"]["ref"]["tag"])
+    stack.enter_context(flux.running_controllers(kubeconfig, workdir / "controllers"))
+    source["spec"].update(url=server.url("fluxsupport"), interval="10s")
+    sync["spec"]["interval"] = "10s"
+    manifest = workdir / "flux-objects.yaml"
+    manifest.write_text(yaml.safe_dump_all([source, sync]))
+    flux.kubectl(kubeconfig, "apply", "--server-side", "-f", str(manifest))
+    flux.kubectl(kubeconfig, "wait", "-n", flux.RUNTIME_NAMESPACE, "kustomization/"
+                 + sync["metadata"]["name"], "--for=condition=Ready", "--timeout=180s")
+    _say(f"Flux applied deploy/flux/cases at {commit[:12]} (GitRepository "
+         f"{source['metadata']['name']}, Kustomization {sync['metadata']['name']})")
+
+
+def _show_commands(plane: cluster.ControlPlane, port: int, log_path: pathlib.Path,
+                   gitops: bool) -> None:
+    flux_line = ("\n  kubectl get gitrepositories,kustomizations -n flux-system   # Flux's objects"
+                 if gitops else "")
+    typer.echo(f"""
+Try it yourself (kube-apiserver {plane.version()['gitVersion']} at {plane.server}):
+  export KUBECONFIG={plane.kubeconfig}
+  kubectl get fluxsupport -A        # cases and bulletins; short names fscase, fsbulletin
+  kubectl get fsbulletin cpsb-2026-0602 -o yaml
+  kubectl explain supportcase.status.firstResponse
+  kubectl wait --for=condition=Ready supportcase/helmreleases-stuck -n team-a{flux_line}
+Metrics: curl -s http://127.0.0.1:{port}/metrics | grep -E '^(supportcase|fluxsupport)_'
+Operator log: {log_path}""")
+
+
 def demo(
     once: Annotated[bool, typer.Option(help="Print the report and exit (for scripts and CI).")
                     ] = False,
     metrics_port: Annotated[int, typer.Option(
         help="Port for the operator's /metrics; a free one when 0.")] = 0,
+    gitops: Annotated[bool, typer.Option(
+        help="Let Flux's real source- and kustomize-controller apply the cases of "
+             "deploy/flux/cases from a local git server (build them first: make flux).")
+    ] = False,
 ) -> None:
     """Start a local control plane, a realistic flux-system, the operator and samples; report.
 
     Example: fluxsupport demo --once
     """
     state_dir = pathlib.Path(os.environ.get("FLUXSUPPORT_DEMO_DIR") or paths.cache_dir() / "demo")
+    if gitops:
+        _check_gitops()
     try:
         build.build_all(("etcd", "kube-apiserver"))
         _say("Starting etcd and kube-apiserver on loopback ...")
@@ -77,12 +145,9 @@ def demo(
         raise typer.Exit(1) from error
     port = metrics_port or cluster.free_port()
     operator: subprocess.Popen[bytes] | None = None
+    stack = contextlib.ExitStack()
     support = _start_mailbox()
-    policy_args: list[str] = []
-    if support is not None:
-        policy_path = state_dir / "policy.yaml"
-        policy_path.write_text(DEMO_CHANNELS.format(port=support.port))
-        policy_args = ["--policy", str(policy_path)]
+    policy_args = _policy_args(support, state_dir)
     try:
         client = blocking.api_client(plane.kubeconfig)
         blocking.install_crds(client)
@@ -100,31 +165,27 @@ def demo(
                 preexec_fn=cluster._die_with_parent,  # noqa: PLW1509 - only prctl runs
             )
         _say("Started the operator; applying a SecurityBulletin, its OpenVEX ConfigMap and "
-             "three SupportCases ...")
-        seed.apply_samples(client, OPERATOR_NAMESPACE)
+             + ("(through Flux) the cases of deploy/flux/cases ..." if gitops
+                else "three SupportCases ..."))
+        seed.apply_samples(client, OPERATOR_NAMESPACE, cases=not gitops)
+        if gitops:
+            _gitops(stack, client, plane.kubeconfig, state_dir / "gitops")
         seed.wait_reconciled(client, submitted=support is not None)
-        custom = seed.custom_objects(client)
         typer.echo("")
-        report.render(report.collect(custom, Policy(), datetime.datetime.now(datetime.UTC)))
+        report.render(report.collect(seed.custom_objects(client), Policy(),
+                                     datetime.datetime.now(datetime.UTC)))
         if support is not None:
             _show_mailbox(support)
-        typer.echo(f"""
-Try it yourself (kube-apiserver {plane.version()['gitVersion']} at {plane.server}):
-  export KUBECONFIG={plane.kubeconfig}
-  kubectl get fluxsupport -A        # cases and bulletins; short names fscase, fsbulletin
-  kubectl get fsbulletin cpsb-2026-0602 -o yaml
-  kubectl explain supportcase.status.firstResponse
-  kubectl wait --for=condition=Ready supportcase/helmreleases-stuck -n team-a
-Metrics: curl -s http://127.0.0.1:{port}/metrics | grep -E '^(supportcase|fluxsupport)_'
-Operator log: {log_path}""")
+        _show_commands(plane, port, log_path, gitops)
         if not once:
             _say("\nRunning until Ctrl-C ...")
             with contextlib.suppress(KeyboardInterrupt):
                 signal.pause()
-    except (*seed.API_ERRORS, TimeoutError, OSError) as error:
+    except (*seed.API_ERRORS, TimeoutError, OSError, flux.FluxError) as error:
         typer.echo(f"error: the demo failed: {error}", err=True)
         raise typer.Exit(1) from error
     finally:
+        stack.close()
         if operator is not None:
             cluster.stop_process_group(operator.pid)
         if support is not None:

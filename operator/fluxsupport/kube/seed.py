@@ -59,7 +59,10 @@ def install_flux(client: kubernetes.client.ApiClient) -> int:
     return len(deployments)
 
 
-def apply_samples(client: kubernetes.client.ApiClient, operator_namespace: str) -> None:
+def apply_samples(client: kubernetes.client.ApiClient, operator_namespace: str,
+                  cases: bool = True) -> None:
+    """The bulletin, its OpenVEX ConfigMap and (unless ``cases`` is False: Flux applies the
+    cases of deploy/flux/cases in ``demo --gitops``) the sample cases."""
     core = kubernetes.client.CoreV1Api(client)
     custom = kubernetes.client.CustomObjectsApi(client)
     core.create_namespaced_config_map(operator_namespace, {
@@ -68,7 +71,7 @@ def apply_samples(client: kubernetes.client.ApiClient, operator_namespace: str) 
     custom.create_cluster_custom_object(constants.GROUP, constants.VERSION,
                                         constants.BULLETIN_PLURAL,
                                         yaml.safe_load(resources.demo_text("bulletin.yaml")))
-    for case in yaml.safe_load_all(resources.demo_text("cases.yaml")):
+    for case in yaml.safe_load_all(resources.demo_text("cases.yaml")) if cases else ():
         namespace = case["metadata"]["namespace"]
         _ensure_namespace(core, namespace)
         custom.create_namespaced_custom_object(constants.GROUP, constants.VERSION, namespace,

@@ -1,11 +1,11 @@
 """Flux's real source-controller and kustomize-controller, and a git server, on loopback.
 
-Plain classes, no fixtures: the GitOps tests wire them in. The controllers are the binaries
-that ``make flux`` builds from their Go modules (hack/flux); they run as local processes
-against the test control plane (KUBECONFIG in the environment), with every address on
-127.0.0.1 and their storage in the caller's temporary folder. The git server is Debian's
-git-http-backend behind a small threaded CGI server in this process (GitRepository URLs must
-be http, https or ssh, so `git daemon` is out). Children get PR_SET_PDEATHSIG, so nothing
+For ``fluxsupport demo --gitops`` and the GitOps tests (tests/integration/test_flux_gitops.py).
+The controllers are the binaries that ``make flux`` builds from their Go modules (hack/flux);
+they run as local processes against the local control plane (KUBECONFIG in the environment),
+with every address on 127.0.0.1 and their storage in the caller's folder. The git server is
+Debian's git-http-backend behind a small threaded CGI server in this process (GitRepository
+URLs must be http, https or ssh, so `git daemon` is out). Children get PR_SET_PDEATHSIG, so nothing
 survives a run, a Ctrl-C or a crash.
 """
 
@@ -20,17 +20,40 @@ import pathlib
 import shutil
 import signal
 import subprocess
+import sys
 import threading
+import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from fluxsupport.devcluster import build, cluster
-from tests import harness
 
 GIT_HTTP_BACKEND = pathlib.Path("/usr/lib/git-core/git-http-backend")
 CONTROLLERS = build.FLUX_CONTROLLERS
 RUNTIME_NAMESPACE = "flux-system"
+
+class FluxError(RuntimeError):
+    """A Flux controller, git or the git server failed; the message says how."""
+
+
+def _wait(probe: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise FluxError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def kubectl(kubeconfig: pathlib.Path, *args: str) -> str:
+    """The kubectl next to this Python (the `kubectl` package of the dev extra)."""
+    binary = pathlib.Path(sys.executable).parent / "kubectl"
+    done = subprocess.run([str(binary), f"--kubeconfig={kubeconfig}", *args],
+                          capture_output=True, text=True, timeout=180, check=False)
+    if done.returncode != 0:
+        raise FluxError(f"kubectl {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout
+
 
 _PR_SET_PDEATHSIG = 1
 #: Loaded here, not in the forked child: dlopen after fork in a threaded process (the git
@@ -55,7 +78,7 @@ def git(*args: str, cwd: pathlib.Path) -> str:
     done = subprocess.run(["git", *args], cwd=cwd, env=git_env(), capture_output=True,
                           text=True, timeout=120, check=False)
     if done.returncode != 0:
-        raise AssertionError(f"git {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
+        raise FluxError(f"git {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
     return done.stdout.strip()
 
 
@@ -70,7 +93,7 @@ def module_dir(controller: str) -> pathlib.Path:
                           text=True, timeout=600, check=False)
     info: dict[str, Any] = json.loads(done.stdout or "{}")
     if done.returncode != 0 or "Dir" not in info:
-        raise AssertionError(f"go mod download {controller}@{version}: "
+        raise FluxError(f"go mod download {controller}@{version}: "
                              f"{info.get('Error') or done.stderr}")
     return pathlib.Path(info["Dir"])
 
@@ -84,10 +107,9 @@ def install_crds(kubeconfig: pathlib.Path) -> list[str]:
     """Apply the controllers' own CRDs; return their names once Established."""
     names = []
     for path in crd_files():
-        applied = harness.kubectl(kubeconfig, "apply", "--server-side", "-f", str(path),
-                                  "-o", "name")
-        names += applied.stdout.split()
-    harness.kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=120s", *names)
+        names += kubectl(kubeconfig, "apply", "--server-side", "-f", str(path),
+                         "-o", "name").split()
+    kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=120s", *names)
     return names
 
 
@@ -141,17 +163,17 @@ class Controller:
             preexec_fn=_die_with_parent,  # noqa: PLW1509
         )
         log.close()
-        harness.wait_for(self.ready, timeout=120, interval=0.2, what=f"{self.name} /readyz")
+        _wait(self.ready, timeout=120, what=f"{self.name} /readyz")
 
     def ready(self) -> bool:
         assert self.process is not None
         if self.process.poll() is not None:
-            raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n"
-                                 f"{self.log_tail()}")
+            raise FluxError(f"{self.name} exited with {self.process.returncode}:\n"
+                            f"{self.log_tail()}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/readyz",
                                         timeout=2) as response:
-                return response.status == 200
+                return bool(response.status == 200)
         except OSError:
             return False
 
@@ -207,7 +229,7 @@ class _GitHandler(http.server.BaseHTTPRequestHandler):
     def _body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             # git sends large pushes chunked; CGI wants the plain body.
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip(), 16)
                 if size == 0:
@@ -274,7 +296,7 @@ class GitServer:
 
     def __init__(self, root: pathlib.Path) -> None:
         if not GIT_HTTP_BACKEND.exists():
-            raise RuntimeError(f"{GIT_HTTP_BACKEND} is missing: Debian's git package has it")
+            raise FluxError(f"{GIT_HTTP_BACKEND} is missing: Debian's git package has it")
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self._server = _GitHTTPServer(root)
