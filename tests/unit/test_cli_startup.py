@@ -50,13 +50,17 @@ OFFLINE = {
                              str(DEMO / "flux-system.yaml"), "-o", "json"], 1),
     "bulletin-import": (["bulletin", "import", "--images", "{images}", "--cve",
                          "CVE-2026-47680", "--name", "cpsb-x"], 0),
+    "bulletin-import-osv": (["bulletin", "import", "--from", "osv",
+                             str(pathlib.Path(__file__).parents[1] / "data" / "upstream"
+                                 / "advisories"), "-o", "{tmp}/bulletins"], 0),
 }
 
 
 @pytest.mark.parametrize("case", OFFLINE)
 def test_offline_commands_import_no_cluster_client(case: str, tmp_path: pathlib.Path) -> None:
     args, code = OFFLINE[case]
-    args = [a.replace("{images}", str(images_file(tmp_path))) for a in args]
+    args = [a.replace("{images}", str(images_file(tmp_path))).replace("{tmp}", str(tmp_path))
+            for a in args]
     modules, result = imported_modules(*args, cwd=tmp_path)
     assert result.returncode == code, result.stderr[-2000:]
     assert "fluxsupport.cli" in modules  # the parse saw the command run

@@ -1,4 +1,5 @@
-"""``fluxsupport bulletin``: check bulletins offline and build them from images files.
+"""``fluxsupport bulletin``: check bulletins offline and build them from images files or
+public OSV advisories.
 
 These two run in CI pipelines without a cluster, so this module imports nothing that talks to
 one; ``bulletin list`` lives in :mod:`fluxsupport.cli.bulletin_list`, imported when it runs.
@@ -9,6 +10,7 @@ one; ``bulletin list`` lives in :mod:`fluxsupport.cli.bulletin_list`, imported w
 from __future__ import annotations
 
 import datetime
+import json
 import pathlib
 import re
 from typing import Annotated, Any, ClassVar
@@ -21,6 +23,7 @@ import yaml
 from fluxsupport import constants, resources
 from fluxsupport.cli import output
 from fluxsupport.cli.lazy import Lazy, LazyGroup
+from fluxsupport.domain import advisory as osv
 from fluxsupport.domain import bulletin as domain
 from fluxsupport.domain import inventory, vex
 
@@ -155,11 +158,22 @@ def check(
 
 
 @app.command("import")
-def import_images(
-    images: Annotated[pathlib.Path, typer.Option(
-        help="Distribution images file, images/<version>/<variant>.yaml (kustomize images:).")],
-    cve: Annotated[list[str], typer.Option(help="CVE or GHSA id the images fix (repeat).")],
-    name: Annotated[str, typer.Option(help="metadata.name of the bulletin.")],
+def import_bulletins(
+    sources: Annotated[list[pathlib.Path] | None, typer.Argument(
+        help="With --from osv: advisory JSON files, or directories searched for *.json.",
+        show_default=False)] = None,
+    source_format: Annotated[str | None, typer.Option(
+        "--from", help="osv: one bulletin per OSV advisory (GitHub Advisory Database) "
+                       "instead of --images.")] = None,
+    output_dir: Annotated[pathlib.Path | None, typer.Option(
+        "--output-dir", "-o", help="With --from osv: write <name>.yaml per bulletin here "
+                                   "(created; unchanged files are left alone).")] = None,
+    images: Annotated[pathlib.Path | None, typer.Option(
+        help="Distribution images file, images/<version>/<variant>.yaml (kustomize images:).")
+    ] = None,
+    cve: Annotated[list[str] | None, typer.Option(
+        help="CVE or GHSA id the images fix (repeat).")] = None,
+    name: Annotated[str | None, typer.Option(help="metadata.name of the bulletin.")] = None,
     component: Annotated[list[str] | None, typer.Option(
         help="Only these components (repeat); all in the file when omitted.")] = None,
     title: Annotated[str | None, typer.Option()] = None,
@@ -168,11 +182,42 @@ def import_images(
     patch_by: Annotated[str | None, typer.Option(help="RFC 3339 patch deadline.")] = None,
     embargo_until: Annotated[str | None, typer.Option(help="RFC 3339 embargo end.")] = None,
 ) -> None:
-    """Build a SecurityBulletin manifest from a distribution images file plus CVE ids.
+    """Build SecurityBulletin manifests from a distribution images file plus CVE ids, or
+    from public advisories in the OSV format.
 
     Example: fluxsupport bulletin import --images images/v2.7.5/enterprise-distroless.yaml
     --cve CVE-2026-47680 --component source-controller --name cpsb-2026-0602
+
+    Example: fluxsupport bulletin import --from osv advisories/ -o bulletins/
     """
+    if source_format is not None:
+        if source_format != "osv":
+            raise typer.BadParameter("the only format is osv", param_hint="--from")
+        given = [flag for flag, value in (("--images", images), ("--cve", cve),
+                                          ("--name", name), ("--component", component),
+                                          ("--title", title), ("--published", published),
+                                          ("--patch-by", patch_by),
+                                          ("--embargo-until", embargo_until)) if value]
+        if given:
+            raise typer.BadParameter(f"{given[0]} does not go with --from osv: the advisory "
+                                     "says it", param_hint=given[0])
+        _import_osv(sources or [], output_dir)
+        return
+    if sources or output_dir:
+        raise typer.BadParameter("files and -o need --from osv", param_hint="--from")
+    if images is None or not cve or not name:
+        missing = next(flag for flag, value in (("--images", images), ("--cve", cve),
+                                                ("--name", name)) if not value)
+        raise typer.BadParameter(f"{missing} is required without --from osv",
+                                 param_hint=missing)
+    manifest = _from_images(images, cve, name, component, title, severity, published,
+                            patch_by, embargo_until)
+    typer.echo(yaml.safe_dump(manifest, sort_keys=False).rstrip())
+
+
+def _from_images(images: pathlib.Path, cve: list[str], name: str, component: list[str] | None,
+                 title: str | None, severity: str, published: str | None,
+                 patch_by: str | None, embargo_until: str | None) -> dict[str, Any]:
     bad = [c for c in cve if not _CVE.match(c)]
     if bad:
         raise typer.BadParameter(f"{bad[0]!r} is not a CVE-YYYY-NNNN or GHSA id",
@@ -213,8 +258,100 @@ def import_images(
         spec["embargoUntil"] = embargo_until
     manifest = {"apiVersion": constants.API_VERSION, "kind": constants.BULLETIN_KIND,
                 "metadata": {"name": name}, "spec": spec}
+    _check_manifest(manifest)
+    return manifest
+
+
+def _check_manifest(manifest: dict[str, Any], where: str = "the bulletin") -> None:
     validator = jsonschema.Draft7Validator(_schema(), format_checker=jsonschema.FormatChecker())
     errors = list(validator.iter_errors(manifest))
     if errors:
-        raise output.fail(f"the bulletin would be invalid: {errors[0].message}")
-    typer.echo(yaml.safe_dump(manifest, sort_keys=False).rstrip())
+        raise output.fail(f"{where} would be invalid: {errors[0].message}")
+    try:
+        domain.BulletinSpec.model_validate(manifest["spec"])
+    except pydantic.ValidationError as error:
+        raise output.fail(f"{where} would be invalid: {error}") from error
+
+
+def _advisory_files(sources: list[pathlib.Path]) -> list[pathlib.Path]:
+    if not sources:
+        raise typer.BadParameter("name advisory files or directories", param_hint="FILES")
+    files: list[pathlib.Path] = []
+    for source in sources:
+        if source.is_dir():
+            files += sorted(p for p in source.rglob("*.json") if p.is_file())
+        elif source.is_file():
+            files.append(source)
+        else:
+            raise output.fail(f"{source}: no such file or directory")
+    if not files:
+        raise output.fail(f"{', '.join(map(str, sources))}: no *.json advisory found")
+    return files
+
+
+def _read_advisories(files: list[pathlib.Path]) -> list[tuple[pathlib.Path, dict[str, Any]]]:
+    """Every advisory, validated against the OSV schema; of two files with one id (a feed
+    holding an old and a new copy) the later ``modified`` wins."""
+    validator = jsonschema.Draft202012Validator(resources.osv_schema())
+    newest: dict[str, tuple[pathlib.Path, dict[str, Any]]] = {}
+    for path in files:
+        try:
+            document = json.loads(path.read_bytes())
+        except OSError as error:
+            raise output.fail(f"{path}: cannot read: {error.strerror}") from error
+        except ValueError as error:
+            raise output.fail(f"{path}: not valid JSON: {error}") from error
+        errors = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
+        if errors:
+            first = errors[0]
+            field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
+                            for p in first.absolute_path).lstrip(".")
+            raise output.fail(f"{path}: not an OSV advisory: {field or '(root)'}: "
+                              f"{first.message}")
+        held = newest.get(document["id"])
+        if held is None or _modified(document) >= _modified(held[1]):
+            newest[document["id"]] = (path, document)
+    return [newest[key] for key in sorted(newest)]
+
+
+def _modified(document: dict[str, Any]) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(str(document["modified"]).replace("Z", "+00:00"))
+
+
+def _import_osv(sources: list[pathlib.Path], output_dir: pathlib.Path | None) -> None:
+    manifests: list[dict[str, Any]] = []
+    for path, document in _read_advisories(_advisory_files(sources)):
+        try:
+            converted = osv.to_bulletin(document)
+        except (osv.AdvisoryError, ValueError) as error:
+            raise output.fail(f"{path}: {error}") from error
+        if converted.spec is None:
+            typer.echo(f"skipped {document['id']}: no Flux component among "
+                       f"{', '.join(converted.skipped_packages) or 'its packages'}", err=True)
+            continue
+        manifest: dict[str, Any] = {
+            "apiVersion": constants.API_VERSION, "kind": constants.BULLETIN_KIND,
+            "metadata": {"name": converted.name}, "spec": converted.spec}
+        _check_manifest(manifest, f"{path}: the bulletin")
+        manifests.append(manifest)
+    texts = [yaml.safe_dump(m, sort_keys=False, allow_unicode=True) for m in manifests]
+    if output_dir is None:
+        typer.echo("---\n".join(texts).rstrip())
+        return
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        for manifest, text in zip(manifests, texts, strict=True):
+            target = output_dir / f"{manifest['metadata']['name']}.yaml"
+            before = target.read_text() if target.exists() else None
+            if before == text:
+                state = "unchanged"
+            else:
+                # Written next to the target and renamed: a reader (a Flux Kustomization,
+                # kubectl apply) never sees half a file.
+                partial = target.with_suffix(".yaml.tmp")
+                partial.write_text(text)
+                partial.replace(target)
+                state = "created" if before is None else "updated"
+            typer.echo(f"{state} {target}", err=True)
+    except OSError as error:
+        raise output.fail(f"{output_dir}: cannot write: {error.strerror}") from error

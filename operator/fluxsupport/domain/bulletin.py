@@ -11,6 +11,14 @@ Rules (docs/concepts.md explains them with examples):
   A newer patch in a fixed line, or a line newer than every fixed line: Fixed. An older line
   with no fix: Vulnerable.
 * No digest at all: Unknown.
+* Version ranges (``affectedVersions``, from public OSV advisories) decide for a component that
+  has them, unless the bulletin lists fix digests for the component and the image is an
+  enterprise build (its repository has a variant path: alpine, distroless, distroless-fips):
+  the distribution rebuilds a tag with a backported fix, so for those builds the digests
+  decide as above. A listed digest is Fixed before anything else. In a range: Vulnerable,
+  VersionInAffectedRange; at or above the fixed version (or past lastAffected): Fixed,
+  VersionFixed; before every range: NotAffected, VersionNotAffected. Ranges need no digest.
+  Versions are compared as semantic versions by the ``semver`` library.
 * OpenVEX: the latest matching statement per CVE wins, among those that count.
   ``not_affected`` makes the CVE NotAffected. ``fixed`` only counts when it names the running
   digest: distributions publish version-less ``fixed`` statements to quiet scanners on
@@ -18,8 +26,8 @@ Rules (docs/concepts.md explains them with examples):
   pre-fix, nor supersede an earlier digest-specific ``affected``. ``affected`` counts for the
   running digest, or version-less when the bulletin lists no fix for the component: then the
   CVE is Vulnerable with reason AffectedNoFixYet instead of Unknown/NoFixForComponent.
-* A component is Vulnerable if any CVE is, NotAffected if every CVE is suppressed, Unknown if
-  any CVE is, and otherwise Fixed.
+* A component is Vulnerable if any CVE is, NotAffected if every CVE is suppressed (or, by
+  range, not affected), Unknown if any CVE is, and otherwise Fixed.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import pydantic
+import semver
 
 from fluxsupport.domain import vex
 from fluxsupport.domain.inventory import RunningComponent
@@ -62,6 +71,41 @@ class Fix(_Model):
     images: tuple[FixImage, ...]
 
 
+class VersionRange(_Model):
+    """One interval of affected versions: from introduced (absent: the first version) up to,
+    not including, fixed, or up to and including lastAffected (neither: no fix yet)."""
+
+    introduced: str | None = None
+    fixed: str | None = None
+    last_affected: str | None = pydantic.Field(None, alias="lastAffected")
+
+    def contains(self, version: semver.Version) -> bool:
+        if self.introduced is not None and version < parse_version(self.introduced):
+            return False
+        if self.fixed is not None:
+            return version < parse_version(self.fixed)
+        if self.last_affected is not None:
+            return version <= parse_version(self.last_affected)
+        return True
+
+    def fixed_at_or_below(self, version: semver.Version) -> bool:
+        if self.fixed is not None:
+            return version >= parse_version(self.fixed)
+        return self.last_affected is not None and version > parse_version(self.last_affected)
+
+
+class AffectedVersions(_Model):
+    component: str
+    package: str | None = None
+    ranges: tuple[VersionRange, ...]
+
+
+class Advisory(_Model):
+    id: str
+    modified: datetime.datetime
+    url: str | None = None
+
+
 class ConfigMapKeyRef(_Model):
     name: str
     key: str
@@ -79,8 +123,27 @@ class BulletinSpec(_Model):
     embargo_until: datetime.datetime | None = pydantic.Field(None, alias="embargoUntil")
     patch_by: datetime.datetime | None = pydantic.Field(None, alias="patchBy")
     vulnerabilities: tuple[Vulnerability, ...]
-    fixes: tuple[Fix, ...]
+    fixes: tuple[Fix, ...] = ()
+    affected_versions: tuple[AffectedVersions, ...] = pydantic.Field(
+        (), alias="affectedVersions")
+    advisory: Advisory | None = None
     vex: tuple[VexRef, ...] = ()
+
+    @pydantic.field_validator("affected_versions")
+    @classmethod
+    def _semver_ranges(cls, value: tuple[AffectedVersions, ...]
+                       ) -> tuple[AffectedVersions, ...]:
+        for affected in value:
+            for version_range in affected.ranges:
+                for version in (version_range.introduced, version_range.fixed,
+                                version_range.last_affected):
+                    if version is not None:
+                        parse_version(version)
+        return value
+
+    def ranges_for(self, component: str) -> tuple[VersionRange, ...]:
+        return tuple(r for a in self.affected_versions if a.component == component
+                     for r in a.ranges)
 
     def embargoed(self, now: datetime.datetime) -> bool:
         return self.embargo_until is not None and now < self.embargo_until
@@ -88,6 +151,8 @@ class BulletinSpec(_Model):
     def secrets(self) -> list[str]:
         """Every string that must not leak while the bulletin is under embargo."""
         found = [self.title, *(v.id for v in self.vulnerabilities)]
+        if self.advisory is not None:
+            found += [self.advisory.id, *([self.advisory.url] if self.advisory.url else [])]
         found += [text for text in (self.summary, *(v.summary for v in self.vulnerabilities))
                   if text]
         return found
@@ -97,6 +162,37 @@ class BulletinSpec(_Model):
 class Bulletin:
     name: str
     spec: BulletinSpec
+
+
+def parse_version(tag: str) -> semver.Version:
+    """An image tag (v1.2.5) or Go module version (1.2.5) as a semantic version; ValueError
+    when it is not one."""
+    return semver.Version.parse(tag.removeprefix("v"))
+
+
+def _range_verdict(ranges: Sequence[VersionRange], tag: str | None) -> tuple[Verdict, str]:
+    try:
+        version = parse_version(tag or "")
+    except ValueError:
+        return "Unknown", "UnparseableVersion"
+    if any(r.contains(version) for r in ranges):
+        return "Vulnerable", "VersionInAffectedRange"
+    if any(r.fixed_at_or_below(version) for r in ranges):
+        return "Fixed", "VersionFixed"
+    return "NotAffected", "VersionNotAffected"
+
+
+def _digest_listed(bulletin: Bulletin, component: str, version: tuple[int, int, int] | None,
+                   digest: str, later: Sequence[Bulletin]) -> tuple[Verdict, str] | None:
+    if any(image.digest == digest for fix in bulletin.spec.fixes if fix.component == component
+           for image in fix.images):
+        return "Fixed", "DigestListed"
+    for newer in later:
+        for fix in newer.spec.fixes:
+            if fix.component == component and version_tuple(fix.version) == version and any(
+                    image.digest == digest for image in fix.images):
+                return "Fixed", f"RebuiltIn:{newer.name}"
+    return None
 
 
 def version_tuple(tag: str | None) -> tuple[int, int, int] | None:
@@ -134,13 +230,9 @@ class ComponentVerdict:
 def _digest_verdict(bulletin: Bulletin, component: str, version: tuple[int, int, int] | None,
                     digest: str, later: Sequence[Bulletin]) -> tuple[Verdict, str]:
     fixes = [fix for fix in bulletin.spec.fixes if fix.component == component]
-    if any(image.digest == digest for fix in fixes for image in fix.images):
-        return "Fixed", "DigestListed"
-    for newer in later:
-        for fix in newer.spec.fixes:
-            if fix.component == component and version_tuple(fix.version) == version and any(
-                    image.digest == digest for image in fix.images):
-                return "Fixed", f"RebuiltIn:{newer.name}"
+    listed = _digest_listed(bulletin, component, version, digest, later)
+    if listed is not None:
+        return listed
     if version is None:
         return "Unknown", "UnparseableVersion"
     fixed_versions = [v for v in (version_tuple(fix.version) for fix in fixes) if v]
@@ -207,7 +299,8 @@ def _aggregate(cves: Sequence[CveVerdict]) -> tuple[Verdict, str]:
     if "Vulnerable" in verdicts:
         return "Vulnerable", next(c.reason for c in cves if c.verdict == "Vulnerable")
     if all(v == "NotAffected" for v in verdicts):
-        return "NotAffected", "AllSuppressedByVex"
+        by_version = [c.reason for c in cves if not c.reason.startswith("Vex")]
+        return "NotAffected", by_version[0] if by_version else "AllSuppressedByVex"
     if "Unknown" in verdicts:
         return "Unknown", next(c.reason for c in cves if c.verdict == "Unknown")
     return "Fixed", next(c.reason for c in cves if c.verdict == "Fixed")
@@ -251,10 +344,23 @@ def evaluate_component(bulletin: Bulletin, component: RunningComponent,
     if not concerned:
         return None
     version = version_tuple(component.tag)
-    no_fix = not any(fix.component == component.component for fix in bulletin.spec.fixes)
+    has_fixes = any(fix.component == component.component for fix in bulletin.spec.fixes)
+    ranges = bulletin.spec.ranges_for(component.component)
+    # Enterprise builds with listed digests: the digests decide (a rebuilt tag carries a
+    # backported fix without a new version); otherwise the ranges do.
+    by_range = bool(ranges) and not (has_fixes and _variant(component.repository) is not None)
+    no_fix = not has_fixes and not any(r.fixed or r.last_affected for r in ranges)
     cves = []
     for vulnerability in concerned:
-        if not component.digests:
+        if by_range:
+            outcomes = [_apply_vex(
+                *(_digest_listed(bulletin, component.component, version, digest, later)
+                  or _range_verdict(ranges, component.tag)), documents, vulnerability.id,
+                component, digest, no_fix) for digest in component.digests]
+            outcome = _worst(outcomes) if outcomes else _apply_vex(
+                *_range_verdict(ranges, component.tag), documents, vulnerability.id,
+                component, None, no_fix)
+        elif not component.digests:
             outcome = _apply_vex("Unknown", "NoDigest", documents, vulnerability.id,
                                  component, None, no_fix)
         else:
@@ -266,7 +372,20 @@ def evaluate_component(bulletin: Bulletin, component: RunningComponent,
     verdict, reason = _aggregate(cves)
     remediation = remediation_for(bulletin, component) if verdict == "Vulnerable" else None
     message = _message(component, verdict, reason, remediation)
+    if verdict == "Vulnerable" and remediation is None and (upgrade := _upgrade_to(
+            ranges, component.tag)):
+        message += f"; upgrade to {upgrade} or later"
     return ComponentVerdict(component, verdict, reason, message, tuple(cves), remediation)
+
+
+def _upgrade_to(ranges: Sequence[VersionRange], tag: str | None) -> str | None:
+    """The lowest fixed version above the running one, from the ranges that contain it."""
+    try:
+        version = parse_version(tag or "")
+    except ValueError:
+        return None
+    fixed = [r.fixed for r in ranges if r.fixed and r.contains(version)]
+    return min(fixed, key=parse_version) if fixed else None
 
 
 def _message(component: RunningComponent, verdict: Verdict, reason: str,

@@ -1,0 +1,145 @@
+"""Public advisories in the OSV format (the GitHub Advisory Database) as SecurityBulletin specs.
+
+Pure: the caller reads the JSON and validates it against the OSV schema; this module maps an
+advisory to a bulletin. Go modules map to Flux components through an explicit table, not by
+guessing from the path: ``github.com/fluxcd/flux2`` is the CLI, which never runs in the cluster,
+and API sub-modules (``.../source-controller/api``) have versions of their own that say nothing
+about the controller's image. Go module versions (``1.2.5``) become image tags (``v1.2.5``):
+Flux tags its images with the module's git tag.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import semver
+
+#: Go module -> the Flux component (Deployment and image name) it builds. Only controllers
+#: that run in a cluster; everything else in an advisory is left out of the bulletin.
+MODULE_COMPONENTS: Mapping[str, str] = {
+    "github.com/fluxcd/source-controller": "source-controller",
+    "github.com/fluxcd/kustomize-controller": "kustomize-controller",
+    "github.com/fluxcd/helm-controller": "helm-controller",
+    "github.com/fluxcd/notification-controller": "notification-controller",
+    "github.com/fluxcd/image-reflector-controller": "image-reflector-controller",
+    "github.com/fluxcd/image-automation-controller": "image-automation-controller",
+    "github.com/fluxcd/source-watcher": "source-watcher",
+    "github.com/controlplaneio-fluxcd/flux-operator": "flux-operator",
+}
+
+#: GitHub's database_specific.severity -> the bulletin's severity.
+_SEVERITIES = {"LOW": "Low", "MODERATE": "Medium", "MEDIUM": "Medium", "HIGH": "High",
+               "CRITICAL": "Critical"}
+#: Without a GitHub severity (other OSV sources): treat as High rather than hide it as Low.
+DEFAULT_SEVERITY = "High"
+_MAX_TITLE, _MAX_SUMMARY, _MAX_CVE_SUMMARY = 512, 16384, 4096
+
+
+class AdvisoryError(ValueError):
+    """The advisory cannot become a bulletin (a version that is not semver, for example)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Converted:
+    name: str
+    #: The bulletin's spec, or None when no affected package is a Flux component.
+    spec: dict[str, Any] | None
+    skipped_packages: tuple[str, ...]
+
+
+def image_tag(go_version: str) -> str:
+    """``1.2.5`` -> ``v1.2.5``; refuses what is not semver, as Go module versions are."""
+    text = go_version.removeprefix("v")
+    if not semver.Version.is_valid(text):
+        raise AdvisoryError(f"version {go_version!r} is not a semantic version")
+    return f"v{text}"
+
+
+def _ranges(events: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+    """OSV events (introduced/fixed/last_affected) as intervals, in the order OSV evaluates
+    them: sorted by version, each introduced opens an interval that the next fixed or
+    last_affected closes. ``introduced: "0"`` means from the first version: left out."""
+    keyed = []
+    for event in events:
+        for kind in ("introduced", "fixed", "last_affected"):
+            if kind in event:
+                version = event[kind]
+                key = (semver.Version(0) if version == "0"
+                       else semver.Version.parse(image_tag(version)[1:]))
+                keyed.append((key, kind, version))
+    keyed.sort(key=lambda item: (item[0], item[1] != "introduced"))
+    intervals: list[dict[str, str]] = []
+    current: dict[str, str] | None = None
+    for _key, kind, version in keyed:
+        if kind == "introduced":
+            if current is None:
+                current = {} if version == "0" else {"introduced": image_tag(version)}
+        elif current is not None:
+            current["fixed" if kind == "fixed" else "lastAffected"] = image_tag(version)
+            intervals.append(current)
+            current = None
+    if current is not None:
+        intervals.append(current)
+    return intervals
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def to_bulletin(advisory: Mapping[str, Any]) -> Converted:
+    """The SecurityBulletin spec of one OSV advisory (already valid against the OSV schema).
+
+    Deterministic (no clock): the same advisory gives the same bulletin, so importing a feed
+    again changes nothing, and a modified advisory changes exactly its bulletin.
+    """
+    advisory_id = str(advisory["id"])
+    name = advisory_id.lower()
+    affected: dict[str, dict[str, Any]] = {}
+    skipped: list[str] = []
+    for entry in advisory.get("affected") or []:
+        package = entry.get("package") or {}
+        module = package.get("name", "")
+        component = MODULE_COMPONENTS.get(module) if package.get("ecosystem") == "Go" else None
+        if component is None:
+            skipped.append(f"{package.get('ecosystem', '?')}:{module}")
+            continue
+        target = affected.setdefault(component, {"component": component, "package": module,
+                                                 "ranges": []})
+        for version_range in entry.get("ranges") or []:
+            if version_range.get("type") in ("SEMVER", "ECOSYSTEM"):
+                target["ranges"] += _ranges(version_range.get("events") or [])
+    affected = {c: a for c, a in affected.items() if a["ranges"]}
+    if not affected:
+        return Converted(name, None, tuple(skipped))
+    components = sorted(affected)
+    cves = [alias for alias in advisory.get("aliases") or [] if alias.startswith("CVE-")]
+    severity = _SEVERITIES.get(str((advisory.get("database_specific") or {}).get(
+        "severity", "")).upper(), DEFAULT_SEVERITY)
+    title = (advisory.get("summary") or "").strip() or advisory_id
+    vulnerability: dict[str, Any] = {"severity": severity, "components": components}
+    if advisory.get("summary"):
+        vulnerability["summary"] = _cut(advisory["summary"], _MAX_CVE_SUMMARY)
+    spec: dict[str, Any] = {
+        "title": _cut(title, _MAX_TITLE),
+        **({"summary": _cut(advisory["details"], _MAX_SUMMARY)} if advisory.get("details")
+           else {}),
+        "publishedAt": advisory.get("published") or advisory["modified"],
+        "severity": severity,
+        # OpenVEX statements name CVEs, so the CVE ids are the keys; the advisory id only
+        # when the advisory has no CVE.
+        "vulnerabilities": [{"id": cve, **vulnerability} for cve in cves or [advisory_id]],
+        "affectedVersions": [affected[c] for c in components],
+        "advisory": {"id": advisory_id, "modified": advisory["modified"],
+                     "url": _url(advisory)},
+    }
+    return Converted(name, spec, tuple(skipped))
+
+
+def _url(advisory: Mapping[str, Any]) -> str:
+    advisory_id = str(advisory["id"])
+    if advisory_id.startswith("GHSA-"):
+        return f"https://github.com/advisories/{advisory_id}"
+    return f"https://osv.dev/vulnerability/{advisory_id}"
