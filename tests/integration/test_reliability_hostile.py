@@ -43,7 +43,7 @@ BULLETIN_EXAMPLES = 200
 OPERATOR_NAMESPACE = "fluxsupport-system"
 PRE = fixtures.images(fixtures.PRE_FIX_V275)
 FIX = fixtures.images(fixtures.FIX_V275)
-CASE_REASONS = {"Reconciled", "InvalidAnnotation", "InvalidSpec"}
+CASE_REASONS = {"Reconciled", "InvalidAnnotation", "AnnotationInFuture", "InvalidSpec"}
 BULLETIN_REASONS = {"Evaluated", "InvalidVex", "InvalidSpec", "InventoryUnavailable"}
 MISSING = object()
 

@@ -6,8 +6,10 @@ The session operator runs a 24x7 policy with Urgent = 4 s, High = 1 h (conftest.
 from __future__ import annotations
 
 import datetime
+import pathlib
 import time
 import uuid
+import zoneinfo
 from collections.abc import Callable
 from typing import Any
 
@@ -358,3 +360,61 @@ def test_bad_annotation_is_reported_and_other_cases_keep_working(
     other = f"after-{uuid.uuid4().hex[:6]}"
     api.create_case(namespace, case_body(other, namespace))
     wait_state(api, namespace, other, "Pending")
+
+
+def test_2026_preset_resolution_clock_workaround_and_monthly_compliance(
+        api: harness.Api, operator_credentials: harness.OperatorCredentials, namespace: str,
+        no_session_operator: None, tmp_path: pathlib.Path) -> None:
+    """An operator on `preset: support-policy-2026` writes status.resolution (accepted by the
+    CRD's schema), lowers a High case with a workaround to Level 3, and exports the
+    resolution and monthly-compliance series."""
+    policy = tmp_path / "policy-2026.yaml"
+    policy.write_text("preset: support-policy-2026\nregion: EMEA\n")
+    own = harness.OperatorProcess(operator_credentials.kubeconfig, tmp_path,
+                                  extra_args=("--policy", str(policy)), name="operator-2026")
+    own.start()
+    try:
+        api.create_case(namespace, urgent("sev1", namespace))
+        api.create_case(namespace, case_body("sev2-workaround", namespace, workaround=True))
+        sev1 = wait_state(api, namespace, "sev1", "Pending")
+        # Severity 1 is 24x7 in every region: 1 h response, 4 h resolution, wall clock.
+        created = parse(sev1["metadata"]["creationTimestamp"])
+        resolution = sev1["status"]["resolution"]
+        assert parse(sev1["status"]["firstResponse"]["deadline"]) - created == \
+            datetime.timedelta(hours=1)
+        assert parse(resolution["deadline"]) - created == datetime.timedelta(hours=4)
+        assert resolution["targetSeconds"] == 4 * 3600
+        assert resolution["state"] == "Pending"
+        lowered = wait_state(api, namespace, "sev2-workaround", "Pending")
+        assert lowered["status"]["level"] == 3
+        assert lowered["status"]["resolution"]["targetSeconds"] == 16 * 3600
+        conditions = {c["type"]: c for c in lowered["status"]["conditions"]}
+        assert conditions["WorkaroundApplied"]["reason"] == "SeverityLowered"
+        assert conditions["ResolutionBreached"]["status"] == "False"
+
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        api.patch_case(namespace, "sev1", {"metadata": {"annotations": {
+            constants.RESPONDED_AT: now, constants.RESOLVED_AT: now}}})
+        met = wait_state(api, namespace, "sev1", "Met")
+        harness.wait_for(lambda: api.get_case(namespace, "sev1")["status"].get(
+            "resolution", {}).get("state") == "Met", timeout=20, interval=0.05,
+            what="sev1 resolution Met")
+        assert met["status"]["closure"]["outcome"] == "Resolved"
+        month = created.astimezone(zoneinfo.ZoneInfo("Europe/London")).strftime("%Y-%m")
+        series = scrape_until(
+            own, lambda s: s.get(("supportcase_monthly_compliance_ratio",
+                                  frozenset({("month", month)}))) is not None,
+            "monthly compliance ratio")
+        assert value(series, "supportcase_resolutions_total", level="1", outcome="met") == 1
+        assert value(series, "supportcase_compliance_target_ratio") == 0.95
+        # Other tests' cases in the cluster count too: check the ratio against the counts.
+        met_count = value(series, "supportcase_monthly_cases", month=month, outcome="met")
+        missed = value(series, "supportcase_monthly_cases", month=month, outcome="missed")
+        assert met_count >= 1
+        assert value(series, "supportcase_monthly_compliance_ratio", month=month) == \
+            pytest.approx(met_count / (met_count + missed))
+        assert value(series, "supportcase_resolution_deadline_timestamp_seconds",
+                     namespace=namespace, supportcase="sev2-workaround", level="3") == \
+            parse(lowered["status"]["resolution"]["deadline"]).timestamp()
+    finally:
+        own.stop()

@@ -30,6 +30,15 @@ KNOWN_METRICS = frozenset({
     "supportcase_first_response_business_seconds_sum",
     "supportcase_first_response_business_seconds_count",
     "supportcase_open_cases",
+    "supportcase_resolution_deadline_timestamp_seconds",
+    "supportcase_resolution_warning_timestamp_seconds",
+    "supportcase_resolutions_total",
+    "supportcase_resolution_business_seconds_bucket",
+    "supportcase_resolution_business_seconds_sum",
+    "supportcase_resolution_business_seconds_count",
+    "supportcase_monthly_cases",
+    "supportcase_monthly_compliance_ratio",
+    "supportcase_compliance_target_ratio",
     "fluxsupport_bulletin_components",
     "fluxsupport_component_vulnerable",
     "fluxsupport_bulletin_patch_overdue",
@@ -109,7 +118,9 @@ def test_every_alert_has_a_firing_and_a_quiet_case_in_tests_yaml() -> None:
         "SupportCaseFirstResponseAtRisk", "SupportCaseFirstResponseBreached",
         "SupportCaseFirstResponseComplianceLow", "FluxComponentVulnerable",
         "SecurityBulletinPatchOverdue", "FluxSupportOperatorDown",
-        "SupportCaseNotSubmitted", "FluxSupportPortalSyncStale"}
+        "SupportCaseNotSubmitted", "FluxSupportPortalSyncStale",
+        "SupportCaseResolutionAtRisk", "SupportCaseResolutionBreached",
+        "SupportCaseMonthlyComplianceLow"}
     main_file = yaml.safe_load(TEST_FILES[0].read_text())
     cases = [case for test in main_file["tests"] for case in test.get("alert_rule_test") or []]
     firing = {case["alertname"] for case in cases if case.get("exp_alerts")}
@@ -190,6 +201,13 @@ def test_operator_down_uses_absent_and_the_compliance_rule_has_its_guards() -> N
                  "_seconds{job=\"fluxsupport\", level=~\"3|4\"} > 1800",
                  id="not-submitted-level-4-delayed"),
     pytest.param("> 600", "> 300", id="portal-sync-stale-too-early"),
+    pytest.param('resolution_deadline_timestamp_seconds{job="fluxsupport", level=~"1|2"}',
+                 'resolution_deadline_timestamp_seconds{job="fluxsupport", level=~"2"}',
+                 id="resolution-breach-of-level-1-not-paged"),
+    pytest.param("< on (job, instance) group_left ()", "<= on (job, instance) group_left ()",
+                 id="monthly-compliance-fires-at-exactly-the-target"),
+    pytest.param("supportcase_compliance_target_ratio{job=\"fluxsupport\"}", "0.8",
+                 id="monthly-compliance-fixed-threshold-instead-of-the-policy"),
     pytest.param("fluxsupport_portal_last_sync_timestamp_seconds{job=\"fluxsupport\"} > 0\n",
                  "fluxsupport_portal_last_sync_timestamp_seconds{job=\"fluxsupport\"} >= 0\n",
                  id="portal-sync-stale-before-the-first-sync"),

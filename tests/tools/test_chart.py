@@ -250,6 +250,25 @@ def test_every_policy_field_can_be_set_through_values(helm: pathlib.Path,
     assert default["checksum/policy"] != changed["checksum/policy"], "a policy change must roll"
 
 
+def test_the_2026_preset_with_a_region_is_expressible(helm: pathlib.Path) -> None:
+    policy = rendered_policy(render(helm, "--set", "policy.preset=support-policy-2026",
+                                    "--set", "policy.region=APAC",
+                                    "--set", "policy.resolutionTargets.Low=6d",
+                                    "--set", "policy.complianceTarget=1"))
+    assert policy == load_policy("preset: support-policy-2026\nregion: APAC\n"
+                                 "resolutionTargets: {Low: 6d}\ncomplianceTarget: 1\n")
+    assert policy.timezone == "Australia/Sydney"
+    assert policy.resolution_targets.for_level(1) == 4 * 3600
+    for args, message in (
+            (["--set", "policy.preset=support-policy-2026"], "missing property 'region'"),
+            (["--set", "policy.region=AMER"], "at '/policy/region'"),
+            (["--set", "policy.preset=support-policy-2026", "--set", "policy.region=LATAM"],
+             "at '/policy/region'")):
+        result = run_helm(helm, "template", "fluxsupport", str(CHART), *args)
+        assert result.returncode != 0, args
+        assert message in result.stderr, result.stderr
+
+
 def test_a_24x7_policy_without_holidays_is_expressible(helm: pathlib.Path) -> None:
     policy = rendered_policy(render(helm, "--set", "policy.businessHours.alwaysOpen=true",
                                     "--set", "policy.holidays="))
@@ -500,6 +519,12 @@ def test_notes_say_how_to_create_the_channels_secret(helm: pathlib.Path,
     assert (f"kubectl -n {NAMESPACE} create secret generic fluxsupport-channels "
             "--from-literal=portal-token=") in default
     assert "portal on, email off" in notes(*PORTAL_ON)
+    assert ("SLA policy: preset technical-support-policy; keys that override the preset: "
+            "none") in default
+    assert ("SLA policy: preset support-policy-2026, region AMER; keys that override the "
+            "preset: targets") in notes("--set", "policy.preset=support-policy-2026",
+                                        "--set", "policy.region=AMER",
+                                        "--set", "policy.targets.Low=3d")
 
 
 # --- dashboard -------------------------------------------------------------------------------

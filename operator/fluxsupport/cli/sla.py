@@ -36,13 +36,15 @@ def due(
         help="Holiday calendar CC[-SUBDIV], e.g. GB-ENG, DE-BY; '' for none.")] = None,
     policy: Annotated[pathlib.Path | None, typer.Option(
         help="Policy YAML file; the published defaults otherwise.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print startedAt, warningAt, deadline.")
-                       ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=(
+        "Print startedAt, warningAt, deadline, and resolutionWarningAt and resolutionDeadline "
+        "where the policy sets a resolution target."))] = False,
 ) -> None:
     """Print the first-response deadline of a case opened at --opened.
 
     Example: fluxsupport sla due --level 1 --opened 2026-12-04T16:00:00Z
     prints 2026-12-07T11:00:00+00:00 (Friday 16:00 + 4 business hours, London).
+    A policy file may hold just `preset: support-policy-2026` and `region: AMER`.
     """
     number = _level(level)
     try:
@@ -72,15 +74,24 @@ def due(
     timing = supportcase.compute_timing(start, number, merged, calendar)
     zone = zoneinfo.ZoneInfo(merged.timezone)
     if as_json:
-        typer.echo(json.dumps({"startedAt": timing.started_at.astimezone(zone).isoformat(),
-                               "warningAt": timing.warning_at.astimezone(zone).isoformat(),
-                               "deadline": timing.deadline.astimezone(zone).isoformat()}))
+        shown = {"startedAt": timing.started_at.astimezone(zone).isoformat(),
+                 "warningAt": timing.warning_at.astimezone(zone).isoformat(),
+                 "deadline": timing.deadline.astimezone(zone).isoformat()}
+        resolution = supportcase.compute_resolution_timing(start, number, merged, calendar)
+        if resolution is not None:
+            shown["resolutionWarningAt"] = resolution.warning_at.astimezone(zone).isoformat()
+            shown["resolutionDeadline"] = resolution.deadline.astimezone(zone).isoformat()
+        typer.echo(json.dumps(shown))
     else:
         typer.echo(timing.deadline.astimezone(zone).isoformat())
 
 
-def remaining(deadline: str, now: datetime.datetime, calendar: BusinessCalendar) -> str:
-    """Business time left until ``deadline`` (negative once passed), for reports."""
+def remaining(deadline: str, now: datetime.datetime, calendar: BusinessCalendar,
+              level: int | None = None) -> str:
+    """Business time left until ``deadline`` (negative once passed), for reports; on the
+    level's calendar (24x7 for the policy's alwaysOpenLevels) when ``level`` is given."""
+    if level is not None:
+        calendar = calendar.for_level(level)
     due_at = supportcase.parse_time(deadline)
     seconds = calendar.elapsed(now, due_at) if due_at > now else -calendar.elapsed(due_at, now)
     sign = "-" if seconds < 0 else ""

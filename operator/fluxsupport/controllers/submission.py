@@ -67,6 +67,8 @@ class SubmissionController:
         self._locks: dict[CaseKey, asyncio.Lock] = {}
         #: Cases whose next portal attempt skips its backoff (the portal is back).
         self._now_keys: set[CaseKey] = set()
+        #: LastUpdated of each ticket when the sync last read it.
+        self._seen: dict[str, datetime.datetime | None] = {}
         cases.on_stored = self.consider
 
     # -- deciding ---------------------------------------------------------------------------
@@ -298,12 +300,16 @@ class SubmissionController:
         for ticket in tickets:
             uid = domain.uid_in(ticket.subject)
             key = by_uid.get(uid or "")
-            if key is None:
+            # The overlap of consecutive syncs returns tickets already read: skip those
+            # unchanged since (RT serves one request at a time; each history costs two).
+            if key is None or (ticket.last_updated is not None
+                               and self._seen.get(ticket.id) == ticket.last_updated):
                 continue
             async with self._locks.setdefault(key, asyncio.Lock()):
                 case = self.cases.cases.get(key)
                 if case is not None:
                     await self._track(key, case, ticket, helpdesk, own)
+                    self._seen[ticket.id] = ticket.last_updated
 
     async def _track(self, key: CaseKey, case: CaseSnapshot, ticket: portal.Ticket,
                      helpdesk: portal.Portal, own: str) -> None:

@@ -32,8 +32,8 @@ OUR_ANNOTATIONS = f"{constants.GROUP}/"
 #: Kept when the desired status lacks them: diagnostics are collected once per request, and
 #: the deadline record (with a breach, which is final) survives a spec that became invalid.
 #: The submission record is the channels' (controllers/submission.py): a reconcile carries it.
-KEPT_STATUS = ("diagnostics", "firstResponse", "level", "assessedLevel", "closure",
-               "submission")
+KEPT_STATUS = ("diagnostics", "firstResponse", "resolution", "level", "assessedLevel",
+               "closure", "submission")
 __all__ = ["CaseController", "CaseSnapshot", "newer_or_equal", "status_patch"]
 
 
@@ -118,6 +118,8 @@ class CaseController:
         self.views: dict[CaseKey, domain.MetricsView] = {}
         #: The first-response counter and histogram; they never go down (see FirstResponses).
         self.first_responses = metrics.FirstResponses()
+        #: The same for resolutions, where the policy sets resolution targets.
+        self.resolutions = metrics.Resolutions()
         self._locks: dict[CaseKey, asyncio.Lock] = {}
         #: Told after every stored status: the submission controller decides what to send.
         self.on_stored: Callable[[CaseKey], None] | None = None
@@ -145,6 +147,7 @@ class CaseController:
         self.views.pop(key, None)
         if case is not None:
             self.first_responses.forget(case.uid)
+            self.resolutions.forget(case.uid)
 
     async def reconcile(self, key: CaseKey) -> None:
         """Reconcile now (from a watch event); a failure is retried like a scheduled one."""
@@ -204,6 +207,9 @@ class CaseController:
                     current.get("firstResponse") or {}).get("respondedAt"):
                 # This write recorded the first response: count it here, once.
                 self.first_responses.record(case.uid, evaluation.metrics)
+            if evaluation.metrics is not None and not (
+                    current.get("resolution") or {}).get("resolvedAt"):
+                self.resolutions.record(case.uid, evaluation.metrics)
             if result.transitions:
                 logger.debug("SupportCase %s/%s: status written (%s)", key[0], key[1],
                              (desired.get("firstResponse") or {}).get("state", "InvalidSpec"))

@@ -33,17 +33,26 @@ UTC = datetime.UTC
 class BusinessCalendar:
     """Opening windows of one policy, extended on demand one local year at a time."""
 
-    def __init__(self, policy: policy_module.Policy) -> None:
+    def __init__(self, policy: policy_module.Policy, always_open: bool = False) -> None:
         self.policy = policy
         self.zone = zoneinfo.ZoneInfo(policy.timezone)
         self.hours = policy.business_hours
-        self.always_open = policy.business_hours.always_open
+        self.always_open = always_open or policy.business_hours.always_open
+        self._around_the_clock: BusinessCalendar | None = None
         self._first_year = 0
         self._last_year = -1
         self._opens: list[float] = []
         self._closes: list[float] = []
         self._cum_start: list[float] = []
         self._cum_end: list[float] = []
+
+    def for_level(self, level: int) -> BusinessCalendar:
+        """The calendar a level's clocks run on: 24x7 for the policy's alwaysOpenLevels."""
+        if self.always_open or level not in self.policy.always_open_levels:
+            return self
+        if self._around_the_clock is None:
+            self._around_the_clock = BusinessCalendar(self.policy, always_open=True)
+        return self._around_the_clock
 
     # ---- table --------------------------------------------------------------------------
 

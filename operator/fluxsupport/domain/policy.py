@@ -1,7 +1,9 @@
 """The SLA policy: calendar, targets per level and the warning point.
 
-One operator-wide policy, read from YAML (a file, a ConfigMap key or Helm values). Every
-field has the default of the published support policy, so an empty document is valid.
+One operator-wide policy, read from YAML (a file, a ConfigMap key or Helm values). A
+``preset`` supplies every value of one published support policy: the Technical Support
+Policy (the default, so an empty document is valid) or the Support Policy 2026 with its
+``region``. Keys written in the document override the preset's values (docs/sla-policy.md).
 """
 
 from __future__ import annotations
@@ -133,6 +135,21 @@ class Targets(pydantic.BaseModel):
         return seconds
 
 
+class ResolutionTargets(pydantic.BaseModel):
+    """Resolution budgets per level; None where the policy defines none."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    Urgent: Seconds | None = None
+    High: Seconds | None = None
+    Medium: Seconds | None = None
+    Low: Seconds | None = None
+
+    def for_level(self, level: int) -> int | None:
+        seconds: int | None = getattr(self, LEVEL_NAMES[level])
+        return seconds
+
+
 class Portal(pydantic.BaseModel):
     """The helpdesk's API: the primary channel."""
 
@@ -223,9 +240,51 @@ class Channels(pydantic.BaseModel):
         return self.portal.enabled or self.email.enabled
 
 
+Preset = Literal["technical-support-policy", "support-policy-2026"]
+DEFAULT_PRESET: Preset = "technical-support-policy"
+PRESET_2026: Preset = "support-policy-2026"
+Region = Literal["AMER", "EMEA", "APAC"]
+
+#: The zone and holiday calendar of each region of the 2026 policy. The page names zones by
+#: abbreviation (EST, GMT or CET, AEST); customers mean the local civil time with its DST.
+REGIONS: dict[str, dict[str, str]] = {
+    "AMER": {"timezone": "America/New_York", "holidays": "US"},
+    "EMEA": {"timezone": "Europe/London", "holidays": "GB-ENG"},
+    "APAC": {"timezone": "Australia/Sydney", "holidays": "AU-NSW"},
+}
+
+#: One Support Day is one full 09:00-17:00 Support-Hours day: 8 Support Hours.
+SUPPORT_DAY = 8 * 3600
+
+
+def preset_values(preset: str, region: str | None) -> dict[str, Any]:
+    """The policy document a preset stands for (aliases as keys); {} for the default, whose
+    values are the model's defaults."""
+    if preset != PRESET_2026:
+        return {}
+    if region is None:
+        raise ValueError(f"preset {PRESET_2026} needs region: AMER, EMEA or APAC")
+    return {
+        **REGIONS[region],
+        "businessHours": {"alwaysOpen": False, "days": list(WEEKDAYS[:5]),
+                          "start": "09:00", "end": "17:00"},
+        "targets": {"Urgent": 3600, "High": 4 * 3600, "Medium": SUPPORT_DAY,
+                    "Low": 2 * SUPPORT_DAY},
+        "resolutionTargets": {"Urgent": 4 * 3600, "High": 8 * 3600, "Medium": 2 * SUPPORT_DAY,
+                              "Low": 5 * SUPPORT_DAY},
+        "alwaysOpenLevels": [1],
+        "complianceTarget": 0.95,
+        "workaroundLowersSeverity": True,
+    }
+
+
 class Policy(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
+    #: Which published policy supplies the values of the keys the document leaves out.
+    preset: Preset = DEFAULT_PRESET
+    #: The customer's region under the 2026 preset: its zone and holiday calendar.
+    region: Region | None = None
     timezone: str = "Europe/London"
     #: python-holidays country and optional subdivision, ``GB-ENG``; empty for none.
     holidays: str = "GB-ENG"
@@ -233,9 +292,49 @@ class Policy(pydantic.BaseModel):
     business_hours: BusinessHours = pydantic.Field(default_factory=BusinessHours,
                                                    alias="businessHours")
     targets: Targets = pydantic.Field(default_factory=Targets)
+    resolution_targets: ResolutionTargets = pydantic.Field(default_factory=ResolutionTargets,
+                                                           alias="resolutionTargets")
+    #: Levels whose clocks run 24x7 whatever the business hours (Severity 1 in 2026).
+    always_open_levels: tuple[int, ...] = pydantic.Field((), alias="alwaysOpenLevels")
+    #: Share of a month's cases that must meet their targets.
+    compliance_target: float = pydantic.Field(0.95, alias="complianceTarget", gt=0, le=1)
+    #: A Level 2 case with spec.workaround true is handled as Level 3.
+    workaround_lowers_severity: bool = pydantic.Field(False, alias="workaroundLowersSeverity")
     #: Share of the budget after which a case is at risk.
     warning_ratio: float = pydantic.Field(0.75, alias="warningRatio", gt=0, lt=1)
     channels: Channels = pydantic.Field(default_factory=Channels)
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        """The preset's values under the document's own: a key written wins, and a mapping
+        written (businessHours, targets, resolutionTargets) wins key by key."""
+        if not isinstance(data, dict):
+            return data
+        written = dict(data)
+        for name, field in cls.model_fields.items():
+            if field.alias and name in written and field.alias not in written:
+                written[field.alias] = written.pop(name)
+        preset, region = written.get("preset", DEFAULT_PRESET), written.get("region")
+        if preset not in (DEFAULT_PRESET, PRESET_2026) or (
+                region is not None and region not in REGIONS):
+            return written  # the field validators say what is wrong
+        if region is not None and preset != PRESET_2026:
+            raise ValueError(f"region applies to preset {PRESET_2026} only")
+        merged = preset_values(preset, region)
+        for key, value in written.items():
+            base = merged.get(key)
+            merged[key] = {**base, **value} if isinstance(base, dict) and isinstance(
+                value, dict) else value
+        return merged
+
+    @pydantic.field_validator("always_open_levels")
+    @classmethod
+    def _known_open_levels(cls, levels: tuple[int, ...]) -> tuple[int, ...]:
+        unknown = [level for level in levels if level not in LEVEL_NAMES]
+        if unknown:
+            raise ValueError(f"unknown level {unknown[0]}; levels are 1 to 4")
+        return tuple(sorted(set(levels)))
 
     @pydantic.field_validator("timezone")
     @classmethod
@@ -254,8 +353,20 @@ class Policy(pydantic.BaseModel):
         return code
 
     def fingerprint(self) -> str:
-        """Short hash of everything that moves a deadline, plus the holidays release."""
-        return _fingerprint(self.model_dump_json(by_alias=True, exclude={"channels"}))
+        """Short hash of everything that moves a deadline, plus the holidays release.
+
+        The keys added with the presets count only when they differ from their defaults, so
+        that the default policy keeps the fingerprint its cases were stored with.
+        """
+        unset = {name for name in _PRESET_KEYS
+                 if getattr(self, name) == type(self).model_fields[name].get_default(
+                     call_default_factory=True)}
+        return _fingerprint(self.model_dump_json(
+            by_alias=True, exclude={"channels", "compliance_target", *unset}))
+
+
+_PRESET_KEYS = ("preset", "region", "resolution_targets", "always_open_levels",
+                "workaround_lowers_severity")
 
 
 @functools.lru_cache(maxsize=16)

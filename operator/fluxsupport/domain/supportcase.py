@@ -53,10 +53,20 @@ class CaseSpec(pydantic.BaseModel):
     category: str
     requires_infrastructure_access: bool = pydantic.Field(
         False, alias="requiresInfrastructureAccess")
+    workaround: bool = False
 
     @property
     def level(self) -> int:
         return LEVELS[self.severity]
+
+
+def effective_level(case: CaseSpec, policy: Policy) -> int:
+    """The level the clocks follow: the claimed one, except that under a policy with
+    workaroundLowersSeverity (the 2026 preset) a Level 2 case with a working workaround is
+    handled as Level 3."""
+    if case.level == 2 and case.workaround and policy.workaround_lowers_severity:
+        return 3
+    return case.level
 
 
 def assess_level(impact: Impact) -> int:
@@ -209,9 +219,9 @@ class Timing:
     calendar: str
 
 
-def compute_timing(created: datetime.datetime, level: int, policy: Policy,
-                   calendar: BusinessCalendar) -> Timing:
-    target = policy.targets.for_level(level)
+def _clock(created: datetime.datetime, level: int, target: int, policy: Policy,
+           calendar: BusinessCalendar) -> Timing:
+    calendar = calendar.for_level(level)
     return Timing(
         started_at=calendar.clock_start(created),
         warning_at=calendar.add(created, round(target * policy.warning_ratio)),
@@ -221,8 +231,21 @@ def compute_timing(created: datetime.datetime, level: int, policy: Policy,
     )
 
 
-def _stored_timing(previous: Mapping[str, Any]) -> Timing | None:
-    first = previous.get("firstResponse") or {}
+def compute_timing(created: datetime.datetime, level: int, policy: Policy,
+                   calendar: BusinessCalendar) -> Timing:
+    """The first-response clock of a case of ``level`` opened at ``created``."""
+    return _clock(created, level, policy.targets.for_level(level), policy, calendar)
+
+
+def compute_resolution_timing(created: datetime.datetime, level: int, policy: Policy,
+                              calendar: BusinessCalendar) -> Timing | None:
+    """The resolution clock, or None where the policy sets no resolution target."""
+    target = policy.resolution_targets.for_level(level)
+    return None if target is None else _clock(created, level, target, policy, calendar)
+
+
+def _stored_timing(previous: Mapping[str, Any], block: str = "firstResponse") -> Timing | None:
+    first = previous.get(block) or {}
     try:
         return Timing(parse_time(first["startedAt"]), parse_time(first["warningAt"]),
                       parse_time(first["deadline"]), int(first["targetSeconds"]),
@@ -238,6 +261,27 @@ class Event:
     message: str
 
 
+Compliance = Literal["met", "missed", "pending"]
+
+
+def compliance_outcome(status: Mapping[str, Any]) -> Compliance | None:
+    """How a case counts towards its month: missed once any of its targets was missed (a
+    breach is final), met once every target it has was met, pending until then; None for a
+    case without deadlines and for one dismissed before any deadline passed."""
+    blocks = [block for block in (status.get("firstResponse"), status.get("resolution"))
+              if isinstance(block, Mapping) and block]
+    if not blocks:
+        return None
+    states = [block.get("state") for block in blocks]
+    if any(state in (State.BREACHED, State.LATE) for state in states):
+        return "missed"
+    if (status.get("closure") or {}).get("outcome") == "Dismissed" or State.CLOSED in states:
+        return None
+    if all(state == State.MET for state in states):
+        return "met"
+    return "pending"
+
+
 @dataclasses.dataclass(frozen=True)
 class MetricsView:
     """What the metrics collector needs to know about one case."""
@@ -250,6 +294,15 @@ class MetricsView:
     warning: float
     outcome: Literal["met", "breached"] | None
     response_business_seconds: float | None
+    #: The resolution clock, where the policy defines one: deadline and warning point while
+    #: the case is open, the outcome and business time once it is resolved.
+    resolution_deadline: float | None = None
+    resolution_warning: float | None = None
+    resolution_outcome: Literal["met", "breached"] | None = None
+    resolution_business_seconds: float | None = None
+    #: When the case was created, and how it stands for the monthly compliance.
+    created: float = 0.0
+    compliance: Compliance | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,6 +322,15 @@ def _invalid_spec(error: pydantic.ValidationError, old_conditions: list[Any], ge
     status = {"observedGeneration": generation,
               "conditions": conditions.merge(old_conditions, [ready], generation, now)}
     return Evaluation(status, (Event("Warning", "InvalidSpec", message),), None, None)
+
+
+def _resolution_timing(previous: Mapping[str, Any], created: datetime.datetime, level: int,
+                       policy: Policy, calendar: BusinessCalendar) -> Timing | None:
+    """Stored like the first-response clock: computed once, again only on a level change."""
+    stored = _stored_timing(previous, "resolution")
+    if stored is not None and previous.get("level") == level:
+        return stored
+    return compute_resolution_timing(created, level, policy, calendar)
 
 
 def _timing(previous: Mapping[str, Any], created: datetime.datetime, level: int,
@@ -331,8 +393,9 @@ def _response(lifecycle: Lifecycle, portal: PortalFacts
     return at, by, "annotation"
 
 
-def _breached_at(previous: Mapping[str, Any]) -> datetime.datetime | None:
-    stored = (previous.get("firstResponse") or {}).get("breachedAt")
+def _breached_at(previous: Mapping[str, Any],
+                 block: str = "firstResponse") -> datetime.datetime | None:
+    stored = (previous.get(block) or {}).get("breachedAt")
     try:
         return parse_time(stored) if stored else None
     except ValueError:
@@ -388,7 +451,7 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
         return _invalid_spec(error, old_conditions, generation, now)
 
     lifecycle = parse_lifecycle(annotations, now)
-    level, assessed = case.level, assess_level(case.impact)
+    level, assessed = effective_level(case, policy), assess_level(case.impact)
     timing, timing_event, severity_note = _timing(previous, created, level, policy, calendar)
 
     submission = previous.get("submission") or {}
@@ -413,7 +476,7 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
         # Only once the clock has stopped: a ticking value would rewrite status forever.
         clock_end = responded_at or dismissed_at
         assert clock_end is not None
-        business_seconds = max(0, int(calendar.elapsed(created, clock_end)))
+        business_seconds = max(0, int(calendar.for_level(level).elapsed(created, clock_end)))
         first_response["businessSeconds"] = business_seconds
     if responded_at is not None:
         first_response["respondedAt"] = _rfc(responded_at)
@@ -422,13 +485,19 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
         first_response["source"] = source
 
     closure = _closure(lifecycle, portal)
+    resolution_timing = _resolution_timing(previous, created, level, policy, calendar)
+    resolution = _resolution(resolution_timing, closure, previous, now,
+                             calendar.for_level(level), created)
     current = _conditions(case, level, assessed, state, timing, lifecycle, policy,
                           severity_note, responded_at)
+    current += _resolution_conditions(resolution, resolution_timing, policy)
+    current += _workaround_condition(case, level, policy)
     submitted = submission_module.condition(
         submission, level, policy.channels, closure is not None or dismissed_at is not None, now)
     current.append(submitted)
     events = [timing_event] if timing_event else []
-    events += _transition_events(previous, state, current, timing, responded_at)
+    events += [*_transition_events(previous, state, current, timing, responded_at),
+               *_resolution_events(previous, resolution)]
 
     status: dict[str, Any] = {
         "observedGeneration": generation,
@@ -438,15 +507,12 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
         "closure": closure,
         "conditions": conditions.merge(old_conditions, current, generation, now),
     }
-    next_transition = None
-    if awaiting:
-        next_transition = next((moment for moment in (timing.warning_at, timing.deadline)
-                                if moment > now), None)
-    # Status is a function of the clock: re-evaluate when an ignored time is no longer in
-    # the future, if that comes first.
-    if lifecycle.future_until is not None and (
-            next_transition is None or lifecycle.future_until < next_transition):
-        next_transition = lifecycle.future_until
+    if resolution is not None or previous.get("resolution"):
+        # None drops a clock stored for a level that had a resolution target.
+        status["resolution"] = resolution
+    awaited = resolution_timing if closure is None else None
+    next_transition = _next_transition(now, timing if awaiting else None, awaited,
+                                       lifecycle.future_until)
     outcome: Literal["met", "breached"] | None = None
     if responded_at is not None:
         outcome = "met" if state is State.MET else "breached"
@@ -455,8 +521,122 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
         deadline=timing.deadline.timestamp(), warning=timing.warning_at.timestamp(),
         outcome=outcome,
         response_business_seconds=business_seconds if responded_at is not None else None,
+        created=created.timestamp(), compliance=compliance_outcome(status),
+        **_resolution_metrics(awaited, resolution),
     )
     return Evaluation(status, tuple(events), next_transition, metrics)
+
+
+def _resolution_metrics(awaited: Timing | None,
+                        block: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The resolution fields of MetricsView: the clock while awaited, the outcome once
+    resolved."""
+    fields: dict[str, Any] = {}
+    if awaited is not None:
+        fields["resolution_deadline"] = awaited.deadline.timestamp()
+        fields["resolution_warning"] = awaited.warning_at.timestamp()
+    if block is not None and "resolvedAt" in block:
+        fields["resolution_outcome"] = "met" if block["state"] == State.MET else "breached"
+        fields["resolution_business_seconds"] = block.get("businessSeconds")
+    return fields
+
+
+def _resolution(timing: Timing | None, closure: Mapping[str, Any] | None,
+                previous: Mapping[str, Any], now: datetime.datetime,
+                calendar: BusinessCalendar, created: datetime.datetime
+                ) -> dict[str, Any] | None:
+    """The resolution clock's block: it stops at the closure (resolved or dismissed)."""
+    if timing is None:
+        return None
+    closed_at = parse_time(closure["at"]) if closure else None
+    resolved_at = closed_at if closure and closure["outcome"] == "Resolved" else None
+    dismissed_at = closed_at if closure and closure["outcome"] == "Dismissed" else None
+    breached_at = _breached_at(previous, "resolution")
+    state = _state(timing, resolved_at, dismissed_at, now, breached_at)
+    block: dict[str, Any] = {
+        "startedAt": _rfc(timing.started_at), "warningAt": _rfc(timing.warning_at),
+        "deadline": _rfc(timing.deadline), "targetSeconds": timing.target_seconds,
+        "state": state.value, "calendar": timing.calendar,
+    }
+    if state in (State.BREACHED, State.LATE):
+        block["breachedAt"] = _rfc(breached_at or min(timing.deadline, now))
+    if closed_at is not None:
+        block["businessSeconds"] = max(0, int(calendar.elapsed(created, closed_at)))
+    if resolved_at is not None:
+        block["resolvedAt"] = _rfc(resolved_at)
+    return block
+
+
+def _resolution_conditions(block: Mapping[str, Any] | None, timing: Timing | None,
+                           policy: Policy) -> list[conditions.Condition]:
+    if block is None or timing is None:
+        return []
+    state = State(block["state"])
+    condition = conditions.Condition
+    return [
+        condition(
+            type="ResolutionAtRisk", status="True" if state is State.AT_RISK else "False",
+            reason={State.PENDING: "WithinBudget", State.AT_RISK: "WarningPointPassed",
+                    State.BREACHED: "DeadlinePassed", State.MET: "Resolved",
+                    State.LATE: "Resolved", State.CLOSED: "Dismissed"}[state],
+            message=f"Resolution warning point {_rfc(timing.warning_at)} "
+                    f"({policy.warning_ratio:.0%} of the budget)."),
+        condition(
+            type="ResolutionBreached",
+            status="True" if state in (State.BREACHED, State.LATE) else "False",
+            reason={State.PENDING: "WithinDeadline", State.AT_RISK: "WithinDeadline",
+                    State.BREACHED: "DeadlinePassed", State.MET: "ResolvedInTime",
+                    State.LATE: "ResolvedLate", State.CLOSED: "Dismissed"}[state],
+            message=f"Resolution deadline {_rfc(timing.deadline)}."),
+    ]
+
+
+def _next_transition(now: datetime.datetime, response: Timing | None,
+                     resolution: Timing | None,
+                     future_until: datetime.datetime | None) -> datetime.datetime | None:
+    """The next instant that changes the status: a warning point or deadline of a running
+    clock, or when an ignored future annotation stops being in the future (status is a
+    function of the clock), whichever comes first."""
+    instants = [moment for clock in (response, resolution) if clock is not None
+                for moment in (clock.warning_at, clock.deadline) if moment > now]
+    if future_until is not None:
+        instants.append(future_until)
+    return min(instants, default=None)
+
+
+def _workaround_condition(case: CaseSpec, level: int,
+                          policy: Policy) -> list[conditions.Condition]:
+    """WorkaroundApplied, while spec.workaround is true."""
+    if not case.workaround:
+        return []
+    if level != case.level:
+        return [conditions.Condition(
+            type="WorkaroundApplied", status="True", reason="SeverityLowered",
+            message=f"Claimed {describe_level(case.level)} with a working workaround: handled "
+                    f"as {describe_level(level)}, whose targets the deadlines follow "
+                    f"(policy {policy.preset}).")]
+    why = ("only Level 2 is lowered" if policy.workaround_lowers_severity
+           else f"policy {policy.preset} does not lower the level for a workaround")
+    return [conditions.Condition(
+        type="WorkaroundApplied", status="False", reason="LevelUnchanged",
+        message=f"A workaround is recorded; {describe_level(level)} stays ({why}).")]
+
+
+def _resolution_events(previous: Mapping[str, Any],
+                       block: Mapping[str, Any] | None) -> list[Event]:
+    if block is None:
+        return []
+    old_state = (previous.get("resolution") or {}).get("state")
+    if old_state == block["state"]:
+        return []
+    if block["state"] == State.BREACHED:
+        return [Event("Warning", "ResolutionBreached",
+                      f"Not resolved by the resolution deadline {block['deadline']}.")]
+    if block["state"] == State.LATE:
+        return [Event("Warning", "ResolvedLate",
+                      f"Resolved at {block['resolvedAt']}, after the resolution deadline "
+                      f"{block['deadline']}.")]
+    return []
 
 
 def _conditions(case: CaseSpec, level: int, assessed: int, state: State, timing: Timing,

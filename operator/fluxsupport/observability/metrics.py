@@ -9,7 +9,9 @@ a reset. They are process-local and only ever incremented (see ``FirstResponses`
 
 from __future__ import annotations
 
+import datetime
 import time
+import zoneinfo
 from collections import Counter
 from collections.abc import Iterator, Sized
 from typing import TYPE_CHECKING
@@ -83,6 +85,8 @@ def _snake(state: str) -> str:
 class FirstResponses:
     """``supportcase_first_responses_total`` and the business-seconds histogram.
 
+    ``Resolutions`` counts resolutions against their targets the same way.
+
     A case counts once, in the process that records its first response in the case's status:
     the stored status had no ``respondedAt`` and this process's write added it. A restarted
     operator finds the responses it did not record in the status already and leaves them
@@ -93,16 +97,19 @@ class FirstResponses:
     memory follows the live cases.
     """
 
+    noun, plural = "first response", "first_responses"
+
     def __init__(self) -> None:
         # Not in REGISTRY: CaseCollector yields them, so that each controller (and each unit
         # test) has its own.
+        singular = self.plural.removesuffix("s")
         self.total = prometheus_client.Counter(
-            "supportcase_first_responses",
-            "First responses recorded by this process, by level and outcome (met, breached).",
-            ["level", "outcome"], registry=None)
+            f"supportcase_{self.plural}",
+            f"{self.noun.capitalize()}s recorded by this process, by level and outcome "
+            "(met, breached).", ["level", "outcome"], registry=None)
         self.business_seconds = prometheus_client.Histogram(
-            "supportcase_first_response_business_seconds",
-            "Business time from case creation to the first response, of the responses "
+            f"supportcase_{singular}_business_seconds",
+            f"Business time from case creation to the {self.noun}, of the {self.noun}s "
             "recorded by this process.", ["level"], buckets=RESPONSE_BUCKETS, registry=None)
         # Every series exists from the start at 0: increase() misses the first increment of
         # a series that appears already at 1.
@@ -112,15 +119,20 @@ class FirstResponses:
                 self.total.labels(level, outcome)
         self._counted: set[str] = set()
 
+    @staticmethod
+    def _outcome(view: MetricsView) -> tuple[str | None, float | None]:
+        return view.outcome, view.response_business_seconds
+
     def record(self, uid: str, view: MetricsView) -> bool:
-        """Count the first response that ``view`` shows, unless ``uid`` already counted."""
-        if view.outcome is None or uid in self._counted:
+        """Count the outcome that ``view`` shows, unless ``uid`` already counted."""
+        outcome, seconds = self._outcome(view)
+        if outcome is None or uid in self._counted:
             return False
         self._counted.add(uid)
         level = str(view.level)
-        self.total.labels(level, view.outcome).inc()
-        if view.response_business_seconds is not None:
-            self.business_seconds.labels(level).observe(view.response_business_seconds)
+        self.total.labels(level, outcome).inc()
+        if seconds is not None:
+            self.business_seconds.labels(level).observe(seconds)
         return True
 
     def forget(self, uid: str) -> None:
@@ -129,6 +141,28 @@ class FirstResponses:
     def collect(self) -> Iterator[Metric]:
         yield from self.total.collect()
         yield from self.business_seconds.collect()
+
+
+class Resolutions(FirstResponses):
+    """``supportcase_resolutions_total`` and ``supportcase_resolution_business_seconds``:
+    resolutions of cases whose level has a resolution target."""
+
+    noun, plural = "resolution", "resolutions"
+
+    @staticmethod
+    def _outcome(view: MetricsView) -> tuple[str | None, float | None]:
+        return view.resolution_outcome, view.resolution_business_seconds
+
+
+def months(now: float, zone: datetime.tzinfo) -> tuple[str, str]:
+    """The current and the previous calendar month in ``zone``, as YYYY-MM."""
+    today = datetime.datetime.fromtimestamp(now, zone).date().replace(day=1)
+    previous = (today - datetime.timedelta(days=1)).replace(day=1)
+    return today.strftime("%Y-%m"), previous.strftime("%Y-%m")
+
+
+def month_of(timestamp: float, zone: datetime.tzinfo) -> str:
+    return datetime.datetime.fromtimestamp(timestamp, zone).strftime("%Y-%m")
 
 
 class CaseCollector(Collector):
@@ -147,21 +181,62 @@ class CaseCollector(Collector):
         open_cases = GaugeMetricFamily(
             "supportcase_open_cases", "Cases neither resolved nor dismissed, by state.",
             labels=["level", "state"])
+        resolution_deadline = GaugeMetricFamily(
+            "supportcase_resolution_deadline_timestamp_seconds",
+            "When an open case is due to be resolved (levels with a resolution target only).",
+            labels=labels)
+        resolution_warning = GaugeMetricFamily(
+            "supportcase_resolution_warning_timestamp_seconds",
+            "When an open case with a resolution target becomes at risk of missing it.",
+            labels=labels)
+        monthly = GaugeMetricFamily(
+            "supportcase_monthly_cases",
+            "Cases opened in the current and the previous calendar month (the policy's zone), "
+            "by outcome against their targets: met, missed, or pending (not decided yet).",
+            labels=["month", "outcome"])
+        ratio = GaugeMetricFamily(
+            "supportcase_monthly_compliance_ratio",
+            "Share of the month's decided cases that met all their targets (0-1); absent "
+            "while none is decided.", labels=["month"])
+        target = GaugeMetricFamily(
+            "supportcase_compliance_target_ratio",
+            "The policy's monthly compliance target (complianceTarget), 0-1.")
+        zone = zoneinfo.ZoneInfo(self.cases.policy.timezone)
+        shown = months(time.time(), zone)
         open_counts: Counter[tuple[str, str]] = Counter()
+        month_counts: Counter[tuple[str, str]] = Counter()
         for (namespace, name), view in list(self.cases.views.items()):
             level = str(view.level)
             if view.awaiting_response:
                 deadline.add_metric([namespace, name, level], view.deadline)
                 warning.add_metric([namespace, name, level], view.warning)
+            if view.resolution_deadline is not None and view.resolution_warning is not None:
+                resolution_deadline.add_metric([namespace, name, level], view.resolution_deadline)
+                resolution_warning.add_metric([namespace, name, level], view.resolution_warning)
             if view.open:
                 open_counts[(level, _snake(view.state.value))] += 1
+            if view.compliance is not None:
+                month_counts[(month_of(view.created, zone), view.compliance)] += 1
         for level in LEVELS:
             for state in STATES:
                 open_cases.add_metric([level, state], open_counts[(level, state)])
+        for month in shown:
+            for outcome in ("met", "missed", "pending"):
+                monthly.add_metric([month, outcome], month_counts[(month, outcome)])
+            decided = month_counts[(month, "met")] + month_counts[(month, "missed")]
+            if decided:
+                ratio.add_metric([month], month_counts[(month, "met")] / decided)
+        target.add_metric([], self.cases.policy.compliance_target)
         yield deadline
         yield warning
+        yield resolution_deadline
+        yield resolution_warning
         yield open_cases
+        yield monthly
+        yield ratio
+        yield target
         yield from self.cases.first_responses.collect()
+        yield from self.cases.resolutions.collect()
 
 
 class QueueCollector(Collector):
