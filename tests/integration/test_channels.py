@@ -176,12 +176,13 @@ def test_a_support_reply_sets_met_and_the_autoreply_does_not(
     # RT's autoreply to the requestor is in the history (as RT_System's EmailRecord) ...
     harness.wait_for(lambda: any(t["Type"] == "EmailRecord" and t["Creator"]["Name"] ==
                                  "RT_System" for t in rt.history(ticket)),
-                     timeout=30, what="RT's autoreply")
+                     timeout=90, what="RT's autoreply")
     # ... and two syncs that started after it was, it still is no response.
     seen = time.time()
     assert channels_operator.process is not None
-    harness.wait_for(lambda: last_sync(channels_operator.process) > seen + 1, timeout=30,
-                     what="two syncs after the autoreply")
+    # Bounded by RT, which serves one request at a time: generous on a loaded machine.
+    harness.wait_for(lambda: last_sync(channels_operator.process) > seen + 1, timeout=120,
+                     interval=0.5, what="two syncs after the autoreply")
     first = api.get_case(namespace, "reply")["status"]["firstResponse"]
     assert "respondedAt" not in first, first
     assert first["state"] == "Pending"
@@ -190,7 +191,7 @@ def test_a_support_reply_sets_met_and_the_autoreply_does_not(
     rt.reply_as_support(ticket, "We are looking into it.")
     first = harness.wait_for(
         lambda: api.get_case(namespace, "reply")["status"]["firstResponse"].get("respondedAt")
-        and api.get_case(namespace, "reply")["status"]["firstResponse"], timeout=30,
+        and api.get_case(namespace, "reply")["status"]["firstResponse"], timeout=120,
         what="the reply recorded")
     figures(f"support reply in RT -> Met in status: {time.monotonic() - replied:.2f} s")
     assert (first["state"], first["respondedBy"], first["source"]) == ("Met", "alice", "portal")
@@ -208,7 +209,7 @@ def test_a_resolved_ticket_resolves_the_case_and_updates_reach_the_ticket(
     api.patch_case(namespace, "updates", {"spec": {"severity": "Medium", "impact": {
         "outage": "degraded"}}})
     harness.wait_for(lambda: len(submission(api, namespace, "updates").get("updates") or []) == 2,
-                     timeout=30, what="both updates posted")
+                     timeout=90, what="both updates posted")
     comments = [t for t in rt.history(ticket) if t["Type"] == "Comment"]
     assert len(comments) == 2, comments
     text = rt.ticket_text(ticket)
@@ -218,7 +219,7 @@ def test_a_resolved_ticket_resolves_the_case_and_updates_reach_the_ticket(
 
     rt.resolve(ticket)
     closure = harness.wait_for(lambda: api.get_case(namespace, "updates")["status"].get("closure"),
-                               timeout=30, what="the case resolved")
+                               timeout=90, what="the case resolved")
     assert (closure["outcome"], closure["source"]) == ("Resolved", "portal")
     time.sleep(2)  # no update is posted twice, whatever the syncs do
     assert len([t for t in rt.history(ticket) if t["Type"] == "Comment"]) == 2
