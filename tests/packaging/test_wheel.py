@@ -163,3 +163,19 @@ def test_bulletin_import_runs_from_the_wheel(installed: pathlib.Path,
         "component": "source-controller", "version": "v1.7.4",
         "images": [{"repository": "ghcr.io/controlplaneio-fluxcd/distroless/source-controller",
                     "digest": "sha256:" + "1" * 64}]}]
+
+
+def test_updates_check_runs_from_the_wheel(installed: pathlib.Path,
+                                           outside: pathlib.Path) -> None:
+    # The distribution's real release data, copied next to the run; the demo's flux-system
+    # runs v2.7.5 with a source-controller build from before the CVE-2026-47680 rebuild.
+    shutil.copytree(ROOT / "tests/data/upstream/images", outside / "images")
+    demo = shipped_demo(installed, outside)
+    result = run(installed / "fluxsupport", "updates", "check", "--releases", ".",
+                 "--inventory", demo / "flux-system.yaml", "-o", "json", cwd=outside)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["running"], report["latest"], report["minorsBehind"], report["supported"]) \
+        == ("v2.7.5", "v2.9.4", 2, True)
+    newer = {c["name"] for c in report["components"] if c["newerBuild"]}
+    assert newer == {"source-controller"}

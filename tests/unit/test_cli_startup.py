@@ -53,6 +53,10 @@ OFFLINE = {
     "bulletin-import-osv": (["bulletin", "import", "--from", "osv",
                              str(pathlib.Path(__file__).parents[1] / "data" / "upstream"
                                  / "advisories"), "-o", "{tmp}/bulletins"], 0),
+    # The demo's flux-system runs v2.7.5: two minors behind, still supported.
+    "updates-check": (["updates", "check", "--releases",
+                       str(pathlib.Path(__file__).parents[1] / "data" / "upstream"),
+                       "--inventory", str(DEMO / "flux-system.yaml")], 0),
 }
 
 

@@ -4,8 +4,8 @@ Exit codes: 0 success, 1 a failure while doing the work (cluster unreachable, bu
 failed), 2 bad input (unknown option, malformed value, missing object).
 
 Every command is imported only when it runs (see :mod:`fluxsupport.cli.lazy`): the offline
-ones (``sla``, ``bulletin check``, ``bulletin import``, ``--help``) never load kopf or the
-kubernetes client.
+ones (``sla``, ``bulletin check``, ``bulletin import``, ``updates check``, ``--help``) never
+load kopf or the kubernetes client.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ class _Root(LazyGroup):
         "sla": Lazy("fluxsupport.cli.sla:app", "Business-hours SLA arithmetic."),
         "bulletin": Lazy("fluxsupport.cli.bulletin:app",
                          "Check, build and list SecurityBulletins."),
+        "updates": Lazy("fluxsupport.cli.updates:app",
+                        "Compare the running Flux with the distribution's releases."),
     }
 
 

@@ -1,0 +1,267 @@
+"""How far the running Flux is behind the distribution's releases: pure, over text and an inventory.
+
+The release data has the distribution's own layout (controlplaneio-fluxcd/distribution):
+``images/VERSION`` names the latest release and ``images/<version>/<variant>.yaml`` holds a
+kustomize ``images:`` list (name, newTag, digest) per variant. The caller reads the files; this
+module parses them and compares them with the components of
+:func:`fluxsupport.domain.inventory.build_inventory`.
+
+Versions are compared by the ``semver`` library. A tag is rebuilt many times (CVE patching), so
+a newer build of the same tag is told by its digest, never by the tag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import pydantic
+import semver
+import yaml
+from pydantic.alias_generators import to_camel
+
+from fluxsupport.domain.inventory import FLUX_OPERATOR, RunningComponent
+
+#: The 2026 support policy: the three most recent minors receive backports.
+DEFAULT_SUPPORTED_MINORS = 3
+
+
+class ReleaseDataError(ValueError):
+    """The release data is not in the distribution's layout, or the inventory does not match it."""
+
+
+class _Model(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel,
+                                       populate_by_name=True)
+
+
+class ImageEntry(_Model):
+    """One entry of a kustomize ``images:`` list as the distribution writes it."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    name: str = pydantic.Field(min_length=1)
+    new_tag: str = pydantic.Field(alias="newTag", min_length=1)
+    digest: str = pydantic.Field(pattern=r"^sha256:[a-f0-9]{64}$")
+
+    @property
+    def component(self) -> str:
+        return self.name.rsplit("/", 1)[-1]
+
+
+class Release(_Model):
+    version: str
+    variant: str
+    images: tuple[ImageEntry, ...]
+
+    @property
+    def semver(self) -> semver.Version:
+        return parse_version(self.version)
+
+    def entry(self, component: str) -> ImageEntry | None:
+        return next((e for e in self.images if e.component == component), None)
+
+
+class ReleaseData(_Model):
+    latest: str
+    releases: tuple[Release, ...]
+
+    def variants(self) -> list[str]:
+        return sorted({r.variant for r in self.releases})
+
+    def of_variant(self, variant: str) -> list[Release]:
+        """Newest first."""
+        return sorted((r for r in self.releases if r.variant == variant),
+                      key=lambda r: r.semver, reverse=True)
+
+
+class ComponentUpdate(_Model):
+    name: str
+    repository: str
+    #: The running image tag; None for an image without one.
+    running: str | None
+    digests: tuple[str, ...]
+    #: The component's tag in the newest patch release of the running minor.
+    newest_patch: str | None
+    #: The component's tag in the latest release.
+    latest: str | None
+    #: The running tag's digest in the newest release that lists that tag.
+    newest_digest: str | None
+    #: That digest differs from the running one (a rebuild); None when either is unknown.
+    newer_build: bool | None
+
+
+class UpdateReport(_Model):
+    running: str
+    variant: str
+    latest: str
+    #: The newest patch release of the running minor in the release data.
+    newest_patch: str | None
+    minors_behind: int
+    supported: bool
+    supported_minors: tuple[str, ...]
+    #: Running the latest release, and no component has a newer build of its tag.
+    up_to_date: bool
+    components: tuple[ComponentUpdate, ...]
+
+
+def parse_version(text: str) -> semver.Version:
+    """A Flux version or image tag (``v2.9.4``) as a semantic version; ValueError if not one."""
+    return semver.Version.parse(text.strip().removeprefix("v"))
+
+
+def parse_release_data(version_text: str, files: Mapping[tuple[str, str], str]) -> ReleaseData:
+    """From ``images/VERSION``'s text and ``{(version, variant): the text of
+    images/<version>/<variant>.yaml}``."""
+    latest = version_text.strip()
+    _checked_version(latest, "images/VERSION")
+    releases = []
+    for (version, variant), text in sorted(files.items()):
+        where = f"images/{version}/{variant}.yaml"
+        _checked_version(version, f"images/{version}")
+        try:
+            document = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ReleaseDataError(f"{where}: not valid YAML: {error}") from error
+        entries = document.get("images") if isinstance(document, dict) else None
+        if not isinstance(entries, list) or not entries:
+            raise ReleaseDataError(f"{where}: expected a kustomize `images:` list")
+        images = []
+        for index, entry in enumerate(entries):
+            try:
+                images.append(ImageEntry.model_validate(entry))
+            except pydantic.ValidationError as error:
+                item = error.errors()[0]
+                field = "".join(f".{part}" for part in item["loc"])
+                raise ReleaseDataError(f"{where}: images[{index}]{field}: {item['msg']}"
+                                       ) from error
+        releases.append(Release(version=version, variant=variant, images=tuple(images)))
+    if not releases:
+        raise ReleaseDataError("no images/<version>/<variant>.yaml file")
+    if not any(r.version == latest for r in releases):
+        raise ReleaseDataError(f"images/VERSION names {latest} but there is no images/{latest}/")
+    return ReleaseData(latest=latest, releases=tuple(releases))
+
+
+def _checked_version(text: str, where: str) -> semver.Version:
+    try:
+        return parse_version(text)
+    except ValueError as error:
+        raise ReleaseDataError(f"{where}: {text!r} is not a semantic version") from error
+
+
+def _distribution_components(components: Iterable[RunningComponent], data: ReleaseData
+                             ) -> list[RunningComponent]:
+    """The components the release data lists: not the Flux Operator, whose version is its own."""
+    known = {e.component for r in data.releases for e in r.images}
+    found = [c for c in components if c.component != FLUX_OPERATOR and c.component in known]
+    if not found:
+        raise ReleaseDataError("the inventory has none of the components the release data lists "
+                               f"({', '.join(sorted(known))})")
+    namespaces = sorted({c.namespace for c in found})
+    if len(namespaces) > 1:
+        raise ReleaseDataError(f"Flux runs in several namespaces ({', '.join(namespaces)}); "
+                               "give the objects of one")
+    return found
+
+
+def running_variant(components: Sequence[RunningComponent], data: ReleaseData) -> str:
+    """The variant whose image names the components run; by digest for a mirrored registry."""
+    for matches in (lambda c, e: e.name == c.repository,
+                    lambda c, e: e.digest in c.digests):
+        variants = {r.variant for r in data.releases for c in components for e in r.images
+                    if e.component == c.component and matches(c, e)}
+        if len(variants) == 1:
+            return variants.pop()
+        if len(variants) > 1:
+            raise ReleaseDataError(f"the images match several variants: {sorted(variants)}")
+    raise ReleaseDataError("the running images match no variant of the release data "
+                           f"({', '.join(data.variants())}): "
+                           f"{', '.join(sorted(c.image for c in components))}")
+
+
+def running_version(components: Sequence[RunningComponent], releases: Sequence[Release]) -> str:
+    """From the ``app.kubernetes.io/version`` label the distribution sets (the oldest during an
+    upgrade), else the newest release of the variant whose tags the components all run."""
+    labelled = []
+    for component in components:
+        if component.flux_version:
+            try:
+                labelled.append((parse_version(component.flux_version), component.flux_version))
+            except ValueError:
+                continue
+    if labelled:
+        return min(labelled)[1]
+    for release in releases:  # newest first
+        entries = [release.entry(c.component) for c in components]
+        if all(e is not None and e.new_tag == c.tag
+               for c, e in zip(components, entries, strict=True)):
+            return release.version
+    raise ReleaseDataError("cannot tell the running Flux version: no app.kubernetes.io/version "
+                           "label, and no release of the variant has the running tags")
+
+
+def _minor(version: semver.Version) -> tuple[int, int]:
+    return (version.major, version.minor)
+
+
+def _minors_behind(running: semver.Version, latest: semver.Version,
+                   releases: Sequence[Release]) -> int:
+    if _minor(running) >= _minor(latest):
+        return 0
+    if running.major == latest.major:
+        return latest.minor - running.minor
+    # Across a major version the minors cannot be counted from the numbers: count the release
+    # data's, at least one.
+    return max(1, len({_minor(r.semver) for r in releases
+                       if _minor(running) < _minor(r.semver) <= _minor(latest)}))
+
+
+def _supported_minors(latest: semver.Version, releases: Sequence[Release], count: int
+                      ) -> tuple[str, ...]:
+    minors = {_minor(r.semver) for r in releases if _minor(r.semver) <= _minor(latest)}
+    minors |= {(latest.major, m) for m in range(max(0, latest.minor - count + 1), latest.minor + 1)}
+    return tuple(f"v{major}.{minor}" for major, minor in sorted(minors, reverse=True)[:count])
+
+
+def check(components: Iterable[RunningComponent], data: ReleaseData,
+          supported_minors: int = DEFAULT_SUPPORTED_MINORS) -> UpdateReport:
+    """Compare the running distribution with the release data.
+
+    Supported means the running minor is among the ``supported_minors`` most recent minors
+    (counted back from the latest release), whether or not a patch is available.
+    """
+    if supported_minors < 1:
+        raise ReleaseDataError("the number of supported minors must be at least 1")
+    running = _distribution_components(components, data)
+    variant = running_variant(running, data)
+    releases = data.of_variant(variant)
+    version = running_version(running, releases)
+    current, latest = parse_version(version), parse_version(data.latest)
+    latest_release = next((r for r in releases if r.version == data.latest), None)
+    if latest_release is None:
+        raise ReleaseDataError(f"the latest release {data.latest} has no {variant}.yaml")
+    patch_release = next((r for r in releases if _minor(r.semver) == _minor(current)), None)
+    updates = []
+    for component in sorted(running, key=lambda c: c.component):
+        # The newest release listing the running tag holds that tag's newest build.
+        newest = next((e for r in releases if (e := r.entry(component.component)) is not None
+                       and e.new_tag == component.tag), None)
+        newest_digest = newest.digest if newest else None
+        patch_entry = patch_release.entry(component.component) if patch_release else None
+        latest_entry = latest_release.entry(component.component)
+        updates.append(ComponentUpdate(
+            name=component.component, repository=component.repository, running=component.tag,
+            digests=component.digests,
+            newest_patch=patch_entry.new_tag if patch_entry else None,
+            latest=latest_entry.new_tag if latest_entry else None,
+            newest_digest=newest_digest,
+            newer_build=(newest_digest not in component.digests
+                         if newest_digest and component.digests else None)))
+    behind = _minors_behind(current, latest, releases)
+    return UpdateReport(
+        running=version, variant=variant, latest=data.latest,
+        newest_patch=patch_release.version if patch_release else None,
+        minors_behind=behind, supported=behind < supported_minors,
+        supported_minors=_supported_minors(latest, releases, supported_minors),
+        up_to_date=current >= latest and not any(u.newer_build for u in updates),
+        components=tuple(updates))
