@@ -223,6 +223,7 @@ def install_crds(kubeconfig: pathlib.Path) -> None:
             str(ROOT / "operator" / "fluxsupport" / "crds"))
     crds = ("crd/supportcases.support.fluxcd.controlplane.io",
             "crd/securitybulletins.support.fluxcd.controlplane.io",
+            "crd/fluxupdatechecks.support.fluxcd.controlplane.io",
             "crd/clusterkopfpeerings.kopf.dev")
     # A freshly started API server on a loaded machine can fail the wait at once (seen: exit 1
     # after 19 s of a 60 s timeout); try again before giving up.

@@ -31,3 +31,8 @@ DISMISSED_BY: Final = f"{GROUP}/dismissed-by"
 DISMISS_REASON: Final = f"{GROUP}/dismiss-reason"
 #: Any new value asks the operator to collect the cluster diagnostics again.
 COLLECT_DIAGNOSTICS: Final = f"{GROUP}/collect-diagnostics"
+
+UPDATECHECK_KIND: Final = "FluxUpdateCheck"
+UPDATECHECK_PLURAL: Final = "fluxupdatechecks"
+#: The one FluxUpdateCheck the operator writes: the cluster's.
+UPDATECHECK_NAME: Final = "cluster"

@@ -57,7 +57,8 @@ def only(docs: Iterable[Doc], kind: str, name: str | None = None) -> Doc:
 def test_chart_crds_are_byte_identical_to_the_repository_crds() -> None:
     source = sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))
     shipped = sorted(p.name for p in (CHART / "crds").iterdir())
-    assert shipped == source == ["kopf-peering.yaml", "securitybulletins.yaml", "supportcases.yaml"]
+    assert shipped == source == ["fluxupdatechecks.yaml", "kopf-peering.yaml",
+                                 "securitybulletins.yaml", "supportcases.yaml"]
     for name in source:
         assert (CHART / "crds" / name).read_bytes() == (ROOT / "crds" / name).read_bytes(), \
             f"charts/fluxsupport/crds/{name} differs from crds/{name}: run `make chart-sync`"
@@ -340,7 +341,11 @@ def test_operator_rbac_is_least_privilege(helm: pathlib.Path) -> None:
                       ("support.fluxcd.controlplane.io", "securitybulletins"),
                       ("support.fluxcd.controlplane.io", "supportcases/status"),
                       ("support.fluxcd.controlplane.io", "securitybulletins/status"),
+                      # The one FluxUpdateCheck, which the operator creates: no delete.
+                      ("support.fluxcd.controlplane.io", "fluxupdatechecks"),
+                      ("support.fluxcd.controlplane.io", "fluxupdatechecks/status"),
                       ("", "events")}
+    assert ("support.fluxcd.controlplane.io", "fluxupdatechecks", "delete") not in cluster
     assert not {t for t in cluster if t[0] == "kopf.dev"}, "peering is off by default"
     roles = [d for d in docs if d["kind"] == "Role"]
     workloads = {d["metadata"]["namespace"]: set(rules_of(d)) for d in roles
@@ -363,6 +368,17 @@ def test_operator_rbac_is_least_privilege(helm: pathlib.Path) -> None:
     wide = render(helm, "--set", "rbac.workloadsClusterWide=true")
     assert read <= set(rules_of(only(wide, "ClusterRole", "fluxsupport")))
     assert not [d for d in wide if d["metadata"]["name"] == "fluxsupport-flux-reader"]
+    # policy.updates.sourceRef: the Flux sources become readable, where the workloads are.
+    sources = {("source.toolkit.fluxcd.io", r, v) for r in ("gitrepositories", "ocirepositories")
+               for v in ("get", "list", "watch")}
+    assert not {t for t in cluster if t[0] == "source.toolkit.fluxcd.io"}
+    assert not {t for rules in workloads.values() for t in rules if t in sources}
+    ref = ("--set", "policy.updates.sourceRef.kind=GitRepository",
+           "--set", "policy.updates.sourceRef.name=distribution")
+    reader = only(render(helm, *ref), "Role", "fluxsupport-flux-reader")
+    assert set(rules_of(reader)) == read | sources
+    assert sources <= set(rules_of(only(render(helm, "--set", "rbac.workloadsClusterWide=true",
+                                               *ref), "ClusterRole", "fluxsupport")))
 
 
 def test_security_bulletins_are_never_aggregated_into_built_in_roles(

@@ -40,7 +40,7 @@ ECOSYSTEM_SHORT_NAMES = frozenset({
     "md", "ms", "mhc", "vm", "vmi",
 })
 
-_KINDS = ("SupportCase", "SecurityBulletin")
+_KINDS = ("SupportCase", "SecurityBulletin", "FluxUpdateCheck")
 
 
 def _crds() -> dict[str, dict[str, Any]]:

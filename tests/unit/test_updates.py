@@ -3,12 +3,15 @@ tests/data/upstream/images) and the vendored Flux Deployments: the domain and `u
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import pathlib
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 from typing import Any
 
 import pytest
@@ -244,3 +247,114 @@ def test_check_bad_input_exits_2(tmp_path: pathlib.Path) -> None:
                          "--supported-minors", "0")
     assert result.returncode == 2
     assert "--supported-minors" in result.stderr
+
+
+# --- the in-cluster layout: a ConfigMap and the policy key --------------------------------
+
+def configmap_data() -> dict[str, str]:
+    """The data of the ConfigMap that docs/updates.md's kubectl command builds from images/."""
+    images = RELEASES / "images"
+    data = {"VERSION": (images / "VERSION").read_text()}
+    data |= {f"{p.parent.name}-{p.name}": p.read_text() for p in images.glob("*/*.yaml")}
+    return data
+
+
+def test_the_configmap_layout_holds_the_same_release_data() -> None:
+    assert updates.parse_configmap_data(configmap_data()) == release_data()
+
+
+@pytest.mark.parametrize(("key", "message"), [
+    ("v2.9.4/enterprise-distroless.yaml", "is not VERSION or <version>-<variant>.yaml"),
+    ("enterprise-distroless.yaml", "is not VERSION or <version>-<variant>.yaml"),
+    ("v2.9.4-enterprise-distroless.yml", "is not VERSION or <version>-<variant>.yaml"),
+])
+def test_a_configmap_key_outside_the_layout_is_named(key: str, message: str) -> None:
+    data = configmap_data() | {key: "images: []"}
+    with pytest.raises(updates.ReleaseDataError, match=re.escape(f"key {key!r} {message}")):
+        updates.parse_configmap_data(data)
+
+
+def test_a_configmap_without_version_is_refused() -> None:
+    data = {k: v for k, v in configmap_data().items() if k != "VERSION"}
+    with pytest.raises(updates.ReleaseDataError, match="no key VERSION"):
+        updates.parse_configmap_data(data)
+
+
+def test_the_policy_key_defaults_to_three_minors_and_moves_no_deadline() -> None:
+    from fluxsupport.domain import policy
+
+    plain = policy.load_policy("")
+    configured = policy.load_policy("updates: {configMap: flux-releases}\n")
+    assert plain.updates is None
+    assert configured.updates == policy.Updates(config_map="flux-releases", supported_minors=3)
+    assert configured.fingerprint() == plain.fingerprint()
+    two = policy.load_policy("updates: {configMap: flux-releases, supportedMinors: 2}\n")
+    assert two.updates is not None
+    assert two.updates.supported_minors == 2
+    with pytest.raises(policy.PolicyError, match=r"updates\.supportedMinors"):
+        policy.load_policy("updates: {configMap: flux-releases, supportedMinors: 0}\n")
+    with pytest.raises(policy.PolicyError, match=r"updates\.configMap"):
+        policy.load_policy("updates: {configMap: Flux_Releases}\n")
+    with pytest.raises(policy.PolicyError, match="exactly one of configMap and sourceRef"):
+        policy.load_policy("updates: {}\n")
+    with pytest.raises(policy.PolicyError, match="exactly one of configMap and sourceRef"):
+        policy.load_policy("updates: {configMap: a, sourceRef: {kind: GitRepository, name: b}}")
+    source = policy.load_policy("updates: {sourceRef: {kind: OCIRepository, name: releases}}")
+    assert source.updates is not None
+    assert (source.updates.source_ref, source.updates.path) == (
+        policy.SourceRef(kind="OCIRepository", name="releases"), "images")
+
+
+def test_the_conditions_name_what_is_available() -> None:
+    from fluxsupport.controllers import updates as controller
+
+    data = release_data()
+    latest = updates.check(components(fixtures.flux_deployments()), data)
+    assert (controller._up_to_date(latest).status, controller._up_to_date(latest).reason) == (
+        "True", "LatestRelease")
+    rebuilt = fixtures.flux_deployments()
+    container = next(d for d in rebuilt if d["metadata"]["name"] == "source-controller")[
+        "spec"]["template"]["spec"]["containers"][0]
+    container["image"] = container["image"].split("@")[0] + "@sha256:" + "0" * 64
+    newer = controller._up_to_date(updates.check(components(rebuilt), data))
+    assert (newer.status, newer.reason) == ("False", "NewerBuildAvailable")
+    assert "source-controller" in newer.message
+    old = updates.check(components(fixtures.deployments_running(
+        fixtures.images(fixtures.PRE_FIX_V275), "v2.7.5")), data, supported_minors=2)
+    assert controller._up_to_date(old).reason == "MinorAvailable"
+    unsupported = controller._supported(old)
+    assert (unsupported.status, unsupported.reason) == ("False", "MinorUnsupported")
+    assert "only v2.9, v2.8 receive backports" in unsupported.message
+
+
+# --- a Flux source artifact ---------------------------------------------------------------
+
+def artifact(prefix: str = "images") -> bytes:
+    """A tar.gz as source-controller packs a repository holding the distribution's images/."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        archive.add(RELEASES / "images", arcname=prefix)
+        readme = tarfile.TarInfo("README.md")
+        text = b"not release data\n"
+        readme.size = len(text)
+        archive.addfile(readme, io.BytesIO(text))
+    return buffer.getvalue()
+
+
+def sha256(content: bytes) -> str:
+    return "sha256:" + hashlib.sha256(content).hexdigest()
+
+
+def test_an_artifact_holds_the_same_release_data_and_its_digest_is_checked() -> None:
+    content = artifact()
+    updates.verify_digest(content, sha256(content))
+    assert updates.parse_archive(content) == release_data()
+    assert updates.parse_archive(artifact("release/images"), "release/images") == release_data()
+    with pytest.raises(updates.ReleaseDataError, match="not the"):
+        updates.verify_digest(content + b"x", sha256(content))
+    with pytest.raises(updates.ReleaseDataError, match="expected sha256:<hex>"):
+        updates.verify_digest(content, "md5:0")
+    with pytest.raises(updates.ReleaseDataError, match="has no elsewhere/VERSION"):
+        updates.parse_archive(content, "elsewhere")
+    with pytest.raises(updates.ReleaseDataError, match=r"not a readable tar\.gz"):
+        updates.parse_archive(b"plain text")

@@ -13,6 +13,7 @@ from fluxsupport import __version__
 from fluxsupport.app import config
 from fluxsupport.constants import PEERING_NAME
 from fluxsupport.controllers import bulletin, submission, supportcase
+from fluxsupport.controllers import updates as updates_controller
 from fluxsupport.domain import policy as policy_module
 from fluxsupport.kube import api, events, peering, reflector
 from fluxsupport.observability import endpoints, metrics
@@ -47,11 +48,24 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
     poster.set_gate(gate.active, identity)
     poster.start()
     flux = inventory.Inventory(client, operator_config.flux_namespaces)
+    update_check: updates_controller.UpdateController | None = None
+
+    def configmaps_changed() -> None:
+        # OpenVEX documents and the release data live in the operator's ConfigMaps.
+        bulletins.reconcile_all_soon()
+        if update_check is not None:
+            update_check.reconcile_soon()
+
     configmaps = reflector.Watch(
         client, f"/api/v1/namespaces/{operator_config.namespace}/configmaps",
-        lambda: bulletins.reconcile_all_soon())  # noqa: PLW0108 - bulletins is bound below
+        configmaps_changed)
     bulletins = bulletin.BulletinController(client, flux, configmaps, operator_config.namespace,
                                             gate=gate.active, poster=poster)
+    if policy.updates is not None:
+        update_check = updates_controller.UpdateController(
+            client, flux, configmaps, operator_config.namespace, policy.updates,
+            gate=gate.active, poster=poster)
+        metrics.register_updates(update_check)
     cases = supportcase.CaseController(policy, client, diagnostics=flux.diagnostics,
                                        gate=gate.active, poster=poster)
     metrics.register_cases(cases)
@@ -68,6 +82,7 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
         asyncio.create_task(configmaps.run(), name="configmap-watch"),
         *flux.tasks(),
         *gate.tasks(),
+        *(update_check.tasks() if update_check is not None else ()),
     ]
     # Verdicts computed from a half-listed inventory would flap: wait for the first lists.
     with contextlib.suppress(TimeoutError):

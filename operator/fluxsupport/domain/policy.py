@@ -240,6 +240,43 @@ class Channels(pydantic.BaseModel):
         return self.portal.enabled or self.email.enabled
 
 
+class SourceRef(pydantic.BaseModel):
+    """A Flux source whose artifact holds the release data: Flux does the fetching, so a
+    mirror in an air-gapped cluster works the same."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["GitRepository", "OCIRepository"]
+    name: str = pydantic.Field(min_length=1, max_length=253)
+    #: One of the operator's --flux-namespace namespaces (it may read sources there only);
+    #: empty means the first of them.
+    namespace: str = ""
+
+
+class Updates(pydantic.BaseModel):
+    """Where the operator finds the distribution's release data for the FluxUpdateCheck:
+    exactly one of configMap and sourceRef."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    #: ConfigMap in the operator's namespace: key VERSION, and one key
+    #: ``<version>-<variant>.yaml`` per file of images/<version>/<variant>.yaml (docs/updates.md).
+    config_map: str | None = pydantic.Field(None, alias="configMap", min_length=1,
+                                            max_length=253,
+                                            pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    source_ref: SourceRef | None = pydantic.Field(None, alias="sourceRef")
+    #: The directory of the artifact holding VERSION and <version>/<variant>.yaml.
+    path: str = "images"
+    #: The 2026 policy backports fixes to the three most recent minors.
+    supported_minors: int = pydantic.Field(3, alias="supportedMinors", ge=1)
+
+    @pydantic.model_validator(mode="after")
+    def _one_source(self) -> Updates:
+        if (self.config_map is None) == (self.source_ref is None):
+            raise ValueError("set exactly one of configMap and sourceRef")
+        return self
+
+
 Preset = Literal["technical-support-policy", "support-policy-2026"]
 DEFAULT_PRESET: Preset = "technical-support-policy"
 PRESET_2026: Preset = "support-policy-2026"
@@ -303,6 +340,8 @@ class Policy(pydantic.BaseModel):
     #: Share of the budget after which a case is at risk.
     warning_ratio: float = pydantic.Field(0.75, alias="warningRatio", gt=0, lt=1)
     channels: Channels = pydantic.Field(default_factory=Channels)
+    #: The product-updates check; None leaves it off (no FluxUpdateCheck is written).
+    updates: Updates | None = None
 
     @pydantic.model_validator(mode="before")
     @classmethod
@@ -362,7 +401,7 @@ class Policy(pydantic.BaseModel):
                  if getattr(self, name) == type(self).model_fields[name].get_default(
                      call_default_factory=True)}
         return _fingerprint(self.model_dump_json(
-            by_alias=True, exclude={"channels", "compliance_target", *unset}))
+            by_alias=True, exclude={"channels", "compliance_target", "updates", *unset}))
 
 
 _PRESET_KEYS = ("preset", "region", "resolution_targets", "always_open_levels",

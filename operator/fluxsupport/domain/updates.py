@@ -12,6 +12,10 @@ a newer build of the same tag is told by its digest, never by the tag.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import re
+import tarfile
 from collections.abc import Iterable, Mapping, Sequence
 
 import pydantic
@@ -265,3 +269,65 @@ def check(components: Iterable[RunningComponent], data: ReleaseData,
         supported_minors=_supported_minors(latest, releases, supported_minors),
         up_to_date=current >= latest and not any(u.newer_build for u in updates),
         components=tuple(updates))
+
+
+#: A ConfigMap key holding images/<version>/<variant>.yaml: ``v2.9.4-enterprise-distroless.yaml``.
+#: ConfigMap keys cannot hold a slash; a version is cut at its patch number (no pre-releases).
+_CONFIGMAP_KEY = re.compile(r"^(v?\d+\.\d+\.\d+)-([A-Za-z0-9][-A-Za-z0-9_.]*)\.yaml$")
+
+
+def parse_configmap_data(data: Mapping[str, str]) -> ReleaseData:
+    """The release data from a ConfigMap's ``data``: key ``VERSION`` and one key
+    ``<version>-<variant>.yaml`` per file; other keys are refused so that a typo is seen."""
+    if "VERSION" not in data:
+        raise ReleaseDataError("no key VERSION (the latest release, images/VERSION)")
+    files = {}
+    for key, text in data.items():
+        if key == "VERSION":
+            continue
+        match = _CONFIGMAP_KEY.match(key)
+        if match is None:
+            raise ReleaseDataError(f"key {key!r} is not VERSION or <version>-<variant>.yaml "
+                                   "(v2.9.4-enterprise-distroless.yaml)")
+        files[(match.group(1), match.group(2))] = text
+    return parse_release_data(data["VERSION"], files)
+
+
+def verify_digest(content: bytes, digest: str) -> None:
+    """``digest`` is ``<algorithm>:<hex>`` as source-controller writes status.artifact.digest."""
+    algorithm, _, expected = digest.partition(":")
+    if algorithm not in ("sha256", "sha384", "sha512") or not expected:
+        raise ReleaseDataError(f"artifact digest {digest!r}: expected sha256:<hex>")
+    actual = hashlib.new(algorithm, content).hexdigest()
+    if actual != expected.lower():
+        raise ReleaseDataError(f"the artifact's {algorithm} is {actual}, not the "
+                               f"{expected} of status.artifact.digest")
+
+
+def parse_archive(content: bytes, path: str = "images") -> ReleaseData:
+    """The release data from a Flux source artifact (a tar.gz): ``<path>/VERSION`` and
+    ``<path>/<version>/<variant>.yaml``. Only regular files are read, never extracted."""
+    prefix = path.strip("/") + "/" if path.strip("/") else ""
+    version_text: str | None = None
+    files: dict[tuple[str, str], str] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(content), mode="r:gz") as archive:
+            for member in archive.getmembers():
+                name = member.name.removeprefix("./")
+                if not member.isfile() or not name.startswith(prefix):
+                    continue
+                parts = name[len(prefix):].split("/")
+                wanted = parts == ["VERSION"] or (len(parts) == 2 and parts[1].endswith(".yaml"))
+                extracted = archive.extractfile(member) if wanted else None
+                if extracted is None:
+                    continue
+                text = extracted.read().decode()
+                if parts == ["VERSION"]:
+                    version_text = text
+                else:
+                    files[(parts[0], parts[1].removesuffix(".yaml"))] = text
+    except (tarfile.TarError, OSError, EOFError, UnicodeDecodeError) as error:
+        raise ReleaseDataError(f"the artifact is not a readable tar.gz: {error}") from error
+    if version_text is None:
+        raise ReleaseDataError(f"the artifact has no {prefix}VERSION")
+    return parse_release_data(version_text, files)

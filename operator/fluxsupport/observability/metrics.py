@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from fluxsupport.controllers.bulletin import BulletinController
     from fluxsupport.controllers.submission import SubmissionController
     from fluxsupport.controllers.supportcase import CaseController
+    from fluxsupport.controllers.updates import UpdateController
 
 REGISTRY = prometheus_client.CollectorRegistry(auto_describe=True)
 
@@ -332,3 +333,38 @@ class SubmissionCollector(Collector):
 def register_submissions(submissions: SubmissionController) -> None:
     REGISTRY.register(SubmissionCollector(submissions))
     QUEUES.queues["Submission"] = submissions.scheduler
+
+
+class UpdateCollector(Collector):
+    """The FluxUpdateCheck's result; no series while the check cannot run (its Ready says why),
+    so that an alert never fires on a missing ConfigMap as if Flux were unsupported."""
+
+    def __init__(self, updates: UpdateController) -> None:
+        self.updates = updates
+
+    def collect(self) -> Iterator[Metric]:
+        behind = GaugeMetricFamily(
+            "fluxsupport_flux_minors_behind",
+            "Minor versions the running Flux is behind the latest release of the release data.")
+        supported = GaugeMetricFamily(
+            "fluxsupport_flux_supported",
+            "1 when the running Flux minor is among the supported minors (updates."
+            "supportedMinors), 0 when not.")
+        newer = GaugeMetricFamily(
+            "fluxsupport_flux_component_newer_build",
+            "1 when the release data has a newer build (digest) of the tag a controller runs.",
+            labels=["component"])
+        view = self.updates.view
+        if view is not None:
+            behind.add_metric([], view.minors_behind)
+            supported.add_metric([], 1 if view.supported else 0)
+            for component, is_newer in view.newer_build:
+                newer.add_metric([component], 1 if is_newer else 0)
+        yield behind
+        yield supported
+        yield newer
+
+
+def register_updates(updates: UpdateController) -> None:
+    REGISTRY.register(UpdateCollector(updates))
+    QUEUES.queues[constants.UPDATECHECK_KIND] = updates.scheduler
