@@ -179,3 +179,14 @@ def test_updates_check_runs_from_the_wheel(installed: pathlib.Path,
         == ("v2.7.5", "v2.9.4", 2, True)
     newer = {c["name"] for c in report["components"] if c["newerBuild"]}
     assert newer == {"source-controller"}
+
+
+def test_osv_import_runs_from_the_wheel(installed: pathlib.Path, outside: pathlib.Path) -> None:
+    """The OSV schema is package data: the import validates against it outside the checkout."""
+    shutil.copytree(ROOT / "tests/data/upstream/advisories", outside / "advisories")
+    result = run(installed / "fluxsupport", "bulletin", "import", "--from", "osv", "advisories",
+                 "-o", "bulletins", cwd=outside)
+    assert result.returncode == 0, result.stderr
+    written = sorted(path.name for path in (outside / "bulletins").glob("*.yaml"))
+    assert written, result.stderr
+    assert all(name.startswith("ghsa-") for name in written)
