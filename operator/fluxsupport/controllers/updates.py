@@ -1,0 +1,355 @@
+"""The cluster's FluxUpdateCheck: the live inventory against the distribution's release data,
+read from a ConfigMap or from a Flux source artifact (GitRepository, OCIRepository).
+
+One object, ``cluster``, which the operator creates: there is one Flux per cluster to check,
+and a resource (rather than only metrics) makes the answer visible to ``kubectl get``. It is
+recomputed whenever the inventory, a ConfigMap of the operator's namespace, or the object
+itself changes; domain/updates.py does the comparison. An artifact is downloaded from
+source-controller once per digest, and checked against that digest before it is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import logging
+import time
+from collections.abc import Hashable
+from typing import Any
+
+from fluxsupport import constants
+from fluxsupport.controllers import writes
+from fluxsupport.controllers.scheduler import Scheduler
+from fluxsupport.domain import conditions, updates
+from fluxsupport.domain import policy as policy_module
+from fluxsupport.kube import api, reflector
+from fluxsupport.kube.events import EventPoster
+from fluxsupport.sources import artifacts
+from fluxsupport.sources.inventory import Inventory
+
+logger = logging.getLogger(__name__)
+
+KEY = constants.UPDATECHECK_NAME
+PATH = f"/apis/{constants.API_VERSION}/{constants.UPDATECHECK_PLURAL}"
+#: At most this many components in the status (the CRD's maxItems).
+MAX_COMPONENTS = 64
+SOURCE_API = "/apis/source.toolkit.fluxcd.io/v1"
+SOURCE_PLURALS = {"GitRepository": "gitrepositories", "OCIRepository": "ocirepositories"}
+#: A failed download is tried again this much later (source-controller may be restarting).
+ARTIFACT_RETRY_S = 15.0
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateView:
+    """What the metrics collector reads: the last successful check."""
+
+    minors_behind: int
+    supported: bool
+    #: component -> a newer build of its running tag exists; only where that is known.
+    newer_build: tuple[tuple[str, bool], ...]
+
+
+class UpdateController:
+    def __init__(self, client: api.Client, inventory: Inventory, configmaps: reflector.Watch,
+                 operator_namespace: str, settings: policy_module.Updates,
+                 gate: asyncio.Event | None = None, poster: EventPoster | None = None) -> None:
+        self.client = client
+        self.inventory = inventory
+        self.configmaps = configmaps
+        self.operator_namespace = operator_namespace
+        self.settings = settings
+        self.scheduler = Scheduler(self._scheduled, gate=gate,
+                                   kind=constants.UPDATECHECK_KIND, on_error=self._report_error)
+        self.writer = writes.StatusWriter(client, poster or EventPoster(client), self.scheduler,
+                                          constants.UPDATECHECK_KIND, logger)
+        #: The FluxUpdateCheck objects (only ``cluster`` is ours), kept current by a watch.
+        self.objects = reflector.Watch(client, PATH, self.reconcile_soon)
+        #: The Flux source named by updates.sourceRef, if any (absent CRD: no objects).
+        self.source_watch: reflector.Watch | None = None
+        ref = settings.source_ref
+        if ref is not None:
+            self.source_namespace = ref.namespace or inventory.namespaces[0]
+            self.source_watch = reflector.Watch(
+                client, f"{SOURCE_API}/namespaces/{self.source_namespace}/"
+                f"{SOURCE_PLURALS[ref.kind]}", self.reconcile_soon, optional=True)
+        #: The release data of the last artifact read, by its digest.
+        self._artifact: tuple[str, updates.ReleaseData] | None = None
+        self.view: UpdateView | None = None
+        self._lock = asyncio.Lock()
+        #: The stored body after our last write: newer than the watch until its echo arrives.
+        self._written: dict[str, Any] | None = None
+        inventory.subscribe(self.reconcile_soon)
+
+    @property
+    def source(self) -> str:
+        ref = self.settings.source_ref
+        if ref is not None:
+            return f"{ref.kind} {self.source_namespace}/{ref.name}"
+        return f"ConfigMap {self.operator_namespace}/{self.settings.config_map}"
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        tasks = [asyncio.create_task(self.scheduler.run(), name="updatecheck-scheduler"),
+                 asyncio.create_task(self.objects.run(), name="updatecheck-watch")]
+        if self.source_watch is not None:
+            tasks.append(asyncio.create_task(self.source_watch.run(),
+                                             name="updatecheck-source-watch"))
+        return tasks
+
+    def reconcile_soon(self) -> None:
+        self.scheduler.schedule(KEY, time.time())
+
+    async def _scheduled(self, key: Hashable) -> None:
+        async with self._lock:
+            await self._reconcile()
+
+    def _current(self) -> dict[str, Any] | None:
+        """The newest body known: the watch's, unless our own write is newer."""
+        watched = self.objects.objects.get(KEY)
+        written = self._written
+        if watched is None:
+            # Deleted (the watch saw it go) or not created yet.
+            self._written = None
+            return None
+        if written is not None and (written.get("metadata") or {}).get("uid") == (
+                watched.get("metadata") or {}).get("uid") and writes.newer_or_equal(
+                str(written["metadata"].get("resourceVersion", "")),
+                str((watched.get("metadata") or {}).get("resourceVersion", ""))):
+            return written
+        return watched
+
+    async def _ensure(self) -> dict[str, Any]:
+        """The object, created if it does not exist (by a first start, or after a delete)."""
+        # Bounded: a watch that cannot list (RBAC) fails the reconcile, which is retried.
+        await asyncio.wait_for(self.objects.synced.wait(), 30)
+        current = self._current()
+        if current is not None:
+            return current
+        body = {"apiVersion": constants.API_VERSION, "kind": constants.UPDATECHECK_KIND,
+                "metadata": {"name": KEY}, "spec": {}}
+        try:
+            created = await self.client.request("POST", PATH, body)
+        except api.ApiError as error:
+            if error.status != 409:
+                raise
+            created = await self.client.request("GET", f"{PATH}/{KEY}")
+        else:
+            logger.info("FluxUpdateCheck %s created", KEY)
+        self._written = created
+        return created
+
+    async def _reconcile(self) -> None:
+        body = await self._ensure()
+        metadata = body.get("metadata") or {}
+        ref = api.ObjectRef(constants.API_VERSION, constants.UPDATECHECK_KIND,
+                            constants.UPDATECHECK_PLURAL, KEY, None, metadata.get("uid"))
+        current = dict(body.get("status") or {})
+        generation = int(metadata.get("generation") or 0)
+        try:
+            data: updates.ReleaseData | _NotReady = await self._release_data()
+        except _NotReady as not_ready:
+            data = not_ready
+        now = datetime.datetime.now(datetime.UTC)
+        desired, events = self._evaluate(current, generation, now, data)
+        result = await self.writer.write(KEY, ref, current, desired,
+                                         str(metadata.get("resourceVersion", "")), events,
+                                         now=now)
+        if result.outcome is writes.Outcome.GONE:
+            self._written = None
+            self.reconcile_soon()  # create it again
+            return
+        if result.outcome is writes.Outcome.WRITTEN:
+            self._written = {**body, "status": result.status or {},
+                             "metadata": {**metadata,
+                                          "resourceVersion": result.resource_version}}
+        if result.outcome in (writes.Outcome.WRITTEN, writes.Outcome.UNCHANGED):
+            self.writer.clear_later(KEY)
+
+    async def _report_error(self, key: Hashable, error: Exception) -> None:
+        async with self._lock:
+            body = self._current()
+            if body is None:
+                return
+            metadata = body.get("metadata") or {}
+            ref = api.ObjectRef(constants.API_VERSION, constants.UPDATECHECK_KIND,
+                                constants.UPDATECHECK_PLURAL, KEY, None, metadata.get("uid"))
+            await self.writer.write_error(KEY, ref, dict(body.get("status") or {}),
+                                          str(metadata.get("resourceVersion", "")),
+                                          int(metadata.get("generation") or 0), error)
+
+    async def _release_data(self) -> updates.ReleaseData:
+        if self.source_watch is not None:
+            return await self._artifact_data(self.source_watch)
+        configmap = self.configmaps.objects.get(str(self.settings.config_map))
+        if configmap is None:
+            raise _NotReady("ReleaseDataNotFound",
+                            f"{self.source} not found; create it with the release data "
+                            "(docs/updates.md)")
+        try:
+            return updates.parse_configmap_data(dict(configmap.get("data") or {}))
+        except updates.ReleaseDataError as error:
+            raise _NotReady("InvalidReleaseData", f"{self.source}: {error}") from error
+
+    async def _artifact_data(self, watch: reflector.Watch) -> updates.ReleaseData:
+        """The release data of the source's current artifact, downloaded once per digest."""
+        ref = self.settings.source_ref
+        assert ref is not None
+        await asyncio.wait_for(watch.synced.wait(), 30)
+        if watch.error:
+            raise _NotReady("SourceUnavailable", f"cannot read {self.source}: {watch.error}")
+        source = watch.objects.get(ref.name)
+        if source is None:
+            raise _NotReady("SourceNotFound", f"{self.source} not found (updates.sourceRef)")
+        artifact = (source.get("status") or {}).get("artifact") or {}
+        url, digest = artifact.get("url"), artifact.get("digest")
+        if not url or not digest:
+            raise _NotReady("ArtifactNotReady", f"{self.source} has no artifact yet; see its "
+                            "Ready condition")
+        if self._artifact is not None and self._artifact[0] == digest:
+            return self._artifact[1]
+        try:
+            content = await artifacts.download(str(url))
+        except artifacts.ArtifactError as error:
+            self.scheduler.schedule(KEY, time.time() + ARTIFACT_RETRY_S)
+            raise _NotReady("ArtifactUnavailable",
+                            f"cannot download the artifact of {self.source}: {error}; "
+                            "retrying") from error
+        try:
+            updates.verify_digest(content, str(digest))
+        except updates.ReleaseDataError as error:
+            raise _NotReady("ArtifactDigestMismatch",
+                            f"{self.source} artifact {url}: {error}") from error
+        try:
+            data = updates.parse_archive(content, self.settings.path)
+        except updates.ReleaseDataError as error:
+            raise _NotReady("InvalidReleaseData", f"{self.source} artifact "
+                            f"{artifact.get('revision', '')}: {error}") from error
+        logger.info("FluxUpdateCheck: release data of %s at %s (%s)", self.source,
+                    artifact.get("revision", ""), digest)
+        self._artifact = (str(digest), data)
+        return data
+
+    def _evaluate(self, current: dict[str, Any], generation: int, now: datetime.datetime,
+                  data: updates.ReleaseData | _NotReady
+                  ) -> tuple[dict[str, Any], list[writes.EventSpec]]:
+        old = list(current.get("conditions") or [])
+        try:
+            problems = self.inventory.problems()
+            if problems:
+                raise _NotReady("InventoryUnavailable", "; ".join(problems) + ". Check the "
+                                "operator's RBAC and --flux-namespace (now: "
+                                + ", ".join(self.inventory.namespaces) + ").")
+            if isinstance(data, _NotReady):
+                raise data
+            try:
+                report = updates.check(self.inventory.components(), data,
+                                       self.settings.supported_minors)
+            except updates.ReleaseDataError as error:
+                raise _NotReady("NoMatchingRelease", f"{error}.") from error
+        except _NotReady as not_ready:
+            self.view = None
+            unknown = "The check cannot run: see the Ready condition."
+            current_conditions = [
+                conditions.Condition(type="Ready", status="False", reason=not_ready.reason,
+                                     message=not_ready.message),
+                conditions.Condition(type="UpToDate", status="Unknown", reason="NotChecked",
+                                     message=unknown),
+                conditions.Condition(type="Supported", status="Unknown", reason="NotChecked",
+                                     message=unknown)]
+            status = {"observedGeneration": generation, "source": self.source,
+                      "conditions": conditions.merge(old, current_conditions, generation, now)}
+            events: list[writes.EventSpec] = []
+            if _condition(current, "Ready").get("message") != not_ready.message:
+                events.append(("Warning", not_ready.reason, not_ready.message))
+            return status, events
+        self.view = UpdateView(report.minors_behind, report.supported,
+                               tuple((c.name, c.newer_build) for c in report.components
+                                     if c.newer_build is not None))
+        current_conditions = [
+            conditions.Condition(
+                type="Ready", status="True", reason="Checked",
+                message=f"Compared {len(report.components)} running controller(s) with "
+                        f"the release data of {self.source}."),
+            _up_to_date(report), _supported(report)]
+        status = {
+            "observedGeneration": generation, "source": self.source,
+            "running": report.running, "variant": report.variant, "latest": report.latest,
+            "minorsBehind": report.minors_behind, "supported": report.supported,
+            "supportedMinors": list(report.supported_minors), "upToDate": report.up_to_date,
+            "components": [_component(c) for c in report.components[:MAX_COMPONENTS]],
+            "conditions": conditions.merge(old, current_conditions, generation, now),
+        }
+        if report.newest_patch:
+            status["newestPatch"] = report.newest_patch
+        return status, _events(current, current_conditions)
+
+
+class _NotReady(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    found: dict[str, Any] = next((c for c in status.get("conditions") or []
+                                  if c.get("type") == kind), {})
+    return found
+
+
+def _component(update: updates.ComponentUpdate) -> dict[str, Any]:
+    item: dict[str, Any] = {"name": update.name, "repository": update.repository,
+                            "running": update.running or "", "digests": list(update.digests)}
+    for key, value in (("newestPatch", update.newest_patch), ("latest", update.latest),
+                       ("newestDigest", update.newest_digest),
+                       ("newerBuild", update.newer_build)):
+        if value is not None:
+            item[key] = value
+    return item
+
+
+def _up_to_date(report: updates.UpdateReport) -> conditions.Condition:
+    rebuilt = sorted(c.name for c in report.components if c.newer_build)
+    if report.minors_behind:
+        return conditions.Condition(
+            type="UpToDate", status="False", reason="MinorAvailable",
+            message=f"Flux {report.running} is {report.minors_behind} minor(s) behind "
+                    f"the latest release {report.latest}.")
+    if report.running != report.latest and updates.parse_version(
+            report.running) < updates.parse_version(report.latest):
+        return conditions.Condition(
+            type="UpToDate", status="False", reason="PatchAvailable",
+            message=f"Flux {report.running}: the latest release is {report.latest}.")
+    if rebuilt:
+        return conditions.Condition(
+            type="UpToDate", status="False", reason="NewerBuildAvailable",
+            message=f"A newer build of the running tag exists for {', '.join(rebuilt)}; "
+                    "see status.components[].newestDigest.")
+    return conditions.Condition(type="UpToDate", status="True", reason="LatestRelease",
+                                message=f"Flux {report.running} is the latest release.")
+
+
+def _supported(report: updates.UpdateReport) -> conditions.Condition:
+    minors = ", ".join(report.supported_minors)
+    if report.supported:
+        return conditions.Condition(
+            type="Supported", status="True", reason="MinorSupported",
+            message=f"Flux {report.running} is on a supported minor ({minors}).")
+    return conditions.Condition(
+        type="Supported", status="False", reason="MinorUnsupported",
+        message=f"Flux {report.running} is {report.minors_behind} minor(s) behind "
+                f"{report.latest}; only {minors} receive backports. Upgrade to "
+                f"{report.latest}.")
+
+
+def _events(before: dict[str, Any], current: list[conditions.Condition]
+            ) -> list[writes.EventSpec]:
+    """An Event per change of UpToDate's reason or Supported's status, and per new problem."""
+    events: list[writes.EventSpec] = []
+    for condition in current[1:]:
+        old = _condition(before, condition.type)
+        if (old.get("status"), old.get("reason")) != (condition.status, condition.reason):
+            warning = condition.type == "Supported" and condition.status == "False"
+            events.append(("Warning" if warning else "Normal", condition.reason,
+                           condition.message))
+    return events

@@ -1,0 +1,281 @@
+"""FluxUpdateCheck on the real API server: an operator with `updates:` in its policy, running as
+the chart's ServiceAccount, creates `cluster`, reads the release data from a ConfigMap built
+with kubectl from tests/data/upstream/images, and follows the Flux Deployments through an
+upgrade: unsupported, then supported; printer columns, conditions and metrics. Then the same
+release data in git, fetched by the real source-controller (`make flux`), read from its
+artifact after the digest check, and followed through a new release pushed to git."""
+
+from __future__ import annotations
+
+import contextlib
+import pathlib
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import kubernetes
+import pytest
+
+from fluxsupport.constants import GROUP, VERSION
+from fluxsupport.devcluster import flux
+from tests import conftest, fixtures, harness
+
+OPERATOR_NAMESPACE = "fluxsupport-system"
+VARIANT = "enterprise-distroless"
+IMAGES = fixtures.UPSTREAM / "images"
+
+
+def get_check(api: harness.Api) -> dict[str, Any] | None:
+    try:
+        found: dict[str, Any] = api.custom.get_cluster_custom_object(
+            GROUP, VERSION, "fluxupdatechecks", "cluster")
+    except kubernetes.client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return found
+
+
+def delete_check(api: harness.Api) -> None:
+    with contextlib.suppress(kubernetes.client.ApiException):
+        api.custom.delete_cluster_custom_object(GROUP, VERSION, "fluxupdatechecks", "cluster")
+
+
+def conditions_of(check: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in (check.get("status") or {}).get("conditions") or []}
+
+
+def wait_check(api: harness.Api, what: str, **expected: tuple[str, str]) -> dict[str, Any]:
+    """Until every condition type in ``expected`` has that (status, reason)."""
+    def probe() -> dict[str, Any] | None:
+        check = get_check(api)
+        if check is None:
+            return None
+        found = conditions_of(check)
+        for kind, (status, reason) in expected.items():
+            if (found.get(kind, {}).get("status"), found.get(kind, {}).get("reason")) != (
+                    status, reason):
+                return None
+        return check
+    return harness.wait_for(probe, timeout=60, interval=0.1, what=what)
+
+
+def create_release_configmap(kubeconfig: pathlib.Path, name: str) -> None:
+    """As docs/updates.md does it: one key per file, `<version>-<variant>.yaml`."""
+    sources = [f"--from-file=VERSION={IMAGES / 'VERSION'}"]
+    sources += [f"--from-file={path.parent.name}-{path.name}={path}"
+                for path in sorted(IMAGES.glob("*/*.yaml"))]
+    harness.kubectl(kubeconfig, "create", "configmap", name, "-n", OPERATOR_NAMESPACE,
+                    *sources)
+
+
+def printed_columns(kubeconfig: pathlib.Path) -> dict[str, str]:
+    output = harness.kubectl(kubeconfig, "get", "fsupdates", "cluster").stdout.splitlines()
+    assert len(output) == 2, output
+    header, row = (re.split(r"\s{2,}", line.strip()) for line in output)
+    return dict(zip(header, row, strict=True))
+
+
+def metric_lines(operator: harness.OperatorProcess) -> set[str]:
+    return {line for line in operator.metrics().splitlines()
+            if line.startswith("fluxsupport_flux_")}
+
+
+@pytest.fixture
+def updates_operator(operator_credentials: harness.OperatorCredentials, api: harness.Api,
+                     no_session_operator: None, tmp_path: pathlib.Path
+                     ) -> Iterator[tuple[harness.OperatorProcess, str]]:
+    """An operator whose policy supports two minors, so that v2.7.5 (two behind v2.9.4) is
+    unsupported and v2.8.8 is supported; its release-data ConfigMap is not created yet."""
+    harness.ensure_namespace(api, OPERATOR_NAMESPACE)
+    delete_check(api)
+    configmap = f"flux-releases-{uuid.uuid4().hex[:6]}"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"updates: {{configMap: {configmap}, supportedMinors: 2}}\n")
+    own = harness.OperatorProcess(operator_credentials.kubeconfig, tmp_path,
+                                  extra_args=("--policy", str(policy)), name="operator-updates")
+    own.start()
+    try:
+        yield own, configmap
+    finally:
+        own.stop()
+        delete_check(api)
+        with contextlib.suppress(kubernetes.client.ApiException):
+            api.core.delete_namespaced_config_map(configmap, OPERATOR_NAMESPACE)
+        assert "Traceback" not in own.log_text(), own.log_tail(200)
+
+
+def test_unsupported_then_supported_through_an_upgrade(
+        api: harness.Api, kubeconfig: pathlib.Path,
+        updates_operator: tuple[harness.OperatorProcess, str]) -> None:
+    own, configmap = updates_operator
+    # v2.7.5 with the source-controller build from before the CVE-2026-47680 rebuild.
+    pre_fix = fixtures.images(fixtures.PRE_FIX_V275)
+    with harness.flux_inventory(api, pre_fix) as deployments:
+        # No release data yet: the operator creates the object and says what is missing.
+        missing = wait_check(api, "Ready=False ReleaseDataNotFound",
+                             Ready=("False", "ReleaseDataNotFound"),
+                             Supported=("Unknown", "NotChecked"))
+        assert configmap in conditions_of(missing)["Ready"]["message"]
+        assert "running" not in missing["status"]
+        assert metric_lines(own) == set(), "no series while the check cannot run"
+
+        create_release_configmap(kubeconfig, configmap)
+        old = wait_check(api, "v2.7.5 unsupported", Ready=("True", "Checked"),
+                         Supported=("False", "MinorUnsupported"),
+                         UpToDate=("False", "MinorAvailable"))
+        status = old["status"]
+        assert (status["running"], status["variant"], status["latest"], status["minorsBehind"],
+                status["supported"], status["upToDate"]) == (
+            "v2.7.5", VARIANT, "v2.9.4", 2, False, False)
+        assert status["supportedMinors"] == ["v2.9", "v2.8"]
+        assert status["observedGeneration"] == old["metadata"]["generation"]
+        components = {c["name"]: c for c in status["components"]}
+        latest_v275 = fixtures.release_images("v2.7.5", VARIANT)["source-controller"]
+        source = components["source-controller"]
+        assert (source["running"], source["newerBuild"], source["newestDigest"]) == (
+            "v1.7.4", True, latest_v275["digest"])
+        assert source["digests"] == [pre_fix["source-controller"]["digest"]]
+        assert printed_columns(kubeconfig) | {"AGE": ""} == {
+            "NAME": "cluster", "RUNNING": "v2.7.5", "LATEST": "v2.9.4", "MINORSBEHIND": "2",
+            "SUPPORTED": "False", "AGE": ""}
+        harness.wait_for(lambda: {"fluxsupport_flux_minors_behind 2.0",
+                                  "fluxsupport_flux_supported 0.0",
+                                  'fluxsupport_flux_component_newer_build'
+                                  '{component="source-controller"} 1.0'} <= metric_lines(own),
+                         timeout=20, what="the v2.7.5 series")
+
+        # The Flux Operator upgrades the Deployments to v2.8.8.
+        target = fixtures.release_images("v2.8.8", VARIANT)
+        for deployment in deployments:
+            name = deployment["metadata"]["name"]
+            if name not in target:
+                continue
+            entry = target[name]
+            api.apps.patch_namespaced_deployment(name, "flux-system", {
+                "metadata": {"labels": {"app.kubernetes.io/version": "v2.8.8"}},
+                "spec": {"template": {"spec": {"containers": [
+                    {"name": "manager", "image": harness.pinned(entry)}]}}}})
+        new = wait_check(api, "v2.8.8 supported", Ready=("True", "Checked"),
+                         Supported=("True", "MinorSupported"),
+                         UpToDate=("False", "MinorAvailable"))
+        assert (new["status"]["running"], new["status"]["minorsBehind"]) == ("v2.8.8", 1)
+        assert not any(c.get("newerBuild") for c in new["status"]["components"])
+        assert printed_columns(kubeconfig) | {"AGE": ""} == {
+            "NAME": "cluster", "RUNNING": "v2.8.8", "LATEST": "v2.9.4", "MINORSBEHIND": "1",
+            "SUPPORTED": "True", "AGE": ""}
+        harness.wait_for(lambda: {"fluxsupport_flux_minors_behind 1.0",
+                                  "fluxsupport_flux_supported 1.0",
+                                  'fluxsupport_flux_component_newer_build'
+                                  '{component="source-controller"} 0.0'} <= metric_lines(own),
+                         timeout=20, what="the v2.8.8 series")
+        harness.wait_for(lambda: {"MinorUnsupported", "MinorSupported"} <= {
+            e.reason for e in api.events_for("default", "cluster")}, timeout=20,
+            what="the Events of both transitions")
+
+        # Deleted by hand, the object comes back.
+        delete_check(api)
+        wait_check(api, "cluster recreated", Supported=("True", "MinorSupported"))
+
+        # The release data goes away: the series end, Ready says why.
+        api.core.delete_namespaced_config_map(configmap, OPERATOR_NAMESPACE)
+        wait_check(api, "Ready=False again", Ready=("False", "ReleaseDataNotFound"),
+                   Supported=("Unknown", "NotChecked"))
+        harness.wait_for(lambda: not metric_lines(own), timeout=20, what="no series")
+
+
+# --- the release data as a Flux source artifact ---------------------------------------------
+
+SOURCE = "distribution"
+
+
+def session_rbac(kubeconfig: pathlib.Path, *values: str) -> None:
+    """The session release's RBAC with ``values`` (policy.updates.sourceRef grants reading
+    the Flux sources), so that the operator below runs with exactly the chart's rights."""
+    upgraded = harness.helm(kubeconfig, "upgrade", conftest.SESSION_RELEASE, str(conftest.CHART),
+                            "--namespace", OPERATOR_NAMESPACE, "--skip-crds",
+                            "--set", "peering.enabled=true", *values)
+    assert upgraded.returncode == 0, upgraded.stderr
+
+
+@pytest.fixture
+def source_operator(operator_credentials: harness.OperatorCredentials, api: harness.Api,
+                    kubeconfig: pathlib.Path, no_session_operator: None,
+                    tmp_path: pathlib.Path) -> Iterator[tuple[harness.OperatorProcess,
+                                                              flux.Checkout]]:
+    """source-controller fetching a git repository that holds images/, a GitRepository for
+    it, and an operator whose policy names that GitRepository."""
+    flux.install_crds(kubeconfig)
+    harness.ensure_namespace(api, flux.RUNTIME_NAMESPACE)
+    delete_check(api)
+    chart_rbac = operator_credentials.service_account is not None
+    if chart_rbac:
+        session_rbac(kubeconfig, "--set", "policy.updates.sourceRef.kind=GitRepository",
+                     "--set", f"policy.updates.sourceRef.name={SOURCE}")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"updates: {{sourceRef: {{kind: GitRepository, name: {SOURCE}}}}}\n")
+    own = harness.OperatorProcess(operator_credentials.kubeconfig, tmp_path,
+                                  extra_args=("--policy", str(policy)), name="operator-source")
+    with flux.running_git_server(tmp_path / "git") as git_server:
+        path = tmp_path / "checkout"
+        shutil.copytree(IMAGES, path / "images")
+        remote = git_server.create(SOURCE)
+        flux.git("init", "--quiet", "--initial-branch=main", cwd=path)
+        flux.git("remote", "add", "origin", remote, cwd=path)
+        checkout = flux.Checkout(path, remote)
+        checkout.commit("release data as of v2.9.4")
+        controller = flux.Controller("source-controller", kubeconfig, tmp_path / "source")
+        controller.start()
+        try:
+            harness.kubectl(kubeconfig, "apply", "--server-side", "-f", "-", input_text=f"""
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {{name: {SOURCE}, namespace: {flux.RUNTIME_NAMESPACE}}}
+spec: {{url: "{git_server.url(SOURCE)}", interval: 3s, ref: {{branch: main}}}}
+""")
+            own.start()
+            yield own, checkout
+        finally:
+            own.stop()
+            delete_check(api)
+            # source-controller removes its finalizer, so it stops after the delete.
+            harness.kubectl(kubeconfig, "delete", "-n", flux.RUNTIME_NAMESPACE,
+                            f"gitrepository/{SOURCE}", "--wait=true", "--timeout=120s",
+                            check=False)
+            controller.stop()
+            if chart_rbac:
+                session_rbac(kubeconfig)
+            assert "Traceback" not in own.log_text(), own.log_tail(200)
+
+
+def test_release_data_from_a_source_controller_artifact(
+        api: harness.Api, kubeconfig: pathlib.Path,
+        source_operator: tuple[harness.OperatorProcess, flux.Checkout]) -> None:
+    own, checkout = source_operator
+    with harness.flux_inventory(api, fixtures.release_images("v2.8.8", VARIANT)) as deployments:
+        for deployment in deployments:  # flux_inventory labels them v2.7.5
+            api.apps.patch_namespaced_deployment(
+                deployment["metadata"]["name"], "flux-system",
+                {"metadata": {"labels": {"app.kubernetes.io/version": "v2.8.8"}}})
+        checked = wait_check(api, "v2.8.8 from the artifact", Ready=("True", "Checked"),
+                             Supported=("True", "MinorSupported"),
+                             UpToDate=("False", "MinorAvailable"))
+        status = checked["status"]
+        assert status["source"] == f"GitRepository {flux.RUNTIME_NAMESPACE}/{SOURCE}"
+        assert (status["running"], status["latest"], status["minorsBehind"]) == (
+            "v2.8.8", "v2.9.4", 1)
+        assert "GitRepository" in conditions_of(checked)["Ready"]["message"]
+
+        # The distribution withdraws v2.9.4 (say, a bad release): v2.8.8 is the latest again.
+        checkout.write({"images/VERSION": "v2.8.8\n"} | {
+            f"images/v2.9.4/{p.name}": None for p in (IMAGES / "v2.9.4").glob("*.yaml")})
+        checkout.commit("withdraw v2.9.4")
+        latest = wait_check(api, "the new artifact read", Ready=("True", "Checked"),
+                            UpToDate=("True", "LatestRelease"))
+        assert (latest["status"]["latest"], latest["status"]["minorsBehind"]) == ("v2.8.8", 0)
+        assert printed_columns(kubeconfig) | {"AGE": ""} == {
+            "NAME": "cluster", "RUNNING": "v2.8.8", "LATEST": "v2.8.8", "MINORSBEHIND": "0",
+            "SUPPORTED": "True", "AGE": ""}
+        assert "release data of GitRepository" in own.log_text()
