@@ -14,6 +14,7 @@ import pytest
 
 from fluxsupport.devcluster import build, cluster
 from tests import harness
+from tests.rt import MailGateway, RequestTracker
 
 #: The tiers below tests/ and their markers; tests/unit needs Python alone and has none.
 TIERS = {"integration": pytest.mark.integration, "tools": pytest.mark.tools,
@@ -184,3 +185,29 @@ def no_session_operator(operator: harness.OperatorProcess) -> Iterator[None]:
         yield
     finally:
         operator.start()
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[MailGateway]:
+    """A loopback SMTP server that hands mail for RT to rt-mailgate (tests/rt.py)."""
+    smtp = MailGateway()
+    smtp.start()
+    try:
+        yield smtp
+    finally:
+        smtp.stop()
+
+
+@pytest.fixture(scope="module")
+def rt(gateway: MailGateway, tmp_path_factory: pytest.TempPathFactory,
+       request: pytest.FixtureRequest) -> Iterator[RequestTracker]:
+    """Request Tracker 5 of its own for the module: database, config and port."""
+    server = RequestTracker(smtp_port=gateway.port)
+    try:
+        server.start(tmp_path_factory.mktemp("rt"))
+        gateway.rt_url = server.url
+        _report(request.config, "\nRequest Tracker " + ", ".join(
+            f"{step} {seconds:.1f} s" for step, seconds in server.timings.items()))
+        yield server
+    finally:
+        server.stop()

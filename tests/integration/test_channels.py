@@ -25,30 +25,6 @@ SECRET = "fluxsupport-channels"
 CUSTOMER = "flux-ops@customer.test"
 
 
-@pytest.fixture(scope="module")
-def gateway() -> Iterator[MailGateway]:
-    smtp = MailGateway()
-    smtp.start()
-    try:
-        yield smtp
-    finally:
-        smtp.stop()
-
-
-@pytest.fixture(scope="module")
-def rt(gateway: MailGateway, tmp_path_factory: pytest.TempPathFactory,
-       request: pytest.FixtureRequest) -> Iterator[RequestTracker]:
-    server = RequestTracker(smtp_port=gateway.port)
-    try:
-        server.start(tmp_path_factory.mktemp("rt"))
-        gateway.rt_url = server.url
-        conftest._report(request.config, "\nRequest Tracker " + ", ".join(
-            f"{step} {seconds:.1f} s" for step, seconds in server.timings.items()))
-        yield server
-    finally:
-        server.stop()
-
-
 def channels_policy(rt: RequestTracker, gateway: MailGateway) -> str:
     return conftest.TEST_POLICY + f"""\
 channels:

@@ -10,7 +10,7 @@ import pathlib
 import socket
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import aiosmtplib
@@ -21,27 +21,6 @@ from fluxsupport.channels.rt import RequestTracker as Portal
 from tests.rt import MailGateway, RequestTracker
 
 T = TypeVar("T")
-
-
-@pytest.fixture(scope="module")
-def gateway() -> Iterator[MailGateway]:
-    smtp = MailGateway()
-    smtp.start()
-    try:
-        yield smtp
-    finally:
-        smtp.stop()
-
-
-@pytest.fixture(scope="module")
-def rt(gateway: MailGateway, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RequestTracker]:
-    server = RequestTracker(smtp_port=gateway.port)
-    try:
-        server.start(tmp_path_factory.mktemp("rt"))
-        gateway.rt_url = server.url
-        yield server
-    finally:
-        server.stop()
 
 
 def run(factory: Callable[[Portal], Coroutine[Any, Any, T]], rt: RequestTracker,
