@@ -16,7 +16,14 @@ from fluxsupport.domain import submission
 
 
 class EmailError(Exception):
-    """The SMTP server could not be reached or refused the message."""
+    """The SMTP server could not be reached, refused the message, or lost the connection
+    while the message was being handed over."""
+
+    def __init__(self, message: str, *, uncertain: bool = False) -> None:
+        super().__init__(message)
+        #: The connection failed after the message body went out and before the server
+        #: answered: the message may have been accepted, so sending it again could duplicate it.
+        self.uncertain = uncertain
 
 
 def build(config: policy_module.Email, message: submission.Message, uid: str,
@@ -36,10 +43,22 @@ def build(config: policy_module.Email, message: submission.Message, uid: str,
 
 async def send(config: policy_module.Email, mail: email.message.EmailMessage,
                username: str | None = None, password: str | None = None) -> None:
+    """Send ``mail`` to ``config.to``, step by step so that a failure says whether the
+    server may have the message: refusals of the envelope or of the body (an SMTP reply
+    code) mean it does not; a lost connection or a timeout during DATA means it may."""
+    client = aiosmtplib.SMTP(
+        hostname=config.host, port=config.port, timeout=config.timeout,
+        use_tls=config.tls == "implicit", start_tls=config.tls == "starttls",
+        username=username or None, password=password or None)
+    in_data = False
     try:
-        await aiosmtplib.send(
-            mail, hostname=config.host, port=config.port, timeout=config.timeout,
-            use_tls=config.tls == "implicit", start_tls=config.tls == "starttls",
-            username=username or None, password=password or None)
-    except (aiosmtplib.SMTPException, OSError) as error:
+        async with client:  # connects, negotiates TLS and logs in; QUIT errors are ignored
+            await client.mail(config.sender)
+            await client.rcpt(config.to)
+            in_data = True
+            await client.data(mail.as_bytes())
+            in_data = False
+    except aiosmtplib.SMTPResponseException as error:
         raise EmailError(f"{type(error).__name__}: {error}") from error
+    except (aiosmtplib.SMTPException, OSError) as error:
+        raise EmailError(f"{type(error).__name__}: {error}", uncertain=in_data) from error

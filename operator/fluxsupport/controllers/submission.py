@@ -189,8 +189,15 @@ class SubmissionController:
             await mail.send(config, mail_message, secret.get("smtp-username"),
                             secret.get("smtp-password"))
         except (mail.EmailError, portal.PortalError) as error:
-            # Refused before the message was accepted: nothing went out, try again later.
             metrics.SUBMISSIONS.labels(channel="email", outcome="failed").inc()
+            if isinstance(error, mail.EmailError) and error.uncertain:
+                # The server may have the message: keep the Message-ID, never send it again.
+                submission["lastError"] = f"email: {error}"[:1024]
+                logger.warning("SupportCase %s/%s: the email may or may not have arrived, "
+                               "it is not sent again: %s", *key, error)
+                await self.cases.record_submission(key, submission)
+                return
+            # Refused before the message was accepted: nothing went out, try again later.
             for field in ("messageId", "channel"):
                 submission.pop(field, None)
             submission.setdefault("firstAttemptAt", _rfc(now))

@@ -213,12 +213,16 @@ def condition(submission: Mapping[str, Any], level: int, channels: Channels, clo
     where = f"ticket {ticket}" + (f" ({url})" if url else "")
     if submission.get("channel") == "email" and submission.get("messageId"):
         sent = submission.get("submittedAt")
-        text = (f"Sent by email at {sent} with Message-ID {submission['messageId']}"
-                if sent else
-                f"An email with Message-ID {submission['messageId']} was being sent when the "
-                "operator stopped; it is not sent again (at most once), so check the support "
-                "mailbox or open a ticket by hand if no ticket appears")
-        if submission.get("lastError"):
+        error = str(submission.get("lastError") or "")
+        if sent:
+            text = f"Sent by email at {sent} with Message-ID {submission['messageId']}"
+        else:
+            why = (f"the connection failed while the server took it ({error[7:]})"
+                   if error.startswith("email: ") else "the operator stopped")
+            text = (f"An email with Message-ID {submission['messageId']} was being sent when "
+                    f"{why}: it may have arrived. It is not sent again (at most once), so "
+                    "check the support mailbox, or open a ticket by hand if no ticket appears")
+        if error and not error.startswith("email: "):
             text += f"; the portal could not be reached: {submission['lastError']}"
         text += f". The portal made {where} from it." if ticket else "."
         return make(type="Submitted", status="True" if sent else "Unknown",
