@@ -59,6 +59,8 @@ async def control_plane(workdir: pathlib.Path) -> AsyncIterator[Setup]:
     try:
         blocking.install_crds(blocking.api_client(plane.kubeconfig))
         client = bc.client_for(plane.kubeconfig)
+        # Where the chart installs it: its ConfigMaps (diagnostics snapshots) go there.
+        await bc.create_namespace(client, "fluxsupport-system")
         yield Setup(plane, operator, policy_path, client)
     finally:
         if client is not None:

@@ -6,6 +6,7 @@ The session operator runs a 24x7 policy with Urgent = 4 s, High = 1 h (conftest.
 from __future__ import annotations
 
 import datetime
+import json
 import pathlib
 import time
 import uuid
@@ -18,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fluxsupport import constants
-from tests import harness
+from tests import fixtures, harness
 
 
 def case_body(name: str, namespace: str, **changes: Any) -> dict[str, Any]:
@@ -438,3 +439,39 @@ def test_2026_preset_resolution_clock_workaround_and_monthly_compliance(
             parse(lowered["status"]["resolution"]["deadline"]).timestamp()
     finally:
         own.stop()
+
+
+def test_diagnostics_are_one_shared_snapshot_that_each_case_summarises(
+        api: harness.Api, operator: harness.OperatorProcess, namespace: str) -> None:
+    entries = fixtures.images(fixtures.FIX_V275)
+
+    def summarised(name: str) -> dict[str, Any] | None:
+        diagnostics = (api.get_case(namespace, name).get("status") or {}).get("diagnostics")
+        if not diagnostics or len(diagnostics.get("summary") or []) < len(entries):
+            # Collected before the operator's watch saw the Deployments: ask again.
+            api.patch_case(namespace, name, {"metadata": {"annotations": {
+                constants.COLLECT_DIAGNOSTICS: uuid.uuid4().hex}}})
+            return None
+        return dict(diagnostics)
+
+    with harness.flux_inventory(api, entries):
+        api.create_case(namespace, case_body("first", namespace))
+        first = harness.wait_for(lambda: summarised("first"), timeout=30, interval=0.5,
+                                 what="the diagnostics summary of the first case")
+        api.create_case(namespace, case_body("second", namespace))
+        second = harness.wait_for(
+            lambda: (api.get_case(namespace, "second").get("status") or {}).get("diagnostics"),
+            timeout=30, what="the diagnostics of the second case")
+    assert second["snapshot"] == first["snapshot"], "one Flux, one snapshot"
+    assert first["snapshot"].startswith("fluxsupport-diagnostics-")
+    assert "components" not in first, "the full inventory is in the snapshot only"
+    tag = entries["source-controller"]["newTag"]
+    assert f"source-controller {tag} (not ready)" in first["summary"]
+    assert first["fluxVersion"] == "v2.7.5"
+
+    snapshot = api.core.read_namespaced_config_map(first["snapshot"], "fluxsupport-system")
+    assert snapshot.immutable is True
+    content = json.loads(snapshot.data["diagnostics.json"])
+    source = next(c for c in content["components"] if c["name"] == "source-controller")
+    assert source["digests"] == [entries["source-controller"]["digest"]]
+    assert source["image"] == harness.pinned(entries["source-controller"])

@@ -12,7 +12,7 @@ import kopf
 from fluxsupport import __version__
 from fluxsupport.app import config
 from fluxsupport.constants import PEERING_NAME
-from fluxsupport.controllers import bulletin, submission, supportcase
+from fluxsupport.controllers import bulletin, snapshots, submission, supportcase
 from fluxsupport.controllers import updates as updates_controller
 from fluxsupport.domain import policy as policy_module
 from fluxsupport.kube import api, events, peering, reflector
@@ -56,9 +56,10 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
         if update_check is not None:
             update_check.reconcile_soon()
 
+    # Not the diagnostics snapshots: they change no verdict, and a case makes one.
     configmaps = reflector.Watch(
-        client, f"/api/v1/namespaces/{operator_config.namespace}/configmaps",
-        configmaps_changed)
+        client, f"/api/v1/namespaces/{operator_config.namespace}/configmaps"
+        f"?labelSelector={snapshots.LABEL}!=snapshot", configmaps_changed)
     bulletins = bulletin.BulletinController(client, flux, configmaps, operator_config.namespace,
                                             gate=gate.active, poster=poster)
     if policy.updates is not None:
@@ -66,8 +67,10 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
             client, flux, configmaps, operator_config.namespace, policy.updates,
             gate=gate.active, poster=poster)
         metrics.register_updates(update_check)
+    diagnostics_snapshots = snapshots.Snapshots(client, operator_config.namespace)
     cases = supportcase.CaseController(policy, client, diagnostics=flux.diagnostics,
-                                       gate=gate.active, poster=poster)
+                                       gate=gate.active, poster=poster,
+                                       snapshots=diagnostics_snapshots)
     metrics.register_cases(cases)
     submissions = submission.SubmissionController(cases, policy.channels, client,
                                                   operator_config.namespace, gate=gate.active)
@@ -80,6 +83,9 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
         asyncio.create_task(submissions.scheduler.run(), name="submission-scheduler"),
         asyncio.create_task(submissions.run_sync(), name="portal-sync"),
         asyncio.create_task(configmaps.run(), name="configmap-watch"),
+        asyncio.create_task(diagnostics_snapshots.run_sweeps(cases.snapshots_referenced,
+                                                             gate.active),
+                            name="diagnostics-snapshot-sweep"),
         *flux.tasks(),
         *gate.tasks(),
         *(update_check.tasks() if update_check is not None else ()),

@@ -15,10 +15,12 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from fluxsupport import constants
+from fluxsupport.controllers import snapshots as snapshots_module
 from fluxsupport.controllers import writes
 from fluxsupport.controllers.scheduler import Scheduler
 from fluxsupport.controllers.writes import newer_or_equal, status_patch
 from fluxsupport.domain import calendar as calendar_module
+from fluxsupport.domain import diagnostics as diagnostics_module
 from fluxsupport.domain import policy as policy_module
 from fluxsupport.domain import supportcase as domain
 from fluxsupport.kube import api
@@ -42,10 +44,12 @@ def _compact(data: Mapping[str, Any]) -> str:
 
 
 def _compact_status(status: Mapping[str, Any]) -> str:
-    """The diagnostics block is large and written once: keep only its request marker."""
+    """The diagnostics block is written once per request: keep only its request marker and
+    the snapshot it references (the sweep keeps referenced snapshots)."""
     kept = dict(status)
     if "diagnostics" in kept:
-        kept["diagnostics"] = {"request": (kept["diagnostics"] or {}).get("request", "")}
+        held = kept["diagnostics"] or {}
+        kept["diagnostics"] = {key: held[key] for key in ("request", "snapshot") if key in held}
     return _compact(kept)
 
 
@@ -104,11 +108,15 @@ Diagnostics = Callable[[], dict[str, Any]]
 class CaseController:
     def __init__(self, policy: policy_module.Policy, client: api.Client,
                  diagnostics: Diagnostics | None = None,
-                 gate: asyncio.Event | None = None, poster: EventPoster | None = None) -> None:
+                 gate: asyncio.Event | None = None, poster: EventPoster | None = None,
+                 snapshots: snapshots_module.Snapshots | None = None) -> None:
         self.policy = policy
         self.calendar = calendar_module.BusinessCalendar(policy)
         self.client = client
         self.diagnostics = diagnostics
+        #: Where the full diagnostics go; without it (or when writing one fails) the case
+        #: holds them itself.
+        self.snapshots = snapshots
         # Few writes in flight: the API server completes a wave of them sooner that way.
         self.scheduler = Scheduler(self._scheduled, concurrency=8, gate=gate,
                                    kind=constants.SUPPORTCASE_KIND, on_error=self._report_error)
@@ -187,7 +195,7 @@ class CaseController:
         desired = dict(evaluation.status)
         if submission is not None:
             desired["submission"] = submission
-        diagnostics = self._diagnostics_for(case, current)
+        diagnostics = await self._diagnostics_for(case, current)
         if diagnostics is not None:
             desired["diagnostics"] = diagnostics
         if evaluation.metrics is not None:
@@ -239,8 +247,8 @@ class CaseController:
             if result.outcome is writes.Outcome.WRITTEN:
                 self._stored(case, result)
 
-    def _diagnostics_for(self, case: CaseSnapshot,
-                         current: Mapping[str, Any]) -> dict[str, Any] | None:
+    async def _diagnostics_for(self, case: CaseSnapshot,
+                               current: Mapping[str, Any]) -> dict[str, Any] | None:
         """New diagnostics at creation, and whenever the request annotation changes."""
         if self.diagnostics is None:
             return None
@@ -250,4 +258,22 @@ class CaseController:
             return None
         collected = self.diagnostics()
         collected["request"] = requested
-        return collected
+        if self.snapshots is None:
+            return collected
+        try:
+            snapshot = await self.snapshots.ensure(collected)
+        except (api.ApiError, *api.TRANSPORT_ERRORS) as error:
+            logger.warning("SupportCase %s/%s: cannot write the diagnostics snapshot (%s); "
+                           "the case holds the diagnostics itself", case.namespace, case.name,
+                           error)
+            return collected
+        return diagnostics_module.referencing(collected, snapshot)
+
+    def snapshots_referenced(self) -> set[str]:
+        """The diagnostics snapshots some known case names."""
+        names = set()
+        for case in self.cases.values():
+            snapshot = (case.status.get("diagnostics") or {}).get("snapshot")
+            if snapshot:
+                names.add(str(snapshot))
+        return names

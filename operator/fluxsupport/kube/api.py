@@ -36,6 +36,7 @@ class ApiError(Exception):
 
 
 #: What a request raises when the API server cannot be reached at all.
+USER_AGENT = "fluxsupport"
 TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 
 
@@ -132,7 +133,8 @@ class Client:
         cfg = self._configuration
         if cfg.refresh_api_key_hook is not None:
             cfg.refresh_api_key_hook(cfg)
-        headers = {"Accept": "application/json"}
+        # The API server names the field manager of our writes after the User-Agent.
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         token = cfg.get_api_key_with_prefix("authorization") or cfg.get_api_key_with_prefix(
             "BearerToken")
         if token:
