@@ -36,3 +36,10 @@ UPDATECHECK_KIND: Final = "FluxUpdateCheck"
 UPDATECHECK_PLURAL: Final = "fluxupdatechecks"
 #: The one FluxUpdateCheck the operator writes: the cluster's.
 UPDATECHECK_NAME: Final = "cluster"
+
+#: On a SecurityBulletin written by the advisory feed: ``<namespace>.<name>`` of its Flux
+#: source. The feed updates only bulletins that carry its value; one without the label is a
+#: person's, and the feed leaves it alone.
+ADVISORY_FEED_LABEL: Final = f"{GROUP}/advisory-feed"
+#: The source revision (``main@sha1:...``) whose artifact last wrote the bulletin's spec.
+ADVISORY_REVISION: Final = f"{GROUP}/advisory-revision"

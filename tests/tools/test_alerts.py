@@ -45,6 +45,9 @@ KNOWN_METRICS = frozenset({
     "fluxsupport_flux_minors_behind",
     "fluxsupport_flux_supported",
     "fluxsupport_flux_component_newer_build",
+    "fluxsupport_advisory_feed_up",
+    "fluxsupport_advisory_feed_last_import_timestamp_seconds",
+    "fluxsupport_advisory_feed_advisories",
     "fluxsupport_build_info",
     "fluxsupport_submissions_total",
     "fluxsupport_submission_latency_seconds_bucket",
@@ -124,7 +127,7 @@ def test_every_alert_has_a_firing_and_a_quiet_case_in_tests_yaml() -> None:
         "SupportCaseNotSubmitted", "FluxSupportPortalSyncStale",
         "SupportCaseResolutionAtRisk", "SupportCaseResolutionBreached",
         "SupportCaseMonthlyComplianceLow", "FluxReleaseUnsupported",
-        "FluxComponentNewerBuildAvailable"}
+        "FluxComponentNewerBuildAvailable", "FluxSupportAdvisoryFeedFailing"}
     main_file = yaml.safe_load(TEST_FILES[0].read_text())
     cases = [case for test in main_file["tests"] for case in test.get("alert_rule_test") or []]
     firing = {case["alertname"] for case in cases if case.get("exp_alerts")}

@@ -100,6 +100,7 @@ def test_default_render_has_the_expected_objects_and_no_monitoring_objects(
         ("ClusterRole", "fluxsupport-securitybulletins-reader"),
         ("ClusterRole", "fluxsupport-supportcases-view"),
         ("ClusterRole", "fluxsupport-supportcases-edit"),
+        ("ClusterRole", "fluxsupport-fluxupdatechecks-view"),
         ("ClusterRoleBinding", "fluxsupport"),
         ("Role", "fluxsupport-configmaps"),
         ("RoleBinding", "fluxsupport-configmaps"),
@@ -394,11 +395,70 @@ def test_security_bulletins_are_never_aggregated_into_built_in_roles(
     aggregated = [d for d in docs if d["kind"] == "ClusterRole" and any(
         k.startswith("rbac.authorization.k8s.io/aggregate-to") for k in d["metadata"]["labels"])]
     assert {d["metadata"]["name"] for d in aggregated} == {
-        "fluxsupport-supportcases-view", "fluxsupport-supportcases-edit"}
+        "fluxsupport-supportcases-view", "fluxsupport-supportcases-edit",
+        "fluxsupport-fluxupdatechecks-view"}
     for role in aggregated:
-        assert {r for _, r, _ in rules_of(role)} <= {"supportcases", "supportcases/status"}
+        assert {r for _, r, _ in rules_of(role)} <= {"supportcases", "supportcases/status",
+                                                     "fluxupdatechecks",
+                                                     "fluxupdatechecks/status"}
         assert ("support.fluxcd.controlplane.io", "supportcases/status", "patch") \
             not in rules_of(role)
+
+
+def test_people_read_the_update_check_through_the_built_in_roles(helm: pathlib.Path) -> None:
+    """The FluxUpdateCheck is no secret: readable with view, edit and admin; only the
+    operator writes it."""
+    role = only(render(helm), "ClusterRole", "fluxsupport-fluxupdatechecks-view")
+    assert {k: v for k, v in role["metadata"]["labels"].items()
+            if k.startswith("rbac.authorization.k8s.io/")} == {
+        f"rbac.authorization.k8s.io/aggregate-to-{r}": "true" for r in ("view", "edit", "admin")}
+    assert set(rules_of(role)) == {("support.fluxcd.controlplane.io", r, v)
+                                   for r in ("fluxupdatechecks", "fluxupdatechecks/status")
+                                   for v in ("get", "list", "watch")}
+    off = render(helm, "--set", "rbac.aggregateUpdateChecks=false")
+    assert not [d for d in off if d["metadata"]["name"] == "fluxsupport-fluxupdatechecks-view"]
+    assert only(off, "ClusterRole", "fluxsupport-supportcases-view")
+
+
+FEED = ("--set", "policy.advisories.sourceRef.kind=GitRepository",
+        "--set", "policy.advisories.sourceRef.name=flux-advisories")
+
+
+def test_the_advisory_feed_may_create_and_update_bulletins_and_read_sources(
+        helm: pathlib.Path) -> None:
+    bulletin_writes = {("support.fluxcd.controlplane.io", "securitybulletins", v)
+                       for v in ("create", "update")}
+    sources = {("source.toolkit.fluxcd.io", r, v) for r in ("gitrepositories", "ocirepositories")
+               for v in ("get", "list", "watch")}
+    default = render(helm)
+    assert not bulletin_writes & set(rules_of(only(default, "ClusterRole", "fluxsupport")))
+    assert rendered_policy(default).advisories is None
+    docs = render(helm, *FEED, "--set", "fluxNamespaces={flux-system,tenant-flux}")
+    cluster = set(rules_of(only(docs, "ClusterRole", "fluxsupport")))
+    assert bulletin_writes <= cluster
+    assert ("support.fluxcd.controlplane.io", "securitybulletins", "delete") not in cluster
+    assert not {t for t in cluster if t[0] == "source.toolkit.fluxcd.io"}
+    readers = [d for d in docs if d["kind"] == "Role"
+               and d["metadata"]["name"] == "fluxsupport-flux-reader"]
+    assert {d["metadata"]["namespace"] for d in readers} == {"flux-system", "tenant-flux"}
+    for reader in readers:
+        assert sources <= set(rules_of(reader))
+    wide = only(render(helm, *FEED, "--set", "rbac.workloadsClusterWide=true"),
+                "ClusterRole", "fluxsupport")
+    assert sources | bulletin_writes <= set(rules_of(wide))
+    policy = rendered_policy(render(helm, *FEED, "--set", "policy.advisories.path=."))
+    assert policy.advisories is not None
+    assert (policy.advisories.source_ref.kind, policy.advisories.source_ref.name,
+            policy.advisories.path) == ("GitRepository", "flux-advisories", ".")
+    for args, message in (
+            (["--set", "policy.advisories.path=x"], "missing property 'sourceRef'"),
+            ([*FEED, "--set", "policy.advisories.sourceRef.kind=HelmRepository"],
+             "at '/policy/advisories/sourceRef/kind'"),
+            ([*FEED, "--set", "policy.advisories.interval=1h"],
+             "additional properties 'interval' not allowed")):
+        result = run_helm(helm, "template", "fluxsupport", str(CHART), *args)
+        assert result.returncode != 0, args
+        assert message in result.stderr, result.stderr
 
 
 # --- support channels ------------------------------------------------------------------------

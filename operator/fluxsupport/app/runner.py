@@ -12,7 +12,7 @@ import kopf
 from fluxsupport import __version__
 from fluxsupport.app import config
 from fluxsupport.constants import PEERING_NAME
-from fluxsupport.controllers import bulletin, snapshots, submission, supportcase
+from fluxsupport.controllers import advisories, bulletin, snapshots, submission, supportcase
 from fluxsupport.controllers import updates as updates_controller
 from fluxsupport.domain import policy as policy_module
 from fluxsupport.kube import api, events, peering, reflector
@@ -67,6 +67,11 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
             client, flux, configmaps, operator_config.namespace, policy.updates,
             gate=gate.active, poster=poster)
         metrics.register_updates(update_check)
+    feed: advisories.AdvisoryFeed | None = None
+    if policy.advisories is not None:
+        feed = advisories.AdvisoryFeed(client, operator_config.flux_namespaces,
+                                       policy.advisories, gate=gate.active, poster=poster)
+        metrics.register_advisories(feed)
     diagnostics_snapshots = snapshots.Snapshots(client, operator_config.namespace)
     cases = supportcase.CaseController(policy, client, diagnostics=flux.diagnostics,
                                        gate=gate.active, poster=poster,
@@ -89,6 +94,7 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
         *flux.tasks(),
         *gate.tasks(),
         *(update_check.tasks() if update_check is not None else ()),
+        *(feed.tasks() if feed is not None else ()),
     ]
     # Verdicts computed from a half-listed inventory would flap: wait for the first lists.
     with contextlib.suppress(TimeoutError):

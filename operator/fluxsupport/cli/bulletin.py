@@ -10,7 +10,6 @@ one; ``bulletin list`` lives in :mod:`fluxsupport.cli.bulletin_list`, imported w
 from __future__ import annotations
 
 import datetime
-import json
 import pathlib
 import re
 from typing import Annotated, Any, ClassVar
@@ -289,51 +288,30 @@ def _advisory_files(sources: list[pathlib.Path]) -> list[pathlib.Path]:
     return files
 
 
-def _read_advisories(files: list[pathlib.Path]) -> list[tuple[pathlib.Path, dict[str, Any]]]:
-    """Every advisory, validated against the OSV schema; of two files with one id (a feed
-    holding an old and a new copy) the later ``modified`` wins."""
-    validator = jsonschema.Draft202012Validator(resources.osv_schema())
-    newest: dict[str, tuple[pathlib.Path, dict[str, Any]]] = {}
+def _read_files(files: list[pathlib.Path]) -> list[tuple[str, bytes]]:
+    contents = []
     for path in files:
         try:
-            document = json.loads(path.read_bytes())
+            contents.append((str(path), path.read_bytes()))
         except OSError as error:
             raise output.fail(f"{path}: cannot read: {error.strerror}") from error
-        except ValueError as error:
-            raise output.fail(f"{path}: not valid JSON: {error}") from error
-        errors = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
-        if errors:
-            first = errors[0]
-            field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
-                            for p in first.absolute_path).lstrip(".")
-            raise output.fail(f"{path}: not an OSV advisory: {field or '(root)'}: "
-                              f"{first.message}")
-        held = newest.get(document["id"])
-        if held is None or _modified(document) >= _modified(held[1]):
-            newest[document["id"]] = (path, document)
-    return [newest[key] for key in sorted(newest)]
-
-
-def _modified(document: dict[str, Any]) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(str(document["modified"]).replace("Z", "+00:00"))
+    return contents
 
 
 def _import_osv(sources: list[pathlib.Path], output_dir: pathlib.Path | None) -> None:
-    manifests: list[dict[str, Any]] = []
-    for path, document in _read_advisories(_advisory_files(sources)):
-        try:
-            converted = osv.to_bulletin(document)
-        except (osv.AdvisoryError, ValueError) as error:
-            raise output.fail(f"{path}: {error}") from error
-        if converted.spec is None:
-            typer.echo(f"skipped {document['id']}: no Flux component among "
-                       f"{', '.join(converted.skipped_packages) or 'its packages'}", err=True)
-            continue
-        manifest: dict[str, Any] = {
-            "apiVersion": constants.API_VERSION, "kind": constants.BULLETIN_KIND,
-            "metadata": {"name": converted.name}, "spec": converted.spec}
-        _check_manifest(manifest, f"{path}: the bulletin")
-        manifests.append(manifest)
+    # The operator's advisory feed reads its files through the same function: one behaviour.
+    feed = osv.read_feed(
+        _read_files(_advisory_files(sources)),
+        jsonschema.Draft202012Validator(resources.osv_schema()),
+        jsonschema.Draft7Validator(_schema(), format_checker=jsonschema.FormatChecker()))
+    if feed.invalid:
+        # Offline, for a person or CI: the first problem stops the import (exit 2).
+        raise output.fail(f"{feed.invalid[0].path}: {feed.invalid[0].reason}")
+    for skipped in feed.skipped:
+        typer.echo(f"skipped {skipped.advisory_id}: no Flux component among "
+                   f"{', '.join(skipped.converted.skipped_packages) or 'its packages'}",
+                   err=True)
+    manifests = [imported.manifest() for imported in feed.bulletins]
     texts = [yaml.safe_dump(m, sort_keys=False, allow_unicode=True) for m in manifests]
     if output_dir is None:
         typer.echo("---\n".join(texts).rstrip())

@@ -1,20 +1,29 @@
 """Public advisories in the OSV format (the GitHub Advisory Database) as SecurityBulletin specs.
 
-Pure: the caller reads the JSON and validates it against the OSV schema; this module maps an
-advisory to a bulletin. Go modules map to Flux components through an explicit table, not by
-guessing from the path: ``github.com/fluxcd/flux2`` is the CLI, which never runs in the cluster,
-and API sub-modules (``.../source-controller/api``) have versions of their own that say nothing
-about the controller's image. Go module versions (``1.2.5``) become image tags (``v1.2.5``):
-Flux tags its images with the module's git tag.
+Pure: the caller reads the files and passes the OSV schema's validator in; :func:`read_feed`
+validates, picks the newest copy of each advisory and maps it to a bulletin, for the
+``bulletin import --from osv`` command and the operator's advisory feed alike.
+
+Go modules map to Flux components through an explicit table, not by guessing from the path:
+``github.com/fluxcd/flux2`` is the CLI, which never runs in the cluster, and API sub-modules
+(``.../source-controller/api``) have versions of their own that say nothing about the
+controller's image. Go module versions (``1.2.5``) become image tags (``v1.2.5``): Flux tags its
+images with the module's git tag.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
-from typing import Any
+import datetime
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
+import pydantic
 import semver
+
+from fluxsupport import constants
+from fluxsupport.domain import bulletin
 
 #: Go module -> the Flux component (Deployment and image name) it builds. Only controllers
 #: that run in a cluster; everything else in an advisory is left out of the bulletin.
@@ -143,3 +152,145 @@ def _url(advisory: Mapping[str, Any]) -> str:
     if advisory_id.startswith("GHSA-"):
         return f"https://github.com/advisories/{advisory_id}"
     return f"https://osv.dev/vulnerability/{advisory_id}"
+
+
+# --- a feed: many files ---------------------------------------------------------------------
+
+class SchemaError(Protocol):
+    """What a jsonschema validation error offers (jsonschema stays the caller's import)."""
+
+    message: str
+
+    @property
+    def absolute_path(self) -> Sequence[str | int]: ...
+
+
+class Validator(Protocol):
+    def iter_errors(self, instance: Any) -> Iterable[SchemaError]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Invalid:
+    """A file that gives no bulletin, and why (the path is the caller's name for it)."""
+
+    path: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Imported:
+    path: str
+    advisory_id: str
+    converted: Converted
+
+    def manifest(self, labels: Mapping[str, str] | None = None,
+                 annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The SecurityBulletin; only for an advisory with a Flux component."""
+        assert self.converted.spec is not None
+        metadata: dict[str, Any] = {"name": self.converted.name}
+        if labels:
+            metadata["labels"] = dict(labels)
+        if annotations:
+            metadata["annotations"] = dict(annotations)
+        return {"apiVersion": constants.API_VERSION, "kind": constants.BULLETIN_KIND,
+                "metadata": metadata, "spec": self.converted.spec}
+
+
+@dataclasses.dataclass(frozen=True)
+class Feed:
+    #: One per advisory id, sorted by id: the newest copy when a feed holds several.
+    advisories: tuple[Imported, ...]
+    #: Files that are not JSON, not OSV, or whose bulletin would be invalid; the reading
+    #: order, then the id order.
+    invalid: tuple[Invalid, ...]
+
+    @property
+    def bulletins(self) -> list[Imported]:
+        return [a for a in self.advisories if a.converted.spec is not None]
+
+    @property
+    def skipped(self) -> list[Imported]:
+        """Advisories without a Flux component (the flux2 CLI, other Go modules)."""
+        return [a for a in self.advisories if a.converted.spec is None]
+
+
+def _where(error: SchemaError) -> str:
+    field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
+                    for p in error.absolute_path).lstrip(".")
+    return field or "(root)"
+
+
+def _first_error(validator: Validator, instance: Any) -> SchemaError | None:
+    # The error nearest the root first; indexes in numeric order, before names.
+    errors = sorted(validator.iter_errors(instance), key=lambda e: [
+        (0, p, "") if isinstance(p, int) else (1, 0, str(p)) for p in e.absolute_path])
+    return errors[0] if errors else None
+
+
+def _modified(document: Mapping[str, Any]) -> datetime.datetime:
+    moment = datetime.datetime.fromisoformat(str(document["modified"]).replace("Z", "+00:00"))
+    # A time without offset is UTC (OSV requires one): never compare naive with aware.
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
+
+
+def read_feed(files: Iterable[tuple[str, bytes]], osv_schema: Validator,
+              bulletin_schema: Validator | None = None) -> Feed:
+    """Every advisory of ``files`` (name, content) as a bulletin.
+
+    A file that is not JSON, not valid against ``osv_schema``, names a version that is not
+    semver, or gives a bulletin that ``bulletin_schema`` (the CRD's) or the operator's model
+    refuses, is reported in ``Feed.invalid`` and the others go on. Of two copies of one id the
+    later ``modified`` wins, the later file on a tie. Deterministic: the same files give the
+    same bulletins, so a feed read again changes nothing.
+    """
+    invalid: list[Invalid] = []
+    newest: dict[str, tuple[str, dict[str, Any], datetime.datetime]] = {}
+    for path, content in files:
+        try:
+            document = json.loads(content)
+        except ValueError as error:
+            invalid.append(Invalid(path, f"not valid JSON: {error}"))
+            continue
+        refused = _first_error(osv_schema, document)
+        if refused is not None:
+            invalid.append(Invalid(path, f"not an OSV advisory: {_where(refused)}: "
+                                         f"{refused.message}"))
+            continue
+        try:
+            modified = _modified(document)
+        except ValueError:
+            invalid.append(Invalid(path, f"not an OSV advisory: modified: "
+                                         f"{document['modified']!r} is not an RFC 3339 time"))
+            continue
+        held = newest.get(document["id"])
+        if held is None or modified >= held[2]:
+            newest[document["id"]] = (path, document, modified)
+    advisories = []
+    for advisory_id in sorted(newest):
+        path, document, _ = newest[advisory_id]
+        try:
+            converted = to_bulletin(document)
+        except ValueError as error:  # AdvisoryError, or a range semver cannot order
+            invalid.append(Invalid(path, str(error)))
+            continue
+        imported = Imported(path, advisory_id, converted)
+        if converted.spec is not None:
+            problem = _bulletin_problem(imported, bulletin_schema)
+            if problem is not None:
+                invalid.append(Invalid(path, f"the bulletin would be invalid: {problem}"))
+                continue
+        advisories.append(imported)
+    return Feed(tuple(advisories), tuple(invalid))
+
+
+def _bulletin_problem(imported: Imported, schema: Validator | None) -> str | None:
+    if schema is not None:
+        error = _first_error(schema, imported.manifest())
+        if error is not None:
+            return f"{_where(error)}: {error.message}"
+    try:
+        bulletin.BulletinSpec.model_validate(imported.converted.spec)
+    except pydantic.ValidationError as error:
+        item = error.errors()[0]
+        return f"spec.{'.'.join(map(str, item['loc']))}: {item['msg']}"
+    return None

@@ -277,6 +277,19 @@ class Updates(pydantic.BaseModel):
         return self
 
 
+class Advisories(pydantic.BaseModel):
+    """The advisory feed: public OSV advisories in a Flux source artifact become
+    SecurityBulletins without a person (docs/advisories.md)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    source_ref: SourceRef = pydantic.Field(alias="sourceRef")
+    #: The artifact's directory searched for ``*.json`` at any depth, as the GitHub Advisory
+    #: Database keeps them (advisories/github-reviewed/<year>/<month>/<id>/<id>.json);
+    #: ``.`` is the whole artifact.
+    path: str = "advisories"
+
+
 Preset = Literal["technical-support-policy", "support-policy-2026"]
 DEFAULT_PRESET: Preset = "technical-support-policy"
 PRESET_2026: Preset = "support-policy-2026"
@@ -342,6 +355,8 @@ class Policy(pydantic.BaseModel):
     channels: Channels = pydantic.Field(default_factory=Channels)
     #: The product-updates check; None leaves it off (no FluxUpdateCheck is written).
     updates: Updates | None = None
+    #: The advisory feed; None leaves it off (no bulletin is written without a person).
+    advisories: Advisories | None = None
 
     @pydantic.model_validator(mode="before")
     @classmethod
@@ -401,7 +416,8 @@ class Policy(pydantic.BaseModel):
                  if getattr(self, name) == type(self).model_fields[name].get_default(
                      call_default_factory=True)}
         return _fingerprint(self.model_dump_json(
-            by_alias=True, exclude={"channels", "compliance_target", "updates", *unset}))
+            by_alias=True, exclude={"channels", "compliance_target", "updates", "advisories",
+                                     *unset}))
 
 
 _PRESET_KEYS = ("preset", "region", "resolution_targets", "always_open_levels",

@@ -12,10 +12,7 @@ a newer build of the same tag is told by its digest, never by the tag.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import re
-import tarfile
 from collections.abc import Iterable, Mapping, Sequence
 
 import pydantic
@@ -23,6 +20,7 @@ import semver
 import yaml
 from pydantic.alias_generators import to_camel
 
+from fluxsupport.domain import artifact
 from fluxsupport.domain.inventory import FLUX_OPERATOR, RunningComponent
 
 #: The 2026 support policy: the three most recent minors receive backports.
@@ -295,39 +293,31 @@ def parse_configmap_data(data: Mapping[str, str]) -> ReleaseData:
 
 def verify_digest(content: bytes, digest: str) -> None:
     """``digest`` is ``<algorithm>:<hex>`` as source-controller writes status.artifact.digest."""
-    algorithm, _, expected = digest.partition(":")
-    if algorithm not in ("sha256", "sha384", "sha512") or not expected:
-        raise ReleaseDataError(f"artifact digest {digest!r}: expected sha256:<hex>")
-    actual = hashlib.new(algorithm, content).hexdigest()
-    if actual != expected.lower():
-        raise ReleaseDataError(f"the artifact's {algorithm} is {actual}, not the "
-                               f"{expected} of status.artifact.digest")
+    try:
+        artifact.verify_digest(content, digest)
+    except artifact.ArtifactError as error:
+        raise ReleaseDataError(str(error)) from error
+
+
+def _release_file(name: str) -> bool:
+    parts = name.split("/")
+    return parts == ["VERSION"] or (len(parts) == 2 and parts[1].endswith(".yaml"))
 
 
 def parse_archive(content: bytes, path: str = "images") -> ReleaseData:
     """The release data from a Flux source artifact (a tar.gz): ``<path>/VERSION`` and
     ``<path>/<version>/<variant>.yaml``. Only regular files are read, never extracted."""
-    prefix = path.strip("/") + "/" if path.strip("/") else ""
-    version_text: str | None = None
-    files: dict[tuple[str, str], str] = {}
     try:
-        with tarfile.open(fileobj=io.BytesIO(content), mode="r:gz") as archive:
-            for member in archive.getmembers():
-                name = member.name.removeprefix("./")
-                if not member.isfile() or not name.startswith(prefix):
-                    continue
-                parts = name[len(prefix):].split("/")
-                wanted = parts == ["VERSION"] or (len(parts) == 2 and parts[1].endswith(".yaml"))
-                extracted = archive.extractfile(member) if wanted else None
-                if extracted is None:
-                    continue
-                text = extracted.read().decode()
-                if parts == ["VERSION"]:
-                    version_text = text
-                else:
-                    files[(parts[0], parts[1].removesuffix(".yaml"))] = text
-    except (tarfile.TarError, OSError, EOFError, UnicodeDecodeError) as error:
-        raise ReleaseDataError(f"the artifact is not a readable tar.gz: {error}") from error
+        texts = {name: data.decode() for name, data in
+                 artifact.read_files(content, path, _release_file).items()}
+    except artifact.ArtifactError as error:
+        raise ReleaseDataError(str(error)) from error
+    except UnicodeDecodeError as error:
+        raise ReleaseDataError(f"the artifact holds a file that is not UTF-8: {error}"
+                               ) from error
+    version_text = texts.pop("VERSION", None)
     if version_text is None:
-        raise ReleaseDataError(f"the artifact has no {prefix}VERSION")
+        raise ReleaseDataError(f"the artifact has no {artifact.prefix_of(path)}VERSION")
+    files = {(version, variant.removesuffix(".yaml")): text for name, text in texts.items()
+             for version, variant in [name.split("/")]}
     return parse_release_data(version_text, files)

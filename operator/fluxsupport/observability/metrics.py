@@ -27,6 +27,7 @@ from fluxsupport import constants
 from fluxsupport.domain.supportcase import MetricsView
 
 if TYPE_CHECKING:
+    from fluxsupport.controllers.advisories import AdvisoryFeed
     from fluxsupport.controllers.bulletin import BulletinController
     from fluxsupport.controllers.submission import SubmissionController
     from fluxsupport.controllers.supportcase import CaseController
@@ -368,3 +369,40 @@ class UpdateCollector(Collector):
 def register_updates(updates: UpdateController) -> None:
     REGISTRY.register(UpdateCollector(updates))
     QUEUES.queues[constants.UPDATECHECK_KIND] = updates.scheduler
+
+
+class AdvisoryFeedCollector(Collector):
+    """The advisory feed (``advisories:`` in the policy); no series before its first attempt,
+    nor on a standby replica, which reads nothing."""
+
+    def __init__(self, feed: AdvisoryFeed) -> None:
+        self.feed = feed
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "fluxsupport_advisory_feed_up",
+            "1 when the last attempt read the advisory feed's artifact and wrote every "
+            "bulletin it had to, 0 when it failed (the source's Events say why).")
+        last = GaugeMetricFamily(
+            "fluxsupport_advisory_feed_last_import_timestamp_seconds",
+            "When the last import of a new artifact of the advisory feed completed; 0 before "
+            "the first.")
+        advisories = GaugeMetricFamily(
+            "fluxsupport_advisory_feed_advisories",
+            "Advisories of the last import by outcome: created, updated, unchanged, skipped "
+            "(no Flux component), invalid, not_owned (a bulletin of that name without the "
+            "feed's label).", labels=["outcome"])
+        view = self.feed.view
+        if view.up is not None:
+            up.add_metric([], 1 if view.up else 0)
+            last.add_metric([], view.last_import)
+            for outcome, count in view.counts:
+                advisories.add_metric([outcome], count)
+        yield up
+        yield last
+        yield advisories
+
+
+def register_advisories(feed: AdvisoryFeed) -> None:
+    REGISTRY.register(AdvisoryFeedCollector(feed))
+    QUEUES.queues["AdvisoryFeed"] = feed.scheduler

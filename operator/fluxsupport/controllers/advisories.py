@@ -1,0 +1,310 @@
+"""The advisory feed: public OSV advisories in a Flux source artifact become SecurityBulletins
+without a person (``advisories:`` in the policy, docs/advisories.md).
+
+Flux fetches the advisories (a GitRepository or OCIRepository, so a mirror in an air-gapped
+cluster works the same); the operator downloads the artifact from source-controller once per
+digest, checks the digest, and reads its ``*.json`` through the same function as
+``bulletin import --from osv`` (domain/advisory.py), so that the two cannot drift.
+
+Each advisory with a Flux component is one cluster-scoped bulletin named after its id in lower
+case, labelled with the feed. The name is the idempotency key: a restart, a crash between two
+writes or a re-import finds the bulletins there and writes only those whose spec differs.
+A bulletin of that name without the feed's label is a person's and is left alone. An
+advisory removed from the feed leaves its bulletin in place: the feed never deletes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import hashlib
+import logging
+import time
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import jsonschema
+
+from fluxsupport import constants, resources
+from fluxsupport.controllers.scheduler import Scheduler
+from fluxsupport.controllers.updates import ARTIFACT_RETRY_S, SOURCE_API, SOURCE_PLURALS
+from fluxsupport.domain import advisory, artifact
+from fluxsupport.domain import policy as policy_module
+from fluxsupport.kube import api, reflector
+from fluxsupport.kube.events import EventPoster, PendingEvent
+from fluxsupport.sources import artifacts
+
+logger = logging.getLogger(__name__)
+
+KEY = "advisory-feed"
+KIND = "AdvisoryFeed"
+BULLETINS = f"/apis/{constants.API_VERSION}/{constants.BULLETIN_PLURAL}"
+#: Warning Events per import for invalid files; the rest are summed up in one more.
+MAX_INVALID_EVENTS = 10
+#: Label values are at most 63 characters.
+MAX_LABEL = 63
+OUTCOMES = ("created", "updated", "unchanged", "skipped", "invalid", "not_owned")
+#: Event names hash this instant instead of the time: the same message about the same source
+#: (a restart reading the same revision) is one Event, and the repeat meets a 409.
+_FIXED_INSTANT = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+
+
+def feed_label(namespace: str, name: str) -> str:
+    """``<namespace>.<name>`` of the source; past 63 characters cut and made unique by a hash."""
+    value = f"{namespace}.{name}"
+    if len(value) <= MAX_LABEL:
+        return value
+    digest = hashlib.sha256(value.encode()).hexdigest()[:16]
+    return f"{value[:MAX_LABEL - 17].rstrip('.-_')}.{digest}"
+
+
+@dataclasses.dataclass(frozen=True)
+class FeedView:
+    """What the metrics collector reads."""
+
+    #: The last attempt read the artifact and wrote what it had to; None before the first.
+    up: bool | None = None
+    #: When the last import completed (epoch seconds); 0 before the first.
+    last_import: float = 0.0
+    #: Advisories of the last completed import by outcome (OUTCOMES).
+    counts: tuple[tuple[str, int], ...] = ()
+
+
+class _Failed(Exception):
+    """The artifact cannot be read now; the feed says why and tries again later."""
+
+    def __init__(self, reason: str, message: str, retry: bool = False) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.retry = retry
+
+
+class AdvisoryFeed:
+    def __init__(self, client: api.Client, flux_namespaces: Sequence[str],
+                 settings: policy_module.Advisories, gate: asyncio.Event | None = None,
+                 poster: EventPoster | None = None) -> None:
+        self.client = client
+        self.settings = settings
+        ref = settings.source_ref
+        self.namespace = ref.namespace or flux_namespaces[0]
+        self.label = feed_label(self.namespace, ref.name)
+        self.poster = poster or EventPoster(client)
+        self.scheduler = Scheduler(self._scheduled, gate=gate, kind=KIND,
+                                   on_error=self._report_error)
+        self.source_watch = reflector.Watch(
+            client, f"{SOURCE_API}/namespaces/{self.namespace}/{SOURCE_PLURALS[ref.kind]}",
+            self.reconcile_soon, optional=True)
+        self._osv = jsonschema.Draft202012Validator(resources.osv_schema())
+        crd = next(doc for doc in resources.crd_documents()
+                   if doc["spec"]["names"]["kind"] == constants.BULLETIN_KIND)
+        self._crd = jsonschema.Draft7Validator(
+            crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
+            format_checker=jsonschema.FormatChecker())
+        #: The digest whose advisories are all written: nothing to do until the next one.
+        self._imported: str | None = None
+        #: The message of the last failure Event, so that a retry loop posts it once.
+        self._failure: str | None = None
+        self.view = FeedView()
+        self._lock = asyncio.Lock()
+
+    @property
+    def source(self) -> str:
+        return f"{self.settings.source_ref.kind} {self.namespace}/{self.settings.source_ref.name}"
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [asyncio.create_task(self.scheduler.run(), name="advisory-feed-scheduler"),
+                asyncio.create_task(self.source_watch.run(), name="advisory-feed-source-watch")]
+
+    def reconcile_soon(self) -> None:
+        self.scheduler.schedule(KEY, time.time())
+
+    async def _scheduled(self, key: Hashable) -> None:
+        async with self._lock:
+            try:
+                await self._reconcile()
+            except _Failed as failed:
+                self._fail(failed)
+                if failed.retry:
+                    self.scheduler.schedule(KEY, time.time() + ARTIFACT_RETRY_S)
+            else:
+                self.scheduler.succeeded(KEY)
+
+    async def _report_error(self, key: Hashable, error: Exception) -> None:
+        # The scheduler retries with backoff: an API outage, a conflict while writing.
+        self._fail(_Failed("ImportFailed", f"writing the bulletins of {self.source} failed: "
+                           f"{error}; retrying"))
+
+    def _source_ref(self, source: dict[str, Any]) -> api.ObjectRef:
+        ref = self.settings.source_ref
+        return api.ObjectRef(SOURCE_API.removeprefix("/apis/"), ref.kind,
+                             SOURCE_PLURALS[ref.kind], ref.name, self.namespace,
+                             (source.get("metadata") or {}).get("uid"))
+
+    def _post(self, ref: api.ObjectRef, type_: str, reason: str, message: str, *,
+              once: bool = True) -> None:
+        """``once``: one Event per message, across restarts (an import's results). A failure
+        is posted again when it comes back after a success (``_failure`` stops the repeats of
+        a retry loop)."""
+        now = datetime.datetime.now(datetime.UTC)
+        event = PendingEvent.create(ref, type_, reason, message, _FIXED_INSTANT if once else now)
+        event = dataclasses.replace(event, at=now.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        if not self.poster.submit(ref, event, lambda name: None):
+            logger.warning("advisory feed: Event %s not posted (queue full): %s", reason,
+                           message)
+
+    def _fail(self, failed: _Failed) -> None:
+        self.view = dataclasses.replace(self.view, up=False)
+        if failed.message == self._failure:
+            return
+        self._failure = failed.message
+        logger.warning("advisory feed %s: %s", self.source, failed.message)
+        held = self.source_watch.objects.get(self.settings.source_ref.name)
+        if held is not None:
+            self._post(self._source_ref(held), "Warning", failed.reason, failed.message,
+                       once=False)
+
+    async def _artifact(self) -> tuple[dict[str, Any], str, str, bytes]:
+        """The source, its digest and revision, and the verified artifact."""
+        watch = self.source_watch
+        try:
+            await asyncio.wait_for(watch.synced.wait(), 30)
+        except TimeoutError as error:
+            raise _Failed("SourceUnavailable", f"cannot list {self.source} yet",
+                          retry=True) from error
+        if watch.error:
+            # The watch calls back when it lists again.
+            raise _Failed("SourceUnavailable", f"cannot read {self.source}: {watch.error}")
+        source = watch.objects.get(self.settings.source_ref.name)
+        if source is None:
+            raise _Failed("SourceNotFound", f"{self.source} not found (advisories.sourceRef)")
+        found = (source.get("status") or {}).get("artifact") or {}
+        url, digest = str(found.get("url") or ""), str(found.get("digest") or "")
+        revision = str(found.get("revision") or "")
+        if not url or not digest:
+            raise _Failed("ArtifactNotReady", f"{self.source} has no artifact yet; see its "
+                          "Ready condition")
+        if digest == self._imported:
+            return source, digest, revision, b""  # not downloaded again
+        try:
+            content = await artifacts.download(url)
+        except artifacts.ArtifactError as error:
+            raise _Failed("ArtifactUnavailable", f"cannot download the artifact of "
+                          f"{self.source}: {error}; retrying", retry=True) from error
+        try:
+            artifact.verify_digest(content, digest)
+        except artifact.ArtifactError as error:
+            # source-controller may be replacing the file: the next attempt may match.
+            raise _Failed("ArtifactDigestMismatch", f"{self.source} artifact {url}: {error}",
+                          retry=True) from error
+        return source, digest, revision, content
+
+    async def _reconcile(self) -> None:
+        source, digest, revision, content = await self._artifact()
+        if digest == self._imported:
+            # The source is readable again after a failure, with the artifact already read.
+            self.view = dataclasses.replace(self.view, up=True)
+            self._failure = None
+            return
+        try:
+            files = artifact.json_files(content, self.settings.path)
+        except artifact.ArtifactError as error:
+            raise _Failed("InvalidArtifact", f"{self.source} revision {revision}: "
+                          f"{error}") from error
+        ref = self._source_ref(source)
+        feed = advisory.read_feed(files.items(), self._osv, self._crd)
+        counts = dict.fromkeys(OUTCOMES, 0)
+        counts["skipped"] = len(feed.skipped)
+        invalid = list(feed.invalid)
+        not_owned = []
+        existing = await self._existing()
+        for imported in feed.bulletins:
+            outcome, why = await self._apply(imported, existing.get(imported.converted.name),
+                                             revision)
+            counts[outcome] += 1
+            if outcome == "invalid":
+                invalid.append(advisory.Invalid(imported.path, why))
+            elif outcome == "not_owned":
+                not_owned.append(imported.converted.name)
+        counts["invalid"] = len(invalid)
+        self._imported = digest
+        self._failure = None
+        self.view = FeedView(up=True, last_import=time.time(), counts=tuple(counts.items()))
+        summary = (f"{counts['created']} created, {counts['updated']} updated, "
+                   f"{counts['unchanged']} unchanged, {counts['skipped']} skipped (no Flux "
+                   f"component), {counts['invalid']} invalid, {counts['not_owned']} left "
+                   f"alone (not written by the feed), from revision {revision}")
+        logger.info("advisory feed %s: %s", self.source, summary)
+        self._post(ref, "Normal", "AdvisoriesImported", summary)
+        if not files:
+            self._post(ref, "Warning", "AdvisoriesNotFound",
+                       f"no *.json under {artifact.prefix_of(self.settings.path) or '.'} in "
+                       f"revision {revision} (advisories.path)")
+        for problem in invalid:
+            logger.warning("advisory feed %s: %s: %s", self.source, problem.path,
+                           problem.reason)
+        for problem in invalid[:MAX_INVALID_EVENTS]:
+            self._post(ref, "Warning", "InvalidAdvisory",
+                       f"{problem.path}: {problem.reason} (revision {revision}); the other "
+                       "advisories were imported")
+        if len(invalid) > MAX_INVALID_EVENTS:
+            self._post(ref, "Warning", "InvalidAdvisory",
+                       f"{len(invalid) - MAX_INVALID_EVENTS} more invalid files in revision "
+                       f"{revision}; the operator's log names each")
+        for name in not_owned:
+            self._post(ref, "Warning", "BulletinNotOwned",
+                       f"SecurityBulletin {name} exists without the label "
+                       f"{constants.ADVISORY_FEED_LABEL}={self.label}: a person wrote it, so "
+                       "the feed leaves it as it is. Delete it or add the label to let the "
+                       "feed manage it.")
+
+    async def _existing(self) -> dict[str, dict[str, Any]]:
+        """The bulletins this feed wrote: one list per import, not a watch, since the feed acts
+        on a new artifact only."""
+        listing = await self.client.request(
+            "GET", f"{BULLETINS}?labelSelector={constants.ADVISORY_FEED_LABEL}%3D{self.label}")
+        return {item["metadata"]["name"]: item for item in listing.get("items") or []}
+
+    async def _apply(self, imported: advisory.Imported, current: dict[str, Any] | None,
+                     revision: str) -> tuple[str, str]:
+        """Create or update one bulletin: (outcome, why when invalid)."""
+        desired = imported.manifest(labels={constants.ADVISORY_FEED_LABEL: self.label},
+                                    annotations={constants.ADVISORY_REVISION: revision})
+        name = imported.converted.name
+        if current is None:
+            try:
+                await self.client.request("POST", BULLETINS, desired)
+            except api.ApiError as error:
+                if error.status in (400, 422):
+                    return "invalid", f"the API server refused the bulletin: {error}"
+                if error.status != 409:
+                    raise
+                # Written meanwhile, or a person's (outside the label selector).
+                current = await self.client.request("GET", f"{BULLETINS}/{name}")
+            else:
+                logger.info("advisory feed: SecurityBulletin %s created from %s", name,
+                            imported.path)
+                return "created", ""
+        labels = (current.get("metadata") or {}).get("labels") or {}
+        if labels.get(constants.ADVISORY_FEED_LABEL) != self.label:
+            return "not_owned", ""
+        if current.get("spec") == desired["spec"]:
+            return "unchanged", ""
+        metadata = {key: value for key, value in (current.get("metadata") or {}).items()
+                    if key != "managedFields"}
+        body = {key: value for key, value in current.items() if key != "status"}
+        metadata["annotations"] = {**(metadata.get("annotations") or {}),
+                                   constants.ADVISORY_REVISION: revision}
+        # A PUT with the listed resourceVersion: a concurrent edit (a person removing the
+        # label) fails it with 409, and the import is retried against the new object.
+        try:
+            await self.client.request("PUT", f"{BULLETINS}/{name}",
+                                      {**body, "metadata": metadata,
+                                       "spec": desired["spec"]})
+        except api.ApiError as error:
+            if error.status in (400, 422):
+                return "invalid", f"the API server refused the bulletin: {error}"
+            raise
+        logger.info("advisory feed: SecurityBulletin %s updated from %s", name, imported.path)
+        return "updated", ""
