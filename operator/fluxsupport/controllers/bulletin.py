@@ -7,7 +7,7 @@ import dataclasses
 import datetime
 import logging
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 import pydantic
@@ -18,6 +18,7 @@ from fluxsupport.controllers.scheduler import Scheduler
 from fluxsupport.controllers.writes import newer_or_equal
 from fluxsupport.domain import bulletin as domain
 from fluxsupport.domain import conditions, vex
+from fluxsupport.domain.inventory import RunningComponent
 from fluxsupport.kube import api, reflector
 from fluxsupport.kube.events import EventPoster
 from fluxsupport.sources.inventory import Inventory
@@ -33,6 +34,18 @@ class BulletinSnapshot:
     generation: int
     spec: dict[str, Any]
     status: dict[str, Any]
+    #: The validated spec, or why it is invalid: carried over to the next snapshot while the
+    #: spec stays the same, so that a status echo or a label edit is not validated again.
+    parsed: domain.BulletinSpec | pydantic.ValidationError | None = dataclasses.field(
+        default=None, repr=False)
+
+    def validated(self) -> domain.BulletinSpec | pydantic.ValidationError:
+        if self.parsed is None:
+            try:
+                self.parsed = domain.BulletinSpec.model_validate(self.spec)
+            except pydantic.ValidationError as error:
+                self.parsed = error
+        return self.parsed
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> BulletinSnapshot:
@@ -45,6 +58,34 @@ class BulletinSnapshot:
     def ref(self) -> api.ObjectRef:
         return api.ObjectRef(constants.API_VERSION, constants.BULLETIN_KIND,
                              constants.BULLETIN_PLURAL, self.name, None, self.uid)
+
+
+@dataclasses.dataclass(frozen=True)
+class ParsedVex:
+    """One ConfigMap key's OpenVEX document, parsed, checked and indexed once per text."""
+
+    text: str
+    document: vex.IndexedDocument | None
+    problem: str | None
+    #: Products that can match nothing (vex.product_problems).
+    warnings: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class BulletinIndex:
+    """What evaluations share, built once per set of bulletin specs: the fix digests of every
+    valid bulletin (the rebuild rule) and, per component, the bulletins that concern it."""
+
+    fixes: domain.FixIndex
+    concerning: dict[str, set[str]]
+
+
+def _by_component(components: list[RunningComponent]
+                  ) -> dict[str, tuple[RunningComponent, ...]]:
+    grouped: dict[str, list[RunningComponent]] = {}
+    for component in components:
+        grouped.setdefault(component.component, []).append(component)
+    return {name: tuple(items) for name, items in grouped.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +147,15 @@ class BulletinController:
         #: Bulletins so large (a spec near the size limit) that the full status was refused:
         #: they get a compact one, until their spec changes.
         self._oversized: set[str] = set()
-        inventory.subscribe(self.reconcile_all_soon)
+        #: Rebuilt after any spec change; None until then.
+        self._index: BulletinIndex | None = None
+        #: By (ConfigMap, key): a document of up to 1 MiB takes longer to parse than the rest
+        #: of an evaluation, and many bulletins share one.
+        self._vex: dict[tuple[str, str], ParsedVex] = {}
+        #: Inventory problems and running components by name, as of the last notification.
+        self._inventory_seen: tuple[tuple[str, ...],
+                                    dict[str, tuple[RunningComponent, ...]]] | None = None
+        inventory.subscribe(self.inventory_changed)
 
     def observe(self, body: Mapping[str, Any]) -> tuple[str, bool]:
         """Keep the newest body; say whether it is news (not the echo of our own write)."""
@@ -119,25 +168,84 @@ class BulletinController:
         self.bulletins[snapshot.name] = snapshot
         if held is None or held.spec != snapshot.spec:
             self._oversized.discard(snapshot.name)
-            # Verdicts depend on other bulletins (later rebuilds): re-check them too.
-            self.reconcile_all_soon()
+            self._index = None
+            # Verdicts depend on other bulletins (later rebuilds): re-check those that concern
+            # a component this bulletin lists (or listed) the running build of.
+            rebuilt = self._rebuilt_components(snapshot)
+            if held is not None:
+                rebuilt |= self._rebuilt_components(held)
+            self._reconcile_soon({snapshot.name, *self._concerning(rebuilt)})
+        else:
+            snapshot.parsed = held.parsed
         return snapshot.name, True
 
     def forget(self, name: str) -> None:
-        self.bulletins.pop(name, None)
+        held = self.bulletins.pop(name, None)
         self.views.pop(name, None)
         self._locks.pop(name, None)
         self._requested.discard(name)
         self._oversized.discard(name)
         self.scheduler.cancel(name)
         self.writer.forget(name)
-        self.reconcile_all_soon()
+        self._index = None
+        if held is not None:
+            self._reconcile_soon(self._concerning(self._rebuilt_components(held)))
 
     def reconcile_all_soon(self) -> None:
+        """Re-check every bulletin (an OpenVEX ConfigMap changed, for one)."""
+        self._prune_vex()
+        self._reconcile_soon(self.bulletins)
+
+    def inventory_changed(self) -> None:
+        """Re-check the bulletins that concern a component whose running builds changed: a
+        Pod event must not re-evaluate a thousand bulletins about other components. All of
+        them when what every status shows changed: a watch that cannot list (Ready), or no
+        Flux component found or found again (Compliant)."""
+        problems = tuple(self.inventory.problems())
+        running = _by_component(self.inventory.components())
+        before, self._inventory_seen = self._inventory_seen, (problems, running)
+        if before is None or before[0] != problems or bool(before[1]) != bool(running):
+            self.reconcile_all_soon()
+            return
+        changed = {name for name in before[1].keys() | running.keys()
+                   if before[1].get(name) != running.get(name)}
+        self._reconcile_soon(self._concerning(changed))
+
+    def _reconcile_soon(self, names: Iterable[str]) -> None:
         now = time.time()
-        for name in self.bulletins:
+        for name in names:
             self._requested.add(name)
             self.scheduler.schedule(name, now)
+
+    def _rebuilt_components(self, snapshot: BulletinSnapshot) -> set[str]:
+        """The components whose running digest the bulletin lists as a fix: only for those
+        can it make another bulletin's verdict RebuiltIn. A digest that does not run changes
+        no verdict; once it runs, inventory_changed re-checks that component's bulletins."""
+        spec = snapshot.validated()
+        if isinstance(spec, pydantic.ValidationError):
+            return set()
+        running = {(c.component, digest) for c in self.inventory.components()
+                   for digest in c.digests}
+        return {fix.component for fix in spec.fixes for image in fix.images
+                if (fix.component, image.digest) in running}
+
+    def _concerning(self, components: Iterable[str]) -> set[str]:
+        concerning = self._shared().concerning
+        return {name for component in components for name in concerning.get(component, ())}
+
+    def _shared(self) -> BulletinIndex:
+        if self._index is None:
+            bulletins: list[domain.Bulletin] = []
+            concerning: dict[str, set[str]] = {}
+            for snapshot in self.bulletins.values():
+                spec = snapshot.validated()
+                if isinstance(spec, pydantic.ValidationError):
+                    continue  # no verdicts, so nothing to depend on or be depended on
+                bulletins.append(domain.Bulletin(snapshot.name, spec))
+                for component in domain.concerned_components(spec):
+                    concerning.setdefault(component, set()).add(snapshot.name)
+            self._index = BulletinIndex(domain.FixIndex(bulletins), concerning)
+        return self._index
 
     async def _scheduled(self, key: Hashable) -> None:
         assert isinstance(key, str)
@@ -171,18 +279,8 @@ class BulletinController:
         snapshot.status = result.status or {}
         snapshot.resource_version = result.resource_version or snapshot.resource_version
 
-    def _parsed(self) -> list[domain.Bulletin]:
-        parsed = []
-        for snapshot in self.bulletins.values():
-            try:
-                parsed.append(domain.Bulletin(snapshot.name,
-                                              domain.BulletinSpec.model_validate(snapshot.spec)))
-            except pydantic.ValidationError:
-                continue
-        return parsed
-
     def _vex_documents(self, spec: domain.BulletinSpec
-                       ) -> tuple[list[vex.Document], list[str], list[str]]:
+                       ) -> tuple[list[vex.IndexedDocument], list[str], list[str]]:
         """The usable documents; the problems of the unusable ones; and the products of usable
         ones that can match nothing (a bad purl or digest), which the Ready condition names."""
         documents, problems, warnings = [], [], []
@@ -197,15 +295,36 @@ class BulletinController:
             if data is None:
                 problems.append(f"{where} has no key {key!r}")
                 continue
-            try:
-                document = vex.parse_document(data, source=f"{where} key {key}")
-            except vex.VexError as error:
-                problems.append(str(error))
+            parsed = self._vex.get((name, key))
+            if parsed is None or not (parsed.text is data or parsed.text == data):
+                parsed = self._parse_vex(data, f"{where} key {key}")
+            elif parsed.text is not data:  # the same text, listed again: keep one copy
+                parsed = dataclasses.replace(parsed, text=data)
+            self._vex[(name, key)] = parsed
+            if parsed.document is None:
+                problems.append(parsed.problem or "")
                 continue
-            documents.append(document)
-            warnings += [f"{where} key {key}: {problem}"
-                         for problem in vex.product_problems(document)]
+            documents.append(parsed.document)
+            warnings += [f"{where} key {key}: {problem}" for problem in parsed.warnings]
         return documents, problems, warnings
+
+    @staticmethod
+    def _parse_vex(data: str, source: str) -> ParsedVex:
+        try:
+            document = vex.parse_document(data, source=source)
+        except vex.VexError as error:
+            return ParsedVex(data, None, str(error), ())
+        # Verdicts only ask about running images (vex.image_purl): statements about other
+        # products (packages inside images, Go modules) need no memory.
+        return ParsedVex(data, vex.index_document(document, purl_types=("oci",)), None,
+                         tuple(vex.product_problems(document)))
+
+    def _prune_vex(self) -> None:
+        """Drop the documents whose ConfigMap key is gone or holds another text now."""
+        for (name, key), parsed in list(self._vex.items()):
+            data = ((self.configmaps.objects.get(name) or {}).get("data") or {}).get(key)
+            if data is None or not (data is parsed.text or data == parsed.text):
+                del self._vex[(name, key)]
 
     async def _reconcile(self, name: str) -> None:
         snapshot = self.bulletins.get(name)
@@ -257,10 +376,9 @@ class BulletinController:
                              datetime.datetime | None, BulletinView | None]:
         old_conditions = list(snapshot.status.get("conditions") or [])
         generation = snapshot.generation
-        try:
-            spec = domain.BulletinSpec.model_validate(snapshot.spec)
-        except pydantic.ValidationError as error:
-            message = _validation_message(error)
+        spec = snapshot.validated()
+        if isinstance(spec, pydantic.ValidationError):
+            message = _validation_message(spec)
             ready = conditions.Condition(type="Ready", status="False", reason="InvalidSpec",
                                          message=message)
             invalid = {"observedGeneration": generation,
@@ -268,8 +386,8 @@ class BulletinController:
             return invalid, [("Warning", "InvalidSpec", message)], None, None
         bulletin = domain.Bulletin(snapshot.name, spec)
         documents, vex_problems, vex_warnings = self._vex_documents(spec)
-        verdicts = domain.evaluate(bulletin, self.inventory.components(), self._parsed(),
-                                   documents)
+        verdicts = domain.evaluate(bulletin, self.inventory.components(),
+                                   self._shared().fixes, documents)
         embargoed = spec.embargoed(now)
         counts = {"vulnerable": 0, "notAffected": 0, "fixed": 0, "unknown": 0}
         field = {"Vulnerable": "vulnerable", "NotAffected": "notAffected", "Fixed": "fixed",

@@ -45,6 +45,8 @@ from fluxsupport.domain import vex
 from fluxsupport.domain.inventory import RunningComponent
 
 Verdict = Literal["Fixed", "Vulnerable", "NotAffected", "Unknown"]
+#: OpenVEX documents, plain or indexed (the operator indexes each once per document text).
+Documents = Sequence[vex.Document | vex.IndexedDocument]
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
 _SEVERITY_ORDER: dict[str, int] = {"Vulnerable": 0, "Unknown": 1, "Fixed": 2, "NotAffected": 3}
 
@@ -183,21 +185,61 @@ def _range_verdict(ranges: Sequence[VersionRange], tag: str | None) -> tuple[Ver
 
 
 def _digest_listed(bulletin: Bulletin, component: str, version: tuple[int, int, int] | None,
-                   digest: str, later: Sequence[Bulletin]) -> tuple[Verdict, str] | None:
+                   digest: str, later: Later) -> tuple[Verdict, str] | None:
     if any(image.digest == digest for fix in bulletin.spec.fixes if fix.component == component
            for image in fix.images):
         return "Fixed", "DigestListed"
-    for newer in later:
-        for fix in newer.spec.fixes:
-            if fix.component == component and version_tuple(fix.version) == version and any(
-                    image.digest == digest for image in fix.images):
-                return "Fixed", f"RebuiltIn:{newer.name}"
+    newer = later.rebuilt_in(component, version, digest)
+    if newer is not None:
+        return "Fixed", f"RebuiltIn:{newer.name}"
     return None
 
 
 def version_tuple(tag: str | None) -> tuple[int, int, int] | None:
     match = _VERSION.match(tag or "")
     return (int(match[1]), int(match[2]), int(match[3])) if match else None
+
+
+FixKey = tuple[str, tuple[int, int, int] | None, str]
+
+
+class FixIndex:
+    """The fix digests of many bulletins by (component, version, digest), in the order the
+    bulletins were given: the rebuild rule asks whether any later bulletin lists the running
+    digest, and with a thousand bulletins a scan of every one per digest adds up. Build it once
+    per set of bulletins; it holds what ``evaluate`` would otherwise scan."""
+
+    def __init__(self, bulletins: Iterable[Bulletin]) -> None:
+        self._listed: dict[FixKey, list[Bulletin]] = {}
+        for bulletin in bulletins:
+            for fix in bulletin.spec.fixes:
+                version = version_tuple(fix.version)
+                for image in fix.images:
+                    listed = self._listed.setdefault((fix.component, version, image.digest), [])
+                    if not listed or listed[-1] is not bulletin:
+                        listed.append(bulletin)
+
+    def listed(self, component: str, version: tuple[int, int, int] | None,
+               digest: str) -> Sequence[Bulletin]:
+        return self._listed.get((component, version, digest), ())
+
+
+@dataclasses.dataclass(frozen=True)
+class Later:
+    """The bulletins that count as later than ``after`` for the rebuild rule: published after
+    it, under another name. Without ``after``, every bulletin of the index counts."""
+
+    index: FixIndex
+    after: Bulletin | None = None
+
+    def rebuilt_in(self, component: str, version: tuple[int, int, int] | None,
+                   digest: str) -> Bulletin | None:
+        """The first later bulletin that lists ``digest`` for this component and version."""
+        after = self.after
+        return next((newer for newer in self.index.listed(component, version, digest)
+                     if after is None or (newer.name != after.name
+                                          and newer.spec.published_at > after.spec.published_at)),
+                    None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,7 +270,7 @@ class ComponentVerdict:
 
 
 def _digest_verdict(bulletin: Bulletin, component: str, version: tuple[int, int, int] | None,
-                    digest: str, later: Sequence[Bulletin]) -> tuple[Verdict, str]:
+                    digest: str, later: Later) -> tuple[Verdict, str]:
     fixes = [fix for fix in bulletin.spec.fixes if fix.component == component]
     listed = _digest_listed(bulletin, component, version, digest, later)
     if listed is not None:
@@ -251,7 +293,7 @@ def _digest_verdict(bulletin: Bulletin, component: str, version: tuple[int, int,
     return "Vulnerable", "NoFixForLine"
 
 
-def _apply_vex(verdict: Verdict, reason: str, documents: Sequence[vex.Document], cve: str,
+def _apply_vex(verdict: Verdict, reason: str, documents: Documents, cve: str,
                component: RunningComponent, digest: str | None,
                no_fix: bool) -> tuple[Verdict, str]:
     """Let the effective OpenVEX statement change the bulletin's verdict for one CVE.
@@ -337,12 +379,16 @@ def remediation_for(bulletin: Bulletin, component: RunningComponent) -> Remediat
 
 
 def evaluate_component(bulletin: Bulletin, component: RunningComponent,
-                       later: Sequence[Bulletin] = (),
-                       documents: Sequence[vex.Document] = ()) -> ComponentVerdict | None:
-    """The verdict of one running component, or None if no CVE of the bulletin concerns it."""
+                       later: Sequence[Bulletin] | Later = (),
+                       documents: Documents = ()) -> ComponentVerdict | None:
+    """The verdict of one running component, or None if no CVE of the bulletin concerns it.
+
+    ``later``: the bulletins published after this one, or a Later built by ``evaluate``."""
     concerned = [v for v in bulletin.spec.vulnerabilities if component.component in v.components]
     if not concerned:
         return None
+    if not isinstance(later, Later):
+        later = Later(FixIndex(later))
     version = version_tuple(component.tag)
     has_fixes = any(fix.component == component.component for fix in bulletin.spec.fixes)
     ranges = bulletin.spec.ranges_for(component.component)
@@ -398,12 +444,19 @@ def _message(component: RunningComponent, verdict: Verdict, reason: str,
 
 
 def evaluate(bulletin: Bulletin, inventory: Iterable[RunningComponent],
-             all_bulletins: Iterable[Bulletin] = (),
-             documents: Sequence[vex.Document] = ()) -> list[ComponentVerdict]:
-    later = [b for b in all_bulletins
-             if b.name != bulletin.name and b.spec.published_at > bulletin.spec.published_at]
+             all_bulletins: Iterable[Bulletin] | FixIndex = (),
+             documents: Documents = ()) -> list[ComponentVerdict]:
+    """The verdicts of every running component the bulletin concerns. ``all_bulletins`` (or
+    their FixIndex, built once for many evaluations) may include ``bulletin`` itself."""
+    index = all_bulletins if isinstance(all_bulletins, FixIndex) else FixIndex(all_bulletins)
+    later = Later(index, bulletin)
     verdicts = (evaluate_component(bulletin, component, later, documents)
                 for component in inventory)
     return [v for v in verdicts if v is not None]
+
+
+def concerned_components(spec: BulletinSpec) -> frozenset[str]:
+    """The components whose running builds the verdicts of ``spec`` read."""
+    return frozenset(name for v in spec.vulnerabilities for name in v.components)
 
 

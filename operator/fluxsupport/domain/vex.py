@@ -22,7 +22,7 @@ import datetime
 import json
 import re
 import urllib.parse
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Annotated, Any, Literal, get_args
 
 import pydantic
@@ -555,7 +555,65 @@ def _instant(moment: datetime.datetime) -> tuple[int, int]:
     return seconds, getattr(moment, "nanosecond", moment.microsecond * 1000)
 
 
-def effective_statement(documents: Sequence[Document], vulnerability: str,
+#: (vulnerability name, casefolded) and a purl's (type, namespace, name), as purl_matches and
+#: Vulnerability.matches compare them.
+IndexKey = tuple[str, tuple[str, str | None, str | None]]
+
+
+def _purl_name(purl: PackageURL) -> tuple[str, str | None, str | None]:
+    return purl.type.lower(), _unquote(purl.namespace), _unquote(purl.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexedDocument:
+    """A document's statements indexed by vulnerability and product name.
+
+    A real-size document holds thousands of statements and a verdict asks about one CVE and
+    one image: the index gives the few statements that can match, in document order, and
+    effective_statement checks them exactly as it checks every statement of a plain document.
+    Only the statements the index names are kept, by their position in the document: with
+    ``purl_types``, those about products of these purl types. Build it with index_document,
+    once per document text.
+    """
+
+    id: str
+    timestamp: datetime.datetime
+    statements: Mapping[int, Statement]
+    by_key: Mapping[IndexKey, tuple[int, ...]]
+    #: None: every type.
+    purl_types: frozenset[str] | None = None
+
+    def candidates(self, vulnerability: str, candidate: PackageURL) -> tuple[int, ...]:
+        """Positions of the statements that may match: a superset of those that do."""
+        name = _purl_name(candidate)
+        if self.purl_types is not None and name[0] not in self.purl_types:
+            raise ValueError(f"this index holds only {', '.join(sorted(self.purl_types))} "
+                             f"products, not {candidate.type}")
+        return self.by_key.get((vulnerability.strip().casefold(), name), ())
+
+
+def index_document(document: Document,
+                   purl_types: Iterable[str] | None = None) -> IndexedDocument:
+    """The index of ``document``; with ``purl_types`` (``("oci",)`` for running images), only
+    of statements about products of those types, the rest left out of memory."""
+    types = None if purl_types is None else frozenset(t.lower() for t in purl_types)
+    found: dict[IndexKey, list[int]] = {}
+    for index, statement in enumerate(document.statements):
+        vulnerability = statement.vulnerability
+        names = {name.strip().casefold() for name in
+                 (vulnerability.name, vulnerability.id or "", *vulnerability.aliases) if name}
+        # Products with subcomponents never match (see _matching_purls).
+        products = {_purl_name(purl) for product in statement.products
+                    if not product.subcomponents for purl in product_purls(product)}
+        for key in ((name, product) for name in names for product in products
+                    if types is None or product[0] in types):
+            found.setdefault(key, []).append(index)
+    kept = {index: document.statements[index] for indexes in found.values() for index in indexes}
+    return IndexedDocument(document.id, document.timestamp, kept,
+                           {key: tuple(indexes) for key, indexes in found.items()}, types)
+
+
+def effective_statement(documents: Sequence[Document | IndexedDocument], vulnerability: str,
                         candidate: PackageURL,
                         considered: Callable[[Effective], bool] | None = None,
                         ) -> Effective | None:
@@ -567,24 +625,32 @@ def effective_statement(documents: Sequence[Document], vulnerability: str,
     order given, statements in document order (go-vex's EffectiveStatement does the same).
     ``considered`` leaves statements out before that choice, so that a statement a caller
     ignores cannot supersede an earlier one it would act on. None when no statement applies.
+    An IndexedDocument gives the same answer as its document, reading fewer statements.
     """
     best: Effective | None = None
     best_key: tuple[tuple[int, int], int, int] | None = None
-    for document_index, document in enumerate(documents):
-        for index, statement in enumerate(document.statements):
+    for document_index, item in enumerate(documents):
+        statements: Iterable[tuple[int, Statement]]
+        if isinstance(item, IndexedDocument):
+            statements = ((index, item.statements[index])
+                          for index in item.candidates(vulnerability, candidate))
+        else:
+            statements = enumerate(item.statements)
+        for index, statement in statements:
             if not statement.vulnerability.matches(vulnerability):
                 continue
             purls = _matching_purls(statement, candidate)
             if not purls:
                 continue
-            timestamp = document.statement_timestamp(statement)
+            # The statement's own timestamp, or its document's (Document.statement_timestamp).
+            timestamp = statement.timestamp or item.timestamp
             key = (_instant(timestamp), document_index, index)
             if best_key is not None and key < best_key:
                 continue
             found = Effective(
                 status=statement.status, justification=statement.justification,
                 impact_statement=statement.impact_statement, timestamp=timestamp,
-                document_id=document.id, statement_index=index, document_index=document_index,
+                document_id=item.id, statement_index=index, document_index=document_index,
                 action_statement=statement.action_statement,
                 digest_specific=any(purl.version for purl in purls))
             if considered is not None and not considered(found):
