@@ -90,14 +90,16 @@ def test_invalid_files_are_reported_with_their_reason_and_the_others_go_on() -> 
     not_semver["affected"][0]["ranges"][0]["events"] = [{"introduced": "0"}, {"fixed": "1.2"}]
     # The schema's pattern lets a month 13 through; the time parser does not.
     bad_time = {**document("GHSA-j77r-2fxf-5jrw"), "modified": "2024-13-45T00:00:00Z"}
-    files = [("feed/broken.json", b"{not json"), ("feed/no-id.json", json.dumps(no_id).encode()),
+    files = [("feed/broken.json", b"{not json"), ("feed/deep.json", b"[" * 100_000),
+             ("feed/no-id.json", json.dumps(no_id).encode()),
              ("feed/not-semver.json", json.dumps(not_semver).encode()),
              ("feed/bad-time.json", json.dumps(bad_time).encode()),
              *[(n, c) for n, c in vendored() if "7pwf" not in n and "j77r" not in n]]
     feed = advisory.read_feed(files, OSV, crd_validator())
     reasons = {i.path: i.reason for i in feed.invalid}
-    assert set(reasons) == {"feed/broken.json", "feed/no-id.json", "feed/not-semver.json",
-                            "feed/bad-time.json"}
+    assert set(reasons) == {"feed/broken.json", "feed/deep.json", "feed/no-id.json",
+                            "feed/not-semver.json", "feed/bad-time.json"}
+    assert reasons["feed/deep.json"] == "not valid JSON: nested too deeply"
     assert reasons["feed/broken.json"].startswith("not valid JSON: ")
     assert reasons["feed/no-id.json"] == \
         "not an OSV advisory: (root): 'id' is a required property"
@@ -185,6 +187,11 @@ def test_the_json_files_of_an_artifact_under_a_path_at_any_depth() -> None:
         artifact.verify_digest(content, sha256(b"other"))
     with pytest.raises(artifact.ArtifactError, match=r"not a readable tar\.gz"):
         artifact.json_files(b"plain text", "advisories")
+    # A small download that unpacks to much more is refused before it is read.
+    bomb = tarball({"advisories/big.json": b" " * 4096, "advisories/a.json": b"{}"})
+    assert len(bomb) < 1024
+    with pytest.raises(artifact.ArtifactError, match="more than 4000 bytes unpacked"):
+        artifact.read_files(bomb, "advisories", lambda name: True, max_unpacked=4000)
 
 
 def test_the_policy_section_is_optional_and_defaults_to_advisories() -> None:

@@ -251,6 +251,10 @@ def read_feed(files: Iterable[tuple[str, bytes]], osv_schema: Validator,
         except ValueError as error:
             invalid.append(Invalid(path, f"not valid JSON: {error}"))
             continue
+        except RecursionError:
+            # A hostile file of deeply nested brackets must not stop the feed.
+            invalid.append(Invalid(path, "not valid JSON: nested too deeply"))
+            continue
         refused = _first_error(osv_schema, document)
         if refused is not None:
             invalid.append(Invalid(path, f"not an OSV advisory: {_where(refused)}: "

@@ -2,7 +2,7 @@
 
 source-controller packs a GitRepository or OCIRepository into a tar.gz and publishes its digest
 in ``status.artifact.digest``. The release data (domain/updates.py) and the advisory feed
-(domain/advisory.py) both read one; the download is the caller's (sources/artifacts.py).
+(controllers/advisories.py) both read one; the download is the caller's (sources/artifacts.py).
 """
 
 from __future__ import annotations
@@ -11,6 +11,10 @@ import hashlib
 import io
 import tarfile
 from collections.abc import Callable
+
+#: What the files read from one artifact may hold in all, uncompressed: a small download can
+#: unpack to gigabytes, and the operator keeps what it reads in memory.
+MAX_UNPACKED = 128 * 1024 * 1024
 
 
 class ArtifactError(ValueError):
@@ -34,12 +38,14 @@ def prefix_of(path: str) -> str:
     return "" if stripped in ("", ".") else stripped + "/"
 
 
-def read_files(content: bytes, path: str, wanted: Callable[[str], bool]) -> dict[str, bytes]:
+def read_files(content: bytes, path: str, wanted: Callable[[str], bool],
+               max_unpacked: int = MAX_UNPACKED) -> dict[str, bytes]:
     """The regular files under ``path`` whose name relative to it ``wanted`` accepts, as
     ``{relative name: content}`` in archive order. Links and devices are skipped, and nothing
     is written to disk, so a hostile archive cannot reach outside it."""
     prefix = prefix_of(path)
     files: dict[str, bytes] = {}
+    unpacked = 0
     try:
         with tarfile.open(fileobj=io.BytesIO(content), mode="r:gz") as archive:
             for member in archive.getmembers():
@@ -49,6 +55,10 @@ def read_files(content: bytes, path: str, wanted: Callable[[str], bool]) -> dict
                 relative = name[len(prefix):]
                 if not wanted(relative):
                     continue
+                unpacked += member.size
+                if unpacked > max_unpacked:
+                    raise ArtifactError(f"the files under {prefix or '.'} hold more than "
+                                        f"{max_unpacked} bytes unpacked")
                 extracted = archive.extractfile(member)
                 if extracted is not None:
                     files[relative] = extracted.read()
