@@ -72,6 +72,47 @@ def test_offline_commands_import_no_cluster_client(case: str, tmp_path: pathlib.
     assert not loaded, f"{' '.join(args)} imported {loaded[:10]}"
 
 
+def test_sla_due_imports_one_holiday_country_and_no_yaml(tmp_path: pathlib.Path) -> None:
+    """python-holidays' package __init__ imports all 250 countries; the policy defers it
+    (domain/policy.py), and the default policy needs no YAML parser. holidays imports the
+    country with importlib.import_module, which -X importtime does not list: sys.modules at
+    exit does."""
+    code = ("import atexit, runpy, sys\n"
+            "atexit.register(lambda: print(*sys.modules, file=sys.stderr))\n"
+            "sys.argv = ['fluxsupport', *sys.argv[1:]]\n"
+            "runpy.run_module('fluxsupport', run_name='__main__')\n")
+    result = subprocess.run([sys.executable, "-c", code, *OFFLINE["sla-due"][0]],
+                            capture_output=True, text=True, timeout=120, check=False,
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout == "2026-12-07T11:00:00+00:00\n"
+    modules = result.stderr.split()
+    countries = sorted(m for m in modules if m.startswith("holidays.countries."))
+    assert countries == ["holidays.countries.united_kingdom"]
+    assert "yaml" not in modules
+
+
+def test_the_deferred_holiday_countries_still_load_in_full() -> None:
+    """After the policy deferred holidays.countries, reading a name from the package itself
+    runs its __init__, and the calendars are python-holidays' own."""
+    code = """
+import sys
+from fluxsupport.domain import policy
+gb = policy.holiday_calendar("GB-ENG", 2026)
+assert "holidays.countries.germany" not in sys.modules
+import holidays, holidays.countries
+from holidays.countries import Germany
+assert not hasattr(holidays.countries, "NoSuchCountry")
+assert dict(gb) == dict(holidays.UnitedKingdom(subdiv="ENG", years=2026, language="en_US"))
+assert sorted(Germany(years=2026)) == sorted(holidays.country_holidays("DE", years=2026))
+print(sum(m.startswith("holidays.countries.") for m in sys.modules))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert int(result.stdout) > 200  # the whole package ran once asked for
+
+
 def test_an_online_command_does_load_the_client(tmp_path: pathlib.Path) -> None:
     """The check above can fail: `bulletin list --help` imports its module, and so kubernetes."""
     modules, result = imported_modules("bulletin", "list", "--help", cwd=tmp_path)

@@ -12,7 +12,7 @@ import typer
 
 from fluxsupport.domain import supportcase
 from fluxsupport.domain.calendar import BusinessCalendar
-from fluxsupport.domain.policy import LEVELS, PolicyError, load_policy
+from fluxsupport.domain.policy import LEVELS, PolicyError, load_policy, validate_policy
 
 app = typer.Typer(help="Business-hours SLA arithmetic.", no_args_is_help=True)
 
@@ -67,7 +67,7 @@ def due(
             data["timezone"] = timezone
         if holidays is not None:
             data["holidays"] = holidays
-        merged = load_policy(json.dumps(data), source="options")
+        merged = validate_policy(data, source="options")
     except PolicyError as error:
         raise typer.BadParameter(str(error)) from error
     calendar = BusinessCalendar(merged)
