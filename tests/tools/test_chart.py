@@ -358,7 +358,9 @@ def test_operator_rbac_is_least_privilege(helm: pathlib.Path) -> None:
     assert workloads == {"flux-system": read, "tenant-flux": read}
     configmaps = only(docs, "Role", "fluxsupport-configmaps")
     assert configmaps["metadata"]["namespace"] == NAMESPACE
-    assert set(rules_of(configmaps)) == {("", "configmaps", v) for v in ("get", "list", "watch")}
+    # create and delete for the SupportCases' diagnostics snapshots, in this namespace only.
+    assert set(rules_of(configmaps)) == {("", "configmaps", v) for v in (
+        "get", "list", "watch", "create", "delete")}
     for binding in (d for d in docs if d["kind"] in {"RoleBinding", "ClusterRoleBinding"}):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "fluxsupport",
                                         "namespace": NAMESPACE}]
