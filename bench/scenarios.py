@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime
+import json
 import os
 import pathlib
 import statistics
@@ -273,6 +274,39 @@ async def raw_status_wave(client: api.Client, namespace: str) -> float:
     began = time.time()
     await bc.bounded((job(item) for item in items), 8)
     return time.time() - began
+
+
+async def raw_status_wave_inline(client: api.Client, namespace: str) -> float:
+    """The same wave on copies of the cases that hold their diagnostics inline, as every case
+    did before the shared snapshot (today's object size in issue 16): what the API server
+    needed for a breach wave before."""
+    items = (await client.request("GET", bc.CASES.format(namespace=namespace)))["items"]
+    held = items[0]["status"].get("diagnostics") or {}
+    inline = dict(held)
+    if held.get("snapshot"):
+        snapshot = await client.request(
+            "GET", f"/api/v1/namespaces/fluxsupport-system/configmaps/{held['snapshot']}")
+        inline = {key: value for key, value in held.items() if key not in ("snapshot",
+                                                                           "summary")}
+        inline.update(json.loads(snapshot["data"]["diagnostics.json"]))
+    copies = f"inline-{uuid.uuid4().hex[:8]}"
+    await bc.create_namespace(client, copies)
+
+    def copy(item: dict[str, Any]) -> Any:
+        async def run() -> None:
+            name = item["metadata"]["name"]
+            await client.request("POST", bc.CASES.format(namespace=copies),
+                                 bc.case_body(name, copies, "Urgent"))
+            ref = api.ObjectRef(constants.API_VERSION, "SupportCase", "supportcases", name,
+                                copies)
+            await client.patch_status(ref, {**item["status"], "diagnostics": inline}, None)
+        return run
+
+    await bc.bounded((copy(item) for item in items), CONCURRENCY)
+    try:
+        return await raw_status_wave(client, copies)
+    finally:
+        await bc.delete_cases(client, copies)
 
 
 # ---- 4. memory and resume -----------------------------------------------------------------
