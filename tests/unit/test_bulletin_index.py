@@ -233,13 +233,19 @@ class Harness:
     def configmap(self, name: str, text: str) -> None:
         self.configmaps.objects[name] = {"metadata": {"name": name}, "data": {"vex.json": text}}
 
-    async def drain(self) -> list[str]:
-        """Run what is scheduled; the names evaluated, each once per evaluation."""
+    async def drain(self, low: bool = True) -> list[str]:
+        """Run what is requested, then (``low``) the low-priority instants, as the scheduler
+        would; the names evaluated, once per evaluation (a deferred write evaluates twice)."""
         self.evaluated = []
-        while self.controller._requested:
+        scheduler = self.controller.scheduler
+        while self.controller._requested or (low and scheduler._low_due):
             for name in sorted(self.controller._requested):
                 await self.controller.reconcile(name)
-        return sorted(self.evaluated)
+            if not self.controller._requested and low:
+                for key in sorted(scheduler._low_due, key=str):
+                    del scheduler._low_due[key]
+                    await self.controller.reconcile(str(key))
+        return sorted(set(self.evaluated))
 
     def verdict(self, name: str, component: str = "source-controller") -> str:
         return str(next(c["verdict"] for c in self.fake.status[name]["components"]
@@ -393,5 +399,70 @@ def test_the_cached_document_gives_the_verdicts_of_a_fresh_parse(
                                   for c in expected.cves]
         assert {c["id"]: c["reason"] for c in stored["cves"]}["CVE-2025-66506"].startswith(
             "VexNotAffected")
+
+    asyncio.run(scenario())
+
+
+def test_the_shared_fix_index_follows_every_spec_change_in_the_order_of_the_bulletins(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Updated one spec at a time, it lists what a FixIndex of the valid bulletins, in the
+    controller's order, lists: after adds, edits, an invalid spec and its repair, a delete and
+    a re-create."""
+    h = Harness(monkeypatch)
+    digest = FIX["source-controller"]
+    for name in ("a", "b", "c", "d"):
+        h.controller.observe(_body(name, "source-controller", digest))
+
+    def edit(name: str, version: int, **spec: Any) -> None:
+        body = _body(name, "source-controller", digest, version=version)
+        body["spec"].update(spec)
+        h.controller.observe(body)
+
+    edit("b", 2, publishedAt="not a time")  # invalid: out of the index
+    edit("a", 2, severity="Low")  # replaced in place
+    h.controller.forget("c")
+    h.controller.observe(_body("c", "source-controller", digest))  # back, at the end
+    edit("b", 3)  # valid again, at its old place
+    valid = [bulletin.Bulletin(s.name, spec) for s in h.controller.bulletins.values()
+             if isinstance(spec := s.validated(), bulletin.BulletinSpec)]
+    assert [b.name for b in valid] == ["a", "b", "d", "c"]
+    key = ("source-controller", bulletin.version_tuple(digest["newTag"]), digest["digest"])
+    assert [b.name for b in h.controller._fixes.listed(*key)] == \
+        [b.name for b in bulletin.FixIndex(valid).listed(*key)] == ["a", "b", "d", "c"]
+    assert h.controller._concerning(["source-controller"]) == {"a", "b", "c", "d"}
+
+
+def test_writes_that_change_a_verdict_go_before_those_that_only_show_the_new_digest(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image change rewrites every bulletin about the component (its status shows the
+    digest); the bulletins whose verdict does not change wait for those whose verdict does."""
+    async def scenario() -> None:
+        h = Harness(monkeypatch)
+        old_line = {**FIX["source-controller"], "newTag": "v0.9.0",
+                    "digest": "sha256:" + "0" * 64}
+        for index in range(3):
+            h.controller.observe(_body(f"old-{index}", "source-controller", old_line))
+            h.controller.observe(_body(f"fix-{index}", "source-controller",
+                                       FIX["source-controller"]))
+        await h.drain()
+        written: list[str] = []
+        patch = h.fake.patch_status
+
+        async def recording(ref: Any, status: Any, version: Any) -> Any:
+            written.append(ref.name)
+            return await patch(ref, status, version)
+
+        monkeypatch.setattr(h.fake, "patch_status", recording)
+        h.run_image("source-controller", PRE["source-controller"])
+        await h.drain(low=False)
+        assert sorted(written) == ["fix-0", "fix-1", "fix-2"], "verdict changes first"
+        old = h.fake.status["old-0"]["components"][0]
+        assert (old["verdict"], old["reason"]) == ("Fixed", "NewerLine")
+        assert old["digests"] == [FIX["source-controller"]["digest"]], "not written yet"
+        await h.drain()
+        assert sorted(written[3:]) == ["old-0", "old-1", "old-2"]
+        old = h.fake.status["old-0"]["components"][0]
+        assert old["digests"] == [PRE["source-controller"]["digest"]]
+        assert PRE["source-controller"]["digest"] in old["message"]
 
     asyncio.run(scenario())

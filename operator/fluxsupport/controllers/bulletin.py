@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import itertools
 import logging
 import time
 from collections.abc import Hashable, Iterable, Mapping
@@ -71,15 +72,6 @@ class ParsedVex:
     warnings: tuple[str, ...]
 
 
-@dataclasses.dataclass(frozen=True)
-class BulletinIndex:
-    """What evaluations share, built once per set of bulletin specs: the fix digests of every
-    valid bulletin (the rebuild rule) and, per component, the bulletins that concern it."""
-
-    fixes: domain.FixIndex
-    concerning: dict[str, set[str]]
-
-
 def _by_component(components: list[RunningComponent]
                   ) -> dict[str, tuple[RunningComponent, ...]]:
     grouped: dict[str, list[RunningComponent]] = {}
@@ -124,6 +116,23 @@ def redact(text: str, secrets: list[str]) -> str:
     return text
 
 
+#: Fields of status.components[] that say what runs, not what the verdict is.
+RUNNING_FIELDS = frozenset({"image", "version", "digests", "message"})
+
+
+def running_only(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    """Whether ``desired`` differs from ``current`` in RUNNING_FIELDS of its components and
+    in nothing else: verdicts, reasons, CVEs, remediation, counts and conditions as they are."""
+    def verdicts(status: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return [{key: value for key, value in item.items() if key not in RUNNING_FIELDS}
+                for item in status.get("components") or []]
+
+    others = {key for key in current if key != writes.PENDING} | set(desired)
+    return (current.get("components") != desired.get("components")
+            and verdicts(current) == verdicts(desired)
+            and all(current.get(key) == desired.get(key) for key in others - {"components"}))
+
+
 class BulletinController:
     def __init__(self, client: api.Client, inventory: Inventory,
                  configmaps: reflector.Watch, operator_namespace: str,
@@ -141,14 +150,23 @@ class BulletinController:
         self.bulletins: dict[str, BulletinSnapshot] = {}
         self.views: dict[str, BulletinView] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        #: Bulletins whose status write waits for the writes that change a verdict.
+        self._deferred: set[str] = set()
         #: Bulletins whose inputs (inventory, VEX, other bulletins) changed since their last
         #: evaluation started. One that changes during an evaluation is evaluated again.
         self._requested: set[str] = set()
         #: Bulletins so large (a spec near the size limit) that the full status was refused:
         #: they get a compact one, until their spec changes.
         self._oversized: set[str] = set()
-        #: Rebuilt after any spec change; None until then.
-        self._index: BulletinIndex | None = None
+        #: The fix digests of every valid bulletin (the rebuild rule), in the order of
+        #: ``bulletins``, and per component the valid bulletins that concern it: updated one
+        #: spec at a time, since a thousand bulletins arrive one by one at start-up.
+        self._fixes = domain.FixIndex()
+        self._concerned_by: dict[str, set[str]] = {}
+        #: Each bulletin's place in ``bulletins``, which orders the FixIndex as it orders
+        #: the dict: given when a name enters it, kept while it stays.
+        self._positions: dict[str, int] = {}
+        self._next_position = itertools.count()
         #: By (ConfigMap, key): a document of up to 1 MiB takes longer to parse than the rest
         #: of an evaluation, and many bulletins share one.
         self._vex: dict[tuple[str, str], ParsedVex] = {}
@@ -166,9 +184,11 @@ class BulletinController:
                 or not newer_or_equal(snapshot.resource_version, held.resource_version)):
             return snapshot.name, False
         self.bulletins[snapshot.name] = snapshot
+        if held is None:
+            self._positions[snapshot.name] = next(self._next_position)
         if held is None or held.spec != snapshot.spec:
             self._oversized.discard(snapshot.name)
-            self._index = None
+            self._index(snapshot, held)
             # Verdicts depend on other bulletins (later rebuilds): re-check those that concern
             # a component this bulletin lists (or listed) the running build of.
             rebuilt = self._rebuilt_components(snapshot)
@@ -181,13 +201,16 @@ class BulletinController:
 
     def forget(self, name: str) -> None:
         held = self.bulletins.pop(name, None)
+        if held is not None:
+            self._index(None, held)
+        self._positions.pop(name, None)
         self.views.pop(name, None)
         self._locks.pop(name, None)
         self._requested.discard(name)
+        self._deferred.discard(name)
         self._oversized.discard(name)
         self.scheduler.cancel(name)
         self.writer.forget(name)
-        self._index = None
         if held is not None:
             self._reconcile_soon(self._concerning(self._rebuilt_components(held)))
 
@@ -230,22 +253,27 @@ class BulletinController:
                 if (fix.component, image.digest) in running}
 
     def _concerning(self, components: Iterable[str]) -> set[str]:
-        concerning = self._shared().concerning
-        return {name for component in components for name in concerning.get(component, ())}
+        return {name for component in components
+                for name in self._concerned_by.get(component, ())}
 
-    def _shared(self) -> BulletinIndex:
-        if self._index is None:
-            bulletins: list[domain.Bulletin] = []
-            concerning: dict[str, set[str]] = {}
-            for snapshot in self.bulletins.values():
-                spec = snapshot.validated()
-                if isinstance(spec, pydantic.ValidationError):
-                    continue  # no verdicts, so nothing to depend on or be depended on
-                bulletins.append(domain.Bulletin(snapshot.name, spec))
-                for component in domain.concerned_components(spec):
-                    concerning.setdefault(component, set()).add(snapshot.name)
-            self._index = BulletinIndex(domain.FixIndex(bulletins), concerning)
-        return self._index
+    def _index(self, new: BulletinSnapshot | None, old: BulletinSnapshot | None) -> None:
+        """Replace ``old``'s spec by ``new``'s in the shared indexes. An invalid spec has no
+        verdicts, so nothing to depend on or to be depended on: it is in neither."""
+        for snapshot, adding in ((old, False), (new, True)):
+            spec = snapshot.validated() if snapshot is not None else None
+            if snapshot is None or not isinstance(spec, domain.BulletinSpec):
+                continue
+            for component in domain.concerned_components(spec):
+                names = self._concerned_by.setdefault(component, set())
+                if adding:
+                    names.add(snapshot.name)
+                else:
+                    names.discard(snapshot.name)
+            if adding:
+                self._fixes.add(domain.Bulletin(snapshot.name, spec),
+                                self._positions[snapshot.name])
+            else:
+                self._fixes.remove(snapshot.name)
 
     async def _scheduled(self, key: Hashable) -> None:
         assert isinstance(key, str)
@@ -339,6 +367,15 @@ class BulletinController:
         else:
             # An invalid spec: no verdicts, so no metrics of the spec before either.
             self.views.pop(name, None)
+        if name not in self._deferred and not events and running_only(snapshot.status, desired):
+            # Only what the components run changed (digest, image, version, message), no
+            # verdict: an image change rewrites every bulletin about that component, and the
+            # writes that change a verdict go first. Low instants start once no ordinary one
+            # is due or running; that run writes whatever it finds.
+            self._deferred.add(name)
+            self.scheduler.schedule_low(name, time.time())
+            return
+        self._deferred.discard(name)
         result = await self.writer.write(name, snapshot.ref, snapshot.status, desired,
                                          snapshot.resource_version, events, now=now,
                                          refused=lambda error: self._too_large(name, error))
@@ -387,7 +424,7 @@ class BulletinController:
         bulletin = domain.Bulletin(snapshot.name, spec)
         documents, vex_problems, vex_warnings = self._vex_documents(spec)
         verdicts = domain.evaluate(bulletin, self.inventory.components(),
-                                   self._shared().fixes, documents)
+                                   self._fixes, documents)
         embargoed = spec.embargoed(now)
         counts = {"vulnerable": 0, "notAffected": 0, "fixed": 0, "unknown": 0}
         field = {"Vulnerable": "vulnerable", "NotAffected": "notAffected", "Fixed": "fixed",

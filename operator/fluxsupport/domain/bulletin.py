@@ -32,6 +32,7 @@ Rules (docs/concepts.md explains them with examples):
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import datetime
 import re
@@ -204,24 +205,41 @@ FixKey = tuple[str, tuple[int, int, int] | None, str]
 
 
 class FixIndex:
-    """The fix digests of many bulletins by (component, version, digest), in the order the
-    bulletins were given: the rebuild rule asks whether any later bulletin lists the running
-    digest, and with a thousand bulletins a scan of every one per digest adds up. Build it once
-    per set of bulletins; it holds what ``evaluate`` would otherwise scan."""
+    """The fix digests of many bulletins by (component, version, digest), in the order of the
+    bulletins: the rebuild rule asks whether any later bulletin lists the running digest, and
+    with a thousand bulletins a scan of every one per digest adds up. It holds what
+    ``evaluate`` would otherwise scan, and is updated one bulletin at a time."""
 
-    def __init__(self, bulletins: Iterable[Bulletin]) -> None:
-        self._listed: dict[FixKey, list[Bulletin]] = {}
-        for bulletin in bulletins:
-            for fix in bulletin.spec.fixes:
-                version = version_tuple(fix.version)
-                for image in fix.images:
-                    listed = self._listed.setdefault((fix.component, version, image.digest), [])
-                    if not listed or listed[-1] is not bulletin:
-                        listed.append(bulletin)
+    def __init__(self, bulletins: Iterable[Bulletin] = ()) -> None:
+        self._listed: dict[FixKey, list[tuple[int, Bulletin]]] = {}
+        #: name -> (position, keys listed)
+        self._held: dict[str, tuple[int, frozenset[FixKey]]] = {}
+        for position, bulletin in enumerate(bulletins):
+            self.add(bulletin, position)
+
+    def add(self, bulletin: Bulletin, position: int) -> None:
+        """Add ``bulletin``, or replace the one of that name; ``position`` orders it among the
+        others (the caller's order of bulletins, as a list of them would have it)."""
+        self.remove(bulletin.name)
+        keys = frozenset((fix.component, version_tuple(fix.version), image.digest)
+                         for fix in bulletin.spec.fixes for image in fix.images)
+        for key in keys:
+            bisect.insort(self._listed.setdefault(key, []), (position, bulletin),
+                          key=lambda item: item[0])
+        self._held[bulletin.name] = (position, keys)
+
+    def remove(self, name: str) -> None:
+        held = self._held.pop(name, None)
+        for key in held[1] if held is not None else ():
+            kept = [item for item in self._listed[key] if item[1].name != name]
+            if kept:
+                self._listed[key] = kept
+            else:
+                del self._listed[key]
 
     def listed(self, component: str, version: tuple[int, int, int] | None,
-               digest: str) -> Sequence[Bulletin]:
-        return self._listed.get((component, version, digest), ())
+               digest: str) -> list[Bulletin]:
+        return [bulletin for _, bulletin in self._listed.get((component, version, digest), ())]
 
 
 @dataclasses.dataclass(frozen=True)
