@@ -14,7 +14,7 @@ import urllib3
 
 from fluxsupport import constants
 from fluxsupport.cli import output
-from fluxsupport.domain import supportcase
+from fluxsupport.domain import supportcase, timing
 from fluxsupport.domain.conditions import rfc3339
 from fluxsupport.kube import blocking
 
@@ -55,8 +55,8 @@ def _time(value: str | None) -> str:
     if value is None:
         return rfc3339(now)
     try:
-        moment = supportcase.parse_time(value)
-    except supportcase.TimeOutOfRange as error:
+        moment = timing.parse_time(value)
+    except timing.TimeOutOfRange as error:
         raise typer.BadParameter(f"{value!r} is out of range: {error}",
                                  param_hint="--at") from error
     except ValueError as error:

@@ -18,7 +18,8 @@ from fluxsupport.cli.case import CLIENT_ERRORS, Kubeconfig, api_error, case_rows
 from fluxsupport.cli.sla import remaining
 from fluxsupport.domain.calendar import BusinessCalendar
 from fluxsupport.domain.policy import Policy, PolicyError, load_policy
-from fluxsupport.domain.supportcase import compliance_outcome, parse_time
+from fluxsupport.domain.supportcase import compliance_outcome
+from fluxsupport.domain.timing import parse_time
 
 
 def collect(api: Any, policy: Policy, now: datetime.datetime) -> dict[str, Any]:

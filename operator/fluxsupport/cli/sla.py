@@ -10,9 +10,14 @@ from typing import Annotated
 
 import typer
 
-from fluxsupport.domain import supportcase
 from fluxsupport.domain.calendar import BusinessCalendar
 from fluxsupport.domain.policy import LEVELS, PolicyError, load_policy, validate_policy
+from fluxsupport.domain.timing import (
+    TimeOutOfRange,
+    compute_resolution_timing,
+    compute_timing,
+    parse_time,
+)
 
 app = typer.Typer(help="Business-hours SLA arithmetic.", no_args_is_help=True)
 
@@ -48,8 +53,8 @@ def due(
     """
     number = _level(level)
     try:
-        start = supportcase.parse_time(opened)
-    except supportcase.TimeOutOfRange as error:
+        start = parse_time(opened)
+    except TimeOutOfRange as error:
         raise typer.BadParameter(f"{opened!r} is out of range: {error}",
                                  param_hint="--opened") from error
     except ValueError as error:
@@ -71,13 +76,13 @@ def due(
     except PolicyError as error:
         raise typer.BadParameter(str(error)) from error
     calendar = BusinessCalendar(merged)
-    timing = supportcase.compute_timing(start, number, merged, calendar)
+    timing = compute_timing(start, number, merged, calendar)
     zone = zoneinfo.ZoneInfo(merged.timezone)
     if as_json:
         shown = {"startedAt": timing.started_at.astimezone(zone).isoformat(),
                  "warningAt": timing.warning_at.astimezone(zone).isoformat(),
                  "deadline": timing.deadline.astimezone(zone).isoformat()}
-        resolution = supportcase.compute_resolution_timing(start, number, merged, calendar)
+        resolution = compute_resolution_timing(start, number, merged, calendar)
         if resolution is not None:
             shown["resolutionWarningAt"] = resolution.warning_at.astimezone(zone).isoformat()
             shown["resolutionDeadline"] = resolution.deadline.astimezone(zone).isoformat()
@@ -92,7 +97,7 @@ def remaining(deadline: str, now: datetime.datetime, calendar: BusinessCalendar,
     level's calendar (24x7 for the policy's alwaysOpenLevels) when ``level`` is given."""
     if level is not None:
         calendar = calendar.for_level(level)
-    due_at = supportcase.parse_time(deadline)
+    due_at = parse_time(deadline)
     seconds = calendar.elapsed(now, due_at) if due_at > now else -calendar.elapsed(due_at, now)
     sign = "-" if seconds < 0 else ""
     minutes = int(abs(seconds)) // 60

@@ -23,6 +23,7 @@ from fluxsupport.domain import calendar as calendar_module
 from fluxsupport.domain import diagnostics as diagnostics_module
 from fluxsupport.domain import policy as policy_module
 from fluxsupport.domain import supportcase as domain
+from fluxsupport.domain import timing
 from fluxsupport.kube import api
 from fluxsupport.kube.events import EventPoster
 from fluxsupport.observability import metrics
@@ -79,7 +80,7 @@ class CaseSnapshot:
             namespace=metadata["namespace"], name=metadata["name"],
             uid=metadata.get("uid", ""), resource_version=metadata.get("resourceVersion", ""),
             generation=int(metadata.get("generation") or 0),
-            created=domain.parse_time(metadata["creationTimestamp"]),
+            created=timing.parse_time(metadata["creationTimestamp"]),
             spec_json=_compact(body.get("spec") or {}),
             annotations={key: value for key, value in annotations.items()
                          if key.startswith(OUR_ANNOTATIONS)},
