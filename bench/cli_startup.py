@@ -4,7 +4,9 @@ other work on the machine hits both alike).
 
 Writes ``cli_start_s`` (median wall time of ``fluxsupport sla due``), ``cli_start_baseline_s``,
 ``cli_start_ratio`` and the other commands' medians into bench/results/latest.json, keeping the
-figures already there; ``python -m bench`` measures the same as part of its run.
+figures already there; ``python -m bench`` measures the same as part of its run. This command
+also counts the instructions of ``sla due`` when valgrind is installed
+(``cli_start_instructions``), a figure that load on the machine does not move.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ import argparse
 import json
 import os
 import pathlib
+import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -73,6 +78,27 @@ def measure(runs: int = 15) -> dict[str, Any]:
     }
 
 
+def instructions() -> dict[str, int]:
+    """Instructions executed by ``python -c pass`` and by ``sla due`` (valgrind's callgrind,
+    one run each): unlike wall time, the same on a loaded machine, so that a change can be
+    judged while others run tests. {} without valgrind. On these machines about 2.5e9
+    instructions make one second of CPU."""
+    if shutil.which("valgrind") is None:
+        return {}
+    counted: dict[str, int] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for name, args in (("python -c pass", ["-c", "pass"]),
+                           ("sla_due", ["-m", "fluxsupport", *COMMANDS["sla_due"]])):
+            result = subprocess.run(
+                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={folder}/out",
+                 sys.executable, *args], capture_output=True, text=True, timeout=600,
+                check=False, env=command_env())
+            found = re.search(r"Collected : (\d+)", result.stderr)
+            if found:
+                counted[name] = int(found[1])
+    return counted
+
+
 def print_figures(figures: dict[str, Any]) -> None:
     met = "ok" if figures["cli_start_s"] < TARGET_S else "MISSED"
     print(f"{'cli_start_s (sla due)':<26}{figures['cli_start_s']:>14.3f}  < {TARGET_S}  {met}")
@@ -80,6 +106,8 @@ def print_figures(figures: dict[str, Any]) -> None:
     print(f"{'ratio':<26}{figures['cli_start_ratio']:>14.1f}")
     for name, value in figures["cli_start_by_command_s"].items():
         print(f"{'  ' + name:<26}{value:>14.3f}")
+    for name, value in figures.get("cli_start_instructions", {}).items():
+        print(f"{'instructions ' + name:<26}{value / 1e6:>13.0f}M")
 
 
 def main() -> None:
@@ -89,6 +117,9 @@ def main() -> None:
                         default=ROOT / "bench" / "results" / "latest.json")
     args = parser.parse_args()
     figures = measure(args.runs)
+    counted = instructions()
+    if counted:
+        figures["cli_start_instructions"] = counted
     results = json.loads(args.output.read_text()) if args.output.exists() else {}
     results.update(figures)
     args.output.parent.mkdir(parents=True, exist_ok=True)
