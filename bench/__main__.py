@@ -21,7 +21,7 @@ from typing import Any
 from tests import harness
 
 from bench import bulletins as bench_bulletins
-from bench import cli_startup, object_size
+from bench import cli_startup, import_rss, object_size
 from bench import client as bc
 from bench import scenarios as sc
 
@@ -129,6 +129,9 @@ async def run(quick: bool, workdir: pathlib.Path) -> dict[str, Any]:
     async with sc.control_plane(workdir) as setup:
         client, operator, policy_path = setup.client, setup.operator, setup.policy_path
         await sc.install_flux(client)
+        say("idle RSS, stage by stage (bench/import_rss.py, bench/memory.md)")
+        breakdown = await import_rss.measure(setup.plane.kubeconfig, workdir / "rss",
+                                             trials=1 if quick else 3)
         say("idle RSS: the operator with no case and no bulletin")
         operator.start()
         await asyncio.sleep(3)
@@ -156,7 +159,7 @@ async def run(quick: bool, workdir: pathlib.Path) -> dict[str, Any]:
             "documents")
         scale = bench_bulletins.figures_of(await bench_bulletins.bulletin_detection(
             client, operator, sizes["scale_bulletins"], sizes["scale_trials"]))
-    results = {**summary(figures, sizes, quick), **startup}
+    results = {**summary(figures, sizes, quick), **startup, "rss_idle_breakdown": breakdown}
     results["figures"].update(scale.pop("figures"))
     return {**results, **scale}
 

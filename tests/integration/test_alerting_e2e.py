@@ -153,7 +153,8 @@ def test_prometheus_runs_the_rules_the_chart_renders(stack: Stack,
                 for rule in group["rules"] if "for" in rule}
     assert set(long_for) == {"FluxComponentVulnerable", "FluxSupportOperatorDown",
                              "SupportCaseFirstResponseComplianceLow", "FluxReleaseUnsupported",
-                             "FluxComponentNewerBuildAvailable"}, long_for
+                             "FluxComponentNewerBuildAvailable",
+                             "FluxSupportAdvisoryFeedFailing"}, long_for
     # Every rendered rule is loaded, with its expression as rendered (job="fluxsupport").
     groups = {g["name"]: g for g in stack.prometheus.api("rules")["groups"]}
     assert sorted(groups) == sorted(g["name"] for g in stack.rendered["groups"])
