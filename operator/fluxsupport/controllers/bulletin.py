@@ -27,6 +27,11 @@ from fluxsupport.sources.inventory import Inventory
 logger = logging.getLogger(__name__)
 
 
+#: How long re-checks caused by another bulletin's arrival wait, so that a burst of arrivals
+#: (a restart lists them all) re-checks each bulletin once rather than once per arrival.
+COALESCE_S = 1.0
+
+
 @dataclasses.dataclass
 class BulletinSnapshot:
     name: str
@@ -194,7 +199,11 @@ class BulletinController:
             rebuilt = self._rebuilt_components(snapshot)
             if held is not None:
                 rebuilt |= self._rebuilt_components(held)
-            self._reconcile_soon({snapshot.name, *self._concerning(rebuilt)})
+            self._reconcile_soon({snapshot.name})
+            # Coalesced: a thousand bulletins listed at a start would each re-check all the
+            # others, a thousand times over.
+            self._reconcile_soon(self._concerning(rebuilt) - {snapshot.name},
+                                 COALESCE_S)
         else:
             snapshot.parsed = held.parsed
         return snapshot.name, True
@@ -234,8 +243,8 @@ class BulletinController:
                    if before[1].get(name) != running.get(name)}
         self._reconcile_soon(self._concerning(changed))
 
-    def _reconcile_soon(self, names: Iterable[str]) -> None:
-        now = time.time()
+    def _reconcile_soon(self, names: Iterable[str], delay: float = 0.0) -> None:
+        now = time.time() + delay
         for name in names:
             self._requested.add(name)
             self.scheduler.schedule(name, now)
