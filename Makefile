@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export FLUXSUPPORT_CACHE ?= $(HOME)/.cache/fluxsupport
 PYTEST_ARGS ?=
 
-.PHONY: all venv tools lint test test-unit demo bench bench-cli bench-profile lock clean help
+.PHONY: all venv tools lint test test-unit demo bench bench-cli bench-profile bench-size lock clean help
 
 help:
 	@echo "make demo    build what is missing, start a local control plane, run the operator"
@@ -19,6 +19,7 @@ help:
 	@echo "make bench   benchmarks (QUICK=1 for the short run)"
 	@echo "make bench-cli   CLI start-up against python -c pass (part of make bench too)"
 	@echo "make bench-profile   where the API server spends a wave of breach writes"
+	@echo "make bench-size   bytes etcd stores per case, and the cost of each patch type"
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -54,6 +55,9 @@ bench-cli: venv
 
 bench-profile: tools
 	$(BIN)/python -m bench.apiserver_profile
+
+bench-size: tools
+	$(BIN)/python -m bench.object_size
 
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
