@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import copy
 import datetime
 import gc
@@ -220,49 +219,10 @@ def shows(digest: str, verdict: str | None) -> Callable[[dict[str, Any]], bool]:
     return done
 
 
-class Watcher:
-    """Watch the bulletins of a label selector; record when each first satisfies ``done``
-    (bench/client.py's Observer, with the selector as a parameter of the watch)."""
-
-    def __init__(self, client: api.Client, selector: str,
-                 done: Callable[[dict[str, Any]], bool]) -> None:
-        self.client, self.selector, self.done = client, selector, done
-        self.seen: dict[str, float] = {}
-        self.changed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        listing = await self.client.request(
-            "GET", f"{bc.BULLETINS}?labelSelector={self.selector}")
-        for item in listing.get("items") or []:
-            if self.done(item):
-                self.seen[item["metadata"]["name"]] = time.time()
-        self._task = asyncio.create_task(self._run(listing["metadata"]["resourceVersion"]))
-
-    async def _run(self, version: str) -> None:
-        params = {"watch": "1", "resourceVersion": version, "labelSelector": self.selector}
-        while True:
-            async for event in self.client.watch_lines(bc.BULLETINS, params, read_timeout=600):
-                obj = event.get("object") or {}
-                params["resourceVersion"] = obj.get("metadata", {}).get(
-                    "resourceVersion", params["resourceVersion"])
-                if event.get("type") in ("ADDED", "MODIFIED") and self.done(obj):
-                    self.seen.setdefault(obj["metadata"]["name"], time.time())
-                    self.changed.set()
-
-    async def wait_count(self, count: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.seen) < count:
-            self.changed.clear()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"{len(self.seen)}/{count} bulletins after {timeout:.0f} s")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), remaining)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+def watcher(client: api.Client, selector: str,
+            done: Callable[[dict[str, Any]], bool]) -> bc.Observer:
+    """Watch the bulletins of a label selector (the query goes along with the watch)."""
+    return bc.Observer(client, f"{bc.BULLETINS}?labelSelector={selector}", done)
 
 
 async def set_source_controller(client: api.Client, entry: dict[str, str]) -> None:
@@ -293,7 +253,7 @@ async def _create(client: api.Client, pid: int, n_bulletins: int, run: str,
     """Create the bulletins, 8 at a time; how long until each was evaluated and the
     operator idle, and its RSS before and after."""
     rss_before = sc.rss_mb(pid)
-    settled = Watcher(client, f"{RUN_LABEL}={run}", _evaluated)
+    settled = watcher(client, f"{RUN_LABEL}={run}", _evaluated)
     await settled.start()
     began = time.time()
 
@@ -327,9 +287,9 @@ async def _flips(client: api.Client, pid: int, run: str, tracked: int, concerned
                   (sc.FIX["source-controller"], "Fixed"))
     for trial in range(trials):
         entry, wanted = directions[trial % 2]
-        flips = Watcher(client, f"{RUN_LABEL}={run},bench.fluxsupport.io/tracked=true",
+        flips = watcher(client, f"{RUN_LABEL}={run},bench.fluxsupport.io/tracked=true",
                         shows(entry["digest"], wanted))
-        digests = Watcher(client, f"{RUN_LABEL}={run},bench.fluxsupport.io/component="
+        digests = watcher(client, f"{RUN_LABEL}={run},bench.fluxsupport.io/component="
                           "source-controller", shows(entry["digest"], None))
         await flips.start()
         await digests.start()

@@ -106,13 +106,8 @@ async def patch_costs(client: api.Client, plane: cluster.ControlPlane, namespace
 
             def job(item: dict[str, Any], stamp: str = stamp, kind: str = kind) -> Any:
                 async def run() -> None:
-                    status = item["status"]
-                    conditions = [{**c, "message": f"{c['message'][:200]} {stamp}"}
-                                  for c in status["conditions"]]
-                    ref = api.ObjectRef(constants.API_VERSION, "SupportCase", "supportcases",
-                                        item["metadata"]["name"], namespace)
-                    await _write(client, kind, ref, {"conditions": conditions,
-                                                     "firstResponse": status["firstResponse"]})
+                    await _write(client, kind, sc.case_ref(item, namespace),
+                                 sc.wave_status(item, stamp))
                 return run
 
             cpu_before = ap.cpu_seconds(apiserver) + ap.cpu_seconds(etcd)

@@ -254,6 +254,20 @@ async def breach_precision(client: api.Client, count: int, operator: harness.Ope
     return [seen - deadline.timestamp() for seen in observer.seen.values()], namespace
 
 
+def wave_status(item: dict[str, Any], stamp: str) -> dict[str, Any]:
+    """What a breach writes to a case: its conditions (messages changed by ``stamp``) and
+    its firstResponse."""
+    status = item["status"]
+    conditions = [{**c, "message": f"{c['message'][:200]} {stamp}"}
+                  for c in status["conditions"]]
+    return {"conditions": conditions, "firstResponse": status["firstResponse"]}
+
+
+def case_ref(item: dict[str, Any], namespace: str) -> api.ObjectRef:
+    return api.ObjectRef(constants.API_VERSION, "SupportCase", "supportcases",
+                         item["metadata"]["name"], namespace)
+
+
 async def raw_status_wave(client: api.Client, namespace: str) -> float:
     """Seconds for a plain client to write the same number of statuses to the same cases,
     as the operator does at a breach: the API server's limit on this machine."""
@@ -262,13 +276,8 @@ async def raw_status_wave(client: api.Client, namespace: str) -> float:
 
     def job(item: dict[str, Any]) -> Any:
         async def run() -> None:
-            status = item["status"]
-            conditions = [{**c, "message": f"{c['message'][:200]} {stamp}"}
-                          for c in status["conditions"]]
-            ref = api.ObjectRef(constants.API_VERSION, "SupportCase", "supportcases",
-                                item["metadata"]["name"], namespace)
-            await client.patch_status(ref, {"conditions": conditions,
-                                            "firstResponse": status["firstResponse"]}, None)
+            await client.patch_status(case_ref(item, namespace), wave_status(item, stamp),
+                                      None)
         return run
 
     began = time.time()
