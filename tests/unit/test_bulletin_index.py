@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from packageurl import PackageURL
 
+from fluxsupport.controllers import bulletin as bulletin_controller
 from fluxsupport.controllers.bulletin import BulletinController
 from fluxsupport.domain import bulletin, inventory, vex
 from fluxsupport.kube import reflector
@@ -466,3 +467,31 @@ def test_writes_that_change_a_verdict_go_before_those_that_only_show_the_new_dig
         assert PRE["source-controller"]["digest"] in old["message"]
 
     asyncio.run(scenario())
+
+
+def test_only_a_changed_verdict_count_or_condition_makes_a_write_urgent() -> None:
+    """What the counts, the conditions and the alerts follow is urgent; what runs and why
+    (digest, reason, per-CVE verdicts, remediation) may wait for those writes."""
+    item = {"namespace": "flux-system", "name": "source-controller",
+            "component": "source-controller", "verdict": "Vulnerable",
+            "reason": "DigestNotFixed", "digests": ["sha256:" + "1" * 64],
+            "cves": [{"id": "CVE-2026-10001", "verdict": "Vulnerable",
+                      "reason": "DigestNotFixed"}], "message": "runs 1111"}
+    current = {"observedGeneration": 1, "counts": {"vulnerable": 1},
+               "conditions": [{"type": "Ready", "status": "True"}], "components": [item],
+               "pendingEvents": [{"name": "posted"}]}
+    details = {**item, "reason": "NoFixForVersion", "digests": ["sha256:" + "2" * 64],
+               "cves": [{"id": "CVE-2026-10001", "verdict": "Vulnerable",
+                         "reason": "NoFixForVersion"}], "message": "runs 2222"}
+    desired = {key: value for key, value in current.items() if key != "pendingEvents"}
+    assert bulletin_controller.details_only(
+        current, {**desired, "components": [details]})
+    assert not bulletin_controller.details_only(current, desired), "nothing to write"
+    assert not bulletin_controller.details_only(
+        current, {**desired, "components": [{**details, "verdict": "Fixed"}]})
+    assert not bulletin_controller.details_only(
+        current, {**desired, "components": [details, {**details, "name": "other"}]})
+    assert not bulletin_controller.details_only(
+        current, {**desired, "components": [details], "counts": {"vulnerable": 2}})
+    assert not bulletin_controller.details_only(
+        current, {**desired, "components": [details], "conditions": []})

@@ -121,15 +121,16 @@ def redact(text: str, secrets: list[str]) -> str:
     return text
 
 
-#: Fields of status.components[] that say what runs, not what the verdict is.
-RUNNING_FIELDS = frozenset({"image", "version", "digests", "message"})
+#: Fields of status.components[] that name the component and its verdict. The others (what
+#: runs, the reason, the per-CVE verdicts, the remediation, the message) are its details.
+VERDICT_FIELDS = ("namespace", "name", "component", "verdict")
 
 
-def running_only(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
-    """Whether ``desired`` differs from ``current`` in RUNNING_FIELDS of its components and
-    in nothing else: verdicts, reasons, CVEs, remediation, counts and conditions as they are."""
-    def verdicts(status: Mapping[str, Any]) -> list[dict[str, Any]]:
-        return [{key: value for key, value in item.items() if key not in RUNNING_FIELDS}
+def details_only(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    """Whether ``desired`` differs from ``current`` only in the details of its components:
+    the same components with the same verdicts, and the counts and conditions as they are."""
+    def verdicts(status: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        return [tuple(item.get(key) for key in VERDICT_FIELDS)
                 for item in status.get("components") or []]
 
     others = {key for key in current if key != writes.PENDING} | set(desired)
@@ -376,11 +377,12 @@ class BulletinController:
         else:
             # An invalid spec: no verdicts, so no metrics of the spec before either.
             self.views.pop(name, None)
-        if name not in self._deferred and not events and running_only(snapshot.status, desired):
-            # Only what the components run changed (digest, image, version, message), no
-            # verdict: an image change rewrites every bulletin about that component, and the
-            # writes that change a verdict go first. Low instants start once no ordinary one
-            # is due or running; that run writes whatever it finds.
+        if name not in self._deferred and not events and details_only(snapshot.status, desired):
+            # No verdict changed, only what runs and why (digest, reason, per-CVE verdicts):
+            # an image change rewrites every bulletin about that component (a thousand
+            # bulletins: a hundred writes), and the writes that change a verdict, which the
+            # counts, the conditions and the alerts follow, go first. Low instants start
+            # once no ordinary one is due or running; that run writes whatever it finds.
             self._deferred.add(name)
             self.scheduler.schedule_low(name, time.time())
             return
