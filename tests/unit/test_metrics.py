@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import datetime
 import time
+import zoneinfo
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
+import prometheus_client
 from prometheus_client.registry import Collector
 
 from fluxsupport import constants
@@ -219,3 +222,41 @@ def test_registering_the_controllers_exports_their_queue_depth() -> None:
             "fluxsupport_queue_depth", {"kind": constants.SUPPORTCASE_KIND}) == 1
     finally:
         metrics.QUEUES.queues = registered
+
+
+def test_a_scrape_of_the_case_counts_leaves_the_per_case_series_uncollected() -> None:
+    cases = controller()
+    handle(cases, case("open", "uid-1", responded=None))
+    collector = metrics.CaseCollector(cases)
+    collected: list[str] = []
+
+    def deadlines() -> Any:
+        collected.append("deadlines")
+        return collector.deadlines()
+
+    registry = prometheus_client.CollectorRegistry(auto_describe=True)
+    registry.register(metrics.Part(deadlines))
+    registry.register(metrics.Part(collector.summary))
+    collected.clear()  # auto_describe collected once, at registration
+    text = prometheus_client.generate_latest(
+        registry.restricted_registry(["supportcase_open_cases"])).decode()
+    assert 'supportcase_open_cases{level="2",state="breached"} 1.0' in text
+    assert "deadline" not in text
+    assert collected == []
+    assert "supportcase_first_response_deadline_timestamp_seconds{" in \
+        prometheus_client.generate_latest(registry).decode()
+    assert collected == ["deadlines"]
+
+
+def test_month_starts_are_the_policy_zones_midnights() -> None:
+    zone = zoneinfo.ZoneInfo("Europe/London")
+    # 1 March 2026 00:30 in London (GMT): the first of the month, and February has 28 days.
+    now = datetime.datetime(2026, 3, 1, 0, 30, tzinfo=zone).timestamp()
+    assert metrics.month_starts(now, zone) == {
+        "2026-03": (datetime.datetime(2026, 3, 1, tzinfo=zone).timestamp(),
+                    datetime.datetime(2026, 4, 1, tzinfo=zone).timestamp()),
+        "2026-02": (datetime.datetime(2026, 2, 1, tzinfo=zone).timestamp(),
+                    datetime.datetime(2026, 3, 1, tzinfo=zone).timestamp())}
+    # April starts at midnight BST, an hour before midnight UTC.
+    assert metrics.month_starts(now, zone)["2026-03"][1] == \
+        datetime.datetime(2026, 3, 31, 23, 0, tzinfo=datetime.UTC).timestamp()

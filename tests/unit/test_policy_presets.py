@@ -335,7 +335,7 @@ def test_collector_exports_monthly_compliance_and_resolution_series() -> None:
 
     cases = CaseController(EMEA, FakeClient())  # type: ignore[arg-type]
     now = time.time()
-    this_month, previous_month = metrics.months(now, cases.calendar.zone)
+    this_month, previous_month = metrics.month_starts(now, cases.calendar.zone)
     created = datetime.datetime.fromtimestamp(now - 120, datetime.UTC)
     stamp = supportcase.conditions.rfc3339(created)
     body = {
@@ -356,7 +356,7 @@ def test_collector_exports_monthly_compliance_and_resolution_series() -> None:
     assert ("supportcase_resolution_deadline_timestamp_seconds",
             (("level", "1"), ("namespace", "team-a"), ("supportcase", "fixed"))) not in found
     # Created two minutes ago: this month in London unless the month turned meanwhile.
-    month = metrics.month_of(created.timestamp(), cases.calendar.zone)
+    month = created.astimezone(cases.calendar.zone).strftime("%Y-%m")
     assert month in (this_month, previous_month)
     assert found[("supportcase_monthly_cases", (("month", month), ("outcome", "met")))] == 1
     assert found[("supportcase_monthly_cases", (("month", month), ("outcome", "pending")))] == 1
