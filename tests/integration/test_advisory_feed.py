@@ -20,7 +20,7 @@ import pytest
 
 from fluxsupport.constants import ADVISORY_FEED_LABEL, ADVISORY_REVISION, GROUP, VERSION
 from fluxsupport.devcluster import flux
-from tests import fixtures, harness
+from tests import fixtures, gitsource, harness
 from tests.integration.test_updates import session_rbac
 
 ADVISORIES = fixtures.UPSTREAM / "advisories"
@@ -129,40 +129,27 @@ def feed_operator(operator_credentials: harness.OperatorCredentials, api: harnes
     policy.write_text(f"advisories: {{sourceRef: {{kind: GitRepository, name: {SOURCE}}}}}\n")
     own = harness.OperatorProcess(operator_credentials.kubeconfig, tmp_path,
                                   extra_args=("--policy", str(policy)), name="operator-feed")
-    with flux.running_git_server(tmp_path / "git") as git_server:
-        path = tmp_path / "checkout"
+
+    def fill(path: pathlib.Path) -> None:
         # The vendored files with their provenance notes, which are not *.json.
         shutil.copytree(ADVISORIES, path / "advisories")
         (path / "advisories" / f"{LATER}.json").unlink()
         (path / "README.md").write_text("Flux advisories in the OSV format\n")
-        remote = git_server.create(SOURCE)
-        flux.git("init", "--quiet", "--initial-branch=main", cwd=path)
-        flux.git("remote", "add", "origin", remote, cwd=path)
-        checkout = flux.Checkout(path, remote)
-        checkout.commit("Flux advisories")
-        controller = flux.Controller("source-controller", kubeconfig, tmp_path / "source")
-        controller.start()
-        try:
-            api.create_bulletin(persons_bulletin())
-            harness.kubectl(kubeconfig, "apply", "--server-side", "-f", "-", input_text=f"""
-apiVersion: source.toolkit.fluxcd.io/v1
-kind: GitRepository
-metadata: {{name: {SOURCE}, namespace: {flux.RUNTIME_NAMESPACE}}}
-spec: {{url: "{git_server.url(SOURCE)}", interval: 3s, ref: {{branch: main}}}}
-""")
+
+    api.create_bulletin(persons_bulletin())
+    try:
+        with gitsource.served(kubeconfig, tmp_path, SOURCE, fill, "Flux advisories") as checkout:
             own.start()
-            yield own, checkout
-        finally:
-            own.stop()
-            harness.kubectl(kubeconfig, "delete", "-n", flux.RUNTIME_NAMESPACE,
-                            f"gitrepository/{SOURCE}", "--wait=true", "--timeout=120s",
-                            check=False)
-            controller.stop()
-            with contextlib.suppress(AssertionError):
-                delete_all(api)
-            if chart_rbac:
-                session_rbac(kubeconfig)
-            assert "Traceback" not in own.log_text(), own.log_tail(200)
+            try:
+                yield own, checkout
+            finally:
+                own.stop()
+    finally:
+        with contextlib.suppress(AssertionError):
+            delete_all(api)
+        if chart_rbac:
+            session_rbac(kubeconfig)
+        assert "Traceback" not in own.log_text(), own.log_tail(200)
 
 
 def test_advisories_in_a_source_artifact_become_bulletins_without_a_person(

@@ -20,7 +20,7 @@ import pytest
 
 from fluxsupport.constants import GROUP, VERSION
 from fluxsupport.devcluster import flux
-from tests import conftest, fixtures, harness
+from tests import conftest, fixtures, gitsource, harness
 
 OPERATOR_NAMESPACE = "fluxsupport-system"
 VARIANT = "enterprise-distroless"
@@ -218,36 +218,23 @@ def source_operator(operator_credentials: harness.OperatorCredentials, api: harn
     policy.write_text(f"updates: {{sourceRef: {{kind: GitRepository, name: {SOURCE}}}}}\n")
     own = harness.OperatorProcess(operator_credentials.kubeconfig, tmp_path,
                                   extra_args=("--policy", str(policy)), name="operator-source")
-    with flux.running_git_server(tmp_path / "git") as git_server:
-        path = tmp_path / "checkout"
+
+    def fill(path: pathlib.Path) -> None:
         shutil.copytree(IMAGES, path / "images")
-        remote = git_server.create(SOURCE)
-        flux.git("init", "--quiet", "--initial-branch=main", cwd=path)
-        flux.git("remote", "add", "origin", remote, cwd=path)
-        checkout = flux.Checkout(path, remote)
-        checkout.commit("release data as of v2.9.4")
-        controller = flux.Controller("source-controller", kubeconfig, tmp_path / "source")
-        controller.start()
-        try:
-            harness.kubectl(kubeconfig, "apply", "--server-side", "-f", "-", input_text=f"""
-apiVersion: source.toolkit.fluxcd.io/v1
-kind: GitRepository
-metadata: {{name: {SOURCE}, namespace: {flux.RUNTIME_NAMESPACE}}}
-spec: {{url: "{git_server.url(SOURCE)}", interval: 3s, ref: {{branch: main}}}}
-""")
+
+    try:
+        with gitsource.served(kubeconfig, tmp_path, SOURCE, fill,
+                              "release data as of v2.9.4") as checkout:
             own.start()
-            yield own, checkout
-        finally:
-            own.stop()
-            delete_check(api)
-            # source-controller removes its finalizer, so it stops after the delete.
-            harness.kubectl(kubeconfig, "delete", "-n", flux.RUNTIME_NAMESPACE,
-                            f"gitrepository/{SOURCE}", "--wait=true", "--timeout=120s",
-                            check=False)
-            controller.stop()
-            if chart_rbac:
-                session_rbac(kubeconfig)
-            assert "Traceback" not in own.log_text(), own.log_tail(200)
+            try:
+                yield own, checkout
+            finally:
+                own.stop()
+                delete_check(api)
+    finally:
+        if chart_rbac:
+            session_rbac(kubeconfig)
+        assert "Traceback" not in own.log_text(), own.log_tail(200)
 
 
 def test_release_data_from_a_source_controller_artifact(

@@ -92,6 +92,9 @@ def test_retry_failed_now_runs_every_backed_off_key_at_once() -> None:
         for _ in range(100):
             await asyncio.sleep(0)
         runner.cancel()
+        # A failure just after the recovery (an API server still syncing its authorizer)
+        # is retried as a first failure, not 30 s later.
+        assert scheduler.retry("failed") == 0.5
         return fired
 
     assert asyncio.run(scenario()) == ["failed"]

@@ -128,10 +128,16 @@ class Scheduler:
 
     def retry_failed_now(self) -> None:
         """After an API outage, retry every failed key at once instead of at its backoff
-        (up to 30 s away): breaches that fell inside the outage are written on recovery."""
+        (up to 30 s away): breaches that fell inside the outage are written on recovery.
+
+        The backoff starts again too: it grew with the outage, not with the objects. A
+        kube-apiserver that has just started can refuse the first writes with 403 until its
+        authorizer has synced; those are retried 0.5 s later, not 30 s.
+        """
         now = time.time()
         for key in list(self._failures):
             self.schedule(key, now)
+        self._failures.clear()
 
     @staticmethod
     def _pop_due(heap: list[Entry], due: dict[Hashable, float],
