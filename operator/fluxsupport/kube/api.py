@@ -194,15 +194,17 @@ class Client:
             logger.warning("API server unreachable (%s); retrying when it is back", why)
         return True
 
-    async def wait_recovery(self, timeout: float) -> None:
+    async def wait_recovery(self, timeout: float) -> bool:
         """Sleep ``timeout``, or less if the API server comes back meanwhile: the backoff of
-        a retry loop that should resume as soon as the outage ends."""
+        a retry loop that should resume as soon as the outage ends. True if an outage ended:
+        the caller's backoff measured the outage and may start again."""
         if self.reachable.is_set():
             await asyncio.sleep(timeout)
-            return
+            return False
         with contextlib.suppress(TimeoutError):  # asyncio.timeout: see Scheduler.run
             async with asyncio.timeout(timeout):
                 await self.reachable.wait()
+        return self.reachable.is_set()
 
     async def request(self, method: str, path: str, body: Any = None,
                       content_type: str = "application/json") -> dict[str, Any]:

@@ -63,15 +63,13 @@ class Watch:
                     self._failed(f"{error}")
                     logger.warning("watch %s failed: %s; listing again in %.1fs",
                                    self.path, error, backoff)
-                    await self.client.wait_recovery(backoff)
-                    backoff = min(backoff * 2, 10)
+                    backoff = await self._wait(backoff)
             except (aiohttp.ClientError, TimeoutError, OSError) as error:
                 self._failed(str(error) or type(error).__name__)
                 logger.warning("watch %s interrupted: %s; listing again in %.1fs",
                                self.path, error or type(error).__name__, backoff)
                 # Relist as soon as the API server is back, not up to 10 s later.
-                await self.client.wait_recovery(backoff)
-                backoff = min(backoff * 2, 10)
+                backoff = await self._wait(backoff)
             except ValueError as error:
                 # A response that does not parse. The task must not end: nothing would
                 # restart it, and the objects it holds would silently go stale.
@@ -80,6 +78,15 @@ class Watch:
                                self.path, error, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10)
+
+    async def _wait(self, backoff: float) -> float:
+        """Wait ``backoff`` (less if an outage ends) and return the next one. After an outage
+        it starts again at 0.5 s: a kube-apiserver that has just started answers lists with
+        403 until its authorizer has synced, and a backoff grown to 10 s by the outage would
+        leave the inventory unlisted that long."""
+        if await self.client.wait_recovery(backoff):
+            return 0.5
+        return min(backoff * 2, 10)
 
     def _absent(self) -> None:
         """An absent kind has no objects: keeping the last ones would report components (and
