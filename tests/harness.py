@@ -367,23 +367,16 @@ class OperatorProcess:
         return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            cluster.stop_process_group(self.process.pid, grace_s=15)
-            self.process.wait(timeout=5)
+        cluster.stop_child(self.process, grace_s=15)
         self.process = None
 
     def kill(self) -> None:
         """SIGKILL, as a node failure or OOM kill would."""
-        if self.process is not None and self.process.poll() is None:
-            cluster.stop_process_group(self.process.pid, grace_s=0)
-            self.process.wait(timeout=5)
+        cluster.stop_child(self.process, grace_s=0)
         self.process = None
 
     def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return cluster.log_tail(self.log_path, lines)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

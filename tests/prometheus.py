@@ -8,7 +8,6 @@ process (PR_SET_PDEATHSIG), so nothing survives a run, a Ctrl-C or a crash.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import http.server
 import json
@@ -120,17 +119,11 @@ class _Server:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            cluster.stop_process_group(self.process.pid, grace_s=10)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=5)
+        cluster.stop_child(self.process, grace_s=10)
         self.process = None
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return cluster.log_tail(self.log_path, lines)
 
     def version(self) -> str:
         binary = self.binary()

@@ -84,6 +84,22 @@ def _runs(pid: int, name: str) -> bool:
     return pathlib.Path(command.decode(errors="replace")).name.startswith(name)
 
 
+def stop_child(process: subprocess.Popen[bytes] | None, grace_s: float) -> None:
+    """Stop a child started in its own process group, if it still runs, and reap it."""
+    if process is not None and process.poll() is None:
+        stop_process_group(process.pid, grace_s=grace_s)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+
+
+def log_tail(path: pathlib.Path, lines: int) -> str:
+    """The last ``lines`` of a child's log, for an error message."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
 def stop_process_group(pid: int, grace_s: float = 10.0) -> None:
     """SIGTERM the group led by ``pid``, then SIGKILL whatever is left."""
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
@@ -249,11 +265,7 @@ class ControlPlane:
                                 f"Last lines of {self.log_path(name)}:\n{self.log_tail(name)}")
 
     def log_tail(self, name: str, lines: int = 25) -> str:
-        try:
-            return "\n".join(self.log_path(name).read_text(errors="replace")
-                             .splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path(name), lines)
 
     def _etcd_healthy(self) -> bool:
         try:

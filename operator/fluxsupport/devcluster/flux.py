@@ -184,17 +184,11 @@ class Controller:
             return text
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            cluster.stop_process_group(self.process.pid, grace_s=15)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=5)
+        cluster.stop_child(self.process, grace_s=15)
         self.process = None
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return cluster.log_tail(self.log_path, lines)
 
 
 @contextlib.contextmanager
