@@ -166,6 +166,61 @@ def test_an_optional_kind_absent_from_the_start_notifies_nothing(
     assert (watch.objects, sizes, watch.synced.is_set()) == ({}, [], True)
 
 
+class PagedClient(ScriptedClient):
+    """Records the paths it is asked for."""
+
+    def __init__(self, answers: list[dict[str, Any] | Exception]) -> None:
+        super().__init__(answers)
+        self.paths: list[str] = []
+
+    async def request(self, method: str, path: str) -> dict[str, Any]:
+        self.paths.append(path)
+        return await super().request(method, path)
+
+
+def _case(namespace: str, name: str) -> dict[str, Any]:
+    return {"metadata": {"namespace": namespace, "name": name, "uid": f"uid-{name}"},
+            "spec": {"title": "x"}, "status": {}}
+
+
+def test_an_event_watch_pages_hands_over_objects_and_reports_what_a_relist_lost() -> None:
+    """How the SupportCases are watched: every object goes to ``on_event``, in pages; names
+    repeat across namespaces; a case deleted while no watch ran is reported DELETED; and a
+    handler that raises loses that one event, not the watch."""
+    first = {"metadata": {"resourceVersion": "5", "continue": "page 2"},
+             "items": [_case("a", "same"), _case("b", "same")]}
+    second = {"metadata": {"resourceVersion": "5"}, "items": [_case("a", "other")]}
+    relist = {"metadata": {"resourceVersion": "9"},
+              "items": [_case("a", "same"), _case("a", "bad")]}
+    client = PagedClient([first, second, relist])
+    seen: list[tuple[str, str, bool]] = []
+
+    def on_event(kind: str, obj: Mapping[str, Any]) -> None:
+        name = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
+        if name == "a/bad":
+            raise KeyError("spec")
+        seen.append((kind, name, "spec" in obj))  # the whole object; identity when DELETED
+
+    async def scenario() -> reflector.Watch:
+        watch = reflector.Watch(client, "/apis/x/v1/supportcases",  # type: ignore[arg-type]
+                                lambda: None, on_event=on_event, page_size=2)
+        task = asyncio.create_task(watch.run())
+        await asyncio.wait_for(client.script_done.wait(), 10)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return watch
+
+    watch = asyncio.run(scenario())
+    assert client.paths[:2] == ["/apis/x/v1/supportcases?limit=2",
+                                "/apis/x/v1/supportcases?limit=2&continue=page+2"]
+    assert seen == [("ADDED", "a/same", True), ("ADDED", "b/same", True),
+                    ("ADDED", "a/other", True), ("ADDED", "a/same", True),
+                    ("DELETED", "b/same", False), ("DELETED", "a/other", False)]
+    assert sorted(watch.objects) == ["a/bad", "a/same"]
+    assert watch.objects["a/same"] == {"metadata": {"name": "same", "namespace": "a",
+                                                    "uid": "uid-same"}}
+
+
 class RecoveringClient(ScriptedClient):
     """Its API server is down during the first two waits and comes back during the third."""
 

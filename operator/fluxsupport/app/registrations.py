@@ -1,5 +1,8 @@
 """kopf registrations: operator settings and one thin handler per kind and verb.
 
+SupportCases are not among them: the runner watches them itself (kube/reflector.py), since
+kopf's per-event work was most of the operator's CPU in a burst of cases.
+
 Importing this module registers the handlers in kopf's default registry.
 """
 
@@ -18,10 +21,9 @@ from fluxsupport.constants import (
     GROUP,
     KOPF_PREFIX,
     PEERING_NAME,
-    SUPPORTCASE_PLURAL,
     VERSION,
 )
-from fluxsupport.controllers import bulletin, supportcase
+from fluxsupport.controllers import bulletin
 from fluxsupport.kube import credentials
 
 logger = logging.getLogger(__name__)
@@ -83,18 +85,6 @@ def login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
     logger.info("Kubernetes credentials: %s", loaded.source)
     return kopf.ConnectionInfo(**dataclasses.asdict(loaded.connection()),
                                trust_env=settings.networking.trust_env)
-
-
-@kopf.on.event(GROUP, VERSION, SUPPORTCASE_PLURAL)
-async def supportcase_event(type: str | None, body: kopf.Body, memo: kopf.Memo,
-                            **_: Any) -> None:
-    cases: supportcase.CaseController = memo.cases
-    if type == "DELETED":
-        cases.forget(body.metadata["namespace"], body.metadata["name"])
-        return
-    key, changed = cases.observe(body)
-    if changed:
-        await cases.reconcile(key)
 
 
 @kopf.on.event(GROUP, VERSION, BULLETIN_PLURAL)

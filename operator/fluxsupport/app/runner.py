@@ -11,13 +11,16 @@ import kopf
 
 from fluxsupport import __version__
 from fluxsupport.app import config
-from fluxsupport.constants import PEERING_NAME
+from fluxsupport.constants import API_VERSION, PEERING_NAME, SUPPORTCASE_PLURAL
 from fluxsupport.controllers import advisories, bulletin, snapshots, submission, supportcase
 from fluxsupport.controllers import updates as updates_controller
 from fluxsupport.domain import policy as policy_module
 from fluxsupport.kube import api, events, peering, reflector
 from fluxsupport.observability import endpoints, metrics
 from fluxsupport.sources import inventory
+
+#: SupportCases per list request when the operator starts or relists.
+CASE_PAGE_SIZE = 500
 
 
 def run(operator_config: config.OperatorConfig, policy: policy_module.Policy, *,
@@ -77,6 +80,9 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
                                        gate=gate.active, poster=poster,
                                        snapshots=diagnostics_snapshots)
     metrics.register_cases(cases)
+    case_watch = reflector.Watch(
+        client, f"/apis/{API_VERSION}/{SUPPORTCASE_PLURAL}", lambda: None,
+        on_event=cases.on_event, page_size=CASE_PAGE_SIZE)
     submissions = submission.SubmissionController(cases, policy.channels, client,
                                                   operator_config.namespace, gate=gate.active)
     metrics.register_submissions(submissions)
@@ -84,6 +90,7 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
     await flux.load_server_version()
     background = [
         asyncio.create_task(cases.scheduler.run(), name="supportcase-scheduler"),
+        asyncio.create_task(case_watch.run(), name="supportcase-watch"),
         asyncio.create_task(bulletins.scheduler.run(), name="bulletin-scheduler"),
         asyncio.create_task(submissions.scheduler.run(), name="submission-scheduler"),
         asyncio.create_task(submissions.run_sync(), name="portal-sync"),
@@ -110,8 +117,7 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
             standalone=operator_config.standalone,
             priority=operator_config.priority,
             ready_flag=health.ready_flag,
-            memo=kopf.Memo(config=operator_config, health=health, cases=cases,
-                           bulletins=bulletins),
+            memo=kopf.Memo(config=operator_config, health=health, bulletins=bulletins),
         )
     finally:
         for task in background:

@@ -3,12 +3,17 @@
 The Flux inventory lives in one or two namespaces, so these watches are namespaced: the
 operator needs no cluster-wide read on Deployments and Pods. A 410 Gone or a broken
 stream leads to a fresh list, as client-go's reflector does.
+
+With ``on_event`` a watch hands every object to its owner and keeps only names: how the
+SupportCases are watched. kopf's per-event machinery took half of the operator's CPU in a
+burst of new cases (bench/RESULTS.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,6 +24,9 @@ from fluxsupport.kube import api
 logger = logging.getLogger(__name__)
 
 Projection = Callable[[Mapping[str, Any]], dict[str, Any]]
+#: ``on_event(type, object)``: ADDED for each listed object, then the watch's events, and
+#: DELETED for an object a fresh list no longer holds.
+EventHandler = Callable[[str, Mapping[str, Any]], None]
 WATCH_TIMEOUT_S = 300
 ABSENT_RETRY_S = 30.0
 
@@ -30,16 +38,28 @@ def default_projection(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {**{k: v for k, v in obj.items() if k != "metadata"}, "metadata": metadata}
 
 
+def identity(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What an ``on_event`` watch keeps of an object: enough to report its deletion."""
+    metadata = obj.get("metadata") or {}
+    return {"metadata": {k: metadata[k] for k in ("name", "namespace", "uid") if k in metadata}}
+
+
 class Watch:
-    """One list+watch loop; ``objects`` maps name to the latest projection."""
+    """One list+watch loop; ``objects`` maps name to the latest projection (with
+    ``on_event``: namespace/name to the object's identity)."""
 
     def __init__(self, client: api.Client, path: str, on_change: Callable[[], None], *,
-                 optional: bool = False, projection: Projection = default_projection) -> None:
+                 optional: bool = False, projection: Projection = default_projection,
+                 on_event: EventHandler | None = None, page_size: int = 0) -> None:
         self.client = client
         self.path = path
         self.on_change = on_change
         self.optional = optional
-        self.projection = projection
+        self.projection = identity if on_event is not None else projection
+        self.on_event = on_event
+        #: Objects per list request (``limit``); 0 lists all at once. A 10,000-case list
+        #: parsed at once leaves the process 200 MB larger.
+        self.page_size = page_size
         self.objects: dict[str, dict[str, Any]] = {}
         self.synced = asyncio.Event()
         #: Why the last list or watch failed, until a list succeeds again.
@@ -104,14 +124,47 @@ class Watch:
         if first:
             self.on_change()
 
+    def _key(self, obj: Mapping[str, Any]) -> str:
+        metadata = obj["metadata"]
+        # An on_event watch lists a namespaced kind in every namespace: names repeat.
+        if self.on_event is not None and metadata.get("namespace"):
+            return f"{metadata['namespace']}/{metadata['name']}"
+        return str(metadata["name"])
+
+    def _deliver(self, kind: str, obj: Mapping[str, Any]) -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(kind, obj)
+        except Exception:  # one bad object must not end the watch of all the others
+            logger.exception("watch %s: handling %s %s failed", self.path, kind,
+                             (obj.get("metadata") or {}).get("name"))
+
     async def _list(self) -> str:
-        listing = await self.client.request("GET", self.path)
+        listed: dict[str, dict[str, Any]] = {}
+        token = ""
+        while True:
+            query = {"limit": str(self.page_size)} if self.page_size else {}
+            if token:
+                query["continue"] = token
+            separator = "&" if "?" in self.path else "?"
+            path = self.path + (separator + urllib.parse.urlencode(query) if query else "")
+            listing = await self.client.request("GET", path)
+            for item in listing.get("items") or []:
+                listed[self._key(item)] = self.projection(item)
+                self._deliver("ADDED", item)
+            metadata = listing.get("metadata") or {}
+            token = metadata.get("continue") or ""
+            if not token:
+                break
+        gone = [obj for key, obj in self.objects.items() if key not in listed]
         self.error = None
-        self.objects = {item["metadata"]["name"]: self.projection(item)
-                        for item in listing.get("items") or []}
+        self.objects = listed
+        for obj in gone:  # deleted while no watch ran
+            self._deliver("DELETED", obj)
         self.synced.set()
         self.on_change()
-        return str((listing.get("metadata") or {}).get("resourceVersion", ""))
+        return str(metadata.get("resourceVersion", ""))
 
     async def _watch(self, version: str) -> None:
         params = {"watch": "1", "resourceVersion": version, "allowWatchBookmarks": "true",
@@ -126,9 +179,10 @@ class Watch:
                     (obj.get("metadata") or {}).get("resourceVersion", params["resourceVersion"]))
                 if kind == "BOOKMARK":
                     continue
-                name = obj["metadata"]["name"]
+                key = self._key(obj)
                 if kind == "DELETED":
-                    self.objects.pop(name, None)
+                    self.objects.pop(key, None)
                 else:
-                    self.objects[name] = self.projection(obj)
+                    self.objects[key] = self.projection(obj)
+                self._deliver(str(kind), obj)
                 self.on_change()
