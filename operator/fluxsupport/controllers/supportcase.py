@@ -173,7 +173,7 @@ class CaseController:
             self.resolutions.forget(case.uid)
 
     async def reconcile(self, key: CaseKey) -> None:
-        """Reconcile now (from a watch event); a failure is retried like a scheduled one."""
+        """Reconcile now, as a scheduled instant would; a failure is retried like one."""
         try:
             await self._locked(key)
         except Exception as error:  # retried with backoff and shown in Ready
