@@ -1,4 +1,4 @@
-"""``python -m bench.bulletins [--quick]``: the bulletin path at scale (issue 16).
+"""``python -m bench.bulletins [--quick]``: the bulletin path at scale.
 
 How long after a Deployment image change the affected SecurityBulletins show the new verdict,
 with 1,000 bulletins (200 with ``--quick``) that each reference a real-size OpenVEX document
@@ -172,7 +172,7 @@ def bulletin_body(index: int, run: str, tracked: set[int]) -> dict[str, Any]:
 
 def document_bytes(text: str) -> dict[str, int]:
     """Bytes a parsed document keeps alive in Python (tracemalloc, in this process), and its
-    index of image statements, which the operator keeps instead since issue 16 (0 before)."""
+    index of image statements, which the operator keeps instead of the parsed document."""
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     document = vex.parse_document(text, source="bench")

@@ -26,7 +26,7 @@ from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEMO = ROOT / "operator" / "fluxsupport" / "demo"
-#: The goal of issue 12 on these 2-core machines.
+#: The start-up target on these 2-core machines.
 TARGET_S = 0.3
 
 COMMANDS = {

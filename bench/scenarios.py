@@ -294,7 +294,7 @@ async def raw_status_wave(client: api.Client, namespace: str) -> float:
 
 async def raw_status_wave_inline(client: api.Client, namespace: str) -> float:
     """The same wave on copies of the cases that hold their diagnostics inline, as every case
-    did before the shared snapshot (today's object size in issue 16): what the API server
+    did before the shared diagnostics snapshot: what the API server
     needed for a breach wave before."""
     items = (await client.request("GET", bc.CASES.format(namespace=namespace)))["items"]
     held = items[0]["status"].get("diagnostics") or {}

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-#: Vendored from the workspace's shared/fixtures/upstream (provenance in its README.md), so
+#: Vendored upstream reference data (provenance in data/upstream/README.md), so
 #: that every tier runs from the checkout alone.
 UPSTREAM = pathlib.Path(__file__).resolve().parent / "data" / "upstream"
 

@@ -1,4 +1,4 @@
-"""One identity (defect 16): the operator's kopf watches and its own reads and writes
+"""One identity: the operator's kopf watches and its own reads and writes
 authenticate as the same user, inside a pod or with ``--kubeconfig``.
 
 "In a pod" is simulated for real code paths: the operator runs with $KUBERNETES_SERVICE_HOST/

@@ -233,9 +233,8 @@ def test_breach_is_on_time_across_an_operator_restart(
 
 def test_response_counters_survive_a_deletion_and_count_nothing_twice_after_a_restart(
         api: harness.Api, operator: harness.OperatorProcess, namespace: str) -> None:
-    """Defect 1: counters rebuilt from live objects went down when a case was deleted, and a
-    restart counted every answered case again. A response counts once, in the process that
-    records it."""
+    """A deleted case does not lower the response counter, and a restart does not count the
+    answered cases again: a response counts once, in the process that records it."""
     count = RESPONSE_COUNT
     for name in ("kept", "deleted"):
         api.create_case(namespace, case_body(name, namespace))

@@ -1,4 +1,4 @@
-"""The bulletin path at scale (issue 16): OpenVEX documents parsed and indexed once per text,
+"""The bulletin path at scale: OpenVEX documents parsed and indexed once per text,
 fix digests indexed across bulletins, and an inventory change re-evaluating only the
 bulletins that concern the changed component. Verdicts stay those of the full evaluation."""
 

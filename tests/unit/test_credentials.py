@@ -97,8 +97,8 @@ def test_no_credentials_at_all(pod: pathlib.Path, monkeypatch: pytest.MonkeyPatc
 
 def test_kopf_the_async_client_and_the_cli_client_log_in_as_one_user(
         pod: pathlib.Path, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Defect 16: `run --kubeconfig` in a pod sets $KUBECONFIG; kopf logged in with the
-    ServiceAccount first while the writes used the kubeconfig."""
+    """`run --kubeconfig` in a pod sets $KUBECONFIG, so kopf and the writes both use the
+    kubeconfig, not the ServiceAccount."""
     from fluxsupport.app import registrations
 
     kubeconfig = _kubeconfig(tmp_path / "user", "https://k.example:6443", "user-token")

@@ -148,7 +148,7 @@ def _run_watch(client: ScriptedClient, optional: bool) -> tuple[reflector.Watch,
 
 def test_an_optional_kind_that_disappears_loses_its_objects(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Defect 10: the FluxReport CRD is deleted (the list answers 404): its objects go too."""
+    """The FluxReport CRD is deleted (the list answers 404): its objects go too."""
     monkeypatch.setattr(reflector, "ABSENT_RETRY_S", 0.0)
     client = ScriptedClient([_listing("flux"), api.ApiError(404, "the server could not find")])
     watch, sizes = _run_watch(client, optional=True)
@@ -276,7 +276,7 @@ class VersionClient:
     aiohttp.ClientConnectionError("reset"), TimeoutError(), ValueError("not JSON"),
     api.ApiError(503, "unavailable")], ids=type)
 def test_the_server_version_never_crashes_the_start_up(error: Exception) -> None:
-    """Defect 11: aiohttp errors that are not OSError ended the start-up."""
+    """aiohttp errors that are not OSError do not end the start-up."""
     client = VersionClient([error, {"gitVersion": "v1.35.0"}])
     flux = inventory.Inventory(client, ("flux-system",))  # type: ignore[arg-type]
     assert asyncio.run(flux.load_server_version()) is False
@@ -295,7 +295,7 @@ def test_the_server_version_retries_with_a_growing_delay() -> None:
 
 
 def test_deployments_of_every_flux_namespace_are_kept() -> None:
-    """Defect 11: ``deployments`` held only the last namespace's watch."""
+    """``deployments`` holds one watch per Flux namespace."""
     flux = inventory.Inventory(VersionClient([]), ("flux-system", "flux-extra"))  # type: ignore[arg-type]
     assert {ns: w.path for ns, w in flux.deployments.items()} == {
         "flux-system": "/apis/apps/v1/namespaces/flux-system/deployments",

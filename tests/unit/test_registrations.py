@@ -16,13 +16,13 @@ def _handlers() -> list[tuple[str, str]]:
 
 
 def test_no_probe_that_nothing_serves() -> None:
-    """Defect 18: `probe_alive` answered kopf's liveness endpoint, which is never started."""
+    """Only the start-up and login handlers are registered with kopf (its liveness endpoint is
+    never started; /healthz is the operator's own)."""
     assert _handlers() == [("configure", "startup"), ("login", "authentication")]
 
 
 def test_kopf_posts_no_events_of_its_own() -> None:
-    """Defect 18: the posting settings cited kopf.event() calls that do not exist; the
-    operator posts its Events through the kube layer, so kopf's posting is off."""
+    """The operator posts its Events through the kube layer, so kopf's posting is off."""
     settings = kopf.OperatorSettings()
     asyncio.run(registrations.configure(settings=settings,
                                         memo=kopf.Memo(config=config.OperatorConfig())))

@@ -1,5 +1,5 @@
 """`fluxsupport run` names what failed: only a failed bind of the metrics port is reported as
-"cannot serve metrics" (defect 12); a refused connection or a missing file says what it is.
+"cannot serve metrics"; a refused connection or a missing file says what it is.
 
 The errors are real ones: aiohttp binding an occupied port, and aiohttp connecting to a closed
 one. Only the operator loop is replaced, so that it raises them.

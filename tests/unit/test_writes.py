@@ -92,7 +92,7 @@ async def settle(poster: events.EventPoster, fake: FakeApi) -> None:
 
 
 def test_status_patch_removes_top_level_keys_the_desired_status_lacks() -> None:
-    """Defect 4: a bulletin whose spec became invalid kept its components and counts."""
+    """A bulletin whose spec becomes invalid drops its components and counts."""
     current = {"observedGeneration": 1, "counts": {"vulnerable": 1}, "components": [{"x": 1}],
                "embargoed": False, "diagnostics": {"request": "1"}, "conditions": []}
     desired = {"observedGeneration": 2, "conditions": [{"type": "Ready"}]}
@@ -103,7 +103,7 @@ def test_status_patch_removes_top_level_keys_the_desired_status_lacks() -> None:
 
 
 def test_an_invalid_spec_leaves_no_components_counts_or_metrics() -> None:
-    """Defect 4, through the bulletin controller."""
+    """The same, through the bulletin controller."""
     fake = FakeApi()
     spec = {"title": "t", "severity": "High", "publishedAt": "2026-06-01T12:00:00Z",
             "vulnerabilities": [{"id": "CVE-2026-1", "components": ["source-controller"]}],
@@ -136,7 +136,7 @@ def test_an_invalid_spec_leaves_no_components_counts_or_metrics() -> None:
 
 
 def test_event_names_are_dns_subdomains_of_at_most_253_characters() -> None:
-    """Defect 6: ``name.16hex`` of a 253-character object name was 270 characters."""
+    """An Event name (``name.16hex``) stays a valid name for a 253-character object name."""
     now = datetime.datetime(2026, 12, 7, 10, 0, tzinfo=datetime.UTC)
     longest = "a" * 200 + "." + "b" * 52  # 253 characters, a valid object name
     names = {events.event_name(longest, "uid", reason, "m", now)
@@ -188,9 +188,8 @@ def test_a_restarted_operator_posts_what_a_kill_interrupted_exactly_once() -> No
 
 
 def test_events_survive_a_long_outage_and_a_full_queue() -> None:
-    """Defect 5: an Event was dropped after 5 failed attempts (about 30 s of outage), and the
-    queue had no bound. Now the queue is bounded, a drop is counted, and the Event is still
-    posted from the outbox once the queue drains."""
+    """An Event is not dropped on a timer during an outage; the queue is bounded, a drop is
+    counted, and the Event is still posted from the outbox once the queue drains."""
     fake = FakeApi()
     fake.outage = 12  # more failed attempts than the old EVENT_ATTEMPTS (5) allowed
     dropped = metrics.EVENTS_DROPPED.labels(reason="queue_full")
@@ -225,7 +224,7 @@ def test_events_survive_a_long_outage_and_a_full_queue() -> None:
 
 def test_a_failing_reconcile_shows_in_ready_once_a_write_succeeds(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Defect 2: the error of a reconcile that raises is in Ready (reason ReconcileError),
+    """The error of a reconcile that raises is in Ready (reason ReconcileError),
     counted, and the key is retried."""
     fake = FakeApi()
     failures = metrics.SCHEDULED_FAILURES.labels(kind=constants.SUPPORTCASE_KIND)
