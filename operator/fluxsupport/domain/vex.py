@@ -623,8 +623,10 @@ def effective_statement(documents: Sequence[Document | IndexedDocument], vulnera
     and that have a product purl covering the candidate, the latest timestamp wins; a statement
     without one has its document's. On equal timestamps the later one wins: documents in the
     order given, statements in document order (go-vex's EffectiveStatement does the same).
-    ``considered`` leaves statements out before that choice, so that a statement a caller
-    ignores cannot supersede an earlier one it would act on. None when no statement applies.
+    ``considered`` leaves statements out before that choice. The verdicts do not use it: a
+    statement a caller then ignores has still withdrawn every earlier one, and leaving it out
+    would revive them (a January ``not_affected`` outliving a June ``affected``). None when no
+    statement applies.
     An IndexedDocument gives the same answer as its document, reading fewer statements.
     """
     best: Effective | None = None
