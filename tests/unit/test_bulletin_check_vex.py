@@ -62,3 +62,22 @@ def test_a_later_affected_makes_bulletin_check_fail_after_an_earlier_not_affecte
     result = fluxsupport("bulletin", "check", *files(tmp_path, [JANUARY]))
     assert result.returncode == 0, result.stderr
     assert verdicts(result) == [("NotAffected", "AllSuppressedByVex")]
+
+
+def test_bulletin_check_reads_an_openvex_v001_document_and_warns_about_it(
+        tmp_path: pathlib.Path) -> None:
+    """go-vex's v0.0.1 test data shape (plain-string vulnerability and products, no version):
+    read, with a warning on stderr that names the field, instead of exit 2."""
+    arguments = files(tmp_path, [])
+    document = pathlib.Path(arguments[arguments.index("--vex") + 1])
+    document.write_text(json.dumps({
+        "@context": "https://openvex.dev/ns", "@id": "https://vendor.example/vex/old",
+        "author": "vendor", "timestamp": "2026-01-15T00:00:00Z",
+        "statements": [{"vulnerability": CVE, "products": [PRODUCT], "status": "not_affected",
+                        "justification": "vulnerable_code_not_in_execute_path"}]}))
+    result = fluxsupport("bulletin", "check", *arguments)
+    assert result.returncode == 0, result.stderr
+    assert verdicts(result) == [("NotAffected", "AllSuppressedByVex")]
+    assert f"warning: {document}: @context: 'https://openvex.dev/ns' is OpenVEX v0.0.1" \
+        in result.stderr
+    assert f"warning: {document}: version: required field is missing" in result.stderr
