@@ -130,6 +130,11 @@ def queries_for(documents: list[vex.Document]) -> list[tuple[str, str]]:
     return list(found)
 
 
+def covers(statement: vex.Statement, candidate: PackageURL) -> bool:
+    return any(vex.purl_matches(purl, candidate) for product in statement.products
+               if not product.subcomponents for purl in vex.product_purls(product))
+
+
 def compare(reference: Reference, documents: list[pathlib.Path]
             ) -> tuple[int, int, int, list[str]]:
     """Ask both sides about every document alone and all of them merged: (queries compared,
@@ -147,17 +152,13 @@ def compare(reference: Reference, documents: list[pathlib.Path]
         if theirs.get("error"):  # go-vex cannot merge timeless statements of a timeless document
             skipped += 1
             continue
-        matching: list[tuple[int, int]] = []
-
-        def record(effective: vex.Effective, into: list[tuple[int, int]] = matching) -> bool:
-            assert effective.document_index is not None
-            into.append((effective.document_index, effective.statement_index))
-            return True
-
-        mine = vex.effective_statement([parsed[i] for i in group],  # type: ignore[misc]
-                                       vulnerability, PackageURL.from_string(product), record)
-        names = {parsed[group[d]].statements[s].vulnerability.name  # type: ignore[union-attr]
-                 for d, s in matching}
+        candidate = PackageURL.from_string(product)
+        chosen = [parsed[i] for i in group]
+        mine = vex.effective_statement(chosen, vulnerability, candidate)  # type: ignore[arg-type]
+        names = {statement.vulnerability.name for document in chosen
+                 for statement in document.statements  # type: ignore[union-attr]
+                 if statement.vulnerability.matches(vulnerability) and covers(statement,
+                                                                              candidate)}
         if len(names) > 1:
             skipped += 1
             continue

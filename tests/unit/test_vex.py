@@ -513,6 +513,8 @@ def test_what_changes_the_meaning_is_refused_with_its_path(change: Any, fragment
      "statements[7].products[0].supplier: unknown field"),
     (lambda body: body["statements"][7].update(products=None),
      "statements[7].products: null; read as absent"),
+    (lambda body: body["statements"][7].update(vulnerability=None),
+     "statements[7].vulnerability: null; read as absent"),
     (lambda body: body["statements"][7].update(last_updated="yesterday"),
      "statements[7].last_updated: 'yesterday' is not an RFC 3339 date-time"),
 ])
@@ -522,6 +524,8 @@ def test_what_does_not_change_the_meaning_is_read_with_a_warning_naming_its_path
     changed = real_v27_with(change)
     warnings = warnings_of(changed)
     assert any(warning in line for line in warnings), warnings
+    assert len({line.split(": ", 1)[0] for line in warnings}) == len(warnings), \
+        "one warning per path"
     assert len(vex.parse_document(changed, SOURCE).statements) == len(original.statements)
     assert original.warnings == ()
 

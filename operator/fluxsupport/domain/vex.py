@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import re
 import urllib.parse
@@ -459,7 +460,9 @@ _V001_STATEMENT = frozenset({"vulnerability", "vuln_description", "timestamp", "
 
 
 def _strings(value: Any, where: Location, problems: list[str]) -> list[str]:
-    """A v0.0.1 list of plain strings (products, subcomponents)."""
+    """A v0.0.1 list of plain strings (products, subcomponents); null is none, as in go-vex."""
+    if value is None:
+        return []
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         problems.append(f"{_path(where)}: expected a JSON array of strings, as OpenVEX v0.0.1 "
                         f"names products (got {json.dumps(value)[:60]})")
@@ -510,7 +513,7 @@ def _from_v001(loaded: dict[str, Any], source: str,
             for number, text in enumerate(products):
                 if text.startswith("pkg:") and (problem := _purl_problem(text)) is not None:
                     problems.append(f"{_path((*where, 'products', number))}: {problem}")
-            if "products" in item:
+            if item.get("products") is not None:
                 statement["products"] = [{"@id": text, **(
                     {"subcomponents": subcomponents} if subcomponents else {})}
                     for text in products]
@@ -664,7 +667,8 @@ def parse_document(data: str | bytes, source: str) -> Document:
     if _format_version(loaded, source) == "v0.0.1":
         loaded = _from_v001(loaded, source, found)
     document = _validate(loaded, source, found)
-    found += _gaps(document)
+    reported = {location for location, _ in found}  # a null already said "read as absent"
+    found += [gap for gap in _gaps(document) if gap[0] not in reported]
     unparseable = [f"{where}: {problem}" for where, problem in _purl_problems(document)]
     if unparseable:
         raise _refuse(source, unparseable)
@@ -675,7 +679,10 @@ def parse_document(data: str | bytes, source: str) -> Document:
 # --- purls ---------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
 def _parse_purl(text: str | None) -> PackageURL | None:
+    """The purl, or None. Cached: real documents name the same few products in statement
+    after statement, and parsing, checking and indexing a document each read them."""
     if not text or not text.startswith("pkg:"):
         return None
     try:
