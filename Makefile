@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo    build what is missing, start a local control plane, run the operator"
 	@echo "make test    lint, type-check, check the import layers and run every test tier:"
-	@echo "             tests/unit (Python alone), tests/tools (promtool, helm), tests/packaging"
+	@echo "             tests/unit (Python alone), tests/tools (promtool, helm, go-vex), tests/packaging"
 	@echo "             (the wheel in a fresh venv), tests/integration (a real kube-apiserver)"
 	@echo "make test-unit   the unit tier only: no Go, helm, promtool, network or cluster"
 	@echo "make flux    build Flux's source- and kustomize-controller for the GitOps tests"

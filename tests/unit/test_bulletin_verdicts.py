@@ -184,17 +184,65 @@ def test_version_less_affected_does_not_override_a_listed_fixed_digest() -> None
     assert (result.verdict, result.reason) == ("Fixed", "DigestListed")
 
 
-def test_a_digest_specific_affected_stands_when_a_later_version_less_fixed_is_ignored() -> None:
-    """Regression: the later version-less `fixed` won the latest-statement choice, was then
-    ignored, and took the earlier digest-specific `affected` with it."""
-    listed = {"source-controller": {**FIX["source-controller"]}}
-    documents = (vex_document(
-        vex_statement("affected", digest_purl(listed), "2026-06-02T00:00:00Z"),
-        vex_statement("fixed", "pkg:oci/source-controller", "2026-06-03T00:00:00Z")),)
-    result = verdict_of(running(listed), documents=documents)
+def test_a_later_version_less_affected_withdraws_an_earlier_not_affected() -> None:
+    """The vendor said not_affected in January and affected, for every version, in June: the
+    June statement is the vendor's word, so the bulletin's own verdict stands."""
+    product = "pkg:oci/source-controller"
+    january = vex_statement("not_affected", product, "2026-01-15T00:00:00Z")
+    january["justification"] = "vulnerable_code_not_in_execute_path"
+    june = vex_statement("affected", product, "2026-06-15T00:00:00Z")
+    without_vex = verdict_of(running(PRE))
+    assert (without_vex.verdict, without_vex.reason) == ("Vulnerable", "DigestNotListed")
+    for statements in ((january, june), (june, january)):  # document order does not matter
+        result = verdict_of(running(PRE), documents=(vex_document(*statements),))
+        assert (result.verdict, result.reason) == ("Vulnerable", "DigestNotListed")
+        assert result.cves == without_vex.cves
+    # Each in its own document, the January one listed last: still June's word.
+    result = verdict_of(running(PRE), documents=(vex_document(june), vex_document(january)))
+    assert (result.verdict, result.reason) == ("Vulnerable", "DigestNotListed")
+    # A digest-specific January not_affected is withdrawn the same way.
+    specific = {**january, "products": [{"@id": digest_purl(PRE)}]}
+    result = verdict_of(running(PRE), documents=(vex_document(specific, june),))
+    assert (result.verdict, result.reason) == ("Vulnerable", "DigestNotListed")
+    # Only January: suppressed, as before.
+    result = verdict_of(running(PRE), documents=(vex_document(january),))
+    assert (result.verdict, result.reason) == ("NotAffected", "AllSuppressedByVex")
+
+
+def test_a_latest_version_less_affected_never_leaves_a_cve_not_affected() -> None:
+    """Version ranges put the running version before every affected range (NotAffected), but
+    the vendor's latest word is affected: Vulnerable."""
+    body = fixtures.bulletin_for("cpsb-range", CVE, "source-controller", FIX["source-controller"])
+    body["spec"]["fixes"] = []
+    body["spec"]["affectedVersions"] = [{"component": "source-controller", "ranges": [
+        {"introduced": "1.8.0", "fixed": "1.8.2"}]}]
+    ranged = make(body)
+    documents = (vex_document(vex_statement("affected", "pkg:oci/source-controller",
+                                            "2026-06-02T00:00:00Z")),)
+    without_vex = bulletin.evaluate_component(ranged, running(PRE))
+    assert without_vex is not None
+    assert (without_vex.verdict, without_vex.reason) == ("NotAffected", "VersionNotAffected")
+    result = bulletin.evaluate_component(ranged, running(PRE), (), documents)
+    assert result is not None
     assert (result.verdict, result.reason) == ("Vulnerable", "VexAffected")
-    # A later digest-specific `fixed` does supersede it.
+
+
+def test_a_later_version_less_fixed_supersedes_an_earlier_affected_but_proves_nothing() -> None:
+    """The latest statement wins even when the verdict layer then ignores it: a version-less
+    `fixed` after a digest-specific `affected` leaves the bulletin's own verdict, which for a
+    pre-fix digest is Vulnerable and for a listed digest Fixed."""
+    for entries, expected in ((PRE, ("Vulnerable", "DigestNotListed")),
+                              (FIX, ("Fixed", "DigestListed"))):
+        documents = (vex_document(
+            vex_statement("affected", digest_purl(entries), "2026-06-02T00:00:00Z"),
+            vex_statement("fixed", "pkg:oci/source-controller", "2026-06-03T00:00:00Z")),)
+        result = verdict_of(running(entries), documents=documents)
+        assert (result.verdict, result.reason) == expected
+    # The digest-specific `affected` alone, or latest, makes a listed digest Vulnerable.
+    alone = (vex_document(vex_statement("affected", digest_purl(FIX), "2026-06-02T00:00:00Z")),)
+    assert (verdict_of(running(FIX), documents=alone).reason) == "VexAffected"
+    # A later digest-specific `fixed` supersedes it too.
     superseded = (vex_document(
-        vex_statement("affected", digest_purl(listed), "2026-06-02T00:00:00Z"),
-        vex_statement("fixed", digest_purl(listed), "2026-06-03T00:00:00Z")),)
-    assert verdict_of(running(listed), documents=superseded).verdict == "Fixed"
+        vex_statement("affected", digest_purl(FIX), "2026-06-02T00:00:00Z"),
+        vex_statement("fixed", digest_purl(FIX), "2026-06-03T00:00:00Z")),)
+    assert verdict_of(running(FIX), documents=superseded).verdict == "Fixed"

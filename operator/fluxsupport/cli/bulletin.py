@@ -138,11 +138,14 @@ def check(
     documents = []
     for path in vex_files or []:
         try:
-            documents.append(vex.parse_document(path.read_bytes(), source=str(path)))
+            document = vex.parse_document(path.read_bytes(), source=str(path))
         except OSError as error:
             raise output.fail(f"{path}: cannot read: {error.strerror}") from error
         except vex.VexError as error:
             raise output.fail(str(error)) from error
+        for line in document.warnings:  # read as go-vex reads it; the publisher should fix it
+            typer.echo(f"warning: {path}: {line}", err=True)
+        documents.append(document)
     results = [(b, domain.evaluate(b, components, parsed, documents)) for b in parsed]
     report = {"bulletins": [verdict_json(b, v) for b, v in results]}
     rows = [{"bulletin": b["name"], **c,

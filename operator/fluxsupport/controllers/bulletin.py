@@ -75,6 +75,25 @@ class ParsedVex:
     problem: str | None
     #: Products that can match nothing (vex.product_problems).
     warnings: tuple[str, ...]
+    #: Deviations from OpenVEX v0.2.0 read leniently (vex.Document.warnings).
+    deviations: tuple[str, ...] = ()
+
+
+def vex_warning(cited: int, deviations: list[str]) -> conditions.Condition:
+    """VexWarning: True when a cited OpenVEX document was read although it deviates from
+    OpenVEX v0.2.0 (as go-vex reads it); the message names each deviation by ConfigMap, key
+    and JSON path. Its verdicts count; the publisher should fix the document."""
+    if deviations:
+        return conditions.Condition(
+            type="VexWarning", status="True", reason="NonConformingVex",
+            message="; ".join(deviations) + ". These documents count as read; ask their "
+                    "publisher to conform to OpenVEX v0.2.0.")
+    if not cited:
+        return conditions.Condition(type="VexWarning", status="False", reason="NoVexDocuments",
+                                    message="The bulletin cites no OpenVEX document.")
+    return conditions.Condition(type="VexWarning", status="False", reason="ConformingVex",
+                                message="Every readable OpenVEX document the bulletin cites "
+                                        "conforms to OpenVEX v0.2.0.")
 
 
 def _by_component(components: list[RunningComponent]
@@ -318,10 +337,11 @@ class BulletinController:
         snapshot.resource_version = result.resource_version or snapshot.resource_version
 
     def _vex_documents(self, spec: domain.BulletinSpec
-                       ) -> tuple[list[vex.IndexedDocument], list[str], list[str]]:
-        """The usable documents; the problems of the unusable ones; and the products of usable
-        ones that can match nothing (a bad purl or digest), which the Ready condition names."""
-        documents, problems, warnings = [], [], []
+                       ) -> tuple[list[vex.IndexedDocument], list[str], list[str], list[str]]:
+        """The usable documents; the problems of the unusable ones; the products of usable
+        ones that can match nothing (a bad digest), which the Ready condition names; and what
+        usable ones deviate from OpenVEX v0.2.0, which the VexWarning condition names."""
+        documents, problems, warnings, deviations = [], [], [], []
         for ref in spec.vex:
             name, key = ref.config_map_key_ref.name, ref.config_map_key_ref.key
             where = f"ConfigMap {self.operator_namespace}/{name}"
@@ -344,7 +364,8 @@ class BulletinController:
                 continue
             documents.append(parsed.document)
             warnings += [f"{where} key {key}: {problem}" for problem in parsed.warnings]
-        return documents, problems, warnings
+            deviations += [f"{where} key {key}: {line}" for line in parsed.deviations]
+        return documents, problems, warnings, deviations
 
     @staticmethod
     def _parse_vex(data: str, source: str) -> ParsedVex:
@@ -355,7 +376,7 @@ class BulletinController:
         # Verdicts only ask about running images (vex.image_purl): statements about other
         # products (packages inside images, Go modules) need no memory.
         return ParsedVex(data, vex.index_document(document, purl_types=("oci",)), None,
-                         tuple(vex.product_problems(document)))
+                         tuple(vex.product_problems(document)), document.warnings)
 
     def _prune_vex(self) -> None:
         """Drop the documents whose ConfigMap key is gone or holds another text now."""
@@ -433,7 +454,7 @@ class BulletinController:
                        "conditions": conditions.merge(old_conditions, [ready], generation, now)}
             return invalid, [("Warning", "InvalidSpec", message)], None, None
         bulletin = domain.Bulletin(snapshot.name, spec)
-        documents, vex_problems, vex_warnings = self._vex_documents(spec)
+        documents, vex_problems, vex_warnings, vex_deviations = self._vex_documents(spec)
         verdicts = domain.evaluate(bulletin, self.inventory.components(),
                                    self._fixes, documents)
         embargoed = spec.embargoed(now)
@@ -447,7 +468,8 @@ class BulletinController:
         inventory_problems = self.inventory.problems()
         current = [self._ready(vex_problems + inventory_problems, vex_warnings, verdicts),
                    self._compliant(counts, bool(self.inventory.components())),
-                   self._patch_overdue(spec, overdue, counts)]
+                   self._patch_overdue(spec, overdue, counts),
+                   vex_warning(len(spec.vex), vex_deviations)]
         components = [self._component_status(v) for v in verdicts]
         written = components
         if snapshot.name in self._oversized:

@@ -19,13 +19,17 @@ Rules (docs/concepts.md explains them with examples):
   VersionInAffectedRange; at or above the fixed version (or past lastAffected): Fixed,
   VersionFixed; before every range: NotAffected, VersionNotAffected. Ranges need no digest.
   Versions are compared as semantic versions by the ``semver`` library.
-* OpenVEX: the latest matching statement per CVE wins, among those that count.
-  ``not_affected`` makes the CVE NotAffected. ``fixed`` only counts when it names the running
-  digest: distributions publish version-less ``fixed`` statements to quiet scanners on
-  current images, and such a statement must never hide a digest the bulletin shows is
-  pre-fix, nor supersede an earlier digest-specific ``affected``. ``affected`` counts for the
-  running digest, or version-less when the bulletin lists no fix for the component: then the
-  CVE is Vulnerable with reason AffectedNoFixYet instead of Unknown/NoFixForComponent.
+* OpenVEX: the latest matching statement per CVE and running image wins, whatever its
+  product form; earlier statements no longer count. Only then is it decided what that
+  statement changes. ``not_affected`` makes the CVE NotAffected. ``fixed`` changes the
+  verdict only when it names the running digest (it turns Unknown into Fixed): distributions
+  publish version-less ``fixed`` statements to quiet scanners on current images, and such a
+  statement must never hide a digest the bulletin shows is pre-fix. ``affected`` for the
+  running digest, or version-less when the bulletin lists no fix for the component, makes the
+  CVE Vulnerable (AffectedNoFixYet when there is no fix); a version-less ``affected`` leaves
+  the digest verdict of a bulletin with fixes, but never lets a CVE stay NotAffected.
+  ``under_investigation`` changes nothing. So no statement history can make a verdict less
+  severe than the latest statement alone does.
 * A component is Vulnerable if any CVE is, NotAffected if every CVE is suppressed (or, by
   range, not affected), Unknown if any CVE is, and otherwise Fixed.
 """
@@ -314,13 +318,11 @@ def _digest_verdict(bulletin: Bulletin, component: str, version: tuple[int, int,
 def _apply_vex(verdict: Verdict, reason: str, documents: Documents, cve: str,
                component: RunningComponent, digest: str | None,
                no_fix: bool) -> tuple[Verdict, str]:
-    """Let the effective OpenVEX statement change the bulletin's verdict for one CVE.
+    """Let the latest OpenVEX statement about the running image change the verdict of one CVE.
 
-    Which statements count: ``not_affected`` always; ``fixed`` only for the running digest
-    (a version-less one must not hide a digest the bulletin shows is pre-fix); ``affected``
-    for the running digest, or version-less when the bulletin lists no fix for the component,
-    since then the vendor's word is all there is. A statement that does not count is left out
-    *before* the latest one is chosen, so it cannot supersede one that does.
+    The latest statement is chosen first, among every statement that matches: a vendor that
+    corrects a ``not_affected`` with a version-less ``affected`` has withdrawn the
+    ``not_affected``, even where the version-less statement itself changes nothing.
     """
     if not documents:
         return verdict, reason
@@ -328,25 +330,22 @@ def _apply_vex(verdict: Verdict, reason: str, documents: Documents, cve: str,
     candidate = vex.image_purl(image_name, digest=digest,
                                repository_url=component.repository or None,
                                tag=component.tag)
-
-    def counts(statement: vex.Effective) -> bool:
-        if statement.status == "fixed":
-            return statement.digest_specific
-        if statement.status == "affected":
-            return statement.digest_specific or no_fix
-        return True
-
-    statement = vex.effective_statement(documents, cve, candidate, counts)
+    statement = vex.effective_statement(documents, cve, candidate)
     if statement is None:
         return verdict, reason
     if statement.status == "not_affected":
-        return "NotAffected", f"VexNotAffected:{statement.justification or 'impact_statement'}"
-    if statement.status == "fixed" and verdict == "Unknown":
-        return "Fixed", "VexFixed"
-    if statement.status == "affected" and no_fix:
-        return "Vulnerable", "AffectedNoFixYet"
-    if statement.status == "affected" and verdict != "Vulnerable":
-        return "Vulnerable", "VexAffected"
+        why = statement.justification or (
+            "impact_statement" if statement.impact_statement is not None else "unjustified")
+        return "NotAffected", f"VexNotAffected:{why}"
+    if statement.status == "fixed":
+        if statement.digest_specific and verdict == "Unknown":
+            return "Fixed", "VexFixed"
+        return verdict, reason
+    if statement.status == "affected":
+        if no_fix:
+            return "Vulnerable", "AffectedNoFixYet"
+        if verdict != "Vulnerable" and (statement.digest_specific or verdict == "NotAffected"):
+            return "Vulnerable", "VexAffected"
     return verdict, reason
 
 

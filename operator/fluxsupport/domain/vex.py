@@ -1,16 +1,20 @@
-"""OpenVEX v0.2.0 documents: parsing, purl matching and the statement that wins.
+"""OpenVEX documents: parsing, purl matching and the statement that wins.
 
 A VEX document says, per vulnerability and product, whether the product is affected. The
 security-bulletin verdicts consult it to suppress or confirm findings for a running image.
 This module is pure: it takes the document text (from a ConfigMap, a file, a test) and plain
 purls, and never talks to Kubernetes.
 
-Validation follows the official JSON Schema where that helps the author (clear errors for wrong
-types, unknown fields, a ``not_affected`` without a reason) and is lenient where real documents
-are not: an empty ``statements`` list (Flux's ``v2.9.json``) and go-vex's document-level
-``supplier`` are accepted. Every document the schema accepts is accepted here (see the property
-test), with one deliberate exception: ``@context`` must name OpenVEX v0.2.0, because the schema
-only checks that it is a URI while the version decides how the rest is read.
+What is read follows go-vex, the reference implementation that vexctl is built on: a document
+go-vex reads is read here too, with a warning for each deviation from OpenVEX v0.2.0 that names
+its JSON path (``Document.warnings``): fields the specification does not define (vexctl's own
+examples carry a ``statement`` field), missing required fields (go-vex's test data has no
+document ``version`` or ``timestamp``), a wrong value in a field that does not change what a
+statement says (a string ``version``), and OpenVEX v0.0.1 documents, converted as go-vex
+converts them. Refused is only what would change the meaning or cannot be read safely: input
+that is not JSON, too large or too deep, an unknown ``@context`` version, an unknown or missing
+status, a malformed vulnerability, product list or timestamp, and a product purl that does not
+parse. A consumer that refuses the vendor's document for a spelling protects no one.
 
 Document ``@id`` is never used as a key: real publishers reuse one ``@id`` for different documents.
 """
@@ -19,10 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import re
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Annotated, Any, Literal, get_args
 
 import pydantic
@@ -34,9 +39,20 @@ MAX_DOCUMENT_BYTES = 1_048_576
 #: Deeper JSON than this is rejected before validation; a real OpenVEX document is about 8 deep.
 MAX_DEPTH = 64
 
-#: The only JSON-LD context understood. Without a version it would be the v0.0.1 format,
-#: whose shapes (plain-string products and vulnerabilities) differ.
+#: The JSON-LD context of OpenVEX v0.2.0, the format the models describe.
 CONTEXT = "https://openvex.dev/ns/v0.2.0"
+
+#: Contexts of OpenVEX v0.0.1 (a context without a version means v0.0.1), whose statements
+#: name the vulnerability and the products as plain strings; go-vex converts them to v0.2.0.
+CONTEXTS_V001 = ("https://openvex.dev/ns", "https://openvex.dev/ns/v0.0.1")
+
+#: The time of statements that have no timestamp in a document that has none: go-vex's zero
+#: time, so that they count as the oldest.
+EARLIEST = datetime.datetime(1, 1, 1, tzinfo=datetime.UTC)
+
+#: Distinct warnings kept per document; the rest are counted. A hostile document may hold
+#: thousands of unknown fields, and the warnings end up in a condition message.
+MAX_WARNINGS = 20
 
 Status = Literal["not_affected", "affected", "fixed", "under_investigation"]
 Justification = Literal[
@@ -173,13 +189,16 @@ PurlText = Annotated[str, pydantic.AfterValidator(_unique_qualifiers)]
 
 
 class _Model(pydantic.BaseModel):
-    # Unknown fields are errors (as in the schema): a misspelt "justifcation" must not pass
-    # silently. populate_by_name lets Python code use field names instead of "@id".
+    # Unknown fields are validation errors here so that parse_document sees them (with their
+    # path) and reports each as a warning before it drops it: a misspelt "justifcation" must
+    # not pass silently. populate_by_name lets Python code use field names instead of "@id".
     model_config = pydantic.ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
 
 class Vulnerability(_Model):
-    name: str
+    #: Required by the schema; without it (go-vex reads such statements) only ``@id`` and the
+    #: aliases can match.
+    name: str = ""
     id: str | None = pydantic.Field(None, alias="@id")
     description: str | None = None
     aliases: tuple[str, ...] = ()
@@ -213,9 +232,13 @@ class Product(Subcomponent):
 
 
 class Statement(_Model):
-    vulnerability: Vulnerability
+    #: Required; a statement without one (go-vex reads it) matches no vulnerability.
+    vulnerability: Vulnerability = Vulnerability()
     status: Status
     products: tuple[Product, ...] = ()
+    #: The schema wants a justification or an impact_statement on not_affected, and an
+    #: action_statement on affected; go-vex reads statements without, and so does this module
+    #: (with a warning): the status is what the statement says.
     justification: Justification | None = None
     impact_statement: str | None = None
     action_statement: str | None = None
@@ -228,50 +251,40 @@ class Statement(_Model):
     version: Version | None = None
     supplier: str | None = None
 
-    @pydantic.model_validator(mode="after")
-    def _status_needs_reason(self) -> Statement:
-        # The two MUSTs the schema enforces. go-vex's stricter rules (e.g. no impact_statement
-        # on "fixed") are not applied: Flux's own v2.7.json breaks them.
-        # Presence is what counts, as in the schema: an empty impact_statement still passes.
-        if (self.status == "not_affected" and self.justification is None
-                and self.impact_statement is None):
-            raise ValueError("a not_affected statement needs a justification (one of "
-                             f"{', '.join(JUSTIFICATIONS)}) or an impact_statement")
-        if self.status == "affected" and self.action_statement is None:
-            raise ValueError("an affected statement needs an action_statement saying what to do")
-        return self
-
 
 class Document(_Model):
+    #: Checked by parse_document before validation: v0.2.0, or v0.0.1 converted to it.
     context: str = pydantic.Field(alias="@context")
-    #: Not unique in practice; never use it as a key.
-    id: str = pydantic.Field(alias="@id")
-    author: str
-    timestamp: Timestamp
-    version: Version
+    #: Not unique in practice; never use it as a key. Required by the schema, like author,
+    #: timestamp, version and statements; go-vex reads documents without them.
+    id: str = pydantic.Field("", alias="@id")
+    author: str = ""
+    #: None: statements without their own timestamp count as the oldest (go-vex's zero time).
+    timestamp: Timestamp | None = None
+    version: Version | None = None
     #: The schema wants at least one; Flux publishes an empty list for a fresh release line.
-    statements: tuple[Statement, ...]
+    statements: tuple[Statement, ...] = ()
     role: str | None = None
     last_updated: Timestamp | None = None
     tooling: str | None = None
     #: Removed from the spec in 2023-06 but still written by go-vex; accepted and ignored.
     supplier: str | None = None
+    _warnings: tuple[str, ...] = pydantic.PrivateAttr(default=())
 
-    @pydantic.field_validator("context")
-    @classmethod
-    def _known_context(cls, context: str) -> str:
-        if context.strip().rstrip("/") != CONTEXT:
-            hint = (" (a context without a version is OpenVEX v0.0.1; re-export the document as "
-                    "v0.2.0)") if context.strip().rstrip("/") == "https://openvex.dev/ns" else ""
-            raise ValueError(f"unsupported OpenVEX context {context!r}; expected {CONTEXT}{hint}")
-        return context
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What parse_document read leniently, each as ``<JSON path>: <what and how>``."""
+        return self._warnings
 
     def statement_timestamp(self, statement: Statement) -> datetime.datetime:
-        """The statement's own timestamp, or the document's when it has none."""
-        return statement.timestamp or self.timestamp
+        """The statement's own timestamp, or the document's when it has none (or EARLIEST)."""
+        return statement.timestamp or self.timestamp or EARLIEST
 
 
 # --- parsing -------------------------------------------------------------------------------
+
+#: A position in the JSON: keys and list indexes, as pydantic reports error locations.
+Location = tuple[int | str, ...]
 
 
 def _path(location: Iterable[int | str]) -> str:
@@ -280,11 +293,15 @@ def _path(location: Iterable[int | str]) -> str:
     for part in location:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif _SIMPLE_KEY.match(part):
+        elif _SIMPLE_KEY.match(part) and len(part) <= 60:
             text += f".{part}" if text else part
-        else:
-            text += f"[{json.dumps(part)}]"
+        else:  # a key a hostile document chose: quoted and shortened
+            text += f"[{json.dumps(part if len(part) <= 60 else part[:57] + '...')}]"
     return text or "(root)"
+
+
+def _pattern(location: Location) -> tuple[str, ...]:
+    return tuple("*" if isinstance(part, int) else part for part in location)
 
 
 _KIND_MESSAGES = {
@@ -299,8 +316,8 @@ _KIND_MESSAGES = {
 }
 
 
-def _describe(error: Any) -> str:
-    message = _KIND_MESSAGES.get(error["type"], error["msg"])
+def _explain(error: Any) -> str:
+    message = str(_KIND_MESSAGES.get(error["type"], error["msg"]))
     message = message.removeprefix("Value error, ")
     value = error.get("input")
     if error["type"] not in ("missing", "extra_forbidden", "value_error") and (
@@ -309,7 +326,11 @@ def _describe(error: Any) -> str:
         if len(shown) > 60:
             shown = shown[:57] + "..."
         message += f" (got {shown})"
-    return f"{_path(error['loc'])}: {message}"
+    return message
+
+
+def _describe(error: Any) -> str:
+    return f"{_path(error['loc'])}: {_explain(error)}"
 
 
 def _position(text: str, index: int) -> tuple[int, int]:
@@ -341,7 +362,7 @@ def _too_deep_at(text: str) -> int:
 
 def _check_depth(data: Any, source: str) -> None:
     """Iterative, so that depth is bounded before pydantic recurses into the data."""
-    stack: list[tuple[Any, int, tuple[int | str, ...]]] = [(data, 1, ())]
+    stack: list[tuple[Any, int, Location]] = [(data, 1, ())]
     while stack:
         value, depth, path = stack.pop()
         children: Iterable[tuple[int | str, Any]]
@@ -364,12 +385,15 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def parse_document(data: str | bytes, source: str) -> Document:
-    """Parse and validate one OpenVEX v0.2.0 JSON document.
+def _refuse(source: str, problems: Sequence[str]) -> VexError:
+    shown = "; ".join(problems[:10])
+    if len(problems) > 10:
+        shown += f"; and {len(problems) - 10} more"
+    return VexError(f"{source}: {shown}")
 
-    ``source`` names where it came from (``ConfigMap ns/name key k``) and starts every error
-    message. Raises VexError for oversized, malformed, too deeply nested or invalid documents.
-    """
+
+def _load(data: str | bytes, source: str) -> dict[str, Any]:
+    """The JSON object, within the size and depth limits; VexError otherwise."""
     size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
     if size > MAX_DOCUMENT_BYTES:
         raise VexError(f"{source}: the document is {size} bytes, over the limit of "
@@ -404,22 +428,261 @@ def parse_document(data: str | bytes, source: str) -> Document:
         raise VexError(f"{source}: (root): expected a JSON object (an OpenVEX document), "
                        f"got {kind}")
     _check_depth(loaded, source)
+    return loaded
+
+
+def _format_version(loaded: dict[str, Any], source: str) -> Literal["v0.2.0", "v0.0.1"]:
+    """Which OpenVEX format ``@context`` names; as go-vex's Open, refuse any other."""
+    context = loaded.get("@context")
+    if not isinstance(context, str):
+        got = "it is missing" if context is None and "@context" not in loaded else \
+            f"got {json.dumps(context)[:60]}"
+        raise VexError(f"{source}: @context: expected the OpenVEX context {CONTEXT} ({got})")
+    trimmed = context.strip().rstrip("/")
+    if trimmed == CONTEXT:
+        return "v0.2.0"
+    if trimmed in CONTEXTS_V001:
+        return "v0.0.1"
+    if trimmed.startswith(CONTEXTS_V001[0] + "/"):
+        raise VexError(f"{source}: @context: {_shown(context, 80)} names an OpenVEX version "
+                       f"this operator cannot read; it reads {CONTEXT} and v0.0.1")
+    raise VexError(f"{source}: @context: {_shown(context, 80)} is not an OpenVEX context; "
+                   f"expected {CONTEXT}")
+
+
+#: Fields of an OpenVEX v0.0.1 document and statement (go-vex's compatibility reader).
+_V001_DOCUMENT = frozenset({"@context", "@id", "author", "role", "timestamp", "version",
+                            "tooling", "supplier", "statements"})
+_V001_STATEMENT = frozenset({"vulnerability", "vuln_description", "timestamp", "products",
+                             "subcomponents", "status", "status_notes", "justification",
+                             "impact_statement", "action_statement",
+                             "action_statement_timestamp"})
+
+
+def _strings(value: Any, where: Location, problems: list[str]) -> list[str]:
+    """A v0.0.1 list of plain strings (products, subcomponents); null is none, as in go-vex."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        problems.append(f"{_path(where)}: expected a JSON array of strings, as OpenVEX v0.0.1 "
+                        f"names products (got {json.dumps(value)[:60]})")
+        return []
+    return value
+
+
+def _from_v001(loaded: dict[str, Any], source: str,
+               found: list[tuple[Location, str]]) -> dict[str, Any]:
+    """An OpenVEX v0.0.1 document as v0.2.0, converted as go-vex converts it: the
+    vulnerability string becomes its name, each product string a product ``@id``, and the
+    statement's subcomponents go to every product. Problems are reported at their v0.0.1
+    path."""
+    found.append((("@context",), f"{_shown(loaded['@context'], 80)} is OpenVEX v0.0.1; read "
+                  f"as {CONTEXT}, as go-vex reads it"))
+    problems: list[str] = []
+    converted = {key: value for key, value in loaded.items() if key in _V001_DOCUMENT}
+    found += [((key,), "unknown field; OpenVEX v0.0.1 does not define it; ignored")
+              for key in loaded if key not in _V001_DOCUMENT]
+    version = loaded.get("version")
+    if isinstance(version, str) and version.strip().isdigit():  # a string in v0.0.1
+        converted["version"] = int(version)
+    statements = loaded.get("statements")
+    if isinstance(statements, list):
+        converted["statements"] = []
+        for index, item in enumerate(statements):
+            if not isinstance(item, dict):
+                converted["statements"].append(item)  # refused with its path below
+                continue
+            where: Location = ("statements", index)
+            found += [((*where, key), "unknown field; OpenVEX v0.0.1 does not define it; "
+                       "ignored") for key in item if key not in _V001_STATEMENT]
+            statement = {key: value for key, value in item.items() if key in _V001_STATEMENT
+                         and key not in ("vulnerability", "vuln_description", "products",
+                                         "subcomponents")}
+            name, description = item.get("vulnerability"), item.get("vuln_description")
+            if name is not None and not isinstance(name, str):
+                problems.append(f"{_path((*where, 'vulnerability'))}: expected a string, as "
+                                f"OpenVEX v0.0.1 names vulnerabilities (got "
+                                f"{json.dumps(name)[:60]}); a v0.2.0 document needs the "
+                                f"@context {CONTEXT}")
+            elif name is not None:
+                statement["vulnerability"] = {"name": name, **(
+                    {"description": description} if description is not None else {})}
+            subcomponents = [{"@id": text} for text in _strings(
+                item.get("subcomponents", []), (*where, "subcomponents"), problems) if text]
+            products = _strings(item.get("products", []), (*where, "products"), problems)
+            for number, text in enumerate(products):
+                if text.startswith("pkg:") and (problem := _purl_problem(text)) is not None:
+                    problems.append(f"{_path((*where, 'products', number))}: {problem}")
+            if item.get("products") is not None:
+                statement["products"] = [{"@id": text, **(
+                    {"subcomponents": subcomponents} if subcomponents else {})}
+                    for text in products]
+            converted["statements"].append(statement)
+    if problems:
+        raise _refuse(source, problems)
+    return converted
+
+
+#: Fields whose value does not change what a statement says (which vulnerability, which
+#: products, which status, when): a wrong value there is ignored with a warning, as go-vex
+#: ignores the fields it does not read. ``*`` stands for a list position.
+_COMPONENTS = (("statements", "*", "products", "*"),
+               ("statements", "*", "products", "*", "subcomponents", "*"))
+_INCIDENTAL = frozenset({
+    ("@id",), ("author",), ("role",), ("version",), ("last_updated",), ("tooling",),
+    ("supplier",),
+    *(("statements", "*", field) for field in (
+        "@id", "version", "last_updated", "supplier", "status_notes", "justification",
+        "impact_statement", "action_statement", "action_statement_timestamp")),
+    ("statements", "*", "vulnerability", "description"),
+    *((*component, "hashes") for component in _COMPONENTS),
+    *((*component, "identifiers", kind) for component in _COMPONENTS
+      for kind in ("cpe22", "cpe23")),
+})
+
+
+def _tolerated(error: Any) -> tuple[Location, str] | None:
+    """What to drop for a validation error that does not touch the meaning, and the
+    warning; None when the error does (then the document is refused)."""
+    location = tuple(error["loc"])
+    if error["type"] == "extra_forbidden":
+        return location, "unknown field; OpenVEX v0.2.0 does not define it; ignored"
+    pattern = _pattern(location)
+    for end in range(1, len(location) + 1):
+        if pattern[:end] in _INCIDENTAL:
+            what = _explain(error) if end == len(location) else \
+                f"{_path(location[end:])}: {_explain(error)}"
+            return location[:end], f"{what}; ignored"
+    if error["type"] != "missing" and error.get("input") is None and location and \
+            isinstance(location[-1], str):
+        return location, "null; read as absent"
+    return None
+
+
+def _drop(data: Any, location: Location) -> None:
+    """Remove the field at ``location`` (already gone with its parent: nothing to do)."""
+    for part in location[:-1]:
+        if not isinstance(data, dict | list):
+            return
+        try:
+            data = data[part]  # type: ignore[index]
+        except (KeyError, IndexError, TypeError):
+            return
+    if isinstance(data, dict):
+        data.pop(location[-1], None)
+
+
+def _validate(loaded: dict[str, Any], source: str,
+              found: list[tuple[Location, str]]) -> Document:
+    """The document, with what does not change its meaning dropped and reported in
+    ``found``; VexError listing what does."""
     try:
         return Document.model_validate(loaded)
     except pydantic.ValidationError as error:
-        problems = [_describe(item) for item in error.errors()]
-        shown = "; ".join(problems[:10])
-        if len(problems) > 10:
-            shown += f"; and {len(problems) - 10} more"
-        raise VexError(f"{source}: {shown}") from error
-    except RecursionError as error:  # pragma: no cover - depth is bounded above
-        raise VexError(f"{source}: nested too deeply to validate") from error
+        errors = error.errors()
+    fatal, dropped, nulled = [], [], set()
+    for item in errors:
+        tolerated = _tolerated(item)
+        if tolerated is None:
+            fatal.append(_describe(item))
+        else:
+            dropped.append(tolerated)
+            if tolerated[1].startswith("null"):
+                nulled.add(tolerated[0])
+    if fatal:
+        raise _refuse(source, fatal)
+    found += dropped
+    for location, _ in dropped:
+        _drop(loaded, location)
+    try:
+        return Document.model_validate(loaded)
+    except pydantic.ValidationError as again:  # a required field that was null
+        raise _refuse(source, [
+            f"{_path(item['loc'])}: null; it needs a value" if tuple(item["loc"]) in nulled
+            else _describe(item) for item in again.errors()]) from again
+
+
+def _gaps(document: Document) -> list[tuple[Location, str]]:
+    """Where the document leaves out what OpenVEX v0.2.0 requires, and how it is read."""
+    found: list[tuple[Location, str]] = []
+    missing = "required field is missing"
+    for name, alias, reading in (("id", "@id", ""), ("author", "author", ""),
+                                 ("timestamp", "timestamp", "; statements without their own "
+                                  "timestamp count as the oldest"),
+                                 ("version", "version", ""),
+                                 ("statements", "statements", "; read as no statements")):
+        if name not in document.model_fields_set:
+            found.append(((alias,), missing + reading))
+    for index, statement in enumerate(document.statements):
+        where: Location = ("statements", index)
+        vulnerability = statement.vulnerability
+        if "vulnerability" not in statement.model_fields_set:
+            found.append(((*where, "vulnerability"), missing + "; the statement matches no "
+                          "vulnerability"))
+        elif "name" not in vulnerability.model_fields_set:
+            matched = "it matches by @id and aliases only" if (
+                vulnerability.id or vulnerability.aliases) else "it matches no vulnerability"
+            found.append(((*where, "vulnerability", "name"), f"{missing}; {matched}"))
+        if statement.status == "not_affected" and statement.justification is None and \
+                statement.impact_statement is None:
+            found.append((where, "a not_affected statement needs a justification (one of "
+                          f"{', '.join(JUSTIFICATIONS)}) or an impact_statement; read as "
+                          "not_affected without one"))
+        if statement.status == "affected" and statement.action_statement is None:
+            found.append((where, "an affected statement needs an action_statement saying "
+                          "what to do; read as affected"))
+        for number, product in enumerate(statement.products):
+            if product.id is None and product.identifiers is None:
+                found.append(((*where, "products", number), "names no product (neither @id "
+                              "nor identifiers), so it matches nothing"))
+    return found
+
+
+def _grouped(found: Sequence[tuple[Location, str]]) -> tuple[str, ...]:
+    """One line per kind of warning, at its first path: ``statements[0].statement (and 4
+    more like it): ...``; at most MAX_WARNINGS lines."""
+    groups: dict[tuple[tuple[str, ...], str], list[Location]] = {}
+    for location, message in found:
+        groups.setdefault((_pattern(location), message), []).append(location)
+    lines = []
+    for (_, message), locations in groups.items():
+        more = f" (and {len(locations) - 1} more like it)" if len(locations) > 1 else ""
+        lines.append(f"{_path(locations[0])}{more}: {message}")
+    if len(lines) > MAX_WARNINGS:
+        lines[MAX_WARNINGS:] = [f"and {len(lines) - MAX_WARNINGS} more kinds of warning"]
+    return tuple(lines)
+
+
+def parse_document(data: str | bytes, source: str) -> Document:
+    """Parse one OpenVEX document: v0.2.0, or v0.0.1 converted to it.
+
+    ``source`` names where it came from (``ConfigMap ns/name key k``) and starts every error
+    message. What go-vex reads is read, with ``Document.warnings`` naming each deviation
+    from OpenVEX v0.2.0 by its JSON path. Raises VexError for input that is oversized, not
+    JSON or too deeply nested, and for what would change the meaning of a statement (see the
+    module docstring).
+    """
+    loaded = _load(data, source)
+    found: list[tuple[Location, str]] = []
+    if _format_version(loaded, source) == "v0.0.1":
+        loaded = _from_v001(loaded, source, found)
+    document = _validate(loaded, source, found)
+    reported = {location for location, _ in found}  # a null already said "read as absent"
+    found += [gap for gap in _gaps(document) if gap[0] not in reported]
+    unparseable = [f"{where}: {problem}" for where, problem in _purl_problems(document)]
+    if unparseable:
+        raise _refuse(source, unparseable)
+    document._warnings = _grouped(found)
+    return document
 
 
 # --- purls ---------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
 def _parse_purl(text: str | None) -> PackageURL | None:
+    """The purl, or None. Cached: real documents name the same few products in statement
+    after statement, and parsing, checking and indexing a document each read them."""
     if not text or not text.startswith("pkg:"):
         return None
     try:
@@ -577,7 +840,7 @@ class IndexedDocument:
     """
 
     id: str
-    timestamp: datetime.datetime
+    timestamp: datetime.datetime | None
     statements: Mapping[int, Statement]
     by_key: Mapping[IndexKey, tuple[int, ...]]
     #: None: every type.
@@ -623,8 +886,10 @@ def effective_statement(documents: Sequence[Document | IndexedDocument], vulnera
     and that have a product purl covering the candidate, the latest timestamp wins; a statement
     without one has its document's. On equal timestamps the later one wins: documents in the
     order given, statements in document order (go-vex's EffectiveStatement does the same).
-    ``considered`` leaves statements out before that choice, so that a statement a caller
-    ignores cannot supersede an earlier one it would act on. None when no statement applies.
+    ``considered`` leaves statements out before that choice. The verdicts do not use it: a
+    statement a caller then ignores has still withdrawn every earlier one, and leaving it out
+    would revive them (a January ``not_affected`` outliving a June ``affected``). None when no
+    statement applies.
     An IndexedDocument gives the same answer as its document, reading fewer statements.
     """
     best: Effective | None = None
@@ -643,7 +908,7 @@ def effective_statement(documents: Sequence[Document | IndexedDocument], vulnera
             if not purls:
                 continue
             # The statement's own timestamp, or its document's (Document.statement_timestamp).
-            timestamp = statement.timestamp or item.timestamp
+            timestamp = statement.timestamp or item.timestamp or EARLIEST
             key = (_instant(timestamp), document_index, index)
             if best_key is not None and key < best_key:
                 continue
@@ -674,30 +939,47 @@ def _digest_problem(version: str) -> str | None:
     return None
 
 
-def _product_problems(index: int, statement: Statement) -> list[str]:
-    problems = []
-    for number, product in enumerate(statement.products):
-        where = f"statements[{index}].products[{number}]"
-        texts = {"@id": product.id,
-                 "identifiers.purl": product.identifiers.purl if product.identifiers else None}
-        for field, text in texts.items():
-            looks_like_purl = field == "identifiers.purl" or (text or "").startswith("pkg:")
-            if not text or not looks_like_purl:
-                continue
-            purl = _parse_purl(text)
-            if purl is None:
-                problems.append(f"{where}.{field}: {_shown(text)} is not a valid purl, so it "
-                                "matches nothing")
-            elif purl.type.lower() == "oci" and purl.version and (
-                    problem := _digest_problem(purl.version)) is not None:
-                problems.append(f"{where}.{field}: version {_shown(purl.version)} {problem}, "
-                                "so it matches no image")
-    return problems
+def _purl_problem(text: str) -> str | None:
+    """Why a product identifier meant as a purl cannot be read, or None."""
+    try:
+        _unique_qualifiers(text)
+    except ValueError as error:
+        return str(error)
+    if _parse_purl(text) is None:
+        return (f"{_shown(text)} is not a valid purl (pkg:type/namespace/name@version); fix "
+                "or remove the product, since a statement about it would silently say nothing")
+    return None
+
+
+def _product_texts(document: Document) -> Iterator[tuple[str, str]]:
+    """(path, text) of every product purl: ``@id`` when it looks like one, and
+    ``identifiers.purl``."""
+    for index, statement in enumerate(document.statements):
+        for number, product in enumerate(statement.products):
+            where = f"statements[{index}].products[{number}]"
+            if product.id and product.id.startswith("pkg:"):
+                yield f"{where}.@id", product.id
+            if product.identifiers is not None and product.identifiers.purl:
+                yield f"{where}.identifiers.purl", product.identifiers.purl
+
+
+def _purl_problems(document: Document) -> list[tuple[str, str]]:
+    return [(where, problem) for where, text in _product_texts(document)
+            if (problem := _purl_problem(text)) is not None]
 
 
 def product_problems(document: Document) -> list[str]:
-    """Product identifiers that can never match a running image: text meant as a purl that
-    does not parse, and an oci purl whose version is not a digest. A statement about them
-    silently changes no verdict, so the bulletin reports them in its Ready condition."""
-    return [problem for index, statement in enumerate(document.statements)
-            for problem in _product_problems(index, statement)]
+    """Product purls that can never match a running image: an oci purl whose version is not
+    a digest. A statement about them silently changes no verdict, so the bulletin reports them
+    in its Ready condition. (A purl that does not parse makes parse_document refuse the
+    document.)"""
+    problems = []
+    for where, text in _product_texts(document):
+        purl = _parse_purl(text)
+        if purl is None:
+            problems.append(f"{where}: {_shown(text)} is not a valid purl, so it matches nothing")
+        elif purl.type.lower() == "oci" and purl.version and (
+                problem := _digest_problem(purl.version)) is not None:
+            problems.append(f"{where}: version {_shown(purl.version)} {problem}, so it matches "
+                            "no image")
+    return problems
