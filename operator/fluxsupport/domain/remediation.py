@@ -16,8 +16,9 @@ A score of 0.0 (CVSS "None") is no vulnerability to remediate: no deadline. With
 vulnerability's severity decides: Critical is critical, anything else is not.
 
 Scores come from the vector with Red Hat Product Security's ``cvss`` library, imported only when
-a vector is scored. Of an advisory's vectors, CVSS v4.0 is preferred to v3.x, and a vector the
-library refuses gives way to the next one.
+a vector is scored: the base score (CVSS-B for v4.0, whatever threat or environmental metrics
+the vector also carries). Of an advisory's vectors, CVSS v4.0 is preferred to v3.x, and a
+vector the library refuses gives way to the next one.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ CRITICAL_SCORE = 9.0
 STANDARD_CRITICAL = datetime.timedelta(hours=72)
 STANDARD_SUPPORT_DAYS = 5
 UPSTREAM_PATCH_DAYS: Mapping[Band, int] = {"critical": 7, "other": 14}
+_V4_BASE_METRICS = ("AV", "AC", "AT", "PR", "UI", "VC", "VI", "VA", "SC", "SI", "SA")
 #: OSV severity types, most preferred first.
 _OSV_TYPES = ("CVSS_V4", "CVSS_V3")
 
@@ -60,7 +62,11 @@ def base_score(vector: str) -> float:
     text = vector.strip()
     try:
         if text.startswith("CVSS:4.0/"):
-            score = cvss.CVSS4(text).base_score
+            # The library scores every metric a v4.0 vector carries (CVSS-BT, CVSS-BE); the
+            # policy speaks of the base score (CVSS-B): score the base metrics alone.
+            parsed = cvss.CVSS4(text)
+            base = "/".join(f"{name}:{parsed.metrics[name]}" for name in _V4_BASE_METRICS)
+            score = cvss.CVSS4(f"CVSS:4.0/{base}").base_score
         elif text.startswith(("CVSS:3.0/", "CVSS:3.1/")):
             score = cvss.CVSS3(text).base_score
         else:
