@@ -156,9 +156,18 @@ def test_the_api_server_keeps_the_remediation_fields_and_validates_them(
         assert vulnerability["cvssVector"].startswith("CVSS:3.1/")
         assert vulnerability["identifiedAt"] == vulnerability["patchAvailableAt"] == \
             source["published"]
+        # A withdrawn advisory is owed no fix.
+        assert "remediationDueAt" not in vulnerability
+        # The same advisory standing: published on Wednesday 2024-05-15 18:09 BST, after
+        # Support Hours, it is due 5 Support Days from Thursday 09:00 BST.
+        del source["withdrawn"]
+        (feed / f"{ADVISORY}.json").write_text(json.dumps(source))
+        import_osv(str(feed), "-o", str(out), "--policy", str(policy))
+        harness.kubectl(api.kubeconfig, "apply", "-f", str(out))
+        spec = api.get_bulletin(NAME)["spec"]
+        assert "withdrawnAt" not in spec
+        [vulnerability] = spec["vulnerabilities"]
         assert vulnerability["remediationFramework"] == "standard"
-        # Published on Wednesday 2024-05-15 18:09 BST, after Support Hours: 5 Support Days
-        # from Thursday 09:00 BST, Whit Monday (27 May) is later.
         assert vulnerability["remediationDueAt"] == "2024-05-22T16:00:00Z"
     finally:
         api.delete_bulletin(NAME)

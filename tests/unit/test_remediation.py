@@ -209,6 +209,10 @@ def test_the_clock_starts_of_a_bulletin() -> None:
     late = upstream["CVE-2026-00002"]
     assert late is not None
     assert late.due_at == at("2026-12-16T16:00:00Z")
+    # A withdrawn advisory no longer stands: no deadline at all.
+    withdrawn = spec.model_copy(update={"withdrawn_at": at("2026-12-05T00:00:00Z")})
+    assert remediation.bulletin_dues(withdrawn, "standard", EMEA, calendar) == {
+        "CVE-2026-00001": None, "CVE-2026-00002": None}
 
 
 # ---- the policy setting ----------------------------------------------------------------------

@@ -93,16 +93,11 @@ def merge(pauses: Iterable[Pause], opened: datetime.datetime) -> tuple[Pause, ..
     return tuple(merged)
 
 
-def budget(calendar: BusinessCalendar, opened: datetime.datetime, seconds: float,
-           pauses: Iterable[Pause], stopped_at: datetime.datetime | None = None) -> Budget:
-    """Where ``seconds`` of business time from ``opened`` are used up, with the paused business
-    time excluded; ``stopped_at`` is when the budget was met (later pauses do not count)."""
-    return _walk(calendar, opened, seconds, merge(pauses, opened), stopped_at)[0]
-
-
 def _walk(calendar: BusinessCalendar, opened: datetime.datetime, seconds: float,
           merged: tuple[Pause, ...], stopped_at: datetime.datetime | None
           ) -> tuple[Budget, tuple[Pause, ...]]:
+    """Where ``seconds`` of business time from ``opened`` are used up, the paused business
+    time excluded; ``stopped_at`` is when the budget was met (later pauses do not count)."""
     paused = 0.0
     due = calendar.add(opened, seconds)
     counted: list[Pause] = []

@@ -175,9 +175,13 @@ def clock_start(framework: Framework, vulnerability: bulletin.Vulnerability,
 
 def bulletin_dues(spec: bulletin.BulletinSpec, framework: Framework, policy: Policy,
                   calendar: BusinessCalendar) -> dict[str, Due | None]:
-    """The vendor's deadline per vulnerability id of a bulletin, None where none runs."""
+    """The vendor's deadline per vulnerability id of a bulletin, None where none runs; none
+    for a withdrawn advisory, which no longer stands."""
     dues: dict[str, Due | None] = {}
     for vulnerability in spec.vulnerabilities:
+        if spec.withdrawn_at is not None:
+            dues[vulnerability.id] = None
+            continue
         start = clock_start(framework, vulnerability, spec.published_at)
         score = vulnerability.cvss_score
         if score is None and vulnerability.cvss_vector is not None:
