@@ -76,7 +76,8 @@ async def breaches(client: Any, operator: harness.OperatorProcess, policy_path: 
                                                 policy_path, False)
     figures["breach_lag_ms"] = sc.spread([v * 1000 for v in lags])
     say("raw limit: the same number of status writes to those cases, operator stopped; and "
-        "to copies holding their diagnostics inline (the object size before the shared diagnostics snapshot)")
+        "to copies holding their diagnostics inline (the object size before the shared "
+        "diagnostics snapshot)")
     operator.stop()
     names = [item["metadata"]["name"] for item in (await client.request(
         "GET", bc.CASES.format(namespace=namespace)))["items"]]

@@ -133,3 +133,51 @@ def test_the_api_server_validates_version_ranges(api: harness.Api) -> None:
         assert created["spec"]["affectedVersions"][0]["ranges"][0]["fixed"] == "v1.2.5"
     finally:
         api.delete_bulletin("range-accepted")
+
+
+def test_the_api_server_keeps_the_remediation_fields_and_validates_them(
+        api: harness.Api, tmp_path: pathlib.Path) -> None:
+    """`bulletin import --from osv --policy` output, with a withdrawn advisory, is stored as
+    written (no field pruned), and the CRD refuses what it must."""
+    feed, out = tmp_path / "feed", tmp_path / "bulletins"
+    feed.mkdir()
+    source = json.loads((ADVISORIES / f"{ADVISORY}.json").read_text())
+    source["withdrawn"] = "2024-06-01T10:00:00Z"
+    (feed / f"{ADVISORY}.json").write_text(json.dumps(source))
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("preset: support-policy-2026\nregion: EMEA\n")
+    import_osv(str(feed), "-o", str(out), "--policy", str(policy))
+    try:
+        harness.kubectl(api.kubeconfig, "apply", "-f", str(out))
+        spec = api.get_bulletin(NAME)["spec"]
+        assert spec["withdrawnAt"] == "2024-06-01T10:00:00Z"
+        [vulnerability] = spec["vulnerabilities"]
+        assert vulnerability["cvssScore"] == 5.1
+        assert vulnerability["cvssVector"].startswith("CVSS:3.1/")
+        assert vulnerability["identifiedAt"] == vulnerability["patchAvailableAt"] == \
+            source["published"]
+        # A withdrawn advisory is owed no fix.
+        assert "remediationDueAt" not in vulnerability
+        # The same advisory standing: published on Wednesday 2024-05-15 18:09 BST, after
+        # Support Hours, it is due 5 Support Days from Thursday 09:00 BST.
+        del source["withdrawn"]
+        (feed / f"{ADVISORY}.json").write_text(json.dumps(source))
+        import_osv(str(feed), "-o", str(out), "--policy", str(policy))
+        harness.kubectl(api.kubeconfig, "apply", "-f", str(out))
+        spec = api.get_bulletin(NAME)["spec"]
+        assert "withdrawnAt" not in spec
+        [vulnerability] = spec["vulnerabilities"]
+        assert vulnerability["remediationFramework"] == "standard"
+        assert vulnerability["remediationDueAt"] == "2024-05-22T16:00:00Z"
+    finally:
+        api.delete_bulletin(NAME)
+    vulnerable = {"id": "CVE-2024-31216", "severity": "High", "components": ["source-controller"]}
+    ranges = {"affectedVersions": [{"component": "source-controller",
+                                    "ranges": [{"fixed": "v1.2.5"}]}]}
+    assert "remediationDueAt and remediationFramework go together" in _refusal(api, {
+        **ranges, "vulnerabilities": [{**vulnerable, "remediationDueAt": "2024-05-22T16:00:00Z"}]})
+    assert "spec.vulnerabilities[0].cvssScore" in _refusal(api, {
+        **ranges, "vulnerabilities": [{**vulnerable, "cvssScore": 10.5}]})
+    assert "spec.vulnerabilities[0].cvssVector" in _refusal(api, {
+        **ranges, "vulnerabilities": [{**vulnerable, "cvssVector": "AV:N/AC:L"}]})
+    assert "spec.withdrawnAt" in _refusal(api, {**ranges, "withdrawnAt": "yesterday"})

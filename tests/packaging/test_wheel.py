@@ -1,8 +1,9 @@
 """The wheel works where CI users run it: installed in a fresh venv, outside the checkout.
 
 `bulletin check` and `bulletin import` read the CRDs from the installed package, so they work
-from a wheel or the container image, not only from the checkout. The wheel is built from a copy of the sources, installed
-with the pinned dependencies (constraints.txt) into a venv under ~/.cache/fluxsupport (reused
+from a wheel or the container image, not only from the checkout. The wheel is built from a copy
+of the sources, installed with the pinned dependencies (constraints.txt) into a venv under
+~/.cache/fluxsupport (reused
 while constraints.txt, the dependencies and the Python version are the same; only the wheel is
 reinstalled), and the offline commands run from a directory outside the checkout, with no
 PYTHONPATH, so nothing of the checkout can be found.

@@ -53,6 +53,12 @@ OFFLINE = {
     "bulletin-import-osv": (["bulletin", "import", "--from", "osv",
                              str(pathlib.Path(__file__).parents[1] / "data" / "upstream"
                                  / "advisories"), "-o", "{tmp}/bulletins"], 0),
+    # Scores CVSS vectors and computes the vendor's remediation deadlines.
+    "bulletin-import-osv-policy": (["bulletin", "import", "--from", "osv",
+                                    str(pathlib.Path(__file__).parents[1] / "data" / "upstream"
+                                        / "advisories"), "--policy", "{policy}"], 0),
+    "sla-due-paused": (["sla", "due", "--level", "1", "--opened", "2026-12-04T16:00:00Z",
+                        "--paused", "2026-12-07T09:00:00Z/2026-12-07T10:00:00Z"], 0),
     # The demo's flux-system runs v2.7.5: two minors behind, still supported.
     "updates-check": (["updates", "check", "--releases",
                        str(pathlib.Path(__file__).parents[1] / "data" / "upstream"),
@@ -63,8 +69,10 @@ OFFLINE = {
 @pytest.mark.parametrize("case", OFFLINE)
 def test_offline_commands_import_no_cluster_client(case: str, tmp_path: pathlib.Path) -> None:
     args, code = OFFLINE[case]
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("preset: support-policy-2026\nregion: EMEA\n")
     args = [a.replace("{images}", str(images_file(tmp_path))).replace("{tmp}", str(tmp_path))
-            for a in args]
+            .replace("{policy}", str(policy)) for a in args]
     modules, result = imported_modules(*args, cwd=tmp_path)
     assert result.returncode == code, result.stderr[-2000:]
     assert "fluxsupport.cli" in modules  # the parse saw the command run

@@ -24,7 +24,7 @@ from fluxsupport.cli import output
 from fluxsupport.cli.lazy import Lazy, LazyGroup
 from fluxsupport.domain import advisory as osv
 from fluxsupport.domain import bulletin as domain
-from fluxsupport.domain import inventory, vex
+from fluxsupport.domain import inventory, remediation, vex
 
 
 class _Group(LazyGroup):
@@ -183,6 +183,9 @@ def import_bulletins(
     published: Annotated[str | None, typer.Option(help="RFC 3339; now when omitted.")] = None,
     patch_by: Annotated[str | None, typer.Option(help="RFC 3339 patch deadline.")] = None,
     embargo_until: Annotated[str | None, typer.Option(help="RFC 3339 embargo end.")] = None,
+    policy: Annotated[pathlib.Path | None, typer.Option(
+        help="With --from osv: the SLA policy whose remediationFramework and calendar give "
+             "each vulnerability's remediationDueAt.")] = None,
 ) -> None:
     """Build SecurityBulletin manifests from a distribution images file plus CVE ids, or
     from public advisories in the OSV format.
@@ -203,10 +206,10 @@ def import_bulletins(
         if given:
             raise typer.BadParameter(f"{given[0]} does not go with --from osv: the advisory "
                                      "says it", param_hint=given[0])
-        _import_osv(sources or [], output_dir)
+        _import_osv(sources or [], output_dir, policy)
         return
-    if sources or output_dir:
-        raise typer.BadParameter("files and -o need --from osv", param_hint="--from")
+    if sources or output_dir or policy:
+        raise typer.BadParameter("files, -o and --policy need --from osv", param_hint="--from")
     if images is None or not cve or not name:
         missing = next(flag for flag, value in (("--images", images), ("--cve", cve),
                                                 ("--name", name)) if not value)
@@ -301,7 +304,8 @@ def _read_files(files: list[pathlib.Path]) -> list[tuple[str, bytes]]:
     return contents
 
 
-def _import_osv(sources: list[pathlib.Path], output_dir: pathlib.Path | None) -> None:
+def _import_osv(sources: list[pathlib.Path], output_dir: pathlib.Path | None,
+                policy: pathlib.Path | None = None) -> None:
     # The operator's advisory feed reads its files through the same function: one behaviour.
     feed = osv.read_feed(
         _read_files(_advisory_files(sources)),
@@ -315,6 +319,7 @@ def _import_osv(sources: list[pathlib.Path], output_dir: pathlib.Path | None) ->
                    f"{', '.join(skipped.converted.skipped_packages) or 'its packages'}",
                    err=True)
     manifests = [imported.manifest() for imported in feed.bulletins]
+    _remediation_due(manifests, policy)
     texts = [yaml.safe_dump(m, sort_keys=False, allow_unicode=True) for m in manifests]
     if output_dir is None:
         typer.echo("---\n".join(texts).rstrip())
@@ -336,3 +341,45 @@ def _import_osv(sources: list[pathlib.Path], output_dir: pathlib.Path | None) ->
             typer.echo(f"{state} {target}", err=True)
     except OSError as error:
         raise output.fail(f"{output_dir}: cannot write: {error.strerror}") from error
+
+
+def _remediation_due(manifests: list[dict[str, Any]], policy_path: pathlib.Path | None) -> None:
+    """Write the vendor's remediation due time into each vulnerability, under the policy's
+    remediationFramework; warn about CVSS vectors that cannot be scored."""
+    for manifest in manifests:
+        for vulnerability in manifest["spec"]["vulnerabilities"]:
+            vector = vulnerability.get("cvssVector")
+            if vector is not None and "cvssScore" not in vulnerability:
+                try:
+                    remediation.base_score(vector)
+                except remediation.CvssError as error:
+                    typer.echo(f"warning: {manifest['metadata']['name']}: {vulnerability['id']}: "
+                               f"no CVSS score ({error}); the severity decides", err=True)
+    if policy_path is None:
+        return
+    # The calendar and its holidays only when a policy is given: `bulletin check` starts faster.
+    from fluxsupport.domain.calendar import BusinessCalendar
+    from fluxsupport.domain.policy import PolicyError, load_policy
+
+    try:
+        policy = load_policy(policy_path.read_text(), source=str(policy_path))
+    except OSError as error:
+        raise typer.BadParameter(f"cannot read {policy_path}: {error.strerror}",
+                                 param_hint="--policy") from error
+    except PolicyError as error:
+        raise typer.BadParameter(str(error), param_hint="--policy") from error
+    framework = policy.remediation_framework
+    if framework is None:
+        typer.echo(f"{policy_path}: no remediationFramework: no remediationDueAt written",
+                   err=True)
+        return
+    calendar = BusinessCalendar(policy)
+    for manifest in manifests:
+        spec = manifest["spec"]
+        dues = remediation.bulletin_dues(domain.BulletinSpec.model_validate(spec), framework,
+                                         policy, calendar)
+        for vulnerability in spec["vulnerabilities"]:
+            due = dues.get(vulnerability["id"])
+            if due is not None:
+                vulnerability["remediationFramework"] = framework
+                vulnerability["remediationDueAt"] = due.due_at.isoformat().replace("+00:00", "Z")

@@ -23,7 +23,7 @@ import pydantic
 import semver
 
 from fluxsupport import constants
-from fluxsupport.domain import bulletin
+from fluxsupport.domain import bulletin, remediation
 
 #: Go module -> the Flux component (Deployment and image name) it builds. Only controllers
 #: that run in a cluster; everything else in an advisory is left out of the bulletin.
@@ -144,6 +144,9 @@ def to_bulletin(advisory: Mapping[str, Any]) -> Converted:
         "advisory": {"id": advisory_id, "modified": advisory["modified"],
                      "url": _url(advisory)},
     }
+    if advisory.get("withdrawn"):
+        spec["withdrawnAt"] = advisory["withdrawn"]
+    remediation.record_osv_facts(spec, advisory)
     return Converted(name, spec, tuple(skipped))
 
 

@@ -65,6 +65,14 @@ class Vulnerability(_Model):
     severity: str | None = None
     summary: str | None = None
     components: tuple[str, ...]
+    #: The vendor's remediation clock (domain/remediation.py): the CVSS base score and vector,
+    #: and when each framework's clock starts.
+    cvss_score: float | None = pydantic.Field(None, alias="cvssScore")
+    cvss_vector: str | None = pydantic.Field(None, alias="cvssVector")
+    identified_at: datetime.datetime | None = pydantic.Field(None, alias="identifiedAt")
+    patch_available_at: datetime.datetime | None = pydantic.Field(None, alias="patchAvailableAt")
+    remediation_framework: str | None = pydantic.Field(None, alias="remediationFramework")
+    remediation_due_at: datetime.datetime | None = pydantic.Field(None, alias="remediationDueAt")
 
 
 class FixImage(_Model):
@@ -135,6 +143,8 @@ class BulletinSpec(_Model):
         (), alias="affectedVersions")
     advisory: Advisory | None = None
     vex: tuple[VexRef, ...] = ()
+    #: When the public advisory was withdrawn (OSV ``withdrawn``); None while it stands.
+    withdrawn_at: datetime.datetime | None = pydantic.Field(None, alias="withdrawnAt")
 
     @pydantic.field_validator("affected_versions")
     @classmethod

@@ -296,6 +296,7 @@ Preset = Literal["technical-support-policy", "support-policy-2026"]
 DEFAULT_PRESET: Preset = "technical-support-policy"
 PRESET_2026: Preset = "support-policy-2026"
 Region = Literal["AMER", "EMEA", "APAC"]
+RemediationFramework = Literal["standard", "upstream-patch"]
 
 #: The zone and holiday calendar of each region of the 2026 policy. The page names zones by
 #: abbreviation (EST, GMT or CET, AEST); customers mean the local civil time with its DST.
@@ -327,6 +328,8 @@ def preset_values(preset: str, region: str | None) -> dict[str, Any]:
         "alwaysOpenLevels": [1],
         "complianceTarget": 0.95,
         "workaroundLowersSeverity": True,
+        # The page's headline commitment, "72 hours to remediate a critical vulnerability".
+        "remediationFramework": "standard",
     }
 
 
@@ -359,6 +362,10 @@ class Policy(pydantic.BaseModel):
     updates: Updates | None = None
     #: The advisory feed; None leaves it off (no bulletin is written without a person).
     advisories: Advisories | None = None
+    #: Which of the 2026 policy's CVE remediation frameworks the subscription names
+    #: (domain/remediation.py); None: the vendor's remediation times are not tracked.
+    remediation_framework: RemediationFramework | None = pydantic.Field(
+        None, alias="remediationFramework")
 
     @pydantic.model_validator(mode="before")
     @classmethod
@@ -409,17 +416,18 @@ class Policy(pydantic.BaseModel):
         return code
 
     def fingerprint(self) -> str:
-        """Short hash of everything that moves a deadline, plus the holidays release.
+        """Short hash of everything that moves a case's deadline, plus the holidays release.
 
         The keys added with the presets count only when they differ from their defaults, so
-        that the default policy keeps the fingerprint its cases were stored with.
+        that the default policy keeps the fingerprint its cases were stored with. The
+        remediation framework moves bulletins' deadlines, never a case's: it is left out.
         """
         unset = {name for name in _PRESET_KEYS
                  if getattr(self, name) == type(self).model_fields[name].get_default(
                      call_default_factory=True)}
         return _fingerprint(self.model_dump_json(
             by_alias=True, exclude={"channels", "compliance_target", "updates", "advisories",
-                                     *unset}))
+                                     "remediation_framework", *unset}))
 
 
 _PRESET_KEYS = ("preset", "region", "resolution_targets", "always_open_levels",
