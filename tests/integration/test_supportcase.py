@@ -440,6 +440,110 @@ def test_2026_preset_resolution_clock_workaround_and_monthly_compliance(
         own.stop()
 
 
+#: The session policy with resolution targets: Urgent is due in 4 s and resolved in 8 s,
+#: High in 1 h and 2 h.
+RESOLUTION_POLICY = """\
+timezone: UTC
+holidays: ""
+businessHours: {alwaysOpen: true}
+targets: {Urgent: 4s, High: 1h, Medium: 2h, Low: 3h}
+resolutionTargets: {Urgent: 8s, High: 2h}
+warningRatio: 0.5
+"""
+
+
+def outcome_series(operator: harness.OperatorProcess, month: str) -> dict[str, float]:
+    """The series a decided outcome feeds: monthly compliance and the outcome counters."""
+    series = scrape(operator)
+    wanted = {f"monthly_cases {outcome}": ("supportcase_monthly_cases",
+                                           {"month": month, "outcome": outcome})
+              for outcome in ("met", "missed", "pending")}
+    wanted["compliance"] = ("supportcase_monthly_compliance_ratio", {"month": month})
+    for counter in ("first_responses", "resolutions"):
+        for level in ("1", "2"):
+            for outcome in ("met", "breached"):
+                wanted[f"{counter} {level} {outcome}"] = (
+                    f"supportcase_{counter}_total", {"level": level, "outcome": outcome})
+    return {key: series.get((name, frozenset(labels.items())), -1.0)
+            for key, (name, labels) in wanted.items()}
+
+
+def test_raising_the_severity_of_a_closed_case_changes_no_outcome_event_or_metric(
+        api: harness.Api, operator_credentials: harness.OperatorCredentials, namespace: str,
+        no_session_operator: None, tmp_path: pathlib.Path) -> None:
+    """A High case answered and resolved in time, then raised to Urgent, whose targets it
+    would have missed: it stays Met against the High deadlines it was decided against, no
+    FirstRespondedLate or ResolvedLate Event is posted, and monthly compliance and the
+    outcome counters stay as they were."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(RESOLUTION_POLICY)
+    own = harness.OperatorProcess(operator_credentials.kubeconfig, tmp_path,
+                                  extra_args=("--policy", str(policy)), name="operator-raise")
+    own.start()
+    try:
+        api.create_case(namespace, case_body("raised", namespace))
+        created = parse(wait_state(api, namespace, "raised", "Pending")["metadata"][
+            "creationTimestamp"])
+        # Within High's 1 h and 2 h, after Urgent's 4 s and 8 s. Up to 12 s ahead of the
+        # clock is well inside the operator's 5-minute skew allowance.
+        api.patch_case(namespace, "raised", {"metadata": {"annotations": {
+            constants.RESPONDED_AT: harness.rfc3339(created.timestamp() + 6),
+            constants.RESOLVED_AT: harness.rfc3339(created.timestamp() + 12)}}})
+
+        def decided(generation: int) -> dict[str, Any] | None:
+            """The case once both clocks are decided at ``generation``, Events posted."""
+            case = api.get_case(namespace, "raised")
+            status = case.get("status") or {}
+            states = [(status.get(block) or {}).get("state")
+                      for block in ("firstResponse", "resolution")]
+            done = status.get("observedGeneration") == generation == case["metadata"][
+                "generation"] and "Pending" not in states and None not in states and \
+                not status.get("pendingEvents")
+            return case if done else None
+
+        met = harness.wait_for(lambda: decided(1), what="the case resolved, Events posted")
+        assert met["status"]["firstResponse"]["state"] == "Met"
+        assert met["status"]["resolution"]["state"] == "Met"
+        month = created.strftime("%Y-%m")
+        before = harness.wait_for(lambda: _steady(own, month), timeout=60, interval=0.1,
+                                  what="the outcome series settled")
+
+        api.patch_case(namespace, "raised", {"spec": {"severity": "Urgent", "impact": {
+            "statement": "Flux is down in production", "environment": "production",
+            "outage": "full", "businessCritical": True}}})
+        raised = harness.wait_for(lambda: decided(2), what="the severity change reconciled")
+        status = raised["status"]
+        assert status["level"] == 1
+        first, resolution = status["firstResponse"], status["resolution"]
+        assert (first["state"], first.get("level"), first["deadline"]) == (
+            "Met", 2, met["status"]["firstResponse"]["deadline"])
+        assert (resolution["state"], resolution.get("level"), resolution["deadline"]) == (
+            "Met", 2, met["status"]["resolution"]["deadline"])
+        assert "breachedAt" not in first
+        assert "breachedAt" not in resolution
+        assert "the first response stays Met" in first["recalculation"]
+        reasons = harness.wait_for(
+            lambda: (found := [e.reason for e in api.events_for(namespace, "raised")])
+            and "SeverityChanged" in found and found, what="the SeverityChanged Event")
+        assert not {"FirstRespondedLate", "ResolvedLate", "FirstResponseBreached",
+                    "ResolutionBreached"} & set(reasons), reasons
+        assert sorted(reasons) == ["FirstResponded", "SeverityChanged"], reasons
+        after = harness.wait_for(lambda: _steady(own, month), timeout=60, interval=0.1,
+                                 what="the outcome series settled")
+        assert after == before
+        assert after["monthly_cases met"] >= 1
+    finally:
+        own.stop()
+    assert "Traceback" not in own.log_text(), own.log_tail(100)
+
+
+def _steady(operator: harness.OperatorProcess, month: str) -> dict[str, float] | None:
+    """The outcome series, once two scrapes a second apart agree."""
+    first = outcome_series(operator, month)
+    time.sleep(1)
+    return first if outcome_series(operator, month) == first else None
+
+
 def test_diagnostics_are_one_shared_snapshot_that_each_case_summarises(
         api: harness.Api, operator: harness.OperatorProcess, namespace: str) -> None:
     entries = fixtures.images(fixtures.FIX_V275)

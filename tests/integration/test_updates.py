@@ -85,13 +85,17 @@ def metric_lines(operator: harness.OperatorProcess) -> set[str]:
 
 @pytest.fixture
 def updates_operator(operator_credentials: harness.OperatorCredentials, api: harness.Api,
-                     no_session_operator: None, tmp_path: pathlib.Path
-                     ) -> Iterator[tuple[harness.OperatorProcess, str]]:
+                     kubeconfig: pathlib.Path, no_session_operator: None,
+                     tmp_path: pathlib.Path) -> Iterator[tuple[harness.OperatorProcess, str]]:
     """An operator whose policy supports two minors, so that v2.7.5 (two behind v2.9.4) is
-    unsupported and v2.8.8 is supported; its release-data ConfigMap is not created yet."""
+    unsupported and v2.8.8 is supported; its release-data ConfigMap is not created yet. With
+    the chart's RBAC for policy.updates (the FluxUpdateCheck)."""
     harness.ensure_namespace(api, OPERATOR_NAMESPACE)
     delete_check(api)
     configmap = f"flux-releases-{uuid.uuid4().hex[:6]}"
+    chart_rbac = operator_credentials.service_account is not None
+    if chart_rbac:
+        session_rbac(kubeconfig, "--set", f"policy.updates.configMap={configmap}")
     policy = tmp_path / "policy.yaml"
     policy.write_text(f"updates: {{configMap: {configmap}, supportedMinors: 2}}\n")
     own = harness.OperatorProcess(operator_credentials.kubeconfig, tmp_path,
@@ -104,6 +108,8 @@ def updates_operator(operator_credentials: harness.OperatorCredentials, api: har
         delete_check(api)
         with contextlib.suppress(kubernetes.client.ApiException):
             api.core.delete_namespaced_config_map(configmap, OPERATOR_NAMESPACE)
+        if chart_rbac:
+            session_rbac(kubeconfig)
         assert "Traceback" not in own.log_text(), own.log_tail(200)
 
 

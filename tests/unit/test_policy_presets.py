@@ -197,7 +197,7 @@ def test_resolution_clock_pending_at_risk_breached() -> None:
     assert pending.status["resolution"] == {
         "startedAt": "2026-11-30T10:00:00Z", "warningAt": "2026-11-30T16:00:00Z",
         "deadline": "2026-12-01T10:00:00Z", "targetSeconds": 28800, "state": "Pending",
-        "calendar": EMEA.fingerprint()}
+        "calendar": EMEA.fingerprint(), "level": 2}
     assert kinds(pending)["ResolutionAtRisk"] == ("False", "WithinBudget")
     assert kinds(pending)["ResolutionBreached"] == ("False", "WithinDeadline")
     # First response due Mon 14:00 comes first, then the resolution's warning point.

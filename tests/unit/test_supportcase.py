@@ -10,7 +10,7 @@ import pytest
 from fluxsupport import constants
 from fluxsupport.domain import supportcase
 from fluxsupport.domain.calendar import BusinessCalendar
-from fluxsupport.domain.policy import Policy
+from fluxsupport.domain.policy import Policy, load_policy
 
 POLICY = Policy()
 CALENDAR = BusinessCalendar(POLICY)
@@ -305,3 +305,133 @@ def test_supported_years_are_inclusive() -> None:
     assert supportcase.parse_time("2099-12-31T23:59:59Z").year == 2099
     with pytest.raises(supportcase.TimeOutOfRange):
         supportcase.parse_time("2099-12-31T23:00:00-02:00")  # 2100 in UTC
+
+
+# A decided outcome is final: a later severity change moves running clocks only.
+
+EMEA = load_policy("preset: support-policy-2026\nregion: EMEA\n")
+EMEA_CALENDAR = BusinessCalendar(EMEA)
+OPENED = datetime.datetime(2026, 11, 30, 10, 0, tzinfo=datetime.UTC)  # Monday, London
+URGENT = spec(severity="Urgent", impact={"statement": "All down", "environment": "production",
+                                         "outage": "full", "businessCritical": True})
+
+
+def emea(case_spec: dict[str, Any], annotations: dict[str, str], previous: dict[str, Any],
+         now: str) -> supportcase.Evaluation:
+    """Severity 2 is due in 4 Support Hours (14:00) and resolved in 8 (Tue 10:00); Severity
+    1 in 1 hour (11:00) and 4 (14:00), wall-clock."""
+    return supportcase.evaluate(
+        spec=case_spec, annotations=annotations, created=OPENED, generation=1,
+        previous=previous, policy=EMEA, calendar=EMEA_CALENDAR,
+        now=datetime.datetime.fromisoformat(now))
+
+
+def test_raising_the_severity_of_a_closed_case_keeps_its_decided_outcomes() -> None:
+    closed = {constants.RESPONDED_AT: "2026-11-30T12:00:00Z",
+              constants.RESOLVED_AT: "2026-11-30T15:00:00Z"}
+    opened = emea(spec(), {}, {}, "2026-11-30T10:01:00+00:00")
+    met = emea(spec(), closed, opened.status, "2026-11-30T15:01:00+00:00")
+    assert (met.status["firstResponse"]["state"], met.status["resolution"]["state"]) == \
+        ("Met", "Met")
+    raised = emea(URGENT, closed, met.status, "2026-11-30T16:00:00+00:00")
+    first, resolution = raised.status["firstResponse"], raised.status["resolution"]
+    # Met against the Severity 2 deadlines it was decided against; Severity 1's would make
+    # both Late (11:00 and 14:00).
+    assert (first["state"], resolution["state"]) == ("Met", "Met")
+    assert raised.status["level"] == 1
+    assert (first["level"], first["deadline"]) == (2, "2026-11-30T14:00:00Z")
+    assert (resolution["level"], resolution["deadline"]) == (2, "2026-12-01T10:00:00Z")
+    for block in ("firstResponse", "resolution"):
+        kept = {k: v for k, v in raised.status[block].items() if k != "recalculation"}
+        assert kept == met.status[block]
+    assert "breachedAt" not in first
+    assert "breachedAt" not in resolution
+    assert [event.reason for event in raised.events] == ["SeverityChanged"]
+    assert first["recalculation"] == (
+        "Severity changed from Level 2 (High) to Level 1 (Urgent): the first response stays "
+        "Met, decided against the Level 2 (High) deadline 2026-11-30T14:00:00Z; the resolution "
+        "stays Met, decided against the Level 2 (High) deadline 2026-12-01T10:00:00Z.")
+    assert conditions(raised)["FirstResponseBreached"] == ("False", "RespondedInTime")
+    assert conditions(raised)["ResolutionBreached"] == ("False", "ResolvedInTime")
+    assert supportcase.compliance_outcome(raised.status) == "met"
+    assert raised.metrics is not None
+    assert (raised.metrics.outcome, raised.metrics.resolution_outcome) == ("met", "met")
+    # Stable: evaluated again, nothing changes and nothing is posted.
+    again = emea(URGENT, closed, raised.status, "2026-11-30T17:00:00+00:00")
+    assert again.status == raised.status
+    assert again.events == ()
+
+
+def test_a_status_written_before_clocks_recorded_their_level_keeps_its_outcome() -> None:
+    closed = {constants.RESPONDED_AT: "2026-11-30T12:00:00Z",
+              constants.RESOLVED_AT: "2026-11-30T15:00:00Z"}
+    met = emea(spec(), closed, {}, "2026-11-30T15:01:00+00:00").status
+    for block in ("firstResponse", "resolution"):
+        del met[block]["level"]  # the case's own level (2) applies
+    raised = emea(URGENT, closed, met, "2026-11-30T16:00:00+00:00")
+    assert raised.status["firstResponse"]["state"] == "Met"
+    assert raised.status["resolution"]["state"] == "Met"
+    assert raised.status["firstResponse"]["level"] == 2
+
+
+def test_a_severity_change_after_the_response_moves_only_the_resolution_clock() -> None:
+    answered = {constants.RESPONDED_AT: "2026-11-30T12:00:00Z"}
+    met = emea(spec(), answered, {}, "2026-11-30T12:01:00+00:00")
+    raised = emea(URGENT, answered, met.status, "2026-11-30T12:30:00+00:00")
+    first, resolution = raised.status["firstResponse"], raised.status["resolution"]
+    assert (first["state"], first["level"]) == ("Met", 2)
+    # The running resolution clock follows Severity 1 from the case's creation.
+    assert (resolution["state"], resolution["level"]) == ("Pending", 1)
+    assert resolution["deadline"] == "2026-11-30T14:00:00Z"
+    assert first["recalculation"] == (
+        "Severity changed from Level 2 (High) to Level 1 (Urgent): the first response stays "
+        "Met, decided against the Level 2 (High) deadline 2026-11-30T14:00:00Z; resolution "
+        "deadline recomputed from the same start, 2026-12-01T10:00:00Z -> "
+        "2026-11-30T14:00:00Z.")
+    assert [event.reason for event in raised.events] == ["SeverityChanged"]
+    assert raised.next_transition == datetime.datetime(2026, 11, 30, 13, tzinfo=datetime.UTC)
+    resolved = emea(URGENT, {**answered, constants.RESOLVED_AT: "2026-11-30T14:30:00Z"},
+                    raised.status, "2026-11-30T14:31:00+00:00")
+    assert resolved.status["resolution"]["state"] == "Late"
+    assert resolved.status["firstResponse"]["state"] == "Met"
+    assert [event.reason for event in resolved.events] == ["ResolvedLate"]
+
+
+def test_a_corrected_response_time_is_judged_against_the_decided_deadline() -> None:
+    answered = {constants.RESPONDED_AT: "2026-11-30T12:00:00Z"}
+    met = emea(spec(), answered, {}, "2026-11-30T12:01:00+00:00")
+    raised = emea(URGENT, answered, met.status, "2026-11-30T12:30:00+00:00")
+    # `case respond --force` corrects when the response was given: still Severity 2's 14:00.
+    earlier = emea(URGENT, {constants.RESPONDED_AT: "2026-11-30T13:00:00Z"}, raised.status,
+                   "2026-11-30T13:30:00+00:00")
+    assert earlier.status["firstResponse"]["state"] == "Met"
+    later = emea(URGENT, {constants.RESPONDED_AT: "2026-11-30T14:15:00Z"}, raised.status,
+                 "2026-11-30T14:20:00+00:00")
+    assert later.status["firstResponse"]["state"] == "Late"
+    assert later.status["firstResponse"]["deadline"] == "2026-11-30T14:00:00Z"
+
+
+def test_a_withdrawn_response_runs_the_clock_again_at_the_current_level() -> None:
+    answered = {constants.RESPONDED_AT: "2026-11-30T10:30:00Z"}
+    met = emea(spec(), answered, {}, "2026-11-30T10:31:00+00:00")
+    raised = emea(URGENT, answered, met.status, "2026-11-30T10:40:00+00:00")
+    assert raised.status["firstResponse"]["level"] == 2
+    withdrawn = emea(URGENT, {}, raised.status, "2026-11-30T10:42:00+00:00")
+    first = withdrawn.status["firstResponse"]
+    assert (first["state"], first["level"], first["deadline"]) == \
+        ("Pending", 1, "2026-11-30T11:00:00Z")
+    assert first["recalculation"].startswith(
+        "A decided outcome was withdrawn; the clock runs again at Level 1 (Urgent): deadline "
+        "recomputed from the same start, 2026-11-30T14:00:00Z -> 2026-11-30T11:00:00Z")
+    # The Ready condition says so; no SeverityChanged Event, the severity did not change.
+    assert "SeverityChanged" not in [event.reason for event in withdrawn.events]
+
+
+def test_lowering_the_severity_after_a_late_response_keeps_it_late() -> None:
+    late = {constants.RESPONDED_AT: "2026-11-30T11:30:00Z"}
+    urgent = emea(URGENT, late, {}, "2026-11-30T11:31:00+00:00")
+    assert urgent.status["firstResponse"]["state"] == "Late"
+    lowered = emea(spec(), late, urgent.status, "2026-11-30T12:00:00+00:00")
+    assert lowered.status["firstResponse"]["state"] == "Late"
+    assert lowered.status["firstResponse"]["deadline"] == "2026-11-30T11:00:00Z"
+    assert supportcase.compliance_outcome(lowered.status) == "missed"

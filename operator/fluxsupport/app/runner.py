@@ -50,6 +50,7 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
     poster = events.EventPoster(client)
     poster.set_gate(gate.active, identity)
     poster.start()
+    health.checks.append(poster.problems)
     flux = inventory.Inventory(client, operator_config.flux_namespaces)
     update_check: updates_controller.UpdateController | None = None
 

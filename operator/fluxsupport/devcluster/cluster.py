@@ -124,6 +124,9 @@ class ControlPlane:
     apiserver_port: int = 0
     attached: bool = True
     pids: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: An audit policy (audit.k8s.io/v1 Policy) for kube-apiserver, which then writes its
+    #: audit log as JSON lines to ``audit_log``. For tests: what each identity asked for.
+    audit_policy: pathlib.Path | None = None
     _processes: dict[str, subprocess.Popen[bytes]] = dataclasses.field(
         default_factory=dict, repr=False)
 
@@ -143,6 +146,10 @@ class ControlPlane:
 
     def log_path(self, name: str) -> pathlib.Path:
         return self.state_dir / f"{name}.log"
+
+    @property
+    def audit_log(self) -> pathlib.Path:
+        return self.state_dir / "audit.log"
 
     def _save_state(self) -> None:
         state = {"etcd_port": self.etcd_port, "etcd_peer_port": self.etcd_peer_port,
@@ -221,6 +228,11 @@ class ControlPlane:
             "--disable-admission-plugins=ServiceAccount",
             "--v=1",
         ]
+        if self.audit_policy is not None:
+            # The log backend writes each event before the request completes (mode
+            # blocking, the default), so a reader sees every request that was answered.
+            args += [f"--audit-policy-file={self.audit_policy}",
+                     f"--audit-log-path={self.audit_log}", "--audit-log-format=json"]
         if not _has_default_route():
             # With a loopback bind address the apiserver advertises its default-route
             # address, and exits without one; loopback itself is refused (k/k #121942).

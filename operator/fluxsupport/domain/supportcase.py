@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import pydantic
@@ -190,13 +190,24 @@ def first_response_annotations(existing: Mapping[str, str], at: str, by: str | N
 
 
 def _stored_timing(previous: Mapping[str, Any], block: str = "firstResponse") -> Timing | None:
-    first = previous.get(block) or {}
+    held = previous.get(block) or {}
+    # Blocks written before they recorded their own level follow the case's.
+    level = held.get("level", previous.get("level"))
+    if level not in LEVEL_NAMES:
+        return None
     try:
-        return Timing(parse_time(first["startedAt"]), parse_time(first["warningAt"]),
-                      parse_time(first["deadline"]), int(first["targetSeconds"]),
-                      str(first.get("calendar", "")))
+        return Timing(parse_time(held["startedAt"]), parse_time(held["warningAt"]),
+                      parse_time(held["deadline"]), int(held["targetSeconds"]),
+                      str(held.get("calendar", "")), int(level))
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _decided(block: Mapping[str, Any]) -> bool:
+    """Whether a stored clock had stopped, its outcome decided: ``businessSeconds`` is
+    written exactly when a clock stops (a response, a resolution or a dismissal)."""
+    return "businessSeconds" in block or block.get("state") in (State.MET, State.LATE,
+                                                                State.CLOSED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,34 +280,91 @@ def _invalid_spec(error: pydantic.ValidationError, old_conditions: list[Any], ge
     return Evaluation(status, (Event("Warning", "InvalidSpec", message),), None, None)
 
 
-def _resolution_timing(previous: Mapping[str, Any], created: datetime.datetime, level: int,
-                       policy: Policy, calendar: BusinessCalendar) -> Timing | None:
-    """Stored like the first-response clock: computed once, again only on a level change."""
-    stored = _stored_timing(previous, "resolution")
-    if stored is not None and previous.get("level") == level:
-        return stored
-    return compute_resolution_timing(created, level, policy, calendar)
+@dataclasses.dataclass(frozen=True)
+class _Clock:
+    """One clock of this evaluation, and what became of the stored one."""
+
+    timing: Timing | None
+    #: same: the stored clock follows the case's level; new: there was none; recomputed: it
+    #: followed another level and was still running; kept: it followed another level, but
+    #: its outcome was decided, which is final.
+    change: Literal["same", "new", "recomputed", "kept"]
+    #: The stored clock, when recomputed or kept.
+    stored: Timing | None = None
 
 
-def _timing(previous: Mapping[str, Any], created: datetime.datetime, level: int,
-            policy: Policy, calendar: BusinessCalendar) -> tuple[Timing, Event | None, str]:
-    """Stored timing, unless there is none yet or the level changed since it was stored."""
-    timing = _stored_timing(previous)
-    previous_level = previous.get("level")
-    if timing is None:
-        # No Event here: one per created case would double the API writes of a burst.
-        return compute_timing(created, level, policy, calendar), None, ""
-    if previous_level == level:
-        carried = str((previous.get("firstResponse") or {}).get("recalculation") or "")
-        return timing, None, f" {carried}" if carried else ""
-    old_deadline = timing.deadline
-    timing = compute_timing(created, level, policy, calendar)
-    note = (f"Severity changed from {describe_level(int(previous_level))}"
-            if isinstance(previous_level, int) and previous_level in LEVEL_NAMES
-            else "Severity changed")
-    note += (f" to {describe_level(level)}: deadline recomputed from the same start, "
-             f"{_rfc(old_deadline)} -> {_rfc(timing.deadline)}.")
-    return timing, Event("Normal", "SeverityChanged", note), " " + note
+def _clock(previous: Mapping[str, Any], block: str, level: int, stopped: bool,
+           compute: Callable[[int], Timing | None]) -> _Clock:
+    """The clock ``block`` for a case of ``level``; ``stopped``: its facts stop it now.
+
+    Computed once and stored. When the level changes, a running clock is recomputed from
+    the case's creation with the new level's target (as if the case had had that level from
+    the start), and a breach already recorded stays. A clock whose outcome was decided (it
+    had stopped, and still has) keeps the deadline and the level it was decided against:
+    raising the severity of a case that was answered in time does not make it late, and
+    lowering it does not excuse a late one.
+    """
+    stored = _stored_timing(previous, block)
+    if stored is None:
+        return _Clock(compute(level), "new")
+    if stored.level == level:
+        return _Clock(stored, "same")
+    if stopped and _decided(previous.get(block) or {}):
+        return _Clock(stored, "kept", stored)
+    return _Clock(compute(level), "recomputed", stored)
+
+
+def _clocks(previous: Mapping[str, Any], created: datetime.datetime, level: int,
+            policy: Policy, calendar: BusinessCalendar, responded: bool, closed: bool
+            ) -> tuple[Timing, Timing | None, Event | None, str]:
+    """Both clocks of a case of ``level``, with the Event and the note (led by a space) of
+    a level change; ``responded``: the first response is given (or the case dismissed);
+    ``closed``: the case is resolved or dismissed."""
+    first = _clock(previous, "firstResponse", level, responded,
+                   lambda at: compute_timing(created, at, policy, calendar))
+    resolution = _clock(previous, "resolution", level, closed,
+                        lambda at: compute_resolution_timing(created, at, policy, calendar))
+    event, note = _recalculation(previous, level, first, resolution)
+    assert first.timing is not None  # every level has a first-response target
+    return first.timing, resolution.timing, event, f" {note}" if note else ""
+
+
+def _recalculation(previous: Mapping[str, Any], level: int, first: _Clock,
+                   resolution: _Clock) -> tuple[Event | None, str]:
+    """The SeverityChanged Event and the note for status and Ready when a level change (or
+    a withdrawn response or closure) moved or kept a clock; else the note stored earlier."""
+    old_level = previous.get("level")
+    changed = first.change in ("recomputed", "kept") and old_level != level
+    if not changed and "recomputed" not in (first.change, resolution.change):
+        return None, str((previous.get("firstResponse") or {}).get("recalculation") or "")
+    parts = [_clock_note(previous, "firstResponse", first, level),
+             _clock_note(previous, "resolution", resolution, level)]
+    if not changed:
+        head = f"A decided outcome was withdrawn; the clock runs again at {describe_level(level)}"
+    elif isinstance(old_level, int) and old_level in LEVEL_NAMES:
+        head = f"Severity changed from {describe_level(old_level)} to {describe_level(level)}"
+    else:
+        head = f"Severity changed to {describe_level(level)}"
+    note = f"{head}: {'; '.join(part for part in parts if part)}."
+    return (Event("Normal", "SeverityChanged", note) if changed else None), note
+
+
+def _clock_note(previous: Mapping[str, Any], block: str, clock: _Clock, level: int) -> str:
+    """What a level change did to one clock, for the recalculation note."""
+    first = block == "firstResponse"
+    held, timing = clock.stored, clock.timing
+    if clock.change == "kept" and held is not None:
+        state = (previous.get(block) or {}).get("state")
+        return (f"the {'first response' if first else 'resolution'} stays {state}, decided "
+                f"against the {describe_level(held.level)} deadline {_rfc(held.deadline)}")
+    if clock.change == "recomputed" and held is not None:
+        if timing is None:
+            return f"{describe_level(level)} has no resolution target, so that clock is dropped"
+        return (f"{'deadline' if first else 'resolution deadline'} recomputed from the same "
+                f"start, {_rfc(held.deadline)} -> {_rfc(timing.deadline)}")
+    if clock.change == "new" and timing is not None and not first:
+        return f"resolution due {_rfc(timing.deadline)}"
+    return ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -397,20 +465,23 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
 
     lifecycle = parse_lifecycle(annotations, now)
     level, assessed = effective_level(case, policy), assess_level(case.impact)
-    timing, timing_event, severity_note = _timing(previous, created, level, policy, calendar)
 
     submission = previous.get("submission") or {}
     portal = _portal_facts(submission)
     responded_at, responded_by, source = _response(lifecycle, portal)
     dismissed_at = lifecycle.dismissed_at
+    awaiting = responded_at is None and dismissed_at is None
+    closure = _closure(lifecycle, portal)
+
+    timing, resolution_timing, timing_event, severity_note = _clocks(
+        previous, created, level, policy, calendar, not awaiting, closure is not None)
     breached_at = _breached_at(previous)
     state = _state(timing, responded_at, dismissed_at, now, breached_at)
-    awaiting = responded_at is None and dismissed_at is None
 
     first_response: dict[str, Any] = {
         "startedAt": _rfc(timing.started_at), "warningAt": _rfc(timing.warning_at),
         "deadline": _rfc(timing.deadline), "targetSeconds": timing.target_seconds,
-        "state": state.value, "calendar": timing.calendar,
+        "state": state.value, "calendar": timing.calendar, "level": timing.level,
     }
     if severity_note:
         first_response["recalculation"] = severity_note.strip()
@@ -421,7 +492,8 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
         # Only once the clock has stopped: a ticking value would rewrite status forever.
         clock_end = responded_at or dismissed_at
         assert clock_end is not None
-        business_seconds = max(0, int(calendar.for_level(level).elapsed(created, clock_end)))
+        business_seconds = max(0, int(calendar.for_level(timing.level).elapsed(created,
+                                                                               clock_end)))
         first_response["businessSeconds"] = business_seconds
     if responded_at is not None:
         first_response["respondedAt"] = _rfc(responded_at)
@@ -429,10 +501,7 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
             first_response["respondedBy"] = responded_by
         first_response["source"] = source
 
-    closure = _closure(lifecycle, portal)
-    resolution_timing = _resolution_timing(previous, created, level, policy, calendar)
-    resolution = _resolution(resolution_timing, closure, previous, now,
-                             calendar.for_level(level), created)
+    resolution = _resolution(resolution_timing, closure, previous, now, calendar, created)
     current = _conditions(case, level, assessed, state, timing, lifecycle, policy,
                           severity_note, responded_at)
     current += _resolution_conditions(resolution, resolution_timing, policy)
@@ -501,12 +570,13 @@ def _resolution(timing: Timing | None, closure: Mapping[str, Any] | None,
     block: dict[str, Any] = {
         "startedAt": _rfc(timing.started_at), "warningAt": _rfc(timing.warning_at),
         "deadline": _rfc(timing.deadline), "targetSeconds": timing.target_seconds,
-        "state": state.value, "calendar": timing.calendar,
+        "state": state.value, "calendar": timing.calendar, "level": timing.level,
     }
     if state in (State.BREACHED, State.LATE):
         block["breachedAt"] = _rfc(breached_at or min(timing.deadline, now))
     if closed_at is not None:
-        block["businessSeconds"] = max(0, int(calendar.elapsed(created, closed_at)))
+        block["businessSeconds"] = max(0, int(calendar.for_level(timing.level).elapsed(
+            created, closed_at)))
     if resolved_at is not None:
         block["resolvedAt"] = _rfc(resolved_at)
     return block

@@ -44,6 +44,9 @@ class Timing:
     deadline: datetime.datetime
     target_seconds: int
     calendar: str
+    #: The level whose target and calendar the clock follows. A case's level may change
+    #: after a clock's outcome was decided; the clock keeps the level it was decided at.
+    level: int
 
 
 def _clock(created: datetime.datetime, level: int, target: int, policy: Policy,
@@ -55,6 +58,7 @@ def _clock(created: datetime.datetime, level: int, target: int, policy: Policy,
         deadline=calendar.add(created, target),
         target_seconds=target,
         calendar=policy.fingerprint(),
+        level=level,
     )
 
 

@@ -6,6 +6,12 @@ when it enters the outbox, so posting it again (after a SIGKILL, after an outage
 reconcile) meets a 409 AlreadyExists, which counts as posted. The in-memory queue below only
 carries what the outbox already holds: it is bounded, and what it drops is posted later from
 the outbox.
+
+The workers are supervised: one that fails in a way nobody foresaw (a 2xx answer that is not
+JSON, from a proxy in front of the API server; a bug) is logged with its traceback and starts
+again after a growing delay with the Event it held, which stays owed. An Event that fails that
+way every time keeps one worker busy, not all of them. ``problems()`` names a worker that is
+down or stuck, for the health endpoint.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import datetime
 import hashlib
 import logging
 import re
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -28,8 +35,12 @@ logger = logging.getLogger(__name__)
 EVENT_WORKERS = 4
 #: Events waiting in memory; past this, new ones wait in their object's outbox instead.
 QUEUE_LIMIT = 10_000
-#: The longest wait between two attempts at an Event while the API server is unreachable.
+#: The longest wait between two attempts at an Event while the API server is unreachable,
+#: and before a worker that failed starts again.
 MAX_BACKOFF_S = 30.0
+#: One attempt at an Event running this long means its worker is stuck: the client's own
+#: timeout (30 s per request) should have ended it long before.
+STUCK_AFTER_S = 120.0
 #: Event names are DNS subdomains (RFC 1123), at most 253 characters.
 MAX_NAME = 253
 HASH_HEX = 16
@@ -92,6 +103,24 @@ class PendingEvent:
 
 
 Done = Callable[[str], None]
+Item = tuple[api.ObjectRef, PendingEvent, Done]
+
+
+@dataclasses.dataclass
+class _Worker:
+    """What the supervisor and the health endpoint know about one worker."""
+
+    index: int
+    task: asyncio.Task[None] | None = None
+    #: The Event in hand; a worker that fails with it takes it up again when it restarts.
+    item: Item | None = None
+    #: When the attempt in flight started (monotonic clock); None between attempts.
+    attempt_since: float | None = None
+    #: Events this worker has delivered: one since its last start resets the restart delay.
+    delivered: int = 0
+    #: While the worker is down: why, and when it starts again (monotonic clock).
+    failure: str | None = None
+    restart_at: float = 0.0
 
 
 class EventPoster:
@@ -103,13 +132,14 @@ class EventPoster:
     takes: nothing is dropped on a timer.
     """
 
-    def __init__(self, client: api.Client, queue_limit: int = QUEUE_LIMIT) -> None:
+    def __init__(self, client: api.Client, queue_limit: int = QUEUE_LIMIT,
+                 stuck_after: float = STUCK_AFTER_S) -> None:
         self.client = client
-        self._queue: asyncio.Queue[tuple[api.ObjectRef, PendingEvent, Done]] = asyncio.Queue(
-            maxsize=queue_limit)
+        self._queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=queue_limit)
         #: Names queued or being posted: an outbox seen again does not queue them twice.
         self._inflight: set[str] = set()
-        self._workers: list[asyncio.Task[None]] = []
+        self._workers: list[_Worker] = []
+        self.stuck_after = stuck_after
         #: Events wait for this (the peering gate) so that a standby replica posts none.
         self._gate: asyncio.Event | None = None
         #: ``reportingInstance`` of the Events: which replica posted them.
@@ -142,15 +172,37 @@ class EventPoster:
         return True
 
     def start(self) -> None:
-        """Start the workers. Before kopf starts: kopf waits 5 s at exit for any task
-        created after it, and cancels them only then."""
+        """Start the workers, each under its supervisor. Before kopf starts: kopf waits 5 s
+        at exit for any task created after it, and cancels them only then."""
         loop = asyncio.get_running_loop()
-        self._workers = [loop.create_task(self._work()) for _ in range(EVENT_WORKERS)]
+        self._workers = [_Worker(index) for index in range(EVENT_WORKERS)]
+        for worker in self._workers:
+            worker.task = loop.create_task(self._supervise(worker),
+                                           name=f"event-worker-{worker.index}")
 
     async def close(self) -> None:
+        tasks = [worker.task for worker in self._workers if worker.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def problems(self) -> list[str]:
+        """Workers that are down (waiting to start again) or stuck in one attempt; empty
+        while every worker runs. For /healthz."""
+        now = time.monotonic()
+        found = []
         for worker in self._workers:
-            worker.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+            name = f"Event worker {worker.index}"
+            if worker.task is not None and worker.task.done():
+                found.append(f"{name} is not running")
+            elif worker.failure is not None:
+                found.append(f"{name} failed ({worker.failure}); it starts again in "
+                             f"{max(0.0, worker.restart_at - now):.0f} s")
+            elif worker.attempt_since is not None and \
+                    now - worker.attempt_since > self.stuck_after:
+                found.append(f"{name} is stuck: one attempt to post an Event has taken "
+                             f"{now - worker.attempt_since:.0f} s")
+        return found
 
     def body(self, ref: api.ObjectRef, event: PendingEvent) -> dict[str, Any]:
         """The core/v1 Event; cluster-scoped objects get theirs in ``default``."""
@@ -176,20 +228,45 @@ class EventPoster:
             if error.status != 409:
                 raise
 
-    async def _work(self) -> None:
+    async def _supervise(self, worker: _Worker) -> None:
+        """Run ``worker`` for as long as the poster runs: whatever it raises is logged, and
+        it starts again, with the Event it held, after a delay that doubles (to at most
+        MAX_BACKOFF_S) while it fails without delivering anything."""
+        delay = 1.0
         while True:
-            ref, event, done = await self._queue.get()
+            delivered = worker.delivered
             try:
-                await self._deliver(ref, event)
-            finally:
-                self._inflight.discard(event.name)
+                await self._work(worker)
+            except Exception as error:  # whatever it is; CancelledError passes
+                if worker.delivered > delivered:
+                    delay = 1.0
+                worker.failure = f"{type(error).__name__}: {error}"[:300]
+                worker.restart_at = time.monotonic() + delay
+                worker.attempt_since = None
+                metrics.EVENT_WORKER_RESTARTS.inc()
+                logger.error("Event worker %d failed; it starts again in %.0f s",
+                             worker.index, delay, exc_info=error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF_S)
+                worker.failure = None
+
+    async def _work(self, worker: _Worker) -> None:
+        while True:
+            if worker.item is None:
+                worker.item = await self._queue.get()
+            ref, event, done = worker.item
+            await self._deliver(ref, event, worker)
+            # Delivered (or refused for good): no longer owed by this process.
+            worker.item = None
+            self._inflight.discard(event.name)
+            worker.delivered += 1
             done(event.name)
             if self._overflowed and self._queue.empty():
                 self._overflowed = False
                 for listener in self._drained_listeners:
                     listener()
 
-    async def _deliver(self, ref: api.ObjectRef, event: PendingEvent) -> None:
+    async def _deliver(self, ref: api.ObjectRef, event: PendingEvent, worker: _Worker) -> None:
         backoff = 1.0
         while True:
             # A standby replica posts nothing; it posts what it queued once it leads.
@@ -198,9 +275,11 @@ class EventPoster:
             # Status writes first: in a wave of breaches every Event would otherwise delay
             # the next case's Breached condition.
             await self.client.writes_idle()
+            worker.attempt_since = time.monotonic()
             try:
                 await self.post(ref, event)
             except (api.ApiError, *api.TRANSPORT_ERRORS) as error:
+                worker.attempt_since = None
                 if api.is_transient(error):
                     await self.client.wait_recovery(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF_S)
@@ -209,5 +288,6 @@ class EventPoster:
                 logger.warning("Event %s for %s/%s refused: %s", event.reason, ref.kind,
                                ref.name, error)
                 return
+            worker.attempt_since = None
             metrics.EVENTS_POSTED.inc()
             return

@@ -13,7 +13,8 @@ from fluxsupport.observability import metrics
 
 
 class HealthState:
-    """What the probes report. Ready once kopf has run the startup handlers."""
+    """What the probes report. Ready once kopf has run the startup handlers; healthy while
+    the event loop answers and no registered check reports a problem."""
 
     def __init__(self) -> None:
         self.ready_flag = asyncio.Event()
@@ -22,18 +23,30 @@ class HealthState:
         self.peering: Callable[[], str] = lambda: "standalone"
         #: This replica's peering identity, also the ``reportingInstance`` of its Events.
         self.identity = ""
+        #: Parts that run beside the event loop's handlers (the Event workers): each returns
+        #: what is wrong with it, nothing while it works.
+        self.checks: list[Callable[[], list[str]]] = []
 
     @property
     def ready(self) -> bool:
         return self.ready_flag.is_set()
 
+    def problems(self) -> list[str]:
+        return [problem for check in self.checks for problem in check()]
+
 
 async def start(host: str, port: int, health: HealthState) -> web.AppRunner:
     async def healthz(_: web.Request) -> web.Response:
-        # Answering at all proves the event loop, which runs every handler, is not stuck.
-        return web.json_response({"status": "ok",
-                                  "uptime_s": round(time.monotonic() - health.started, 1),
-                                  "peering": health.peering(), "identity": health.identity})
+        # Answering at all proves the event loop, which runs every handler, is not stuck; a
+        # part that runs beside the handlers (an Event worker down or stuck) fails it.
+        problems = health.problems()
+        body: dict[str, object] = {
+            "status": "failing" if problems else "ok",
+            "uptime_s": round(time.monotonic() - health.started, 1),
+            "peering": health.peering(), "identity": health.identity}
+        if problems:
+            body["problems"] = problems
+        return web.json_response(body, status=503 if problems else 200)
 
     async def readyz(_: web.Request) -> web.Response:
         status = 200 if health.ready else 503

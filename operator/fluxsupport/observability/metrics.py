@@ -73,6 +73,10 @@ EVENTS_DROPPED = prometheus_client.Counter(
     "fluxsupport_events_dropped",
     "Events not posted from memory (queue full, or refused); by reason.", ["reason"],
     registry=REGISTRY)
+EVENT_WORKER_RESTARTS = prometheus_client.Counter(
+    "fluxsupport_event_worker_restarts",
+    "Event workers that failed unexpectedly (an answer that is not JSON, say) and were "
+    "started again; the Event they held is queued again.", registry=REGISTRY)
 
 #: Bucket bounds in business seconds, at the default targets and between them.
 RESPONSE_BUCKETS = (900, 1800, 3600, 7200, 14400, 28800, 43200, 86400, 172800)
