@@ -143,7 +143,8 @@ def check(
             raise output.fail(f"{path}: cannot read: {error.strerror}") from error
         except vex.VexError as error:
             raise output.fail(str(error)) from error
-    results = [(b, domain.evaluate(b, components, parsed, documents)) for b in parsed]
+    now = datetime.datetime.now(datetime.UTC)
+    results = [(b, domain.evaluate(b, components, parsed, documents, now=now)) for b in parsed]
     report = {"bulletins": [verdict_json(b, v) for b, v in results]}
     rows = [{"bulletin": b["name"], **c,
              "fix": (f"{c['remediation']['newTag']}@{c['remediation']['digest']}"
