@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime
 import hashlib
 import itertools
 import random
@@ -279,6 +280,7 @@ def expected_verdicts(api: harness.Api) -> dict[str, list[tuple[str, str, str, t
     pods = [serializer(pod) for pod in api.core.list_namespaced_pod("flux-system").items]
     components = inventory_domain.build_inventory(deployments, pods, [], [])
     assert components
+    now = datetime.datetime.now(datetime.UTC)
     listing = api.custom.list_cluster_custom_object(
         "support.fluxcd.controlplane.io", "v1alpha1", "securitybulletins")["items"]
     bulletins = [bulletin_domain.Bulletin(item["metadata"]["name"],
@@ -287,7 +289,7 @@ def expected_verdicts(api: harness.Api) -> dict[str, list[tuple[str, str, str, t
                  for item in listing]
     return {b.name: sorted((v.component.component, v.verdict, v.reason,
                             tuple(v.component.digests))
-                           for v in bulletin_domain.evaluate(b, components, bulletins))
+                           for v in bulletin_domain.evaluate(b, components, bulletins, now=now))
             for b in bulletins if b.name.startswith("crash-")}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import datetime
 import itertools
 import json
 import zlib
@@ -32,6 +33,7 @@ VEX_TEXTS = {name: (fixtures.UPSTREAM / "vex" / f"{name}.json").read_text()
              for name in ("v2.7", "v2.8", "v2.9")}
 REAL_VEX = [vex.parse_document(text, name) for name, text in VEX_TEXTS.items()]
 NAMESPACE = "fluxsupport-system"
+NOW = datetime.datetime(2026, 12, 1, tzinfo=datetime.UTC)
 
 
 def make(body: dict[str, Any]) -> bulletin.Bulletin:
@@ -165,8 +167,9 @@ def test_evaluating_with_the_shared_indexes_gives_the_verdicts_of_the_full_evalu
         components = components_of(entries)
         for item, documents in itertools.product(bulletins, ([], [0], [0, 1, 2], [2, 0])):
             plain = bulletin.evaluate(item, components, bulletins,
-                                      [REAL_VEX[i] for i in documents])
-            fast = bulletin.evaluate(item, components, index, [indexed[i] for i in documents])
+                                      [REAL_VEX[i] for i in documents], now=NOW)
+            fast = bulletin.evaluate(item, components, index, [indexed[i] for i in documents],
+                                     now=NOW)
             assert fast == plain, item.name
             reasons |= {v.reason for v in plain}
     assert {"DigestListed", "RebuiltIn:fix", "DigestNotListed",
@@ -176,12 +179,13 @@ def test_evaluating_with_the_shared_indexes_gives_the_verdicts_of_the_full_evalu
 def test_the_first_later_bulletin_in_order_is_the_rebuild() -> None:
     bulletins = _bulletins()
     fix = next(b for b in bulletins if b.name == "pre")
-    [verdict] = bulletin.evaluate(fix, components_of(FIX), bulletin.FixIndex(bulletins))
+    [verdict] = bulletin.evaluate(fix, components_of(FIX), bulletin.FixIndex(bulletins),
+                                  now=NOW)
     # fix, rebuild-a, rebuild-b and multi list the running digest; "fix" comes first and is
     # published after "pre".
     assert verdict.reason == "RebuiltIn:fix"
     later_only = bulletin.evaluate(next(b for b in bulletins if b.name == "rebuild-a"),
-                                   components_of(PRE), bulletin.FixIndex(bulletins))
+                                   components_of(PRE), bulletin.FixIndex(bulletins), now=NOW)
     assert [v.reason for v in later_only] == ["DigestNotListed"], "no later one lists PRE"
 
 
@@ -393,7 +397,7 @@ def test_the_cached_document_gives_the_verdicts_of_a_fresh_parse(
         h.controller.observe(body)
         await h.drain()
         [expected] = bulletin.evaluate(make(body), h.inventory.components(), [make(body)],
-                                       [REAL_VEX[0]])
+                                       [REAL_VEX[0]], now=datetime.datetime.now(datetime.UTC))
         [stored] = h.fake.status["cpsb"]["components"]
         assert (stored["verdict"], stored["reason"]) == (expected.verdict, expected.reason)
         assert stored["cves"] == [{"id": c.id, "verdict": c.verdict, "reason": c.reason}

@@ -146,7 +146,8 @@ def check(
         for line in document.warnings:  # read as go-vex reads it; the publisher should fix it
             typer.echo(f"warning: {path}: {line}", err=True)
         documents.append(document)
-    results = [(b, domain.evaluate(b, components, parsed, documents)) for b in parsed]
+    now = datetime.datetime.now(datetime.UTC)
+    results = [(b, domain.evaluate(b, components, parsed, documents, now=now)) for b in parsed]
     report = {"bulletins": [verdict_json(b, v) for b, v in results]}
     rows = [{"bulletin": b["name"], **c,
              "fix": (f"{c['remediation']['newTag']}@{c['remediation']['digest']}"

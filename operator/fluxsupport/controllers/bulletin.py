@@ -18,7 +18,7 @@ from fluxsupport.controllers import writes
 from fluxsupport.controllers.scheduler import Scheduler
 from fluxsupport.controllers.writes import newer_or_equal
 from fluxsupport.domain import bulletin as domain
-from fluxsupport.domain import conditions, vex
+from fluxsupport.domain import conditions, timing, vex
 from fluxsupport.domain.inventory import RunningComponent
 from fluxsupport.kube import api, reflector
 from fluxsupport.kube.events import EventPoster
@@ -132,12 +132,55 @@ TOO_LARGE_MESSAGE = (
     "or split the bulletin to get them back.")
 
 
-def redact(text: str, secrets: list[str]) -> str:
-    """Belt and braces for embargoed bulletins: no message may quote their details."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret.strip():
-            text = text.replace(secret, "[embargoed]")
-    return text
+#: Condition messages of a bulletin under embargo, by reason. Fixed texts: a message built
+#: from the spec or an OpenVEX document cannot be filtered reliably (a CVE id in lower case or
+#: JSON-escaped, a title cut in the middle, a ConfigMap named after the advisory), so none is
+#: used. They point to where the details can be read by those allowed to: the bulletin and
+#: its documents, checked offline with ``fluxsupport bulletin check``.
+WITHHELD = {
+    "InvalidSpec": "The spec does not match what the operator reads. The details are withheld "
+                   "while the bulletin is under embargo: `fluxsupport bulletin check` on the "
+                   "manifest names the field.",
+    "InvalidVex": "An OpenVEX document that spec.vex references is missing, invalid, or names "
+                  "products that can match nothing; verdicts ignore what cannot be used. The "
+                  "details are withheld while the bulletin is under embargo: `fluxsupport "
+                  "bulletin check --vex FILE` on each document names the problem.",
+    "PatchByPassed": "patchBy has passed and a component is still vulnerable.",
+    "NotOverdue": "patchBy has not passed, or no component is vulnerable.",
+}
+#: For a reason not listed above (a condition added later, say).
+WITHHELD_DEFAULT = "The details are withheld while the bulletin is under embargo."
+#: Reasons whose messages hold nothing of the bulletin, only counts and what the operator
+#: itself reads (its Flux namespaces, the API server's answers): kept under embargo.
+OWN_WORDS = frozenset({"Evaluated", "InventoryUnavailable", "NoFluxComponents",
+                       "VulnerableComponents", "UnknownDigests", "NoVulnerableComponents",
+                       "NoPatchBy", "StatusTooLarge"})
+
+
+def withheld(condition: conditions.Condition) -> conditions.Condition:
+    """``condition`` as a bulletin under embargo shows it: its message a fixed text."""
+    if condition.reason in OWN_WORDS:
+        return condition
+    message = WITHHELD.get(condition.reason, WITHHELD_DEFAULT)
+    return condition.model_copy(update={"message": message})
+
+
+def embargo_until(spec: Mapping[str, Any]) -> datetime.datetime | None:
+    """The embargoUntil of a spec that did not validate; one that cannot be read is taken as
+    an embargo without end, since nothing says it is over."""
+    until = spec.get("embargoUntil")
+    if until is None:
+        return None
+    try:
+        return timing.parse_time(str(until))
+    except ValueError:
+        return datetime.datetime.max.replace(tzinfo=datetime.UTC)
+
+
+def reason_kind(reason: str) -> str:
+    """The reason without what follows a colon: a bulletin name (RebuiltIn:) or an OpenVEX
+    justification (VexNotAffected:) is user-supplied text."""
+    return reason.split(":", 1)[0]
 
 
 #: Fields of status.components[] that name the component and its verdict. The others (what
@@ -156,6 +199,19 @@ def details_only(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool
     return (current.get("components") != desired.get("components")
             and verdicts(current) == verdicts(desired)
             and all(current.get(key) == desired.get(key) for key in others - {"components"}))
+
+
+class EmbargoedError(Exception):
+    """Stands for an error in the reconcile of a bulletin under embargo, in its Ready
+    condition and the log: the error's text may quote the bulletin. Only its type is kept."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(f"{type(error).__name__}; the details are withheld while the "
+                         "bulletin is under embargo")
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
 
 
 class BulletinController:
@@ -272,9 +328,11 @@ class BulletinController:
     def _rebuilt_components(self, snapshot: BulletinSnapshot) -> set[str]:
         """The components whose running digest the bulletin lists as a fix: only for those
         can it make another bulletin's verdict RebuiltIn. A digest that does not run changes
-        no verdict; once it runs, inventory_changed re-checks that component's bulletins."""
+        no verdict; once it runs, inventory_changed re-checks that component's bulletins.
+        A bulletin under embargo changes none either (the rebuild rule leaves it out): at
+        the lift, _reconcile re-checks those bulletins."""
         spec = snapshot.validated()
-        if isinstance(spec, pydantic.ValidationError):
+        if isinstance(spec, pydantic.ValidationError) or spec.embargoed(_now()):
             return set()
         running = {(c.component, digest) for c in self.inventory.components()
                    for digest in c.digests}
@@ -317,7 +375,14 @@ class BulletinController:
 
     async def _locked(self, name: str) -> None:
         async with self._locks.setdefault(name, asyncio.Lock()):
-            await self._reconcile(name)
+            try:
+                await self._reconcile(name)
+            except Exception as error:
+                # The scheduler logs the error with its traceback, which may quote the spec.
+                snapshot = self.bulletins.get(name)
+                if snapshot is not None and self._embargoed(snapshot, _now()):
+                    raise EmbargoedError(error) from None
+                raise
 
     async def _report_error(self, key: Hashable, error: Exception) -> None:
         assert isinstance(key, str)
@@ -325,11 +390,21 @@ class BulletinController:
             snapshot = self.bulletins.get(key)
             if snapshot is None:
                 return
+            if self._embargoed(snapshot, _now()) and not isinstance(error, EmbargoedError):
+                error = EmbargoedError(error)
             result = await self.writer.write_error(key, snapshot.ref, snapshot.status,
                                                    snapshot.resource_version,
                                                    snapshot.generation, error)
             if result.outcome is writes.Outcome.WRITTEN:
                 self._stored(snapshot, result)
+
+    @staticmethod
+    def _embargoed(snapshot: BulletinSnapshot, now: datetime.datetime) -> bool:
+        spec = snapshot.validated()
+        if isinstance(spec, pydantic.ValidationError):
+            until = embargo_until(snapshot.spec)
+            return until is not None and now < until
+        return spec.embargoed(now)
 
     @staticmethod
     def _stored(snapshot: BulletinSnapshot, result: writes.Result) -> None:
@@ -391,8 +466,11 @@ class BulletinController:
             self.writer.forget(name)
             return
         self._requested.discard(name)  # this evaluation sees every change made so far
-        now = datetime.datetime.now(datetime.UTC)
+        now = _now()
         desired, events, next_transition, view = self._evaluate(snapshot, now)
+        if snapshot.status.get("embargoed") and desired.get("embargoed") is False:
+            # The lift: from now on the rebuild rule counts this bulletin for the others.
+            self._reconcile_soon(self._concerning(self._rebuilt_components(snapshot)) - {name})
         if view is not None:
             self.views[name] = view
         else:
@@ -447,16 +525,19 @@ class BulletinController:
         generation = snapshot.generation
         spec = snapshot.validated()
         if isinstance(spec, pydantic.ValidationError):
-            message = _validation_message(spec)
             ready = conditions.Condition(type="Ready", status="False", reason="InvalidSpec",
-                                         message=message)
+                                         message=_validation_message(spec))
+            until = embargo_until(snapshot.spec)
+            lifts = until if until is not None and now < until else None
+            if lifts is not None:
+                ready = withheld(ready)
             invalid = {"observedGeneration": generation,
                        "conditions": conditions.merge(old_conditions, [ready], generation, now)}
-            return invalid, [("Warning", "InvalidSpec", message)], None, None
+            return invalid, [("Warning", "InvalidSpec", ready.message)], lifts, None
         bulletin = domain.Bulletin(snapshot.name, spec)
         documents, vex_problems, vex_warnings, vex_deviations = self._vex_documents(spec)
         verdicts = domain.evaluate(bulletin, self.inventory.components(),
-                                   self._fixes, documents)
+                                   self._fixes, documents, now=now)
         embargoed = spec.embargoed(now)
         counts = {"vulnerable": 0, "notAffected": 0, "fixed": 0, "unknown": 0}
         field = {"Vulnerable": "vulnerable", "NotAffected": "notAffected", "Fixed": "fixed",
@@ -470,6 +551,8 @@ class BulletinController:
                    self._compliant(counts, bool(self.inventory.components())),
                    self._patch_overdue(spec, overdue, counts),
                    vex_warning(len(spec.vex), vex_deviations)]
+        if embargoed:
+            current = [withheld(condition) for condition in current]
         components = [self._component_status(v) for v in verdicts]
         written = components
         if snapshot.name in self._oversized:
@@ -487,9 +570,6 @@ class BulletinController:
             "conditions": conditions.merge(old_conditions, current, generation, now),
         }
         events = self._events(snapshot, spec, components, current, embargoed)
-        if embargoed:
-            events = [(type_, reason, redact(message, spec.secrets()))
-                      for type_, reason, message in events]
         upcoming = [t for t in (spec.embargo_until, spec.patch_by) if t and t > now]
         view = BulletinView(
             counts={label: counts[key] for label, key in field.items()},
@@ -572,7 +652,9 @@ class BulletinController:
     def _events(snapshot: BulletinSnapshot, spec: domain.BulletinSpec,
                 components: list[dict[str, Any]], current: list[conditions.Condition],
                 embargoed: bool) -> list[tuple[str, str, str]]:
-        """Events name components and verdicts; CVE ids only once the embargo is over."""
+        """Events name components and verdicts. Under embargo they hold nothing the bulletin
+        or its documents supplied (no CVE id, reason detail, fixed version or digest), only
+        what runs in the cluster and fixed words; the condition messages are fixed texts."""
         events = []
         before = {(c.get("namespace"), c.get("component")): c.get("verdict")
                   for c in snapshot.status.get("components") or []}
@@ -580,14 +662,18 @@ class BulletinController:
             old = before.get((item["namespace"], item["component"]))
             if old == item["verdict"]:
                 continue
+            reason = reason_kind(item["reason"]) if embargoed else item["reason"]
             text = (f"{item['namespace']}/{item['component']}: {old or 'new'} -> "
-                    f"{item['verdict']} ({item['reason']})")
+                    f"{item['verdict']} ({reason})")
             if not embargoed:
                 ids = ", ".join(c["id"] for c in item["cves"])
                 text += f"; {ids}"
             if item["verdict"] == "Vulnerable" and "remediation" in item:
-                fix = item["remediation"]
-                text += f"; fix: {fix['name']}:{fix['newTag']}@{fix['digest']}"
+                if embargoed:
+                    text += "; the fix is in the bulletin's status.components[].remediation"
+                else:
+                    fix = item["remediation"]
+                    text += f"; fix: {fix['name']}:{fix['newTag']}@{fix['digest']}"
             events.append(("Warning" if item["verdict"] == "Vulnerable" else "Normal",
                            f"Verdict{item['verdict']}", text))
         if snapshot.status.get("embargoed") and not embargoed:

@@ -5,7 +5,11 @@ Rules (docs/concepts.md explains them with examples):
 * Digests decide, never tags or registries: a tag is rebuilt many times and mirrors change
   the registry, but a digest names one build.
 * A running digest listed as a fix for the component is Fixed. So is a digest that a *later*
-  bulletin lists for the same component and version: rebuilds are cumulative.
+  bulletin lists for the same component and version: rebuilds are cumulative. A bulletin under
+  embargo does not count as a later one until its embargo ends: the verdict, reason and Events
+  of a public bulletin would otherwise tell its readers that the embargoed one exists, its
+  name, and that the running build carries its fix. The verdict is then what it would be
+  without the embargoed bulletin.
 * Otherwise the version line (major.minor) decides. Below the fixed patch of its line: Vulnerable.
   The fixed version itself with an unlisted digest: a build from before the fix, Vulnerable.
   A newer patch in a fixed line, or a line newer than every fixed line: Fixed. An older line
@@ -259,19 +263,26 @@ class FixIndex:
 @dataclasses.dataclass(frozen=True)
 class Later:
     """The bulletins that count as later than ``after`` for the rebuild rule: published after
-    it, under another name. Without ``after``, every bulletin of the index counts."""
+    it, under another name, and not under embargo at ``now``. Without ``after``, every
+    bulletin of the index counts; without ``now`` (callers that pass only the bulletins that
+    count), embargoes are not looked at."""
 
     index: FixIndex
     after: Bulletin | None = None
+    now: datetime.datetime | None = None
 
     def rebuilt_in(self, component: str, version: tuple[int, int, int] | None,
                    digest: str) -> Bulletin | None:
         """The first later bulletin that lists ``digest`` for this component and version."""
-        after = self.after
         return next((newer for newer in self.index.listed(component, version, digest)
-                     if after is None or (newer.name != after.name
-                                          and newer.spec.published_at > after.spec.published_at)),
-                    None)
+                     if self._counts(newer)), None)
+
+    def _counts(self, newer: Bulletin) -> bool:
+        if self.now is not None and newer.spec.embargoed(self.now):
+            return False
+        after = self.after
+        return after is None or (newer.name != after.name
+                                 and newer.spec.published_at > after.spec.published_at)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -472,11 +483,12 @@ def _message(component: RunningComponent, verdict: Verdict, reason: str,
 
 def evaluate(bulletin: Bulletin, inventory: Iterable[RunningComponent],
              all_bulletins: Iterable[Bulletin] | FixIndex = (),
-             documents: Documents = ()) -> list[ComponentVerdict]:
+             documents: Documents = (), *, now: datetime.datetime) -> list[ComponentVerdict]:
     """The verdicts of every running component the bulletin concerns. ``all_bulletins`` (or
-    their FixIndex, built once for many evaluations) may include ``bulletin`` itself."""
+    their FixIndex, built once for many evaluations) may include ``bulletin`` itself; those
+    under embargo at ``now`` do not count for the rebuild rule."""
     index = all_bulletins if isinstance(all_bulletins, FixIndex) else FixIndex(all_bulletins)
-    later = Later(index, bulletin)
+    later = Later(index, bulletin, now)
     verdicts = (evaluate_component(bulletin, component, later, documents)
                 for component in inventory)
     return [v for v in verdicts if v is not None]
