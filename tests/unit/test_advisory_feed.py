@@ -299,7 +299,7 @@ class Artifacts:
         self.downloads = 0
         self.fail = False
 
-    async def download(self, url: str, max_bytes: int = 0) -> bytes:
+    async def download(self, url: str, max_bytes: int | None = None) -> bytes:
         self.downloads += 1
         if self.fail:
             raise artifacts.ArtifactError(f"{url}: connection refused")

@@ -294,7 +294,7 @@ def _advisory_files(sources: list[pathlib.Path]) -> list[pathlib.Path]:
 def _read_files(files: list[pathlib.Path]) -> Iterator[tuple[str, bytes | artifact.TooLarge]]:
     """One file at a time, as the operator reads an artifact's; a file larger than the
     operator would read is named, not read."""
-    limit = artifact.LIMITS.file
+    limit = osv.LIMITS.file
     for path in files:
         try:
             size = path.stat().st_size

@@ -220,9 +220,10 @@ class AdvisoryFeed:
 
     def _read(self, content: artifact.Content) -> advisory.Feed:
         """The artifact's advisories; CPU work over untrusted input, bounded by
-        artifact.LIMITS and run in a thread (see _reconcile)."""
-        return advisory.read_feed(artifact.json_files(content, self.settings.path), self._osv,
-                                  self._crd)
+        advisory.LIMITS and run in a thread (see _reconcile)."""
+        return advisory.read_feed(
+            artifact.json_files(content, self.settings.path, advisory.LIMITS), self._osv,
+            self._crd)
 
     async def _reconcile(self) -> None:
         source, digest, revision, content = await self._artifact()

@@ -49,6 +49,10 @@ _MAX_TITLE, _MAX_SUMMARY, _MAX_CVE_SUMMARY = 512, 16384, 4096
 #: A Kubernetes object name: a DNS-1123 subdomain.
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _MAX_NAME = 253
+#: What the advisory feed and ``bulletin import --from osv`` read. An advisory of the GitHub
+#: database is a few KB; validating a megabyte of affected packages against the OSV schema
+#: takes seconds of CPU, so one file is bounded well above the real ones, not at a megabyte.
+LIMITS = artifact.Limits(file=256 * 1024)
 #: Schema errors of one document looked at to name the first.
 MAX_SCHEMA_ERRORS = 100
 
@@ -107,11 +111,12 @@ def bulletin_name(advisory_id: str) -> str:
     ``GHSA-x/../../clusters/prod/kustomization`` names no file or object but its own.
     :func:`read_feed` refuses a second id with the same name (``GHSA-ABC``, ``ghsa-abc``)."""
     name = advisory_id.lower()
-    if len(name) > _MAX_NAME or not _NAME.fullmatch(name):
+    # ASCII first: "K" (the Kelvin sign) is "k" in lower case.
+    if not advisory_id.isascii() or len(name) > _MAX_NAME or not _NAME.fullmatch(name):
         raise AdvisoryError(
             f"advisory id {advisory_id!r} cannot name a bulletin: in lower case it must be a "
-            "Kubernetes object name (letters, digits, '-' and '.', starting and ending with "
-            f"a letter or digit, at most {_MAX_NAME} characters)")
+            "Kubernetes object name (ASCII letters, digits, '-' and '.', starting and ending "
+            f"with a letter or digit, at most {_MAX_NAME} characters)")
     return name
 
 

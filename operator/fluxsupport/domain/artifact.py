@@ -37,7 +37,7 @@ class Limits:
     #: The whole tar stream inflated: headers, skipped members and read files alike.
     unpacked: int = 128 * 1024 * 1024
     #: Entries of the tar stream (files, directories, links).
-    members: int = 20_000
+    members: int = 10_000
     #: One file read; a larger wanted file is reported as :class:`TooLarge`, not read.
     file: int = 1024 * 1024
     #: All the files read, together: what the caller parses.

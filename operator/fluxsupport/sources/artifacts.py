@@ -33,9 +33,12 @@ def too_large(url: str, size: int | None, max_bytes: int) -> ArtifactTooLarge:
                             "spec.ignore (GitRepository) or spec.layerSelector (OCIRepository)")
 
 
-async def download(url: str, max_bytes: int = MAX_BYTES) -> bytearray:
+async def download(url: str, max_bytes: int | None = None) -> bytearray:
     """The whole body, read to its end: a body that arrives in many network reads is one
-    artifact, and the digest is checked against all of it."""
+    artifact, and the digest is checked against all of it. At most ``max_bytes``
+    (:data:`MAX_BYTES`), refused past it with :class:`ArtifactTooLarge`."""
+    if max_bytes is None:
+        max_bytes = MAX_BYTES
     timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
     body = bytearray()
     try:
