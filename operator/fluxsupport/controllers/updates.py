@@ -230,7 +230,7 @@ class UpdateController:
                 parsed: updates.ReleaseData | _NotReady = await asyncio.to_thread(
                     updates.parse_configmap_data, dict(configmap.get("data") or {}))
             except updates.ReleaseDataError as error:
-                parsed = _NotReady(error.reason, f"{self.source}: {error}")
+                parsed = _NotReady("InvalidReleaseData", f"{self.source}: {error}")
             self._configmap = (version, parsed)
         held = self._configmap[1]
         if isinstance(held, _NotReady):
