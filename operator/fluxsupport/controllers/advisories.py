@@ -192,7 +192,7 @@ class AdvisoryFeed:
         failures = self.artifact_failures
         refused = failures.refused(digest)
         if refused is not None:
-            raise refused
+            raise _Failed(*refused)
         try:
             content = await artifacts.download(url)
         except artifacts.ArtifactTooLarge as error:
@@ -215,7 +215,7 @@ class AdvisoryFeed:
 
     def _refuse(self, digest: str, failed: _Failed) -> _Failed:
         """Refused for what the artifact is: not downloaded again until its digest changes."""
-        self.artifact_failures.refuse(digest, failed)
+        self.artifact_failures.refuse(digest, failed.reason, failed.message)
         return failed
 
     def _read(self, content: artifact.Content) -> advisory.Feed:

@@ -53,16 +53,18 @@ class ArtifactFailures:
 
     def __init__(self) -> None:
         self._consecutive = 0
-        self._refused: tuple[str, Exception] | None = None
+        #: (digest, reason, message): not the exception, whose traceback would keep the
+        #: artifact's bytes alive.
+        self._refused: tuple[str, str, str] | None = None
 
-    def refused(self, digest: str) -> Exception | None:
-        """The error this digest was refused with, if it was."""
+    def refused(self, digest: str) -> tuple[str, str] | None:
+        """The reason and message this digest was refused with, if it was."""
         if self._refused is not None and self._refused[0] == digest:
-            return self._refused[1]
+            return self._refused[1], self._refused[2]
         return None
 
-    def refuse(self, digest: str, error: Exception) -> None:
-        self._refused = (digest, error)
+    def refuse(self, digest: str, reason: str, message: str) -> None:
+        self._refused = (digest, reason, message)
 
     def retry_delay(self) -> float:
         """The delay before the next attempt after one more failure."""
@@ -111,8 +113,8 @@ class UpdateController:
         #: The release data of the last artifact read, by its digest.
         self._artifact: tuple[str, updates.ReleaseData] | None = None
         self.artifact_failures = ArtifactFailures()
-        #: The release data of the ConfigMap, by its resourceVersion.
-        self._configmap: tuple[str, updates.ReleaseData | _NotReady] | None = None
+        #: The release data of the ConfigMap, or (reason, message), by its resourceVersion.
+        self._configmap: tuple[str, updates.ReleaseData | tuple[str, str]] | None = None
         self.view: UpdateView | None = None
         self._lock = asyncio.Lock()
         #: The stored body after our last write: newer than the watch until its echo arrives.
@@ -227,14 +229,14 @@ class UpdateController:
         if self._configmap is None or self._configmap[0] != version or not version:
             # Parsed once per version and off the event loop: YAML parsing is CPU work.
             try:
-                parsed: updates.ReleaseData | _NotReady = await asyncio.to_thread(
+                parsed: updates.ReleaseData | tuple[str, str] = await asyncio.to_thread(
                     updates.parse_configmap_data, dict(configmap.get("data") or {}))
             except updates.ReleaseDataError as error:
-                parsed = _NotReady("InvalidReleaseData", f"{self.source}: {error}")
+                parsed = ("InvalidReleaseData", f"{self.source}: {error}")
             self._configmap = (version, parsed)
         held = self._configmap[1]
-        if isinstance(held, _NotReady):
-            raise held
+        if isinstance(held, tuple):
+            raise _NotReady(*held)
         return held
 
     async def _artifact_data(self, watch: reflector.Watch) -> updates.ReleaseData:
@@ -258,7 +260,7 @@ class UpdateController:
         failures = self.artifact_failures
         refused = failures.refused(digest)
         if refused is not None:
-            raise refused
+            raise _NotReady(*refused)
         try:
             content = await artifacts.download(url)
         except artifacts.ArtifactTooLarge as error:
@@ -293,7 +295,7 @@ class UpdateController:
         return not_ready
 
     def _refuse(self, digest: str, not_ready: _NotReady) -> _NotReady:
-        self.artifact_failures.refuse(digest, not_ready)
+        self.artifact_failures.refuse(digest, not_ready.reason, not_ready.message)
         return not_ready
 
     def _evaluate(self, current: dict[str, Any], generation: int, now: datetime.datetime,

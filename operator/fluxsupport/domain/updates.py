@@ -137,7 +137,8 @@ def parse_release_data(version_text: str, files: Mapping[tuple[str, str], str]) 
         _checked_version(version, f"images/{version}")
         if len(text) > MAX_FILE_BYTES:
             raise ReleaseDataTooLarge(f"{where}: {len(text)} characters, more than the "
-                                      f"{MAX_FILE_BYTES} read from one file")
+                                      f"{artifact.size_text(MAX_FILE_BYTES)} read from one "
+                                      "file")
         try:
             document = yaml.safe_load(text)
         except yaml.YAMLError as error:
