@@ -203,9 +203,9 @@ def iter_files(content: Content, path: str, wanted: Callable[[str], bool],
     try:
         with tarfile.open(fileobj=stream, mode="r:") as archive:
             while (member := archive.next()) is not None:
-                # TarFile keeps every header it has read (50,000 empty members held 22 MB):
-                # drop them, the loop needs only this one. The list is the one getmembers()
-                # returns, left out of typeshed since it is not documented.
+                # TarFile keeps every header it has read, some 450 bytes each: drop them, the
+                # loop needs only this one. The list is the one getmembers() returns, left out
+                # of typeshed since it is not documented.
                 archive.members.clear()  # type: ignore[attr-defined]
                 members += 1
                 if members > limits.members:
