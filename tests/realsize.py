@@ -8,6 +8,7 @@ operator's answer against the generator's, not against the code under test.
 
 from __future__ import annotations
 
+import base64
 import copy
 import dataclasses
 import hashlib
@@ -209,8 +210,9 @@ def distribution_snapshot(root: pathlib.Path, seed: int = 11, files: int = 3000,
     """A work tree in the layout of controlplaneio-fluxcd/distribution: the real
     ``images/`` (VERSION, v2.7.5, v2.8.8, v2.9.4) plus generated older releases (v2.0-v2.6,
     tags ``v0.<minor>.<patch>`` that no real release uses), add-on images, OpenVEX documents,
-    release notes, docs and site pages, and the site's images (``assets_kib`` of random bytes,
-    which do not compress, like PNGs). About ``files`` files in all; returns counts."""
+    release notes, docs and site pages, and the site's scripts (``assets_kib`` of random bytes
+    in base64, which compress little, as minified scripts do). About ``files`` files in all;
+    returns the count per top directory."""
     rng = random.Random(seed)
     shutil.copytree(fixtures.UPSTREAM / "images", root / "images")
     written = {"images": sum(1 for p in (root / "images").rglob("*") if p.is_file())}
@@ -250,10 +252,12 @@ def distribution_snapshot(root: pathlib.Path, seed: int = 11, files: int = 3000,
             "statements": statements}, indent=2))
         write(f"releases/release-v2.{minor}.trivyignore",
               "".join(f"CVE-2025-{rng.randrange(10000, 99999)}\n" for _ in range(20)))
-    assets = max(1, assets_kib // 32)
-    for index in range(assets):
-        write(f"assets/images/social/page-{index:03d}.png",
-              b"\x89PNG\r\n\x1a\n" + rng.randbytes(32 * 1024 - 8))
+    # source-controller leaves images (*.png, *.jpg...) out of artifacts: the site's bulk that
+    # it packs is its minified scripts, which compress little.
+    for index in range(max(1, assets_kib // 32)):
+        write(f"assets/javascripts/bundle.{index:03d}.min.js",
+              "!function(){var s='" + base64.b64encode(rng.randbytes(32 * 1024)).decode()
+              + "';}();\n")
     text_files = max(0, files - sum(written.values()))
     for index in range(text_files):
         section = rng.choice(["distribution", "guides", "operator", "mcp", "addons"])
