@@ -1,7 +1,7 @@
 """Flux artifacts of real size over real HTTP: a loopback aiohttp server serves multi-MB tar.gz
 files in many network writes, with and without a Content-Length, and the advisory feed and
 the update check read them through the operator's own download, digest check and reader.
-The OSV feed (1,232 files, 1,200 advisories) and the distribution snapshot (3,001 files,
+The OSV feed (1,237 files, 1,200 advisories) and the distribution snapshot (3,001 files,
 about 5 MB packed) are generated from the real data in tests/data/upstream (tests/realsize.py).
 """
 
