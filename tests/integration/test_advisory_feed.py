@@ -3,7 +3,9 @@ the vendored advisories committed to a loopback git server, fetched by source-co
 artifact, and turned into SecurityBulletins by an operator that runs with exactly the chart's
 RBAC for `policy.advisories`. A restart writes nothing, a modified advisory updates exactly its
 bulletin, an invalid file is named in a Warning while the rest import, a removed advisory keeps
-its bulletin, and a person's bulletin of the same name is left alone."""
+its bulletin, and a person's bulletin of the same name is left alone. Then a thousand generated
+advisories in a repository of realistic size (about 5 MB as an artifact) all become
+bulletins."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import pytest
 
 from fluxsupport.constants import ADVISORY_FEED_LABEL, ADVISORY_REVISION, GROUP, VERSION
 from fluxsupport.devcluster import flux
-from tests import fixtures, gitsource, harness
+from tests import fixtures, gitsource, harness, realsize
 from tests.integration.test_updates import session_rbac
 
 ADVISORIES = fixtures.UPSTREAM / "advisories"
@@ -260,3 +262,86 @@ def invalid_file_and_removed_advisory(api: harness.Api, own: harness.OperatorPro
                               'fluxsupport_advisory_feed_advisories{outcome="invalid"} 1.0',
                               'fluxsupport_advisory_feed_advisories{outcome="created"} 1.0'}
                      <= feed_metrics(own) or None, timeout=20, what="the invalid file counted")
+
+
+# --- a thousand advisories in a repository of realistic size ---------------------------------
+
+def delete_feed_bulletins(api: harness.Api) -> None:
+    api.custom.delete_collection_cluster_custom_object(
+        GROUP, VERSION, "securitybulletins", label_selector=f"{ADVISORY_FEED_LABEL}={LABEL}")
+    harness.wait_for(lambda: not feed_bulletins(api), timeout=120,
+                     what="the feed's bulletins deleted")
+
+
+@pytest.fixture
+def large_feed_operator(operator_credentials: harness.OperatorCredentials, api: harness.Api,
+                        kubeconfig: pathlib.Path, no_session_operator: None,
+                        tmp_path: pathlib.Path) -> Iterator[tuple[harness.OperatorProcess,
+                                                                  realsize.OsvFeed]]:
+    """1,000 advisories generated from the vendored ones (tests/realsize.py) in the advisory
+    database's layout, in a repository of the distribution's layout: 2,500 files, about 5 MB
+    as source-controller's artifact; an operator with the chart's RBAC reads it."""
+    generated = realsize.osv_feed(1000)
+    flux.install_crds(kubeconfig)
+    harness.ensure_namespace(api, flux.RUNTIME_NAMESPACE)
+    delete_feed_bulletins(api)
+    chart_rbac = operator_credentials.service_account is not None
+    if chart_rbac:
+        session_rbac(kubeconfig, "--set", "policy.advisories.sourceRef.kind=GitRepository",
+                     "--set", f"policy.advisories.sourceRef.name={SOURCE}")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"advisories: {{sourceRef: {{kind: GitRepository, name: {SOURCE}}}}}\n")
+    own = harness.OperatorProcess(operator_credentials.kubeconfig, tmp_path,
+                                  extra_args=("--policy", str(policy)), name="operator-feed")
+
+    def fill(path: pathlib.Path) -> None:
+        realsize.distribution_snapshot(path, files=1500)
+        realsize.write_files(path, generated.files)
+
+    try:
+        with gitsource.served(kubeconfig, tmp_path, SOURCE, fill, "a thousand advisories"):
+            own.start()
+            try:
+                yield own, generated
+            finally:
+                own.stop()
+    finally:
+        with contextlib.suppress(AssertionError):
+            delete_feed_bulletins(api)
+        if chart_rbac:
+            session_rbac(kubeconfig)
+        assert "Traceback" not in own.log_text(), own.log_tail(200)
+
+
+def test_a_thousand_advisories_in_a_multi_mb_artifact_become_bulletins(
+        api: harness.Api,
+        large_feed_operator: tuple[harness.OperatorProcess, realsize.OsvFeed]) -> None:
+    own, generated = large_feed_operator
+    # Packing 2,500 files takes source-controller a while on a busy machine.
+    revision = harness.wait_for(lambda: artifact_revision(api) or None, timeout=120,
+                                what="source-controller's artifact")
+    created = len(generated.bulletins)
+    summary = (f"{created} created, 0 updated, 0 unchanged, {len(generated.skipped)} skipped "
+               "(no Flux component), 0 invalid, 0 left alone (not written by the feed), "
+               f"from revision {revision}")
+    harness.wait_for(lambda: summary in source_events(api, "AdvisoriesImported") or None,
+                     timeout=300, interval=1, what="the import's summary Event")
+    assert source_events(api, "ArtifactDigestMismatch") == []
+    found = feed_bulletins(api)
+    assert sorted(found) == sorted(generated.bulletins)
+    for name, components in generated.bulletins.items():
+        spec = found[name]["spec"]
+        assert [a["component"] for a in spec["affectedVersions"]] == components, name
+        component, first = generated.first_range[name]
+        ranges = next(a["ranges"] for a in spec["affectedVersions"]
+                      if a["component"] == component)
+        assert ranges[0] == first, name
+        assert found[name]["metadata"]["annotations"][ADVISORY_REVISION] == revision
+    source = api.custom.get_namespaced_custom_object(
+        "source.toolkit.fluxcd.io", "v1", flux.RUNTIME_NAMESPACE, "gitrepositories", SOURCE)
+    size = int(source["status"]["artifact"]["size"])
+    assert size > 4_000_000, f"the artifact is {size} bytes: not the size of a real one"
+    harness.wait_for(lambda: {"fluxsupport_advisory_feed_up 1.0",
+                              'fluxsupport_advisory_feed_advisories{outcome="created"} '
+                              f"{float(created)}"} <= feed_metrics(own) or None,
+                     timeout=20, what="the feed's metrics")

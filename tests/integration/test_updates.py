@@ -3,7 +3,9 @@ the chart's ServiceAccount, creates `cluster`, reads the release data from a Con
 with kubectl from tests/data/upstream/images, and follows the Flux Deployments through an
 upgrade: unsupported, then supported; printer columns, conditions and metrics. Then the same
 release data in git, fetched by the real source-controller (`make flux`), read from its
-artifact after the digest check, and followed through a new release pushed to git."""
+artifact after the digest check, and followed through a new release pushed to git; and the whole
+distribution repository of 3,001 files, whose artifact of about 5 MB reaches the operator in
+many network reads."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import pathlib
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import kubernetes
@@ -20,7 +22,7 @@ import pytest
 
 from fluxsupport.constants import GROUP, VERSION
 from fluxsupport.devcluster import flux
-from tests import conftest, fixtures, gitsource, harness
+from tests import conftest, fixtures, gitsource, harness, realsize
 
 OPERATOR_NAMESPACE = "fluxsupport-system"
 VARIANT = "enterprise-distroless"
@@ -206,12 +208,12 @@ def session_rbac(kubeconfig: pathlib.Path, *values: str) -> None:
     assert upgraded.returncode == 0, upgraded.stderr
 
 
-@pytest.fixture
-def source_operator(operator_credentials: harness.OperatorCredentials, api: harness.Api,
-                    kubeconfig: pathlib.Path, no_session_operator: None,
-                    tmp_path: pathlib.Path) -> Iterator[tuple[harness.OperatorProcess,
-                                                              flux.Checkout]]:
-    """source-controller fetching a git repository that holds images/, a GitRepository for
+@contextlib.contextmanager
+def operator_on_source(operator_credentials: harness.OperatorCredentials, api: harness.Api,
+                       kubeconfig: pathlib.Path, tmp_path: pathlib.Path,
+                       fill: Callable[[pathlib.Path], None], message: str
+                       ) -> Iterator[tuple[harness.OperatorProcess, flux.Checkout]]:
+    """source-controller fetching a git repository that ``fill`` writes, a GitRepository for
     it, and an operator whose policy names that GitRepository."""
     flux.install_crds(kubeconfig)
     harness.ensure_namespace(api, flux.RUNTIME_NAMESPACE)
@@ -224,13 +226,8 @@ def source_operator(operator_credentials: harness.OperatorCredentials, api: harn
     policy.write_text(f"updates: {{sourceRef: {{kind: GitRepository, name: {SOURCE}}}}}\n")
     own = harness.OperatorProcess(operator_credentials.kubeconfig, tmp_path,
                                   extra_args=("--policy", str(policy)), name="operator-source")
-
-    def fill(path: pathlib.Path) -> None:
-        shutil.copytree(IMAGES, path / "images")
-
     try:
-        with gitsource.served(kubeconfig, tmp_path, SOURCE, fill,
-                              "release data as of v2.9.4") as checkout:
+        with gitsource.served(kubeconfig, tmp_path, SOURCE, fill, message) as checkout:
             own.start()
             try:
                 yield own, checkout
@@ -241,6 +238,66 @@ def source_operator(operator_credentials: harness.OperatorCredentials, api: harn
         if chart_rbac:
             session_rbac(kubeconfig)
         assert "Traceback" not in own.log_text(), own.log_tail(200)
+
+
+@pytest.fixture
+def source_operator(operator_credentials: harness.OperatorCredentials, api: harness.Api,
+                    kubeconfig: pathlib.Path, no_session_operator: None,
+                    tmp_path: pathlib.Path) -> Iterator[tuple[harness.OperatorProcess,
+                                                              flux.Checkout]]:
+    """The release data alone in the repository: images/."""
+    def fill(path: pathlib.Path) -> None:
+        shutil.copytree(IMAGES, path / "images")
+
+    with operator_on_source(operator_credentials, api, kubeconfig, tmp_path, fill,
+                            "release data as of v2.9.4") as running:
+        yield running
+
+
+@pytest.fixture
+def snapshot_operator(operator_credentials: harness.OperatorCredentials, api: harness.Api,
+                      kubeconfig: pathlib.Path, no_session_operator: None,
+                      tmp_path: pathlib.Path) -> Iterator[tuple[harness.OperatorProcess,
+                                                                flux.Checkout]]:
+    """The whole distribution repository, without ignore rules: 3,001 files in its layout
+    (tests/realsize.py), about 5 MB as source-controller's artifact."""
+    def fill(path: pathlib.Path) -> None:
+        realsize.distribution_snapshot(path)
+
+    with operator_on_source(operator_credentials, api, kubeconfig, tmp_path, fill,
+                            "a snapshot of the distribution repository") as running:
+        yield running
+
+
+def artifact_of(api: harness.Api) -> dict[str, Any]:
+    source = api.custom.get_namespaced_custom_object(
+        "source.toolkit.fluxcd.io", "v1", flux.RUNTIME_NAMESPACE, "gitrepositories", SOURCE)
+    found: dict[str, Any] = (source.get("status") or {}).get("artifact") or {}
+    return found
+
+
+def test_release_data_from_the_whole_distribution_repository_of_several_mb(
+        api: harness.Api, kubeconfig: pathlib.Path,
+        snapshot_operator: tuple[harness.OperatorProcess, flux.Checkout]) -> None:
+    own, _ = snapshot_operator
+    with harness.flux_inventory(api, fixtures.release_images("v2.8.8", VARIANT)) as deployments:
+        for deployment in deployments:  # flux_inventory labels them v2.7.5
+            api.apps.patch_namespaced_deployment(
+                deployment["metadata"]["name"], "flux-system",
+                {"metadata": {"labels": {"app.kubernetes.io/version": "v2.8.8"}}})
+        # Packing and serving 3,000 files takes source-controller a while on a busy machine.
+        harness.wait_for(lambda: artifact_of(api).get("digest"), timeout=120,
+                         what="source-controller's artifact of the snapshot")
+        checked = wait_check(api, "v2.8.8 from the multi-MB artifact", Ready=("True", "Checked"),
+                             Supported=("True", "MinorSupported"),
+                             UpToDate=("False", "MinorAvailable"))
+        status = checked["status"]
+        assert (status["running"], status["latest"], status["minorsBehind"]) == (
+            "v2.8.8", "v2.9.4", 1)
+        assert status["supportedMinors"] == ["v2.9", "v2.8", "v2.7"]
+        size = int(artifact_of(api)["size"])
+        assert size > 4_000_000, f"the artifact is {size} bytes: not the size of the real one"
+        assert "release data of GitRepository" in own.log_text()
 
 
 def test_release_data_from_a_source_controller_artifact(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pathlib
 import re
 import subprocess
@@ -17,7 +18,7 @@ import yaml
 
 from fluxsupport import resources
 from fluxsupport.domain import advisory, bulletin, inventory, vex
-from tests import fixtures
+from tests import fixtures, realsize
 
 ADVISORIES = fixtures.UPSTREAM / "advisories"
 SCHEMA_README = pathlib.Path(resources.__file__).parent / "schemas" / "README.md"
@@ -242,6 +243,96 @@ def test_import_to_a_directory_is_idempotent_and_follows_modified_advisories(
     assert spec["affectedVersions"][0]["ranges"] == [{"fixed": "v1.2.6"}]
     assert spec["advisory"]["modified"] == "2026-12-01T00:00:00Z"
     assert sorted(p.name for p in out.iterdir()) == ["ghsa-v554-xwgw-hc3w.yaml"]
+
+
+@pytest.mark.parametrize("advisory_id", [
+    "GHSA-x/../../clusters/prod/kustomization", "GHSA-v554/xwgw", "RHSA-2024:1234",
+    "x_flux-1", "GHSA-v554-xwgw-hc3w.", "GHSA-v554 xwgw", "GHSA-v554-xwgw-hc3w\n",
+    "GHSA-\u212a554-xwgw-hc3w", "GHSA-" + "a" * 250])
+def test_an_advisory_id_that_is_no_object_name_is_refused(advisory_id: str) -> None:
+    document = {**osv("GHSA-v554-xwgw-hc3w"), "id": advisory_id}
+    with pytest.raises(advisory.AdvisoryError, match="cannot name a bulletin: in lower case it "
+                       "must be a Kubernetes object name"):
+        advisory.to_bulletin(document)
+
+
+def test_names_are_the_ids_in_lower_case_and_one_name_is_one_bulletin() -> None:
+    assert advisory.bulletin_name("GHSA-v554-xwgw-hc3w") == "ghsa-v554-xwgw-hc3w"
+    assert advisory.bulletin_name("GO-2024.2611") == "go-2024.2611"
+    upper = {**osv("GHSA-v554-xwgw-hc3w"), "id": "GHSA-V554-XWGW-HC3W"}
+    feed = advisory.read_feed([("a.json", json.dumps(osv("GHSA-v554-xwgw-hc3w")).encode()),
+                               ("b.json", json.dumps(upper).encode())],
+                              jsonschema.Draft202012Validator(resources.osv_schema()))
+    # The first in id order keeps the name, whatever the order of the files.
+    assert [a.advisory_id for a in feed.bulletins] == ["GHSA-V554-XWGW-HC3W"]
+    assert feed.invalid == (advisory.Invalid(
+        "a.json", "the bulletin would be invalid: metadata.name: ghsa-v554-xwgw-hc3w is "
+                  "already the name of the bulletin of advisory GHSA-V554-XWGW-HC3W"),)
+
+
+def test_import_writes_nothing_outside_the_output_directory(tmp_path: pathlib.Path) -> None:
+    """An advisory id with a path in it, and a link in the directory, write nothing."""
+    repository = tmp_path / "repository"
+    kustomization = repository / "clusters" / "prod" / "kustomization.yaml"
+    kustomization.parent.mkdir(parents=True)
+    kustomization.write_text("kind: Kustomization\n")
+    out = repository / "bulletins"
+    feed = tmp_path / "feed"
+    feed.mkdir()
+    hostile = {**osv("GHSA-v554-xwgw-hc3w"), "id": "GHSA-x/../../clusters/prod/kustomization"}
+    (feed / "a.json").write_text(json.dumps(osv("GHSA-4xh5-jcj2-ch8q")))
+    (feed / "b.json").write_text(json.dumps(hostile))
+    result = fluxsupport("bulletin", "import", "--from", "osv", str(feed), "-o", str(out))
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"error: {feed / 'b.json'}: advisory id 'GHSA-x/../../clusters/prod/kustomization' "
+        "cannot name a bulletin: in lower case it must be a Kubernetes object name (ASCII "
+        "letters, digits, '-' and '.', starting and ending with a letter or digit, at most "
+        "253 characters)\n")
+    assert kustomization.read_text() == "kind: Kustomization\n"
+    assert not out.exists(), "a refused import writes nothing"
+    # A link in the directory to a file outside it: refused before anything is written.
+    (feed / "b.json").unlink()
+    out.mkdir()
+    (out / "ghsa-4xh5-jcj2-ch8q.yaml").symlink_to(kustomization)
+    result = fluxsupport("bulletin", "import", "--from", "osv", str(feed), "-o", str(out))
+    assert result.returncode == 2
+    assert f"{out.resolve() / 'ghsa-4xh5-jcj2-ch8q.yaml'}: not written: it resolves to " \
+           f"{kustomization.resolve()}, outside {out.resolve()}" in result.stderr
+    assert kustomization.read_text() == "kind: Kustomization\n"
+    (out / "ghsa-4xh5-jcj2-ch8q.yaml").unlink()
+    result = fluxsupport("bulletin", "import", "--from", "osv", str(feed), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["ghsa-4xh5-jcj2-ch8q.yaml"]
+    assert (out / "ghsa-4xh5-jcj2-ch8q.yaml").stat().st_mode & 0o777 == 0o644 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_import_of_a_thousand_advisories_writes_one_file_per_bulletin(
+        tmp_path: pathlib.Path) -> None:
+    generated = realsize.osv_feed(1200)
+    realsize.write_files(tmp_path, generated.files)
+    out = tmp_path / "bulletins"
+    result = fluxsupport("bulletin", "import", "--from", "osv", str(tmp_path / "advisories"),
+                         "-o", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.stem for p in out.iterdir()) == sorted(generated.bulletins)
+    assert result.stderr.count("\ncreated ") + result.stderr.startswith("created ") == \
+        len(generated.bulletins)
+    assert result.stderr.count("skipped GHSA-") == len(generated.skipped)
+    for name, (component, first) in generated.first_range.items():
+        spec = yaml.safe_load((out / f"{name}.yaml").read_text())["spec"]
+        ranges = next(a["ranges"] for a in spec["affectedVersions"]
+                      if a["component"] == component)
+        assert ranges[0] == first, name
+    again = fluxsupport("bulletin", "import", "--from", "osv", str(tmp_path / "advisories"),
+                        "-o", str(out))
+    assert again.stderr.count("unchanged ") == len(generated.bulletins)
 
 
 def test_import_refuses_what_is_not_osv(tmp_path: pathlib.Path) -> None:

@@ -171,27 +171,32 @@ def test_the_json_files_of_an_artifact_under_a_path_at_any_depth() -> None:
     content = tarball({"README.md": b"x", "images/VERSION": b"v2.9.4\n",
                        "other/x.json": b"{}", "advisories/notes.md": b"-", **nested},
                       links={"advisories/link.json": "/etc/passwd"})
-    found = artifact.json_files(content, "advisories")
+    found = dict(artifact.json_files(content, "advisories"))
     assert sorted(found) == sorted(nested)
     assert found == nested
-    assert sorted(artifact.json_files(content, ".")) == sorted([*nested, "other/x.json"])
-    assert artifact.json_files(content, "/advisories/") == nested
-    assert artifact.json_files(content, "elsewhere") == {}
+    assert sorted(dict(artifact.json_files(content, "."))) == sorted([*nested, "other/x.json"])
+    assert dict(artifact.json_files(content, "/advisories/")) == nested
+    assert dict(artifact.json_files(content, "elsewhere")) == {}
     # source-controller's archives name their members with or without ./
-    assert artifact.json_files(tarball(dict(vendored()), dot_prefix=True), "advisories") == \
-        dict(vendored())
+    assert dict(artifact.json_files(tarball(dict(vendored()), dot_prefix=True),
+                                    "advisories")) == dict(vendored())
     feed = advisory.read_feed(found.items(), OSV)
     assert [a.advisory_id for a in feed.bulletins] == BULLETIN_IDS
     artifact.verify_digest(content, sha256(content))
     with pytest.raises(artifact.ArtifactError, match="not the"):
         artifact.verify_digest(content, sha256(b"other"))
     with pytest.raises(artifact.ArtifactError, match=r"not a readable tar\.gz"):
-        artifact.json_files(b"plain text", "advisories")
-    # A small download that unpacks to much more is refused before it is read.
+        dict(artifact.json_files(b"plain text", "advisories"))
+    # A file larger than one file's bound is named, not read; past the bound of all files
+    # read, the artifact is refused.
     bomb = tarball({"advisories/big.json": b" " * 4096, "advisories/a.json": b"{}"})
     assert len(bomb) < 1024
-    with pytest.raises(artifact.ArtifactError, match="more than 4000 bytes unpacked"):
-        artifact.read_files(bomb, "advisories", lambda name: True, max_unpacked=4000)
+    assert artifact.read_files(bomb, "advisories", lambda name: True,
+                               artifact.Limits(file=4000)) == {
+        "big.json": artifact.TooLarge(4096, 4000), "a.json": b"{}"}
+    with pytest.raises(artifact.ArtifactTooLarge,
+                       match="files read under advisories/ hold more than 4000 bytes"):
+        artifact.read_files(bomb, "advisories", lambda name: True, artifact.Limits(read=4000))
 
 
 def test_the_policy_section_is_optional_and_defaults_to_advisories() -> None:
@@ -294,7 +299,7 @@ class Artifacts:
         self.downloads = 0
         self.fail = False
 
-    async def download(self, url: str, max_bytes: int = 0) -> bytes:
+    async def download(self, url: str, max_bytes: int | None = None) -> bytes:
         self.downloads += 1
         if self.fail:
             raise artifacts.ArtifactError(f"{url}: connection refused")

@@ -280,6 +280,17 @@ def test_a_configmap_without_version_is_refused() -> None:
         updates.parse_configmap_data(data)
 
 
+def test_a_configmap_key_of_a_megabyte_is_refused_before_it_is_parsed() -> None:
+    """A ConfigMap holds up to 1 MiB; PyYAML would build a node per scalar of it."""
+    data = configmap_data()
+    key = "v2.9.4-enterprise-distroless.yaml"
+    data[key] = data[key] + "# " + "x" * (1024 * 1024 - 100) + "\n"
+    with pytest.raises(updates.ReleaseDataTooLarge,
+                       match=r"images/v2\.9\.4/enterprise-distroless\.yaml: \d+ characters, "
+                             r"more than the 64 KiB read from one file"):
+        updates.parse_configmap_data(data)
+
+
 def test_the_policy_key_defaults_to_three_minors_and_moves_no_deadline() -> None:
     from fluxsupport.domain import policy
 

@@ -10,8 +10,11 @@ one; ``bulletin list`` lives in :mod:`fluxsupport.cli.bulletin_list`, imported w
 from __future__ import annotations
 
 import datetime
+import os
 import pathlib
 import re
+import tempfile
+from collections.abc import Iterator
 from typing import Annotated, Any, ClassVar
 
 import jsonschema
@@ -23,8 +26,8 @@ from fluxsupport import constants, resources
 from fluxsupport.cli import output
 from fluxsupport.cli.lazy import Lazy, LazyGroup
 from fluxsupport.domain import advisory as osv
+from fluxsupport.domain import artifact, inventory, remediation, vex
 from fluxsupport.domain import bulletin as domain
-from fluxsupport.domain import inventory, remediation, vex
 
 
 class _Group(LazyGroup):
@@ -295,14 +298,17 @@ def _advisory_files(sources: list[pathlib.Path]) -> list[pathlib.Path]:
     return files
 
 
-def _read_files(files: list[pathlib.Path]) -> list[tuple[str, bytes]]:
-    contents = []
+def _read_files(files: list[pathlib.Path]) -> Iterator[tuple[str, bytes | artifact.TooLarge]]:
+    """One file at a time, as the operator reads an artifact's; a file larger than the
+    operator would read is named, not read."""
+    limit = osv.LIMITS.file
     for path in files:
         try:
-            contents.append((str(path), path.read_bytes()))
+            size = path.stat().st_size
+            yield str(path), (artifact.TooLarge(size, limit) if size > limit
+                              else path.read_bytes())
         except OSError as error:
             raise output.fail(f"{path}: cannot read: {error.strerror}") from error
-    return contents
 
 
 def _import_osv(sources: list[pathlib.Path], output_dir: pathlib.Path | None,
@@ -327,21 +333,12 @@ def _import_osv(sources: list[pathlib.Path], output_dir: pathlib.Path | None,
         return
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
-        for manifest, text in zip(manifests, texts, strict=True):
-            target = output_dir / f"{manifest['metadata']['name']}.yaml"
-            before = target.read_text() if target.exists() else None
-            if before == text:
-                state = "unchanged"
-            else:
-                # Written next to the target and renamed: a reader (a Flux Kustomization,
-                # kubectl apply) never sees half a file.
-                partial = target.with_suffix(".yaml.tmp")
-                partial.write_text(text)
-                partial.replace(target)
-                state = "created" if before is None else "updated"
-            typer.echo(f"{state} {target}", err=True)
+        root = output_dir.resolve(strict=True)
+        targets = [_target(root, str(m["metadata"]["name"])) for m in manifests]
+        for target, text in zip(targets, texts, strict=True):
+            _write(target, text)
     except OSError as error:
-        raise output.fail(f"{output_dir}: cannot write: {error.strerror}") from error
+        raise output.fail(f"{output_dir}: cannot write: {error.strerror or error}") from error
 
 
 def _remediation_due(manifests: list[dict[str, Any]], policy_path: pathlib.Path | None) -> None:
@@ -384,3 +381,44 @@ def _remediation_due(manifests: list[dict[str, Any]], policy_path: pathlib.Path 
             if due is not None:
                 vulnerability["remediationFramework"] = framework
                 vulnerability["remediationDueAt"] = due.due_at.isoformat().replace("+00:00", "Z")
+
+
+def _target(root: pathlib.Path, name: str) -> pathlib.Path:
+    """``<root>/<name>.yaml``, refused unless it resolves to a file directly in ``root``.
+
+    The names are valid Kubernetes names already (no ``/``, no ``..``: read_feed refuses
+    the others); this also refuses a link in the directory that points elsewhere. Checked
+    for every bulletin before the first is written, so a refusal writes nothing."""
+    target = root / f"{name}.yaml"
+    if target.resolve().parent != root:
+        raise output.fail(f"{target}: not written: it resolves to {target.resolve()}, "
+                          f"outside {root}")
+    return target
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _write(target: pathlib.Path, text: str) -> None:
+    before = target.read_text() if target.exists() else None
+    if before == text:
+        state = "unchanged"
+    else:
+        # Written to a new file next to the target and renamed over it: a reader (a Flux
+        # Kustomization, kubectl apply) never sees half a file, and the rename replaces
+        # the directory entry, never writing through a link.
+        fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
+                                       suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as stream:
+                stream.write(text)
+            os.chmod(partial, 0o666 & ~_umask())  # as an ordinary new file, not mkstemp's 0600
+            os.replace(partial, target)
+        except BaseException:
+            pathlib.Path(partial).unlink(missing_ok=True)
+            raise
+        state = "created" if before is None else "updated"
+    typer.echo(f"{state} {target}", err=True)

@@ -28,7 +28,7 @@ import jsonschema
 
 from fluxsupport import constants, resources
 from fluxsupport.controllers.scheduler import Scheduler
-from fluxsupport.controllers.updates import ARTIFACT_RETRY_S, SOURCE_API, SOURCE_PLURALS
+from fluxsupport.controllers.updates import SOURCE_API, SOURCE_PLURALS, ArtifactFailures
 from fluxsupport.domain import advisory, artifact
 from fluxsupport.domain import policy as policy_module
 from fluxsupport.kube import api, reflector
@@ -72,13 +72,14 @@ class FeedView:
 
 
 class _Failed(Exception):
-    """The artifact cannot be read now; the feed says why and tries again later."""
+    """The artifact cannot be read now; the feed says why, and tries again ``retry_in``
+    seconds later if that may help."""
 
-    def __init__(self, reason: str, message: str, retry: bool = False) -> None:
+    def __init__(self, reason: str, message: str, retry_in: float | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
-        self.retry = retry
+        self.retry_in = retry_in
 
 
 class AdvisoryFeed:
@@ -104,6 +105,7 @@ class AdvisoryFeed:
             format_checker=jsonschema.FormatChecker())
         #: The digest whose advisories are all written: nothing to do until the next one.
         self._imported: str | None = None
+        self.artifact_failures = ArtifactFailures()
         #: The message of the last failure Event, so that a retry loop posts it once.
         self._failure: str | None = None
         self.view = FeedView()
@@ -126,8 +128,8 @@ class AdvisoryFeed:
                 await self._reconcile()
             except _Failed as failed:
                 self._fail(failed)
-                if failed.retry:
-                    self.scheduler.schedule(KEY, time.time() + ARTIFACT_RETRY_S)
+                if failed.retry_in is not None:
+                    self.scheduler.schedule(KEY, time.time() + failed.retry_in)
             else:
                 self.scheduler.succeeded(KEY)
 
@@ -165,14 +167,14 @@ class AdvisoryFeed:
             self._post(self._source_ref(held), "Warning", failed.reason, failed.message,
                        once=False)
 
-    async def _artifact(self) -> tuple[dict[str, Any], str, str, bytes]:
+    async def _artifact(self) -> tuple[dict[str, Any], str, str, artifact.Content]:
         """The source, its digest and revision, and the verified artifact."""
         watch = self.source_watch
         try:
             await asyncio.wait_for(watch.synced.wait(), 30)
         except TimeoutError as error:
             raise _Failed("SourceUnavailable", f"cannot list {self.source} yet",
-                          retry=True) from error
+                          retry_in=self.artifact_failures.retry_delay()) from error
         if watch.error:
             # The watch calls back when it lists again.
             raise _Failed("SourceUnavailable", f"cannot read {self.source}: {watch.error}")
@@ -187,18 +189,41 @@ class AdvisoryFeed:
                           "Ready condition")
         if digest == self._imported:
             return source, digest, revision, b""  # not downloaded again
+        failures = self.artifact_failures
+        refused = failures.refused(digest)
+        if refused is not None:
+            raise _Failed(*refused)
         try:
             content = await artifacts.download(url)
+        except artifacts.ArtifactTooLarge as error:
+            raise self._refuse(digest, _Failed(
+                "ArtifactTooLarge", f"cannot read the artifact of {self.source}: {error}")
+                ) from error
         except artifacts.ArtifactError as error:
             raise _Failed("ArtifactUnavailable", f"cannot download the artifact of "
-                          f"{self.source}: {error}; retrying", retry=True) from error
+                          f"{self.source}: {error}; retrying",
+                          retry_in=failures.retry_delay()) from error
         try:
-            artifact.verify_digest(content, digest)
+            # Hashing megabytes is CPU work: off the event loop.
+            await asyncio.to_thread(artifact.verify_digest, content, digest)
         except artifact.ArtifactError as error:
             # source-controller may be replacing the file: the next attempt may match.
-            raise _Failed("ArtifactDigestMismatch", f"{self.source} artifact {url}: {error}",
-                          retry=True) from error
+            raise _Failed("ArtifactDigestMismatch", f"{self.source} artifact {url}: {error}; "
+                          "retrying", retry_in=failures.retry_delay()) from error
+        failures.succeeded()
         return source, digest, revision, content
+
+    def _refuse(self, digest: str, failed: _Failed) -> _Failed:
+        """Refused for what the artifact is: not downloaded again until its digest changes."""
+        self.artifact_failures.refuse(digest, failed.reason, failed.message)
+        return failed
+
+    def _read(self, content: artifact.Content) -> advisory.Feed:
+        """The artifact's advisories; CPU work over untrusted input, bounded by
+        advisory.LIMITS and run in a thread (see _reconcile)."""
+        return advisory.read_feed(
+            artifact.json_files(content, self.settings.path, advisory.LIMITS), self._osv,
+            self._crd)
 
     async def _reconcile(self) -> None:
         source, digest, revision, content = await self._artifact()
@@ -208,12 +233,14 @@ class AdvisoryFeed:
             self._failure = None
             return
         try:
-            files = artifact.json_files(content, self.settings.path)
+            # Unpacking, JSON and schema validation of thousands of files take seconds of
+            # CPU: in a thread, so that the event loop goes on serving everything else.
+            feed = await asyncio.to_thread(self._read, content)
         except artifact.ArtifactError as error:
-            raise _Failed("InvalidArtifact", f"{self.source} revision {revision}: "
-                          f"{error}") from error
+            raise self._refuse(digest, _Failed(
+                error.reason, f"{self.source} revision {revision}: {error}")) from error
+        del content  # the bulletins are what is kept, not the artifact
         ref = self._source_ref(source)
-        feed = advisory.read_feed(files.items(), self._osv, self._crd)
         counts = dict.fromkeys(OUTCOMES, 0)
         counts["skipped"] = len(feed.skipped)
         invalid = list(feed.invalid)
@@ -237,7 +264,7 @@ class AdvisoryFeed:
                    f"alone (not written by the feed), from revision {revision}")
         logger.info("advisory feed %s: %s", self.source, summary)
         self._post(ref, "Normal", "AdvisoriesImported", summary)
-        if not files:
+        if not feed.files:
             self._post(ref, "Warning", "AdvisoriesNotFound",
                        f"no *.json under {artifact.prefix_of(self.settings.path) or '.'} in "
                        f"revision {revision} (advisories.path)")

@@ -36,8 +36,45 @@ PATH = f"/apis/{constants.API_VERSION}/{constants.UPDATECHECK_PLURAL}"
 MAX_COMPONENTS = 64
 SOURCE_API = "/apis/source.toolkit.fluxcd.io/v1"
 SOURCE_PLURALS = {"GitRepository": "gitrepositories", "OCIRepository": "ocirepositories"}
-#: A failed download is tried again this much later (source-controller may be restarting).
-ARTIFACT_RETRY_S = 15.0
+#: A failed download, or an artifact that does not match its digest, is tried again after
+#: these delays by the number of consecutive failures: source-controller may be restarting or
+#: replacing the file, and an artifact that keeps failing is not downloaded every few seconds
+#: for ever. A success starts again from the first.
+ARTIFACT_RETRY_S = (15.0, 30.0, 60.0, 120.0, 300.0)
+
+
+class ArtifactFailures:
+    """The failures of one source's artifact: when to try again, and what not to try again.
+
+    An artifact refused for what it is (too large, not a tar.gz, not in the layout) is
+    refused again without a download until the source has a new digest: the bytes behind a
+    digest do not change. A failure that may pass is retried with backoff.
+    """
+
+    def __init__(self) -> None:
+        self._consecutive = 0
+        #: (digest, reason, message): not the exception, whose traceback would keep the
+        #: artifact's bytes alive.
+        self._refused: tuple[str, str, str] | None = None
+
+    def refused(self, digest: str) -> tuple[str, str] | None:
+        """The reason and message this digest was refused with, if it was."""
+        if self._refused is not None and self._refused[0] == digest:
+            return self._refused[1], self._refused[2]
+        return None
+
+    def refuse(self, digest: str, reason: str, message: str) -> None:
+        self._refused = (digest, reason, message)
+
+    def retry_delay(self) -> float:
+        """The delay before the next attempt after one more failure."""
+        delay = ARTIFACT_RETRY_S[min(self._consecutive, len(ARTIFACT_RETRY_S) - 1)]
+        self._consecutive += 1
+        return delay
+
+    def succeeded(self) -> None:
+        self._consecutive = 0
+        self._refused = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +112,9 @@ class UpdateController:
                 f"{SOURCE_PLURALS[ref.kind]}", self.reconcile_soon, optional=True)
         #: The release data of the last artifact read, by its digest.
         self._artifact: tuple[str, updates.ReleaseData] | None = None
+        self.artifact_failures = ArtifactFailures()
+        #: The release data of the ConfigMap, or (reason, message), by its resourceVersion.
+        self._configmap: tuple[str, updates.ReleaseData | tuple[str, str]] | None = None
         self.view: UpdateView | None = None
         self._lock = asyncio.Lock()
         #: The stored body after our last write: newer than the watch until its echo arrives.
@@ -185,10 +225,19 @@ class UpdateController:
             raise _NotReady("ReleaseDataNotFound",
                             f"{self.source} not found; create it with the release data "
                             "(docs/updates.md)")
-        try:
-            return updates.parse_configmap_data(dict(configmap.get("data") or {}))
-        except updates.ReleaseDataError as error:
-            raise _NotReady("InvalidReleaseData", f"{self.source}: {error}") from error
+        version = str((configmap.get("metadata") or {}).get("resourceVersion") or "")
+        if self._configmap is None or self._configmap[0] != version or not version:
+            # Parsed once per version and off the event loop: YAML parsing is CPU work.
+            try:
+                parsed: updates.ReleaseData | tuple[str, str] = await asyncio.to_thread(
+                    updates.parse_configmap_data, dict(configmap.get("data") or {}))
+            except updates.ReleaseDataError as error:
+                parsed = ("InvalidReleaseData", f"{self.source}: {error}")
+            self._configmap = (version, parsed)
+        held = self._configmap[1]
+        if isinstance(held, tuple):
+            raise _NotReady(*held)
+        return held
 
     async def _artifact_data(self, watch: reflector.Watch) -> updates.ReleaseData:
         """The release data of the source's current artifact, downloaded once per digest."""
@@ -201,33 +250,53 @@ class UpdateController:
         if source is None:
             raise _NotReady("SourceNotFound", f"{self.source} not found (updates.sourceRef)")
         artifact = (source.get("status") or {}).get("artifact") or {}
-        url, digest = artifact.get("url"), artifact.get("digest")
+        url, digest = str(artifact.get("url") or ""), str(artifact.get("digest") or "")
+        revision = str(artifact.get("revision") or "")
         if not url or not digest:
             raise _NotReady("ArtifactNotReady", f"{self.source} has no artifact yet; see its "
                             "Ready condition")
         if self._artifact is not None and self._artifact[0] == digest:
             return self._artifact[1]
+        failures = self.artifact_failures
+        refused = failures.refused(digest)
+        if refused is not None:
+            raise _NotReady(*refused)
         try:
-            content = await artifacts.download(str(url))
+            content = await artifacts.download(url)
+        except artifacts.ArtifactTooLarge as error:
+            raise self._refuse(digest, _NotReady(
+                "ArtifactTooLarge", f"cannot read the artifact of {self.source}: {error}")
+                ) from error
         except artifacts.ArtifactError as error:
-            self.scheduler.schedule(KEY, time.time() + ARTIFACT_RETRY_S)
-            raise _NotReady("ArtifactUnavailable",
-                            f"cannot download the artifact of {self.source}: {error}; "
-                            "retrying") from error
+            raise self._retry(_NotReady("ArtifactUnavailable",
+                                        f"cannot download the artifact of {self.source}: "
+                                        f"{error}; retrying")) from error
         try:
-            updates.verify_digest(content, str(digest))
+            # Hashing and unpacking megabytes is CPU work: off the event loop.
+            await asyncio.to_thread(updates.verify_digest, content, digest)
         except updates.ReleaseDataError as error:
-            raise _NotReady("ArtifactDigestMismatch",
-                            f"{self.source} artifact {url}: {error}") from error
+            # source-controller may be replacing the file: the next attempt may match.
+            raise self._retry(_NotReady("ArtifactDigestMismatch",
+                                        f"{self.source} artifact {url}: {error}; retrying")
+                              ) from error
+        failures.succeeded()
         try:
-            data = updates.parse_archive(content, self.settings.path)
+            data = await asyncio.to_thread(updates.parse_archive, content, self.settings.path)
         except updates.ReleaseDataError as error:
-            raise _NotReady("InvalidReleaseData", f"{self.source} artifact "
-                            f"{artifact.get('revision', '')}: {error}") from error
+            raise self._refuse(digest, _NotReady(
+                error.reason, f"{self.source} artifact {revision}: {error}")) from error
         logger.info("FluxUpdateCheck: release data of %s at %s (%s)", self.source,
-                    artifact.get("revision", ""), digest)
-        self._artifact = (str(digest), data)
+                    revision, digest)
+        self._artifact = (digest, data)
         return data
+
+    def _retry(self, not_ready: _NotReady) -> _NotReady:
+        self.scheduler.schedule(KEY, time.time() + self.artifact_failures.retry_delay())
+        return not_ready
+
+    def _refuse(self, digest: str, not_ready: _NotReady) -> _NotReady:
+        self.artifact_failures.refuse(digest, not_ready.reason, not_ready.message)
+        return not_ready
 
     def _evaluate(self, current: dict[str, Any], generation: int, now: datetime.datetime,
                   data: updates.ReleaseData | _NotReady

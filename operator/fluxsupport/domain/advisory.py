@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import itertools
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -23,7 +25,7 @@ import pydantic
 import semver
 
 from fluxsupport import constants
-from fluxsupport.domain import bulletin, remediation
+from fluxsupport.domain import artifact, bulletin, remediation
 
 #: Go module -> the Flux component (Deployment and image name) it builds. Only controllers
 #: that run in a cluster; everything else in an advisory is left out of the bulletin.
@@ -44,6 +46,15 @@ _SEVERITIES = {"LOW": "Low", "MODERATE": "Medium", "MEDIUM": "Medium", "HIGH": "
 #: Without a GitHub severity (other OSV sources): treat as High rather than hide it as Low.
 DEFAULT_SEVERITY = "High"
 _MAX_TITLE, _MAX_SUMMARY, _MAX_CVE_SUMMARY = 512, 16384, 4096
+#: A Kubernetes object name: a DNS-1123 subdomain.
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_MAX_NAME = 253
+#: What the advisory feed and ``bulletin import --from osv`` read. An advisory of the GitHub
+#: database is a few KB; validating a megabyte of affected packages against the OSV schema
+#: takes seconds of CPU, so one file is bounded well above the real ones, not at a megabyte.
+LIMITS = artifact.Limits(file=256 * 1024)
+#: Schema errors of one document looked at to name the first.
+MAX_SCHEMA_ERRORS = 100
 
 
 class AdvisoryError(ValueError):
@@ -94,6 +105,21 @@ def _ranges(events: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
     return intervals
 
 
+def bulletin_name(advisory_id: str) -> str:
+    """The id in lower case, if that is a valid name for a Kubernetes object (a DNS-1123
+    subdomain); refused otherwise rather than changed, so that an id such as
+    ``GHSA-x/../../clusters/prod/kustomization`` names no file or object but its own.
+    :func:`read_feed` refuses a second id with the same name (``GHSA-ABC``, ``ghsa-abc``)."""
+    name = advisory_id.lower()
+    # ASCII first: "K" (the Kelvin sign) is "k" in lower case.
+    if not advisory_id.isascii() or len(name) > _MAX_NAME or not _NAME.fullmatch(name):
+        raise AdvisoryError(
+            f"advisory id {advisory_id!r} cannot name a bulletin: in lower case it must be a "
+            "Kubernetes object name (ASCII letters, digits, '-' and '.', starting and ending "
+            f"with a letter or digit, at most {_MAX_NAME} characters)")
+    return name
+
+
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
@@ -105,7 +131,6 @@ def to_bulletin(advisory: Mapping[str, Any]) -> Converted:
     again changes nothing, and a modified advisory changes exactly its bulletin.
     """
     advisory_id = str(advisory["id"])
-    name = advisory_id.lower()
     affected: dict[str, dict[str, Any]] = {}
     skipped: list[str] = []
     for entry in advisory.get("affected") or []:
@@ -122,7 +147,8 @@ def to_bulletin(advisory: Mapping[str, Any]) -> Converted:
                 target["ranges"] += _ranges(version_range.get("events") or [])
     affected = {c: a for c, a in affected.items() if a["ranges"]}
     if not affected:
-        return Converted(name, None, tuple(skipped))
+        return Converted(advisory_id.lower(), None, tuple(skipped))
+    name = bulletin_name(advisory_id)
     components = sorted(affected)
     cves = [alias for alias in advisory.get("aliases") or [] if alias.startswith("CVE-")]
     severity = _SEVERITIES.get(str((advisory.get("database_specific") or {}).get(
@@ -206,6 +232,8 @@ class Feed:
     #: Files that are not JSON, not OSV, or whose bulletin would be invalid; the reading
     #: order, then the id order.
     invalid: tuple[Invalid, ...]
+    #: The files read, valid or not.
+    files: int = 0
 
     @property
     def bulletins(self) -> list[Imported]:
@@ -224,9 +252,11 @@ def _where(error: SchemaError) -> str:
 
 
 def _first_error(validator: Validator, instance: Any) -> SchemaError | None:
-    # The error nearest the root first; indexes in numeric order, before names.
-    errors = sorted(validator.iter_errors(instance), key=lambda e: [
-        (0, p, "") if isinstance(p, int) else (1, 0, str(p)) for p in e.absolute_path])
+    # The error nearest the root first; indexes in numeric order, before names. Among the
+    # first few only: a file of a million wrong items would otherwise hold a million errors.
+    first = itertools.islice(validator.iter_errors(instance), MAX_SCHEMA_ERRORS)
+    errors = sorted(first, key=lambda e: [(0, p, "") if isinstance(p, int) else (1, 0, str(p))
+                                          for p in e.absolute_path])
     return errors[0] if errors else None
 
 
@@ -236,19 +266,28 @@ def _modified(document: Mapping[str, Any]) -> datetime.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
 
-def read_feed(files: Iterable[tuple[str, bytes]], osv_schema: Validator,
+def read_feed(files: Iterable[tuple[str, bytes | artifact.TooLarge]], osv_schema: Validator,
               bulletin_schema: Validator | None = None) -> Feed:
     """Every advisory of ``files`` (name, content) as a bulletin.
 
     A file that is not JSON, not valid against ``osv_schema``, names a version that is not
     semver, or gives a bulletin that ``bulletin_schema`` (the CRD's) or the operator's model
-    refuses, is reported in ``Feed.invalid`` and the others go on. Of two copies of one id the
-    later ``modified`` wins, the later file on a tie. Deterministic: the same files give the
-    same bulletins, so a feed read again changes nothing.
+    refuses, is reported in ``Feed.invalid`` and the others go on; so is a file the reader
+    left out for its size (:class:`artifact.TooLarge`). Of two copies of one id the later
+    ``modified`` wins, the later file on a tie. Deterministic: the same files give the same
+    bulletins, so a feed read again changes nothing.
+
+    ``files`` is consumed one file at a time and no document is kept, only its bulletin:
+    what a feed holds in memory is its bulletins, not its files.
     """
     invalid: list[Invalid] = []
-    newest: dict[str, tuple[str, dict[str, Any], datetime.datetime]] = {}
+    newest: dict[str, tuple[str, Converted | str, datetime.datetime]] = {}
+    count = 0
     for path, content in files:
+        count += 1
+        if isinstance(content, artifact.TooLarge):
+            invalid.append(Invalid(path, f"not read: {content}"))
+            continue
         try:
             document = json.loads(content)
         except ValueError as error:
@@ -271,23 +310,34 @@ def read_feed(files: Iterable[tuple[str, bytes]], osv_schema: Validator,
             continue
         held = newest.get(document["id"])
         if held is None or modified >= held[2]:
-            newest[document["id"]] = (path, document, modified)
+            newest[document["id"]] = (path, _converted(document), modified)
     advisories = []
+    named: dict[str, str] = {}
     for advisory_id in sorted(newest):
-        path, document, _ = newest[advisory_id]
-        try:
-            converted = to_bulletin(document)
-        except ValueError as error:  # AdvisoryError, or a range semver cannot order
-            invalid.append(Invalid(path, str(error)))
+        path, converted, _ = newest[advisory_id]
+        if isinstance(converted, str):
+            invalid.append(Invalid(path, converted))
             continue
         imported = Imported(path, advisory_id, converted)
         if converted.spec is not None:
             problem = _bulletin_problem(imported, bulletin_schema)
+            if problem is None and converted.name in named:
+                problem = (f"metadata.name: {converted.name} is already the name of the "
+                           f"bulletin of advisory {named[converted.name]}")
             if problem is not None:
                 invalid.append(Invalid(path, f"the bulletin would be invalid: {problem}"))
                 continue
+            named[converted.name] = advisory_id
         advisories.append(imported)
-    return Feed(tuple(advisories), tuple(invalid))
+    return Feed(tuple(advisories), tuple(invalid), count)
+
+
+def _converted(document: Mapping[str, Any]) -> Converted | str:
+    """The bulletin of a valid OSV document, or why there is none."""
+    try:
+        return to_bulletin(document)
+    except ValueError as error:  # AdvisoryError, or a range semver cannot order
+        return str(error)
 
 
 def _bulletin_problem(imported: Imported, schema: Validator | None) -> str | None:

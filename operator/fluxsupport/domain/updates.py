@@ -25,10 +25,25 @@ from fluxsupport.domain.inventory import FLUX_OPERATOR, RunningComponent
 
 #: The 2026 support policy: the three most recent minors receive backports.
 DEFAULT_SUPPORTED_MINORS = 3
+#: What the release data may hold. The distribution's files are about 2 KB with seven images
+#: each, 28 KB in all; PyYAML builds a node per scalar, so a megabyte of YAML costs a hundred
+#: times that in memory, and the bounds keep a hostile file far below the Pod's limit.
+MAX_FILE_BYTES = 64 * 1024
+MAX_IMAGES = 256
+ARCHIVE_LIMITS = artifact.Limits(file=MAX_FILE_BYTES, read=8 * 1024 * 1024)
 
 
 class ReleaseDataError(ValueError):
     """The release data is not in the distribution's layout, or the inventory does not match it."""
+
+    #: The condition reason that says so.
+    reason = "InvalidReleaseData"
+
+
+class ReleaseDataTooLarge(ReleaseDataError):
+    """The artifact or a file of it goes past what the operator reads."""
+
+    reason = "ArtifactTooLarge"
 
 
 class _Model(pydantic.BaseModel):
@@ -120,6 +135,10 @@ def parse_release_data(version_text: str, files: Mapping[tuple[str, str], str]) 
     for (version, variant), text in sorted(files.items()):
         where = f"images/{version}/{variant}.yaml"
         _checked_version(version, f"images/{version}")
+        if len(text) > MAX_FILE_BYTES:
+            raise ReleaseDataTooLarge(f"{where}: {len(text)} characters, more than the "
+                                      f"{artifact.size_text(MAX_FILE_BYTES)} read from one "
+                                      "file")
         try:
             document = yaml.safe_load(text)
         except yaml.YAMLError as error:
@@ -127,6 +146,9 @@ def parse_release_data(version_text: str, files: Mapping[tuple[str, str], str]) 
         entries = document.get("images") if isinstance(document, dict) else None
         if not isinstance(entries, list) or not entries:
             raise ReleaseDataError(f"{where}: expected a kustomize `images:` list")
+        if len(entries) > MAX_IMAGES:
+            raise ReleaseDataTooLarge(f"{where}: {len(entries)} images, more than "
+                                      f"{MAX_IMAGES}")
         images = []
         for index, entry in enumerate(entries):
             try:
@@ -291,7 +313,7 @@ def parse_configmap_data(data: Mapping[str, str]) -> ReleaseData:
     return parse_release_data(data["VERSION"], files)
 
 
-def verify_digest(content: bytes, digest: str) -> None:
+def verify_digest(content: artifact.Content, digest: str) -> None:
     """``digest`` is ``<algorithm>:<hex>`` as source-controller writes status.artifact.digest."""
     try:
         artifact.verify_digest(content, digest)
@@ -304,12 +326,18 @@ def _release_file(name: str) -> bool:
     return parts == ["VERSION"] or (len(parts) == 2 and parts[1].endswith(".yaml"))
 
 
-def parse_archive(content: bytes, path: str = "images") -> ReleaseData:
+def parse_archive(content: artifact.Content, path: str = "images") -> ReleaseData:
     """The release data from a Flux source artifact (a tar.gz): ``<path>/VERSION`` and
-    ``<path>/<version>/<variant>.yaml``. Only regular files are read, never extracted."""
+    ``<path>/<version>/<variant>.yaml``. Only regular files are read, never extracted, within
+    :data:`ARCHIVE_LIMITS`. CPU work on hostile input: run it off the event loop."""
+    texts = {}
     try:
-        texts = {name: data.decode() for name, data in
-                 artifact.read_files(content, path, _release_file).items()}
+        for name, data in artifact.iter_files(content, path, _release_file, ARCHIVE_LIMITS):
+            if isinstance(data, artifact.TooLarge):
+                raise ReleaseDataTooLarge(f"{artifact.prefix_of(path)}{name}: {data}")
+            texts[name] = data.decode()
+    except artifact.ArtifactTooLarge as error:
+        raise ReleaseDataTooLarge(str(error)) from error
     except artifact.ArtifactError as error:
         raise ReleaseDataError(str(error)) from error
     except UnicodeDecodeError as error:
