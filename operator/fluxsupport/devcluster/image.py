@@ -394,13 +394,10 @@ def built() -> dict[str, object]:
 def _prune(keep: set[str]) -> None:
     """Drop every image but the current bases from buildah's storage: the archive is the
     product, and the vfs driver stores each layer as a full copy."""
-    listed = _run(_buildah("images", "--format", "{{.Name}}:{{.Tag}} {{.ID}}"),
-                  what="buildah images")
-    for line in listed.splitlines():
-        name, _, image_id = line.partition(" ")
-        if name not in keep:
-            subprocess.run(_buildah("rmi", "--force", image_id), capture_output=True,
-                           check=False, timeout=300)
+    listed = json.loads(_run(_buildah("images", "--json"), what="buildah images") or "[]")
+    for entry in listed:
+        if not keep.intersection(entry.get("names") or ()):
+            _run(_buildah("rmi", "--force", entry["id"]), what="buildah rmi")
 
 
 # --- reading the archive ----------------------------------------------------------------------
