@@ -103,4 +103,4 @@ def image_command(
     typer.echo(f"image: {recorded['reference']}")
     typer.echo(f"digest: {recorded['digest']}")
     if sizes:
-        typer.echo(image.size_table(image.archive_path()))
+        typer.echo(recorded.get("sizes") or image.size_table(image.archive_path()))

@@ -312,10 +312,10 @@ def _stage_context(root: pathlib.Path, target: pathlib.Path) -> None:
         shutil.copy2(root / name, destination)
 
 
-def _current() -> dict[str, str] | None:
+def _current() -> dict[str, Any] | None:
     if not (archive_path().is_file() and metadata_path().is_file()):
         return None
-    recorded: dict[str, str] = json.loads(metadata_path().read_text())
+    recorded: dict[str, Any] = json.loads(metadata_path().read_text())
     return recorded
 
 
@@ -374,7 +374,7 @@ def build(report: Reporter = _stderr) -> pathlib.Path:
         metadata = {"key": key, "tag": image_tag, "reference": ref,
                     "digest": digest_file.read_text().strip(),
                     "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "seconds": seconds}
+                    "seconds": seconds, "sizes": size_table(archive_path())}
         metadata_path().write_text(json.dumps(metadata, indent=2) + "\n")
         _prune(keep={build_ref, runtime_ref})
         shutil.rmtree(scratch, ignore_errors=True)
@@ -383,11 +383,11 @@ def build(report: Reporter = _stderr) -> pathlib.Path:
         return archive_path()
 
 
-def built() -> dict[str, object]:
+def built(report: Reporter = _stderr) -> dict[str, Any]:
     """Build if needed, then what :func:`metadata_path` records (key, tag, reference, digest,
-    built, seconds)."""
-    build()
-    recorded: dict[str, object] = json.loads(metadata_path().read_text())
+    built, seconds, sizes: the table of :func:`size_table`)."""
+    build(report)
+    recorded: dict[str, Any] = json.loads(metadata_path().read_text())
     return recorded
 
 
