@@ -18,6 +18,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -229,3 +230,19 @@ def test_the_image_is_under_200_mb(archive: pathlib.Path,
             f"layers: {', '.join(f'{layer.unpacked / 1e6:.1f}' for layer in layers)} MB")
     assert len(layers) == 2, "the Debian base and the venv"
     assert unpacked < SIZE_LIMIT
+
+
+def test_a_work_folder_with_a_mount_inside_is_not_deleted(tmp_path: pathlib.Path) -> None:
+    """An interrupted base build could leave a mount in its work folder; deleting through it
+    could reach the host's files. The mount lives in a private mount namespace here."""
+    work = tmp_path / "base.partial"
+    (work / "rootfs" / "dev").mkdir(parents=True)
+    script = ("mount -t tmpfs -o size=1m tmpfs \"$1/rootfs/dev\" && touch \"$1/rootfs/dev/null\""
+              " && exec \"$2\" -c 'import pathlib, sys; from fluxsupport.devcluster import image;"
+              " image._remove_unmounted(pathlib.Path(sys.argv[1]))' \"$1\"")
+    result = subprocess.run(["/usr/bin/unshare", "--mount", "--propagation", "private", "--",
+                             "/bin/sh", "-c", script, "sh", str(work), sys.executable],
+                            capture_output=True, text=True, check=False, timeout=120)
+    assert result.returncode == 1
+    assert f"{work}/rootfs/dev is still mounted" in result.stderr
+    assert (work / "rootfs" / "dev").is_dir()

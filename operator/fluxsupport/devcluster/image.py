@@ -261,10 +261,13 @@ def build_bases(report: Reporter = _stderr) -> tuple[str, str]:
     report(f"Building the base images {build_ref} and {runtime_ref} from Debian {DEBIAN_SUITE} "
            "packages (mmdebstrap; once, cached afterwards)")
     work = image_dir() / "base.partial"
-    shutil.rmtree(work, ignore_errors=True)
+    _remove_unmounted(work)
     work.mkdir(parents=True)
     rootfs = work / "rootfs"
-    command = ["mmdebstrap", "--variant=essential", "--format=directory",
+    # mmdebstrap mounts /proc, /sys and /dev into the tree while it installs: in a mount
+    # namespace of its own, those mounts end with it even when it is killed.
+    command = ["unshare", "--mount", "--propagation", "private", "--",
+               "mmdebstrap", "--variant=essential", "--format=directory",
                f"--include={','.join(BASE_PACKAGES)}", f"--hook-dir={MERGED_USR_HOOK}",
                *(f"--dpkgopt=path-exclude={p}" for p in EXCLUDED_PATHS),
                *(f"--dpkgopt=path-include={p}" for p in INCLUDED_PATHS),
@@ -278,9 +281,22 @@ def build_bases(report: Reporter = _stderr) -> tuple[str, str]:
     _tar_rootfs(rootfs, work / "runtime.tar")
     _commit_base(work / "build.tar", build_ref)
     _commit_base(work / "runtime.tar", runtime_ref)
-    shutil.rmtree(work)
+    _remove_unmounted(work)
     report(f"  base images ready in {time.monotonic() - started:.0f}s")
     return build_ref, runtime_ref
+
+
+def _remove_unmounted(folder: pathlib.Path) -> None:
+    """Delete a work folder, unless something is mounted in it (rmtree would then delete
+    through the mount, into the host's /dev for instance)."""
+    inside = str(folder.resolve()) + "/"
+    with open("/proc/self/mountinfo") as mountinfo:
+        mounted = [line.split()[4] for line in mountinfo
+                   if (line.split()[4] + "/").startswith(inside)]
+    if mounted:
+        raise ImageError(f"{', '.join(mounted)} is still mounted (an interrupted build?): "
+                         f"unmount it (umount -R), then run the build again")
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _host_trust_mounts() -> list[str]:
