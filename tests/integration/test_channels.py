@@ -26,11 +26,13 @@ CUSTOMER = "flux-ops@customer.test"
 
 
 def channels_policy(rt: RequestTracker, gateway: MailGateway) -> str:
+    # The product's default timeout: RT serves one request at a time, and on a loaded machine
+    # (load 11 on 2 cores, measured) a request took up to 3 s; an update then backs off.
     return conftest.TEST_POLICY + f"""\
 channels:
   cluster: test-cluster
   secretName: {SECRET}
-  portal: {{enabled: true, url: "{rt.url}", queue: {rt.queue}, syncInterval: 1s, timeout: 3s}}
+  portal: {{enabled: true, url: "{rt.url}", queue: {rt.queue}, syncInterval: 1s, timeout: 10s}}
   email: {{enabled: true, host: 127.0.0.1, port: {gateway.port}, tls: none,
           from: {CUSTOMER}, to: {rt.correspond_address}, timeout: 5s}}
   fallback: {{levels: [1, 2], attempts: 2, after: 1m}}
@@ -316,9 +318,10 @@ def test_a_long_comment_reaches_the_ticket_once_across_a_sigkill(
 def test_an_update_rt_refuses_backs_off_shows_why_and_goes_once_allowed(
         channels_operator: ChannelsOperator, api: harness.Api, rt: RequestTracker,
         namespace: str, kubeconfig: pathlib.Path, figures: Any) -> None:
-    """The support team moves the ticket to a queue the operator's user may not see: RT
-    answers 403. The case says so in TicketUpdated, the operator asks again after a growing
-    backoff, not in a loop, and posts the comment once the ticket is back."""
+    """The support team moves the ticket to a queue the operator's user may not see: RT 5
+    shows it an empty history and refuses the comment (400, Permission Denied). The case says
+    so in TicketUpdated, the operator asks again after a growing backoff, not in a loop, and
+    posts the comment once the ticket is back."""
     create(api, namespace, "moved", "Low")
     ticket = harness.wait_for(lambda: submission(api, namespace, "moved").get("ticketId"),
                               timeout=60, what="a ticket")
@@ -335,12 +338,12 @@ def test_an_update_rt_refuses_backs_off_shows_why_and_goes_once_allowed(
 
     condition = harness.wait_for(refused, timeout=60, what="TicketUpdated False")
     assert condition["reason"] == "Failed", condition
-    assert "403" in condition["message"], condition
+    assert "400: Permission Denied" in condition["message"], condition
     before = int(submission(api, namespace, "moved")["updateFailures"])
     window_s = 8.0
     time.sleep(window_s)  # an upper bound is measured: a busy machine only lowers it
     after = int(submission(api, namespace, "moved")["updateFailures"])
-    figures(f"RT refusing an update (403): {after - before} more attempt(s) in "
+    figures(f"RT refusing an update (400): {after - before} more attempt(s) in "
             f"{window_s:.0f} s after the first")
     assert after - before <= 2, (before, after)  # 5 s, then 10 s apart
 

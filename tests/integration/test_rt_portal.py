@@ -176,7 +176,7 @@ def test_the_history_says_who_resolved_the_ticket_and_when(rt: RequestTracker) -
 
 def test_a_long_update_is_posted_once_when_its_record_failed(
         rt: RequestTracker, figures: Callable[[str], None]) -> None:
-    """A comment of 12,000 characters (a pasted log) is posted, and the status write that
+    """A comment of 11,200 characters (a pasted log) is posted, and the status write that
     records it fails: the next attempt finds it in the history, cut at 4,000 characters, and
     does not post it again."""
     ticket = create(rt, new_tag())
