@@ -70,7 +70,7 @@ class FakeKube:
         raise AssertionError(f"unexpected {method} {path}")
 
 
-def policy(url: str, *, sync_interval: str = "1s", timeout: str = "3s") -> policy_module.Policy:
+def policy(url: str, *, sync_interval: str = "1s", timeout: str = "10s") -> policy_module.Policy:
     return policy_module.Policy.model_validate({
         "timezone": "UTC", "holidays": "", "businessHours": {"alwaysOpen": True},
         "channels": {"portal": {"enabled": True, "url": url, "queue": "FluxSupport",
@@ -78,9 +78,9 @@ def policy(url: str, *, sync_interval: str = "1s", timeout: str = "3s") -> polic
 
 
 def controllers(kube: FakeKube, url: str, *, listed: asyncio.Event | None = None,
-                channels: policy_module.Channels | None = None
+                channels: policy_module.Channels | None = None, timeout: str = "10s"
                 ) -> tuple[CaseController, SubmissionController]:
-    rules = policy(url)
+    rules = policy(url, timeout=timeout)
     cases = CaseController(rules, kube)  # type: ignore[arg-type]
     extra = {"listed": listed} if listed is not None else {}
     submissions = SubmissionController(cases, channels or rules.channels,

@@ -427,14 +427,20 @@ def test_refused_updates_back_off_and_never_hold_up_new_cases(
             started = time.monotonic()
             new = await channelkit.add(cases, channelkit.case_body("new"))
             filed = None
-            while time.monotonic() - started < window_s:
+            # At least the window; longer only while a loaded machine has not got that far.
+            while time.monotonic() - started < 30:
                 await asyncio.sleep(0.05)
                 if filed is None and channelkit.submission(cases, new).get("ticketId"):
                     filed = time.monotonic() - started
+                if time.monotonic() - started >= window_s and filed is not None and all(
+                        channelkit.submission(cases, k).get("updateFailures") for k in keys):
+                    break
+            elapsed = time.monotonic() - started
             # The stuck cases wait at low priority: behind any case waiting to be filed.
             waiting = [(k in submissions.scheduler._low_due, k in submissions.scheduler._due)
                        for k in keys]
-            return (rt.requests, filed, [channelkit.submission(cases, k) for k in keys],
+            return (dict(rt.requests), elapsed, filed,
+                    [channelkit.submission(cases, k) for k in keys],
                     [channelkit.condition(cases, k, "TicketUpdated") for k in keys],
                     dict(submissions._locks), waiting)
         finally:
@@ -442,12 +448,13 @@ def test_refused_updates_back_off_and_never_hold_up_new_cases(
             await submissions.close()
             await rt.stop()
 
-    requests, filed, records, conditions_, locks, waiting = asyncio.run(scenario())
-    per_ticket = [requests[ticket] for ticket in stuck]
-    figures(f"{status} on updates: requests per stuck ticket in {window_s:.0f} s: "
+    requests, elapsed, filed, records, conditions_, locks, waiting = asyncio.run(scenario())
+    per_ticket = [requests.get(ticket, 0) for ticket in stuck]
+    figures(f"{status} on updates: requests per stuck ticket in {elapsed:.1f} s: "
             f"{per_ticket}; new case filed after "
             f"{'never' if filed is None else f'{filed:.2f} s'}")
-    assert max(per_ticket) <= 2, per_ticket  # one attempt (history); the next is 5 s later
+    # One request per attempt (the history); attempts 5 s, 10 s, ... apart.
+    assert max(per_ticket) <= 1 + int(elapsed // 5), per_ticket
     assert filed is not None, "the new case was not filed while the stuck ones retried"
     for record, condition in zip(records, conditions_, strict=True):
         assert record["updateFailures"] == 1
@@ -465,7 +472,7 @@ def test_an_unreachable_portal_is_asked_again_after_a_backoff(
         figures: Callable[[str], None]) -> None:
     window_s = 3.0
 
-    async def scenario() -> tuple[list[float], dict[str, object], dict[str, object] | None]:
+    async def scenario() -> tuple[int, dict[str, Any], dict[str, Any] | None]:
         server, url, connections = await channelkit.closing_server()
         kube = channelkit.FakeKube()
         cases, submissions = channelkit.controllers(kube, url)
@@ -473,17 +480,23 @@ def test_an_unreachable_portal_is_asked_again_after_a_backoff(
         try:
             key = await channelkit.add(cases, channelkit.case_body(
                 "unreachable", ticket="7", comments=COMMENT))
+            for _ in range(600):
+                await asyncio.sleep(0.05)
+                if channelkit.submission(cases, key).get("updateFailures"):
+                    break
+            before = len(connections)
             await asyncio.sleep(window_s)
-            return (connections, channelkit.submission(cases, key),
+            return (len(connections) - before, channelkit.submission(cases, key),
                     channelkit.condition(cases, key, "TicketUpdated"))
         finally:
             runner.cancel()
             await submissions.close()
             server.close()
 
-    connections, record, condition = asyncio.run(scenario())
-    figures(f"portal closing connections: {len(connections)} connections in {window_s:.0f} s")
-    assert 1 <= len(connections) <= 3, len(connections)
+    more, record, condition = asyncio.run(scenario())
+    figures(f"portal closing connections: {more} more connection(s) in the {window_s:.0f} s "
+            "after the first failed attempt")
+    assert more <= 2, more  # the next attempt is 5 s after the first
     assert record["updateFailures"] == 1
     assert record["updatePermanent"] is False
     assert condition is not None
