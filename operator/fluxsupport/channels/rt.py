@@ -19,7 +19,8 @@ from fluxsupport.channels.portal import NewTicket, PortalError, Ticket, Transact
 
 #: Page size of searches and histories (REST 2.0 caps it at 100).
 PER_PAGE = 100
-#: Texts longer than this are cut: the reply classification needs the start only.
+#: Texts longer than this are cut: the reply classification needs the start only, and an
+#: update's marker opens its text.
 CONTENT_LIMIT = 4000
 #: RT reads a TicketSQL date in the RT user's own time zone, whatever it says, so
 #: updated_since asks for this much more (the furthest time zone west of UTC) and filters
@@ -91,9 +92,10 @@ class RequestTracker:
 
     async def history(self, ticket_id: str) -> list[Transaction]:
         """Transactions the operator's user may see, oldest first, with the text of each
-        Create, Correspond and Comment from one attachments request for the whole ticket."""
+        Create, Correspond and Comment from one attachments request for the whole ticket,
+        and the new value of each change (a Status transaction's new status)."""
         items = await self._pages(f"ticket/{ticket_id}/history",
-                                  {"fields": "Type,Creator,Created",
+                                  {"fields": "Type,Creator,Created,Field,NewValue",
                                    "fields[Creator]": "Name,EmailAddress"})
         texts: dict[str, str] = {}
         if any(item.get("Type") in _TEXT_TYPES for item in items):
@@ -111,7 +113,8 @@ class RequestTracker:
                 creator_email=str(creator.get("EmailAddress") or ""),
                 created=_time(item.get("Created")) or datetime.datetime.min.replace(
                     tzinfo=datetime.UTC),
-                content=texts.get(str(item["id"]), "")))
+                content=texts.get(str(item["id"]), ""),
+                new_value=str(item.get("NewValue") or "")))
         transactions.sort(key=lambda t: int(t.id))
         return transactions
 

@@ -63,6 +63,8 @@ class Transaction:
     creator_email: str = ""
     #: The text of the correspondence or comment, when the helpdesk gave it (may be cut).
     content: str = ""
+    #: What a change set its field to: for an RT Status transaction, the new status.
+    new_value: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +140,75 @@ def first_reply(history: Iterable[Transaction], not_replies: Iterable[str]) -> R
         return None
     earliest = min(replies, key=lambda item: item.created)
     return Reply(earliest.created, earliest.creator)
+
+
+def resolution(history: Iterable[Transaction]) -> Reply | None:
+    """The change that resolved the ticket (the latest one, if it was reopened in between):
+    when the support team resolved it, not when the ticket last changed (a comment or a
+    reply to a resolved ticket moves that)."""
+    resolving = [item for item in history
+                 if item.type == "Status" and item.new_value.lower() in RESOLVED_STATUSES]
+    if not resolving:
+        return None
+    latest = resolving[-1]
+    return Reply(latest.created, latest.creator)
+
+
+def posted(history: Iterable[Transaction], update_id: str) -> bool:
+    """Whether the ticket already has the update: its marker opens the text, so a helpdesk
+    that returns only the start of long texts still shows it."""
+    marker = update_marker(update_id)
+    return any(marker in item.content for item in history)
+
+
+def update_text(update_id: str, text: str) -> str:
+    """The comment for an update: the marker first, where a cut text still has it."""
+    return f"{update_marker(update_id)}\n\n{text}"
+
+
+def update_due(submission: Mapping[str, Any], now: datetime.datetime) -> datetime.datetime | None:
+    """When to try posting a ticket's updates again after failed attempts (the same backoff
+    as submissions: doubling from 5 s, at most every 5 minutes); None: now."""
+    failures = int(submission.get("updateFailures") or 0)
+    last = _time(submission.get("lastUpdateAttemptAt"))
+    if not failures or last is None:
+        return None
+    at = last + datetime.timedelta(seconds=RETRY_S[min(failures - 1, len(RETRY_S) - 1)])
+    return at if at > now else None
+
+
+def update_conditions(submission: Mapping[str, Any], channels: Channels,
+                      now: datetime.datetime) -> list[conditions.Condition]:
+    """``TicketUpdated`` while the case has a ticket in an enabled portal, else nothing."""
+    condition = update_condition(submission, channels, now)
+    return [] if condition is None else [condition]
+
+
+def update_condition(submission: Mapping[str, Any], channels: Channels,
+                     now: datetime.datetime) -> conditions.Condition | None:
+    """The ``TicketUpdated`` condition while the case has a ticket in an enabled portal:
+    whether its updates reach the ticket, and if not, why and when they are tried again."""
+    ticket = submission.get("ticketId")
+    if not ticket or not channels.portal.enabled:
+        return None
+    failures = int(submission.get("updateFailures") or 0)
+    if not failures:
+        return conditions.Condition(type="TicketUpdated", status="True", reason="UpToDate",
+                                    message=f"Every update of the case is posted to ticket "
+                                            f"{ticket}.")
+    error = str(submission.get("updateError") or "")
+    due = update_due(submission, now)
+    when = f"next attempt at {conditions.rfc3339(due)}" if due else "next attempt now"
+    text = (f"Posting an update to ticket {ticket} failed {failures} time"
+            f"{'s' if failures > 1 else ''} in a row: {error}; {when}")
+    if submission.get("updatePermanent"):
+        return conditions.Condition(
+            type="TicketUpdated", status="False", reason="Failed",
+            message=f"{text}. The portal refused it in a way retrying does not fix: check that "
+                    f"the ticket exists and that the operator's user may see and comment on it "
+                    f"in its queue.")
+    return conditions.Condition(type="TicketUpdated", status="False", reason="Retrying",
+                                message=f"{text}.")
 
 
 class Action(enum.Enum):

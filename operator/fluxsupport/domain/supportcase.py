@@ -508,7 +508,7 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
     current += _workaround_condition(case, level, policy)
     submitted = submission_module.condition(
         submission, level, policy.channels, closure is not None or dismissed_at is not None, now)
-    current.append(submitted)
+    current += [submitted, *submission_module.update_conditions(submission, policy.channels, now)]
     events = [timing_event] if timing_event else []
     events += [*_transition_events(previous, state, current, timing, responded_at),
                *_resolution_events(previous, resolution)]
