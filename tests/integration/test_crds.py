@@ -7,10 +7,12 @@ import pathlib
 import uuid
 from collections.abc import Iterator
 
+import kubernetes
 import pytest
 import yaml
 
 from fluxsupport.constants import GROUP
+from fluxsupport.domain import submission
 from tests import harness
 
 OURS = {"supportcases": "SupportCase", "securitybulletins": "SecurityBulletin"}
@@ -94,3 +96,59 @@ def test_kubectl_explain_shows_the_descriptions(api: harness.Api, field: str, te
     explained = harness.kubectl(api.kubeconfig, "explain", field).stdout
     # kubectl re-wraps the text: compare with white space collapsed.
     assert text in " ".join(explained.split()), explained
+
+
+#: Characters a pasted title may carry. The CRD refuses exactly those the email library
+#: refuses in a header (domain/submission.HEADER_UNSAFE): controls and line separators.
+TITLE_CHARACTERS = ["\n", "\r", "\t", "\x0b", "\x0c", "\x1c", "\x1f", "\x7f", "\x85", "\x9f",
+                    "\u2028", "\u2029", "é", "\u00a0", "\u200b", "\u202e", "\U0001f525", "#",
+                    "[", "]", "<", "\\"]
+
+
+@pytest.mark.parametrize("character", TITLE_CHARACTERS, ids=repr)
+def test_the_title_admits_what_a_subject_line_can_carry(api: harness.Api, namespace: str,
+                                                        character: str) -> None:
+    body = harness.case_manifest(f"title-{uuid.uuid4().hex[:8]}", namespace)
+    body["spec"]["title"] = f"HelmReleases stuck{character}after the upgrade"
+    if submission.HEADER_UNSAFE.search(character) is None:
+        api.create_case(namespace, body)
+        return
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        api.create_case(namespace, body)
+    assert refused.value.status == 422
+    assert "spec.title" in str(refused.value.body)
+
+
+@pytest.mark.parametrize("title", ["\u00a0", " \u3000 ", "\u2028"], ids=repr)
+def test_a_title_of_white_space_only_is_refused(api: harness.Api, namespace: str,
+                                                title: str) -> None:
+    body = harness.case_manifest(f"blank-{uuid.uuid4().hex[:8]}", namespace)
+    body["spec"]["title"] = title
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        api.create_case(namespace, body)
+    assert refused.value.status == 422
+
+
+@pytest.mark.parametrize(("contact", "admitted"), [
+    ({"name": "Bob Smith", "email": "bob@customer.example"}, True),
+    ({"name": "Bob\nSmith"}, False),
+    ({"name": "Bob\u2028Smith"}, False),
+    ({"email": "bob\x0b@customer.example"}, False),
+    ({"email": "bob@customer.example\x1c"}, False),
+    ({"email": "bob@customer.example\x85"}, False),
+    ({"email": "bob@customer.example\u2028"}, False),
+    ({"email": "bob@customer.example,eve@evil.example"}, False),
+    ({"email": "Bob <bob@customer.example>"}, False),
+], ids=repr)
+def test_the_contact_is_one_line_and_one_address(api: harness.Api, namespace: str,
+                                                 contact: dict[str, str],
+                                                 admitted: bool) -> None:
+    body = harness.case_manifest(f"contact-{uuid.uuid4().hex[:8]}", namespace)
+    body["spec"]["contact"] = contact
+    if admitted:
+        api.create_case(namespace, body)
+        return
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        api.create_case(namespace, body)
+    assert refused.value.status == 422
+    assert "spec.contact" in str(refused.value.body)

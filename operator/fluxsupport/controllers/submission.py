@@ -258,7 +258,7 @@ class SubmissionController:
             logger.info("SupportCase %s/%s: not sending the email: the case changed since "
                         "(another replica, or a write that failed)", *key)
             return
-        submission, stored = intent, dict(intent)
+        submission = intent
         _failpoint("before-email-send")
         try:
             secret = await self._secret_data(optional=True)
@@ -268,21 +268,17 @@ class SubmissionController:
             metrics.SUBMISSIONS.labels(channel="email", outcome="failed").inc()
             if isinstance(error, mail.EmailError) and error.uncertain:
                 # The server may have the message: keep the Message-ID, never send it again.
-                submission["lastError"] = f"email: {error}"[:1024]
                 logger.warning("SupportCase %s/%s: the email may or may not have arrived, "
                                "it is not sent again: %s", *key, error)
-                await self._record_email_end(key, message_id, {"lastError":
-                                                                submission["lastError"]})
+                await self._record_email_end(key, message_id, {
+                    "lastError": f"email: {error}"[:1024]})
                 return
             # Refused before the message was accepted: nothing went out, try again later.
-            for field in ("messageId", "channel"):
-                submission.pop(field, None)
-            submission.setdefault("firstAttemptAt", _rfc(now))
-            submission.update(emailAttempts=int(submission.get("emailAttempts") or 0) + 1,
-                              lastEmailAttemptAt=_rfc(now),
-                              lastError=f"email: {error}"[:1024])
             logger.warning("SupportCase %s/%s: email failed: %s", *key, error)
-            await self.cases.record_submission(key, submission, expect=stored)
+            await self._record_email_end(key, message_id, {
+                "messageId": None, "channel": None, "firstAttemptAt": _rfc(now),
+                "emailAttempts": int(submission.get("emailAttempts") or 0) + 1,
+                "lastEmailAttemptAt": _rfc(now), "lastError": f"email: {error}"[:1024]})
             return
         _failpoint("after-email-send")
         self._sent[key] = _rfc(now)
@@ -295,10 +291,11 @@ class SubmissionController:
 
     async def _record_email_end(self, key: CaseKey, message_id: str,
                                 end: Mapping[str, Any]) -> bool:
-        """Record how the send of ``message_id`` ended. Retried (a conflict with a write of
-        the case meanwhile, an API server blip), each time on the latest record, so that
-        Submitted does not stay Unknown; if it still fails, the SETTLE_EMAIL step records
-        it later from ``_sent``."""
+        """Record how the send of ``message_id`` ended: ``end``'s fields on the latest
+        record (None removes one; ``firstAttemptAt`` only where there is none). Retried (a
+        conflict with a write of the case meanwhile, an API server blip), so that Submitted
+        does not stay Unknown; if it still fails, the SETTLE_EMAIL step records a sent email
+        later from ``_sent``."""
         for delay in EMAIL_END_RETRY_S:
             await asyncio.sleep(delay)
             case = self.cases.cases.get(key)
@@ -309,7 +306,11 @@ class SubmissionController:
             if current.get("messageId") != message_id or current.get("submittedAt"):
                 self._sent.pop(key, None)  # recorded already, or not this email's record
                 return False
-            if await self.cases.record_submission(key, {**current, **end}, expect=current):
+            record = {**current, **end}
+            if current.get("firstAttemptAt"):
+                record["firstAttemptAt"] = current["firstAttemptAt"]
+            record = {field: value for field, value in record.items() if value is not None}
+            if await self.cases.record_submission(key, record, expect=current):
                 self._sent.pop(key, None)
                 return True
         return False
