@@ -28,6 +28,10 @@ SPEC = {
 }
 
 
+#: status.submission.lastError of an email the operator did not see end (EMAIL_STOPPED).
+STOPPED = "email: the operator stopped while sending it"
+
+
 def at(minutes: float) -> str:
     return (NOW + datetime.timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -122,7 +126,7 @@ def test_plan_sends_nothing_twice_and_nothing_when_off_or_closed() -> None:
      "SubmittedByEmail", "True"),
     ({"channel": "email", "messageId": "<m>", "lastEmailAttemptAt": at(0)}, BOTH,
      "SendingEmail", "Unknown"),
-    ({"channel": "email", "messageId": "<m>", "lastError": submission.EMAIL_STOPPED}, BOTH,
+    ({"channel": "email", "messageId": "<m>", "lastError": STOPPED}, BOTH,
      "EmailUncertain", "Unknown"),
     ({"channel": "email", "messageId": "<m>", "lastError": "email: lost"}, BOTH,
      "EmailUncertain", "Unknown"),
@@ -287,7 +291,8 @@ def test_an_email_send_posts_one_normal_event_and_no_warning() -> None:
     assert events == []
     _, events = step(sending, {**intent, "submittedAt": at(1)})
     assert events == [("Normal", "SubmittedByEmail")]
-    _, events = step(sending, {**intent, "lastError": submission.EMAIL_STOPPED})
+    assert submission.EMAIL_STOPPED == STOPPED
+    _, events = step(sending, {**intent, "lastError": STOPPED})
     assert events == [("Warning", "EmailUncertain")]
 
 
