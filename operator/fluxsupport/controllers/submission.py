@@ -184,7 +184,9 @@ class SubmissionController:
                     logger.info("SupportCase %s/%s: not creating a ticket: the case changed "
                                 "since (another replica, or a write that failed)", *key)
                     return
-                submission, stored = attempt, dict(attempt)
+                # As the API server stored it: the next write expects exactly that.
+                stored = dict(self.cases.cases[key].status.get("submission") or {})
+                submission = dict(stored)
                 _failpoint("before-ticket-create")
                 if not self._active() or not domain.may_create(began, _now(), self.channels):
                     # Paused or taken over meanwhile: whoever acts now waits for this
