@@ -98,25 +98,30 @@ def test_kubectl_explain_shows_the_descriptions(api: harness.Api, field: str, te
     assert text in " ".join(explained.split()), explained
 
 
-#: Characters a pasted title may carry. The CRD refuses exactly those the email library
-#: refuses in a header (domain/submission.HEADER_UNSAFE): controls and line separators.
-TITLE_CHARACTERS = ["\n", "\r", "\t", "\x0b", "\x0c", "\x1c", "\x1f", "\x7f", "\x85", "\x9f",
-                    "\u2028", "\u2029", "é", "\u00a0", "\u200b", "\u202e", "\U0001f525", "#",
-                    "[", "]", "<", "\\"]
+#: Characters a pasted title may carry, and whether the CRD admits them in a title: it refuses
+#: exactly the controls and line separators, which the email library refuses in a header.
+TITLE_CHARACTERS = [("\n", False), ("\r", False), ("\t", False), ("\x0b", False),
+                    ("\x0c", False), ("\x1c", False), ("\x1f", False), ("\x7f", False),
+                    ("\x85", False), ("\x9f", False), ("\u2028", False), ("\u2029", False),
+                    ("é", True), ("\u00a0", True), ("\u200b", True), ("\u202e", True),
+                    ("\U0001f525", True), ("#", True), ("[", True), ("]", True), ("<", True),
+                    ("\\", True)]
 
 
-@pytest.mark.parametrize("character", TITLE_CHARACTERS, ids=repr)
+@pytest.mark.parametrize(("character", "admitted"), TITLE_CHARACTERS, ids=repr)
 def test_the_title_admits_what_a_subject_line_can_carry(api: harness.Api, namespace: str,
-                                                        character: str) -> None:
+                                                        character: str, admitted: bool) -> None:
     body = harness.case_manifest(f"title-{uuid.uuid4().hex[:8]}", namespace)
     body["spec"]["title"] = f"HelmReleases stuck{character}after the upgrade"
-    if submission.HEADER_UNSAFE.search(character) is None:
+    if admitted:
         api.create_case(namespace, body)
-        return
-    with pytest.raises(kubernetes.client.ApiException) as refused:
-        api.create_case(namespace, body)
-    assert refused.value.status == 422
-    assert "spec.title" in str(refused.value.body)
+    else:
+        with pytest.raises(kubernetes.client.ApiException) as refused:
+            api.create_case(namespace, body)
+        assert refused.value.status == 422
+        assert "spec.title" in str(refused.value.body)
+    # The operator's own rule (for titles stored before this one) is the same.
+    assert (submission.HEADER_UNSAFE.search(character) is None) == admitted
 
 
 @pytest.mark.parametrize("title", ["\u00a0", " \u3000 ", "\u2028"], ids=repr)
