@@ -26,8 +26,9 @@ CUSTOMER = "flux-ops@customer.test"
 
 
 def channels_policy(rt: RequestTracker, gateway: MailGateway) -> str:
-    # The product's default timeout: RT serves one request at a time, and on a loaded machine
-    # (load 11 on 2 cores, measured) a request took up to 3 s; an update then backs off.
+    """The portal timeout is the product's default, 10 s: RT serves one request at a time and
+    takes seconds to make a ticket on a loaded machine (3.9 s measured with other test runs
+    beside it); a create that times out is in doubt, and an update backs off."""
     return conftest.TEST_POLICY + f"""\
 channels:
   cluster: test-cluster

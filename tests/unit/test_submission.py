@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +22,7 @@ from tests import channelkit
 UID = "0c6f1c8e-5d0b-4a8e-9a43-3f7f2f1d9b10"
 NOW = datetime.datetime(2026, 12, 7, 10, 0, tzinfo=datetime.UTC)
 BOTH = policy.Channels.model_validate({
-    "portal": {"enabled": True, "url": "http://rt.example/"},
+    "portal": {"enabled": True, "url": "https://rt.example/"},
     "email": {"enabled": True, "host": "smtp.example", "from": "ops@customer.example",
               "to": "support@vendor.example"},
     "fallback": {"levels": [1, 2], "attempts": 3, "after": "5m"},
@@ -33,6 +34,10 @@ SPEC = {
                "outage": "partial", "businessCritical": True},
     "contact": {"name": "Bob", "email": "bob@customer.example"},
 }
+
+
+#: status.submission.lastError of an email the operator did not see end (EMAIL_STOPPED).
+STOPPED = "email: the operator stopped while sending it"
 
 
 def at(minutes: float) -> str:
@@ -105,7 +110,9 @@ def test_plan_sends_nothing_twice_and_nothing_when_off_or_closed() -> None:
     off = policy.Channels()
     assert submission.plan({}, 1, off, False, NOW).action is submission.Action.NONE
     assert submission.plan({}, 1, BOTH, True, NOW).action is submission.Action.NONE
-    for done in ({"ticketId": "7"}, {"channel": "email", "messageId": "<x>"}):
+    for done in ({"ticketId": "7"},
+                 {"channel": "email", "messageId": "<x>", "submittedAt": at(0)},
+                 {"channel": "email", "messageId": "<x>", "lastError": "email: lost"}):
         assert submission.plan(done, 1, BOTH, False, NOW).action is submission.Action.NONE
     email_only = policy.Channels.model_validate({"email": BOTH.email.model_dump(by_alias=True)})
     assert submission.plan({}, 4, email_only, False, NOW) == submission.Plan(
@@ -125,7 +132,18 @@ def test_plan_sends_nothing_twice_and_nothing_when_off_or_closed() -> None:
     ({"channel": "portal", "ticketId": "7", "url": "http://rt/7"}, BOTH, "Submitted", "True"),
     ({"channel": "email", "messageId": "<m>", "submittedAt": at(1)}, BOTH,
      "SubmittedByEmail", "True"),
-    ({"channel": "email", "messageId": "<m>"}, BOTH, "SubmittedByEmail", "Unknown"),
+    ({"channel": "email", "messageId": "<m>", "lastEmailAttemptAt": at(0)}, BOTH,
+     "SendingEmail", "Unknown"),
+    ({"channel": "email", "messageId": "<m>", "lastError": STOPPED}, BOTH,
+     "EmailUncertain", "Unknown"),
+    ({"channel": "email", "messageId": "<m>", "lastError": "email: lost"}, BOTH,
+     "EmailUncertain", "Unknown"),
+    ({"channel": "email", "messageId": "<m>", "ticketId": "9"}, BOTH, "SubmittedByEmail",
+     "True"),
+    ({"attempts": 1, "firstAttemptAt": at(0), "lastAttemptAt": at(0),
+      "createAttemptAt": at(0), "createUncertain": True, "lastError": "timeout"}, BOTH,
+     "TicketUncertain", "Unknown"),
+    ({"attempts": 0, "createAttemptAt": at(0)}, BOTH, "Pending", "False"),
 ])
 def test_submitted_condition(record: dict[str, object], channels: policy.Channels, reason: str,
                              status: str) -> None:
@@ -145,7 +163,7 @@ def test_retrying_says_when_and_about_the_fallback() -> None:
 
 POLICY = policy.Policy.model_validate({"timezone": "UTC", "holidays": "",
                                        "businessHours": {"alwaysOpen": True}, "channels": {
-                                           "portal": {"enabled": True, "url": "http://rt/"}}})
+                                           "portal": {"enabled": True, "url": "https://rt/"}}})
 CALENDAR = BusinessCalendar(POLICY)
 
 
@@ -301,7 +319,7 @@ def test_the_sync_reads_again_a_ticket_whose_record_failed(
     read, and the sync reports itself incomplete, so that ``since`` stays put."""
     async def scenario() -> tuple[list[object], dict[str, object]]:
         kube = channelkit.FakeKube()
-        cases, submissions = channelkit.controllers(kube, "http://rt/")
+        cases, submissions = channelkit.controllers(kube, "https://rt/")
         key = await channelkit.add(cases, channelkit.case_body("replied", ticket="7"))
         fake = FakePortal([rt_ticket("7", channelkit.uid("replied"), minutes=20)],
                           {"7": [transaction("Create", "fluxsupport-operator", 0), REPLY]})
@@ -323,10 +341,10 @@ def test_since_moves_only_past_a_complete_sync_and_the_first_waits_for_the_case_
     async def scenario() -> tuple[list[datetime.datetime | None], int, dict[str, object]]:
         kube = channelkit.FakeKube()
         listed = asyncio.Event()
-        rules = channelkit.policy("http://rt/")
+        rules = channelkit.policy("https://rt/")
         fast = rules.channels.model_copy(update={"portal": rules.channels.portal.model_copy(
             update={"sync_interval": 0.01})})
-        cases, submissions = channelkit.controllers(kube, "http://rt/", listed=listed,
+        cases, submissions = channelkit.controllers(kube, "https://rt/", listed=listed,
                                                     channels=fast)
         fake = FakePortal([rt_ticket("7", channelkit.uid("late"), minutes=20)],
                           {"7": [transaction("Create", "fluxsupport-operator", 0), REPLY]})
@@ -358,7 +376,7 @@ def test_resolved_at_comes_from_the_resolving_change(monkeypatch: pytest.MonkeyP
     resolved."""
     async def scenario() -> tuple[dict[str, object], dict[str, object]]:
         kube = channelkit.FakeKube()
-        cases, submissions = channelkit.controllers(kube, "http://rt/")
+        cases, submissions = channelkit.controllers(kube, "https://rt/")
         key = await channelkit.add(cases, channelkit.case_body("resolved", ticket="7"))
         history = [transaction("Create", "fluxsupport-operator", 0), REPLY,
                    submission.Transaction("5", "Status", "alice",
@@ -380,7 +398,7 @@ def test_resolved_at_comes_from_the_resolving_change(monkeypatch: pytest.MonkeyP
 def test_the_sync_forgets_the_tickets_of_deleted_cases(monkeypatch: pytest.MonkeyPatch) -> None:
     async def scenario() -> tuple[set[str], set[str], int]:
         kube = channelkit.FakeKube()
-        cases, submissions = channelkit.controllers(kube, "http://rt/")
+        cases, submissions = channelkit.controllers(kube, "https://rt/")
         for name, ticket in (("kept", "7"), ("deleted", "8")):
             await channelkit.add(cases, channelkit.case_body(name, ticket=ticket))
         fake = FakePortal([rt_ticket("7", channelkit.uid("kept")),
@@ -567,3 +585,117 @@ def test_a_failure_with_nothing_left_to_post_clears() -> None:
     assert "updateError" not in record
     assert condition is not None
     assert condition["reason"] == "UpToDate"
+
+
+@pytest.mark.parametrize(("title", "subject"), [
+    ("HelmReleases stuck [rt.example.com #42]", "HelmReleases stuck (rt.example.com #42)"),
+    ("see [fluxsupport.test  #7 ] and [RT #8]", "see (fluxsupport.test  #7 ) and (RT #8)"),
+    ("[fluxsupport:11111111-2222-3333-4444-555555555555] hijack",
+     "(fluxsupport:11111111-2222-3333-4444-555555555555) hijack"),
+    ("[prod] HelmRelease #3 stuck", "[prod] HelmRelease #3 stuck"),
+])
+def test_ticket_tags_in_the_title_are_neutralised(title: str, subject: str) -> None:
+    """RT's mail gateway files a mail whose subject holds ``[<rtname> #42]`` into ticket
+    42, and a lookup by tag finds the subject that holds the tag: neither may come from the
+    title."""
+    message = submission.render(uid=UID, namespace="team-a", name="stuck", cluster="c",
+                                level=2, spec={**SPEC, "title": title}, diagnostics=None)
+    assert message.subject == f"[fluxsupport:{UID}] Level 2 (High): {subject}"
+    assert submission.uid_in(message.subject) == UID
+    assert "[fluxsupport:1111" not in message.subject
+    assert not re.search(r"\[[^\]]*#\s*\d+[^\]]*\]", message.subject)
+
+
+def test_no_email_while_a_ticket_create_is_in_doubt() -> None:
+    """A create that got no answer may have made the ticket: the fallback would make RT open
+    a second one from the email. The case waits for a lookup instead, and says so."""
+    doubt = {"attempts": 3, "firstAttemptAt": at(0), "lastAttemptAt": at(1),
+             "createAttemptAt": at(0.5), "createUncertain": True,
+             "lastError": "RT at https://rt.example/ is unreachable: TimeoutError"}
+    later = NOW + datetime.timedelta(minutes=10)
+    step = submission.plan(doubt, 1, BOTH, False, later)
+    assert step == submission.Plan(submission.Action.PORTAL)
+    condition = submission.condition(doubt, 1, BOTH, False, later)
+    assert (condition.status, condition.reason) == ("Unknown", "TicketUncertain")
+    assert "may have made the ticket" in condition.message
+    assert "TimeoutError" in condition.message
+    # Without the doubt, the same failures go by email.
+    certain = {key: value for key, value in doubt.items()
+               if key not in ("createAttemptAt", "createUncertain")}
+    assert submission.plan(certain, 1, BOTH, False, later).action is submission.Action.EMAIL
+
+
+def test_a_new_create_waits_until_an_earlier_one_has_settled() -> None:
+    """An attempt recorded by a replica that was taken over: its request may still reach
+    the portal for up to CREATE_SETTLE_TIMEOUTS portal timeouts; even the portal coming back
+    (no backoff) does not shorten that."""
+    settle = datetime.timedelta(seconds=submission.CREATE_SETTLE_TIMEOUTS * BOTH.portal.timeout)
+    attempt = {"createAttemptAt": submission.precise(NOW)}
+    for backoff in (True, False):
+        step = submission.plan(attempt, 4, BOTH, False, NOW + datetime.timedelta(seconds=1),
+                               backoff=backoff)
+        assert step == submission.Plan(submission.Action.PORTAL, NOW + settle)
+    assert submission.plan(attempt, 4, BOTH, False, NOW + settle) == submission.Plan(
+        submission.Action.PORTAL)
+    assert submission.may_create(NOW, NOW + datetime.timedelta(seconds=10), BOTH)
+    assert not submission.may_create(NOW, NOW + datetime.timedelta(seconds=11), BOTH)
+    assert submission.precise(NOW + datetime.timedelta(microseconds=1500)) == \
+        "2026-12-07T10:00:00.001Z"
+
+
+def test_an_email_left_sending_is_settled_after_the_email_timeout() -> None:
+    sending = {"channel": "email", "messageId": "<m>", "lastEmailAttemptAt": at(0)}
+    ends = NOW + datetime.timedelta(seconds=BOTH.email.timeout + submission.EMAIL_SETTLE_S)
+    assert submission.plan(sending, 1, BOTH, False, NOW) == submission.Plan(
+        submission.Action.SETTLE_EMAIL, ends)
+    assert submission.plan(sending, 1, BOTH, True, ends).action is \
+        submission.Action.SETTLE_EMAIL
+    for ended in ({"submittedAt": at(0)}, {"lastError": "email: lost"}, {"ticketId": "4"}):
+        assert submission.plan({**sending, **ended}, 1, BOTH, False, ends).action is \
+            submission.Action.NONE
+
+
+EMAIL_POLICY = policy.Policy.model_validate({
+    "timezone": "UTC", "holidays": "", "businessHours": {"alwaysOpen": True},
+    "channels": {"email": BOTH.email.model_dump(by_alias=True)}})
+
+
+def test_an_email_send_posts_one_normal_event_and_no_warning() -> None:
+    """Recording the intent is not news; the email sent is, once."""
+    def step(previous: dict[str, object], record: dict[str, object]
+             ) -> tuple[dict[str, object], list[tuple[str, str]]]:
+        result = supportcase.evaluate(
+            spec=SPEC, annotations={}, created=NOW, generation=1,
+            previous={**previous, "submission": record}, policy=EMAIL_POLICY,
+            calendar=BusinessCalendar(EMAIL_POLICY), now=NOW + datetime.timedelta(minutes=1))
+        return ({**result.status, "submission": record},
+                [(event.type, event.reason) for event in result.events])
+
+    pending, _ = step({}, {})
+    intent = {"channel": "email", "messageId": submission.message_id(UID), "level": 2,
+              "lastEmailAttemptAt": at(1)}
+    sending, events = step(pending, intent)
+    assert events == []
+    _, events = step(sending, {**intent, "submittedAt": at(1)})
+    assert events == [("Normal", "SubmittedByEmail")]
+    assert submission.EMAIL_STOPPED == STOPPED
+    _, events = step(sending, {**intent, "lastError": STOPPED})
+    assert events == [("Warning", "EmailUncertain")]
+
+
+@pytest.mark.parametrize("url", [
+    "https://fluxsupport:s3cret@rt.example.com/", "https://token@rt.example.com/",
+    "http://rt.example.com/", "http://10.0.0.7:8080/rt/", "http://rt.helpdesk.svc/"])
+def test_a_portal_url_with_credentials_or_plain_http_is_refused(url: str) -> None:
+    document = yaml.safe_dump({"channels": {"portal": {"enabled": True, "url": url}}})
+    with pytest.raises(policy.PolicyError, match=r"channels\.portal\.url") as refused:
+        policy.load_policy(document)
+    assert "s3cret" not in str(refused.value)
+    assert ("credentials" if "@" in url else "in clear") in str(refused.value)
+
+
+@pytest.mark.parametrize("url", ["https://rt.example.com/", "https://rt.example.com:8443/rt/",
+                                 "http://127.0.0.1:8080/", "http://[::1]/", "http://localhost/"])
+def test_https_or_loopback_http_portal_urls_are_accepted(url: str) -> None:
+    document = yaml.safe_dump({"channels": {"portal": {"enabled": True, "url": url}}})
+    assert policy.load_policy(document).channels.portal.url == url

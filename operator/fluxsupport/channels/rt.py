@@ -73,7 +73,11 @@ class RequestTracker:
             if not error.transient:
                 await self._explain_queue(error)
             raise
-        return await self.ticket(str(created["id"]))
+        try:
+            return await self.ticket(str(created["id"]))
+        except PortalError as error:
+            error.uncertain = True  # the ticket exists; the next find links it
+            raise
 
     async def ticket(self, ticket_id: str) -> Ticket:
         record = await self._request("GET", f"ticket/{ticket_id}")
@@ -185,8 +189,11 @@ class RequestTracker:
                                               params=params, json=json_body) as response:
                 return response.status, await response.text()
         except (TimeoutError, aiohttp.ClientError, OSError) as error:
+            # Only a connection that was never made certainly carried nothing to RT.
             raise PortalError(f"RT at {self.base} is unreachable: "
-                              f"{type(error).__name__}: {error}") from error
+                              f"{type(error).__name__}: {error}",
+                              uncertain=not isinstance(error, aiohttp.ClientConnectorError)
+                              ) from error
 
     async def _explain_queue(self, error: PortalError) -> None:
         """RT answers 403 for a queue that does not exist as for one the user may not use (and
@@ -215,7 +222,8 @@ def _refusal(status: int, message: str, method: str, path: str, base: str) -> Po
         return PortalError(f"{what}: check channels.portal.url ({base}) and that the ticket "
                            f"or queue exists", transient=False)
     if status in (408, 429) or status >= 500:
-        return PortalError(what)
+        # A 5xx may come from a proxy that gave up while RT carried the request out.
+        return PortalError(what, uncertain=status >= 500)
     return PortalError(what, transient=False)
 
 

@@ -38,10 +38,14 @@ from fluxsupport.observability import metrics
 
 logger = logging.getLogger(__name__)
 
-#: Test hook: ``after-ticket-create`` SIGKILLs the operator right after RT created a ticket,
-#: before status records it (the crash the exactly-once design is about); ``before-update-post``
-#: and ``after-update-post`` do the same around the comment of a ticket update.
+#: Test hook: the operator SIGKILLs itself at the named step (the crashes the exactly-once
+#: design is about): ``before-ticket-create`` (the attempt is recorded), ``after-ticket-create``
+#: (RT made the ticket, status does not say so yet), ``before-email-send`` (the Message-ID is
+#: recorded), ``after-email-send`` (the SMTP server took it, status does not say so yet),
+#: ``before-update-post`` and ``after-update-post`` (around the comment of a ticket update).
 FAILPOINT = "FLUXSUPPORT_FAILPOINT"
+#: Seconds before each try to record how an email send ended.
+EMAIL_END_RETRY_S = (0.0, 0.5, 1.0, 2.0, 4.0)
 #: The fields of status.submission that record failed attempts to post updates.
 UPDATE_FAILURE_FIELDS = ("updateFailures", "lastUpdateAttemptAt", "updateError",
                          "updatePermanent")
@@ -51,17 +55,17 @@ SYNC_OVERLAP_S = 60
 SECRET_TTL_S = 300
 
 
+def _failpoint(name: str) -> None:
+    if os.environ.get(FAILPOINT) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
 def _rfc(moment: datetime.datetime) -> str:
     return conditions.rfc3339(moment)
-
-
-def _failpoint(name: str) -> None:
-    if os.environ.get(FAILPOINT) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclasses.dataclass
@@ -91,6 +95,8 @@ class SubmissionController:
         self._locks: dict[CaseKey, _Held] = {}
         #: Cases whose next portal attempt skips its backoff (the portal is back).
         self._now_keys: set[CaseKey] = set()
+        #: Emails this process sent whose end is not recorded yet: when they went.
+        self._sent: dict[CaseKey, str] = {}
         #: Per ticket the sync recorded: its case's uid and LastUpdated when read. Entries of
         #: cases that are gone are dropped at each sync.
         self._seen: dict[str, tuple[str, datetime.datetime | None]] = {}
@@ -159,6 +165,7 @@ class SubmissionController:
             case = self.cases.cases.get(key)
             if case is None:  # deleted: nothing of it is kept
                 self._now_keys.discard(key)
+                self._sent.pop(key, None)
                 self.scheduler.cancel(key)
                 return
             status = case.status
@@ -166,16 +173,19 @@ class SubmissionController:
             level = int(status.get("level") or 0)
             if not level:
                 return
-            step = domain.plan(submission, level, self.channels, self._closed(status), _now())
-            hurry = key in self._now_keys  # the portal answers again: no need to wait
+            # The portal answers again: no need to wait out the backoff (a create in doubt
+            # is still waited for).
+            hurry = key in self._now_keys
             self._now_keys.discard(key)
-            if hurry:
-                step = domain.Plan(step.action)
+            step = domain.plan(submission, level, self.channels, self._closed(status), _now(),
+                               backoff=not hurry)
             done = True
             if step.action is domain.Action.PORTAL and step.at is None:
                 await self._via_portal(key, case, submission, level)
             elif step.action is domain.Action.EMAIL and step.at is None:
                 await self._via_email(key, case, submission, level)
+            elif step.action is domain.Action.SETTLE_EMAIL and step.at is None:
+                await self._settle_email(key, submission)
             elif step.at is not None:
                 self.scheduler.schedule(key, step.at.timestamp())
             else:
@@ -189,21 +199,56 @@ class SubmissionController:
                              cluster=self.channels.cluster, level=level, spec=case.spec,
                              diagnostics=diagnostics)
 
+    def _active(self) -> bool:
+        """Whether this replica leads (no gate: it runs alone)."""
+        return self.gate is None or self.gate.is_set()
+
     async def _via_portal(self, key: CaseKey, case: CaseSnapshot,
                           submission: dict[str, Any], level: int) -> None:
+        """Link the case's ticket, or create it. The attempt to create is recorded first,
+        only if status.submission is still what this decision was made from (a write with
+        the resourceVersion as precondition): of two replicas during a takeover one creates
+        the ticket, and the other sees the attempt and waits for it (plan,
+        create_settled_at) instead of creating a second one."""
         now = _now()
+        stored = dict(submission)  # what status.submission holds: each write expects it
+        creating = False
         try:
             helpdesk = await self._helpdesk()
             ticket = await helpdesk.find(domain.tag(case.uid))
             outcome = "linked"
+            settled = domain.create_settled_at(submission, self.channels)
+            if ticket is None and settled is not None and settled > now:
+                self.scheduler.schedule(key, settled.timestamp())  # an earlier create may land
+                return
             if ticket is None:
                 message = self._message(case, level)
                 contact = (case.spec.get("contact") or {}).get("email", "")
+                requestor = contact if mail.plain_address(contact) else \
+                    self.channels.email.sender
+                began = _now()
+                attempt = {**submission, "createAttemptAt": domain.precise(began)}
+                attempt.pop("createUncertain", None)  # this find shows no ticket was made
+                if not await self.cases.record_submission(key, attempt, expect=stored):
+                    logger.info("SupportCase %s/%s: not creating a ticket: the case changed "
+                                "since (another replica, or a write that failed)", *key)
+                    return
+                # As the API server stored it: the next write expects exactly that.
+                stored = dict(self.cases.cases[key].status.get("submission") or {})
+                submission = dict(stored)
+                _failpoint("before-ticket-create")
+                if not self._active() or not domain.may_create(began, _now(), self.channels):
+                    # Paused or taken over meanwhile: whoever acts now waits for this
+                    # attempt to settle, then looks for the ticket again.
+                    logger.warning("SupportCase %s/%s: not creating the ticket: the attempt "
+                                   "recorded at %s is too old or this replica stands by",
+                                   *key, attempt["createAttemptAt"])
+                    return
+                creating = True
                 ticket = await helpdesk.create(portal.NewTicket(
-                    message.subject, message.body, contact or self.channels.email.sender))
+                    message.subject, message.body, requestor))
                 outcome = "submitted"
-                if os.environ.get(FAILPOINT) == "after-ticket-create":
-                    os.kill(os.getpid(), signal.SIGKILL)
+                _failpoint("after-ticket-create")
         except portal.PortalError as error:
             if not error.transient:
                 self._secret = None  # a fixed Secret takes effect at the next attempt
@@ -212,18 +257,29 @@ class SubmissionController:
             submission.update(attempts=int(submission.get("attempts") or 0) + 1,
                               lastAttemptAt=_rfc(now), lastError=str(error)[:1024],
                               permanent=not error.transient)
-            logger.warning("SupportCase %s/%s: portal attempt %s failed: %s", *key,
-                           submission["attempts"], error)
-            await self.cases.record_submission(key, submission)
+            if creating and error.uncertain:
+                # The portal may have made the ticket: no email, no second create, until a
+                # find shows whether it exists (Submitted=Unknown, TicketUncertain).
+                submission["createUncertain"] = True
+            elif creating:
+                submission.pop("createAttemptAt", None)
+                submission.pop("createUncertain", None)
+            logger.warning("SupportCase %s/%s: portal attempt %s failed%s: %s", *key,
+                           submission["attempts"],
+                           " (the ticket may exist)" if submission.get("createUncertain")
+                           else "", error)
+            await self.cases.record_submission(key, submission, expect=stored)
             return
         submission.setdefault("firstAttemptAt", _rfc(now))
         submission.update(channel="portal", ticketId=ticket.id, url=ticket.url,
                           submittedAt=_rfc(now), ticketStatus=ticket.status, level=level,
                           attempts=int(submission.get("attempts") or 0) + 1,
                           lastAttemptAt=_rfc(now))
-        submission.pop("permanent", None)
-        submission.pop("lastError", None)
-        if await self.cases.record_submission(key, submission):
+        for field in ("permanent", "lastError", "createAttemptAt", "createUncertain"):
+            submission.pop(field, None)
+        # Not stored (another replica linked it first, or the write failed): the ticket is
+        # found by its tag at the next attempt or sync.
+        if await self.cases.record_submission(key, submission, expect=stored):
             self._count(case, "portal", outcome, now)
             logger.info("SupportCase %s/%s: %s ticket %s", *key, outcome, ticket.id)
 
@@ -231,13 +287,30 @@ class SubmissionController:
                          submission: dict[str, Any], level: int) -> None:
         config = self.channels.email
         now = _now()
-        submission.update(channel="email", messageId=domain.message_id(case.uid), level=level)
-        # The intent first: once stored, this email is never sent again, whatever happens.
-        if not await self.cases.record_submission(key, submission):
-            raise RuntimeError("could not record the email before sending it")
-        message = self._message(case, level)
-        mail_message = mail.build(config, message, case.uid,
-                                  (case.spec.get("contact") or {}).get("email", ""))
+        stored = dict(submission)
+        message_id = domain.message_id(case.uid)
+        # The whole message first: a value the email library refuses is an error to show,
+        # not an email recorded as sent that never went.
+        try:
+            mail_message = mail.build(config, self._message(case, level), case.uid,
+                                      (case.spec.get("contact") or {}).get("email", ""))
+        except (ValueError, TypeError) as error:
+            submission.setdefault("firstAttemptAt", _rfc(now))
+            submission.update(emailAttempts=int(submission.get("emailAttempts") or 0) + 1,
+                              lastEmailAttemptAt=_rfc(now),
+                              lastError=f"email: the message could not be built: {error}"[:1024])
+            logger.error("SupportCase %s/%s: the email could not be built: %s", *key, error)
+            await self.cases.record_submission(key, submission, expect=stored)
+            return
+        intent = {**submission, "channel": "email", "messageId": message_id, "level": level,
+                  "lastEmailAttemptAt": _rfc(now)}
+        # The intent next: once stored, this email is never sent again, whatever happens.
+        if not await self.cases.record_submission(key, intent, expect=stored):
+            logger.info("SupportCase %s/%s: not sending the email: the case changed since "
+                        "(another replica, or a write that failed)", *key)
+            return
+        submission = intent
+        _failpoint("before-email-send")
         try:
             secret = await self._secret_data(optional=True)
             await mail.send(config, mail_message, secret.get("smtp-username"),
@@ -246,25 +319,65 @@ class SubmissionController:
             metrics.SUBMISSIONS.labels(channel="email", outcome="failed").inc()
             if isinstance(error, mail.EmailError) and error.uncertain:
                 # The server may have the message: keep the Message-ID, never send it again.
-                submission["lastError"] = f"email: {error}"[:1024]
                 logger.warning("SupportCase %s/%s: the email may or may not have arrived, "
                                "it is not sent again: %s", *key, error)
-                await self.cases.record_submission(key, submission)
+                await self._record_email_end(key, message_id, {
+                    "lastError": f"email: {error}"[:1024]})
                 return
             # Refused before the message was accepted: nothing went out, try again later.
-            for field in ("messageId", "channel"):
-                submission.pop(field, None)
-            submission.setdefault("firstAttemptAt", _rfc(now))
-            submission.update(emailAttempts=int(submission.get("emailAttempts") or 0) + 1,
-                              lastEmailAttemptAt=_rfc(now),
-                              lastError=f"email: {error}"[:1024])
             logger.warning("SupportCase %s/%s: email failed: %s", *key, error)
-            await self.cases.record_submission(key, submission)
+            await self._record_email_end(key, message_id, {
+                "messageId": None, "channel": None, "firstAttemptAt": _rfc(now),
+                "emailAttempts": int(submission.get("emailAttempts") or 0) + 1,
+                "lastEmailAttemptAt": _rfc(now), "lastError": f"email: {error}"[:1024]})
             return
-        submission["submittedAt"] = _rfc(now)
-        if await self.cases.record_submission(key, submission):
+        _failpoint("after-email-send")
+        self._sent[key] = _rfc(now)
+        if await self._record_email_end(key, message_id, {"submittedAt": _rfc(now)}):
             self._count(case, "email", "submitted", now)
             logger.info("SupportCase %s/%s: sent by email to %s", *key, config.to)
+        else:
+            logger.warning("SupportCase %s/%s: the email went out but the status write "
+                           "failed; it is written again", *key)
+
+    async def _record_email_end(self, key: CaseKey, message_id: str,
+                                end: Mapping[str, Any]) -> bool:
+        """Record how the send of ``message_id`` ended: ``end``'s fields on the latest
+        record (None removes one; ``firstAttemptAt`` only where there is none). Retried (a
+        conflict with a write of the case meanwhile, an API server blip), so that Submitted
+        does not stay Unknown; if it still fails, the SETTLE_EMAIL step records a sent email
+        later from ``_sent``."""
+        for delay in EMAIL_END_RETRY_S:
+            await asyncio.sleep(delay)
+            case = self.cases.cases.get(key)
+            if case is None:
+                self._sent.pop(key, None)
+                return False
+            current = dict(case.status.get("submission") or {})
+            if current.get("messageId") != message_id or current.get("submittedAt"):
+                self._sent.pop(key, None)  # recorded already, or not this email's record
+                return False
+            record = {**current, **end}
+            if current.get("firstAttemptAt"):
+                record["firstAttemptAt"] = current["firstAttemptAt"]
+            record = {field: value for field, value in record.items() if value is not None}
+            if await self.cases.record_submission(key, record, expect=current):
+                self._sent.pop(key, None)
+                return True
+        return False
+
+    async def _settle_email(self, key: CaseKey, submission: dict[str, Any]) -> None:
+        """An email recorded as being sent, longer than a send can take: if this process
+        sent it, record that (its status write failed); else the operator stopped during
+        the send, and the email may or may not have gone out (it is not sent again)."""
+        message_id = str(submission.get("messageId") or "")
+        sent = self._sent.get(key)
+        if sent is not None:
+            await self._record_email_end(key, message_id, {"submittedAt": sent})
+            return
+        logger.warning("SupportCase %s/%s: the email %s was being sent when the operator "
+                       "stopped; it may have arrived and is not sent again", *key, message_id)
+        await self._record_email_end(key, message_id, {"lastError": domain.EMAIL_STOPPED})
 
     @staticmethod
     def _count(case: CaseSnapshot, channel: str, outcome: str, now: datetime.datetime) -> None:

@@ -187,10 +187,21 @@ class CaseController:
         async with lock:
             await self._reconcile(key)
 
-    async def record_submission(self, key: CaseKey, submission: Mapping[str, Any]) -> bool:
+    async def record_submission(self, key: CaseKey, submission: Mapping[str, Any],
+                                expect: Mapping[str, Any] | None = None) -> bool:
         """Store ``submission`` as status.submission, with the conditions it changes, in one
-        write; True once stored. Whoever sends something records its intent here first."""
+        write; True once stored. Whoever sends something records its intent here first.
+
+        With ``expect``, only if status.submission still is ``expect``: the write carries
+        the resourceVersion of the status compared, so the API server refuses it (409) when
+        another replica wrote since. Of two replicas that decide to act from the same
+        record, one records its intent and acts; the other one does not.
+        """
         async with self._locks.setdefault(key, asyncio.Lock()):
+            if expect is not None:
+                case = self.cases.get(key)
+                if case is None or (case.status.get("submission") or {}) != dict(expect):
+                    return False
             return await self._reconcile(key, dict(submission))
 
     async def _scheduled(self, key: Hashable) -> None:

@@ -764,8 +764,8 @@ def _transition_events(previous: Mapping[str, Any], state: State,
     for condition in current:
         if condition.type == "Submitted":
             before = old.get("Submitted") or {}
-            if before.get("reason") != condition.reason and condition.reason in (
-                    "Submitted", "SubmittedByEmail", "Retrying", "Failed"):
+            if before.get("reason") != condition.reason and \
+                    condition.reason in submission_module.EVENT_REASONS:
                 events.append(Event("Normal" if condition.status == "True" else "Warning",
                                     condition.reason, condition.message))
         if condition.type in ("InScope", "SeverityConsistent") and condition.status == "False":
