@@ -32,7 +32,7 @@ SPEC = {
 
 
 class Cases:
-    """The CaseController's part the submission controller uses: the cached cases and
+    """The CaseController's part the submission controller uses: get, items, subscribe and
     record_submission, which compares ``expect`` as the real one does."""
 
     def __init__(self, refuse: Callable[[Mapping[str, Any]], bool] = lambda _: False) -> None:
@@ -42,10 +42,17 @@ class Cases:
                          "resourceVersion": "1", "generation": 1,
                          "creationTimestamp": created},
             "spec": SPEC, "status": {"level": 1}})}
-        self.diagnostics = None
-        self.on_stored: Any = None
         self.refuse = refuse
         self.records: list[dict[str, Any]] = []
+
+    def get(self, key: tuple[str, str]) -> CaseSnapshot | None:
+        return self.cases.get(key)
+
+    def items(self) -> list[tuple[tuple[str, str], CaseSnapshot]]:
+        return list(self.cases.items())
+
+    def subscribe(self, listener: Callable[[tuple[str, str]], None]) -> None:
+        pass
 
     async def record_submission(self, key: tuple[str, str], record: Mapping[str, Any],
                                 expect: Mapping[str, Any] | None = None) -> bool:

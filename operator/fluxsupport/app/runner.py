@@ -86,7 +86,8 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
         on_event=cases.on_event, page_size=CASE_PAGE_SIZE)
     submissions = submission.SubmissionController(cases, policy.channels, client,
                                                   operator_config.namespace, gate=gate.active,
-                                                  listed=case_watch.synced)
+                                                  listed=case_watch.synced,
+                                                  diagnostics=flux.diagnostics)
     metrics.register_submissions(submissions)
     metrics.register_bulletins(bulletins)
     await flux.load_server_version()

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 
 from fluxsupport.channels.portal import NewTicket, PortalError, Ticket, Transaction
+from fluxsupport.domain import policy
 
 #: Page size of searches and histories (REST 2.0 caps it at 100).
 PER_PAGE = 100
@@ -41,6 +42,11 @@ class RequestTracker:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
         self._login: str | None = None
+
+    @classmethod
+    def connect(cls, config: policy.Portal, token: str) -> RequestTracker:
+        """The client of ``channels.portal`` (type ``rt``) with the Secret's portal-token."""
+        return cls(config.base_url, config.queue, token, timeout=config.timeout)
 
     # -- Portal -----------------------------------------------------------------------------
 

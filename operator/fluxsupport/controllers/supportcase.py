@@ -133,8 +133,22 @@ class CaseController:
         self._locks: dict[CaseKey, asyncio.Lock] = {}
         #: Cases whose diagnostics snapshot is gone: their next reconcile collects again.
         self._recollect: set[CaseKey] = set()
-        #: Told after every stored status: the submission controller decides what to send.
-        self.on_stored: Callable[[CaseKey], None] | None = None
+        #: Told after every stored status (subscribe): the submission controller decides
+        #: what to send.
+        self._listeners: list[Callable[[CaseKey], None]] = []
+
+    def get(self, key: CaseKey) -> CaseSnapshot | None:
+        """The case as last stored or seen, or None once it is deleted."""
+        return self.cases.get(key)
+
+    def items(self) -> list[tuple[CaseKey, CaseSnapshot]]:
+        """Every case known now: a copy, which the caller may walk while cases come and go."""
+        return list(self.cases.items())
+
+    def subscribe(self, listener: Callable[[CaseKey], None]) -> None:
+        """Call ``listener(key)`` after every status of a case that is stored (or found
+        already stored): the case's channels decide what it needs next."""
+        self._listeners.append(listener)
 
     def observe(self, body: Mapping[str, Any]) -> tuple[CaseKey, bool]:
         """Keep the newest body; say whether it is news (not the echo of our own write)."""
@@ -255,8 +269,8 @@ class CaseController:
         when = evaluation.next_transition
         self.scheduler.replace(key, when.timestamp() if when else None)
         self.writer.clear_later(key)
-        if self.on_stored is not None:
-            self.on_stored(key)
+        for listener in self._listeners:
+            listener(key)
         return True
 
     @staticmethod
