@@ -37,6 +37,7 @@ tools: venv
 lint: venv
 	$(BIN)/ruff check operator tests hack bench
 	$(BIN)/mypy
+	$(BIN)/mypy tests/fakes.py
 	$(BIN)/lint-imports
 
 test: tools lint rt flux

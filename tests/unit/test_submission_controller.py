@@ -18,7 +18,7 @@ from fluxsupport.channels import mail, portal
 from fluxsupport.controllers import submission as controller_module
 from fluxsupport.controllers.supportcase import CaseSnapshot
 from fluxsupport.domain import policy, submission
-from fluxsupport.kube import api
+from tests import fakes
 
 UID = "0c6f1c8e-5d0b-4a8e-9a43-3f7f2f1d9b10"
 KEY = ("team-a", "stuck")
@@ -69,11 +69,6 @@ class Cases:
         return dict(self.cases[KEY].status.get("submission") or {})
 
 
-class NoSecret:
-    async def request(self, method: str, path: str, *args: Any) -> Any:
-        raise api.ApiError(404, "not found")
-
-
 @pytest.fixture
 def smtp() -> Iterator[tuple[list[bytes], int]]:
     from aiosmtpd.controller import Controller
@@ -105,8 +100,9 @@ def email_channels(port: int) -> policy.Channels:
 def act(cases: Cases, channels: policy.Channels, setup: Callable[[Any], None] = lambda _: None
         ) -> None:
     async def main() -> None:
+        # No Secret in the fake API server: email without SMTP authentication.
         controller = controller_module.SubmissionController(
-            cases, channels, NoSecret(), "fluxsupport-system")  # type: ignore[arg-type]
+            cases, channels, fakes.FakeClient(), "fluxsupport-system")  # type: ignore[arg-type]
         setup(controller)
         await controller._act(KEY)
     asyncio.run(main())

@@ -83,7 +83,7 @@ class _Failed(Exception):
 
 
 class AdvisoryFeed:
-    def __init__(self, client: api.Client, flux_namespaces: Sequence[str],
+    def __init__(self, client: api.KubeClient, flux_namespaces: Sequence[str],
                  settings: policy_module.Advisories, gate: asyncio.Event | None = None,
                  poster: EventPoster | None = None) -> None:
         self.client = client

@@ -215,7 +215,7 @@ def _now() -> datetime.datetime:
 
 
 class BulletinController:
-    def __init__(self, client: api.Client, inventory: Inventory,
+    def __init__(self, client: api.KubeClient, inventory: Inventory,
                  configmaps: reflector.Watch, operator_namespace: str,
                  gate: asyncio.Event | None = None, poster: EventPoster | None = None) -> None:
         self.client = client

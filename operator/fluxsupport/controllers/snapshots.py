@@ -37,7 +37,7 @@ CHECK_INTERVAL_S = 60.0
 
 
 class Snapshots:
-    def __init__(self, client: api.Client, namespace: str) -> None:
+    def __init__(self, client: api.KubeClient, namespace: str) -> None:
         self.client = client
         self.namespace = namespace
         self.path = f"/api/v1/namespaces/{namespace}/configmaps"

@@ -62,7 +62,7 @@ class _Held:
 
 class SubmissionController:
     def __init__(self, cases: CaseController, channels: policy_module.Channels,
-                 client: api.Client, namespace: str, gate: asyncio.Event | None = None,
+                 client: api.KubeClient, namespace: str, gate: asyncio.Event | None = None,
                  listed: asyncio.Event | None = None,
                  diagnostics: Callable[[], dict[str, Any]] | None = None) -> None:
         self.cases = cases

@@ -108,7 +108,7 @@ Diagnostics = Callable[[], dict[str, Any]]
 
 
 class CaseController:
-    def __init__(self, policy: policy_module.Policy, client: api.Client,
+    def __init__(self, policy: policy_module.Policy, client: api.KubeClient,
                  diagnostics: Diagnostics | None = None,
                  gate: asyncio.Event | None = None, poster: EventPoster | None = None,
                  snapshots: snapshots_module.Snapshots | None = None) -> None:

@@ -88,7 +88,7 @@ class UpdateView:
 
 
 class UpdateController:
-    def __init__(self, client: api.Client, inventory: Inventory, configmaps: reflector.Watch,
+    def __init__(self, client: api.KubeClient, inventory: Inventory, configmaps: reflector.Watch,
                  operator_namespace: str, settings: policy_module.Updates,
                  gate: asyncio.Event | None = None, poster: EventPoster | None = None) -> None:
         self.client = client

@@ -16,7 +16,7 @@ import json
 import logging
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -74,6 +74,26 @@ class ObjectRef:
         prefix = "/api/" if "/" not in group_version else "/apis/"
         scope = f"/namespaces/{self.namespace}" if self.namespace else ""
         return f"{prefix}{group_version}{scope}/{self.plural}/{self.name}"
+
+
+class KubeClient(Protocol):
+    """What the operator's modules use of the API server client: ``Client`` below, or the
+    in-memory API server of the unit tests (tests/fakes.py)."""
+
+    async def request(self, method: str, path: str, body: Any = None,
+                      content_type: str = "application/json") -> dict[str, Any]: ...
+
+    def watch_lines(self, path: str, params: Mapping[str, str],
+                    read_timeout: float) -> AsyncIterator[dict[str, Any]]: ...
+
+    async def patch_status(self, ref: ObjectRef, status: Mapping[str, Any],
+                           resource_version: str | None) -> dict[str, Any]: ...
+
+    async def writes_idle(self) -> None: ...
+
+    def on_recovery(self, listener: Callable[[], None]) -> None: ...
+
+    async def wait_recovery(self, timeout: float) -> bool: ...
 
 
 async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:

@@ -132,7 +132,7 @@ class EventPoster:
     takes: nothing is dropped on a timer.
     """
 
-    def __init__(self, client: api.Client, queue_limit: int = QUEUE_LIMIT,
+    def __init__(self, client: api.KubeClient, queue_limit: int = QUEUE_LIMIT,
                  stuck_after: float = STUCK_AFTER_S) -> None:
         self.client = client
         self._queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=queue_limit)

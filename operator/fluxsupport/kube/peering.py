@@ -76,7 +76,7 @@ def parse_peers(status: Mapping[str, Any], now: datetime.datetime) -> list[Peer]
 class PeeringGate:
     """Open (``active`` set) while this replica should act."""
 
-    def __init__(self, client: api.Client, *, identity: str, name: str, priority: int,
+    def __init__(self, client: api.KubeClient, *, identity: str, name: str, priority: int,
                  standalone: bool) -> None:
         self.identity = identity
         self.name = name

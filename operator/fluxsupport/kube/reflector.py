@@ -48,7 +48,7 @@ class Watch:
     """One list+watch loop; ``objects`` maps name to the latest projection (with
     ``on_event``: namespace/name to the object's identity)."""
 
-    def __init__(self, client: api.Client, path: str, on_change: Callable[[], None], *,
+    def __init__(self, client: api.KubeClient, path: str, on_change: Callable[[], None], *,
                  optional: bool = False, projection: Projection = default_projection,
                  on_event: EventHandler | None = None, page_size: int = 0) -> None:
         self.client = client

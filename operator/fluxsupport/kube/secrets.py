@@ -7,7 +7,7 @@ import base64
 from fluxsupport.kube import api
 
 
-async def read(client: api.Client, namespace: str, name: str) -> dict[str, str]:
+async def read(client: api.KubeClient, namespace: str, name: str) -> dict[str, str]:
     """The Secret's data, decoded. Raises api.ApiError (403: not granted, 404: missing) or one
     of api.TRANSPORT_ERRORS; the caller says what to fix, since it knows what the Secret is
     for."""

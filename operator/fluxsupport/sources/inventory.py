@@ -30,7 +30,7 @@ def _pod_projection(pod: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class Inventory:
-    def __init__(self, client: api.Client, namespaces: tuple[str, ...]) -> None:
+    def __init__(self, client: api.KubeClient, namespaces: tuple[str, ...]) -> None:
         self.client = client
         self.namespaces = namespaces
         self._listeners: list[Callable[[], None]] = []
