@@ -24,7 +24,7 @@ from fluxsupport import constants, resources
 from fluxsupport.controllers import advisories as controller
 from fluxsupport.domain import advisory, artifact
 from fluxsupport.domain.policy import load_policy
-from fluxsupport.kube import api
+from fluxsupport.kube import api, objects
 from fluxsupport.kube.events import EventPoster, PendingEvent
 from fluxsupport.observability import metrics
 from fluxsupport.sources import artifacts
@@ -224,12 +224,12 @@ def test_the_feed_label_is_a_label_value_however_long_the_names() -> None:
 
 def bulletins(store: fakes.FakeClient) -> dict[str, dict[str, Any]]:
     """The SecurityBulletins the fake API server holds, by name."""
-    return store.named(controller.BULLETINS)
+    return store.named(objects.BULLETINS.path())
 
 
 def put_person_bulletin(store: fakes.FakeClient, name: str) -> None:
     """A bulletin a person wrote: no label of the feed."""
-    store.put(f"{controller.BULLETINS}/{name}", {
+    store.put(f"{objects.BULLETINS.path()}/{name}", {
         "apiVersion": constants.API_VERSION, "kind": constants.BULLETIN_KIND,
         "metadata": {"name": name}, "spec": {"title": "by hand"}})
 

@@ -11,11 +11,11 @@ import kopf
 
 from fluxsupport import __version__
 from fluxsupport.app import config
-from fluxsupport.constants import API_VERSION, PEERING_NAME, SUPPORTCASE_PLURAL
+from fluxsupport.constants import PEERING_NAME
 from fluxsupport.controllers import advisories, bulletin, snapshots, submission, supportcase
 from fluxsupport.controllers import updates as updates_controller
 from fluxsupport.domain import policy as policy_module
-from fluxsupport.kube import api, events, peering, reflector
+from fluxsupport.kube import api, events, objects, peering
 from fluxsupport.observability import endpoints, metrics
 from fluxsupport.sources import inventory
 
@@ -61,9 +61,8 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
             update_check.reconcile_soon()
 
     # Not the diagnostics snapshots: they change no verdict, and a case makes one.
-    configmaps = reflector.Watch(
-        client, f"/api/v1/namespaces/{operator_config.namespace}/configmaps"
-        f"?labelSelector={snapshots.LABEL}!=snapshot", configmaps_changed)
+    configmaps = objects.Objects(client, objects.CONFIGMAPS, operator_config.namespace).watch(
+        configmaps_changed, label_selector=f"{snapshots.LABEL}!=snapshot")
     bulletins = bulletin.BulletinController(client, flux, configmaps, operator_config.namespace,
                                             gate=gate.active, poster=poster)
     if policy.updates is not None:
@@ -81,9 +80,8 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
                                        gate=gate.active, poster=poster,
                                        snapshots=diagnostics_snapshots)
     metrics.register_cases(cases)
-    case_watch = reflector.Watch(
-        client, f"/apis/{API_VERSION}/{SUPPORTCASE_PLURAL}", lambda: None,
-        on_event=cases.on_event, page_size=CASE_PAGE_SIZE)
+    case_watch = objects.Objects(client, objects.SUPPORTCASES).watch(
+        lambda: None, on_event=cases.on_event, page_size=CASE_PAGE_SIZE)
     submissions = submission.SubmissionController(cases, policy.channels, client,
                                                   operator_config.namespace, gate=gate.active,
                                                   listed=case_watch.synced,

@@ -33,6 +33,8 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
+        #: The API server's own words (its Status message, else the body).
+        self.message = message
 
 
 #: What a request raises when the API server cannot be reached at all.

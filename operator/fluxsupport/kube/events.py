@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from fluxsupport.constants import REPORTING_COMPONENT
-from fluxsupport.kube import api
+from fluxsupport.kube import api, objects
 from fluxsupport.observability import metrics
 
 logger = logging.getLogger(__name__)
@@ -219,14 +219,10 @@ class EventPoster:
         }
 
     async def post(self, ref: api.ObjectRef, event: PendingEvent) -> None:
-        """Post once; a 409 means an earlier attempt (this process or a killed one) did."""
-        namespace = ref.namespace or "default"
-        try:
-            await self.client.request("POST", f"/api/v1/namespaces/{namespace}/events",
-                                      self.body(ref, event))
-        except api.ApiError as error:
-            if error.status != 409:
-                raise
+        """Post once; an Event of that name means an earlier attempt (this process or a
+        killed one) posted it."""
+        await objects.Objects(self.client, objects.EVENTS, ref.namespace or "default").create(
+            self.body(ref, event))
 
     async def _supervise(self, worker: _Worker) -> None:
         """Run ``worker`` for as long as the poster runs: whatever it raises is logged, and

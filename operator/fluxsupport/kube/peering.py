@@ -30,11 +30,9 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-from fluxsupport.kube import api, reflector
+from fluxsupport.kube import api, objects
 
 logger = logging.getLogger(__name__)
-
-PEERINGS_PATH = "/apis/kopf.dev/v1/clusterkopfpeerings"
 
 
 def own_identity() -> str:
@@ -86,7 +84,8 @@ class PeeringGate:
         self._changed = asyncio.Event()
         self._blockers: list[Peer] = []
         self._missing_reported = False
-        self._watch = reflector.Watch(client, PEERINGS_PATH, self._changed.set, optional=True)
+        self._watch = objects.Objects(client, objects.PEERINGS).watch(self._changed.set,
+                                                                       optional=True)
         if standalone:
             self.active.set()
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from fluxsupport.domain import inventory as domain
 from fluxsupport.domain.conditions import rfc3339
-from fluxsupport.kube import api, reflector
+from fluxsupport.kube import api, objects, reflector
 
 logger = logging.getLogger(__name__)
 
@@ -40,16 +40,13 @@ class Inventory:
         #: The Deployment watch of each Flux namespace.
         self.deployments: dict[str, reflector.Watch] = {}
         for namespace in namespaces:
-            self.deployments[namespace] = self._watch(
-                f"/apis/apps/v1/namespaces/{namespace}/deployments")
-            self._watch(f"/api/v1/namespaces/{namespace}/pods", projection=_pod_projection)
-            self._watch(f"/apis/fluxcd.controlplane.io/v1/namespaces/{namespace}/fluxreports",
-                        optional=True)
-            self._watch(f"/apis/fluxcd.controlplane.io/v1/namespaces/{namespace}/fluxinstances",
-                        optional=True)
+            self.deployments[namespace] = self._watch(objects.DEPLOYMENTS, namespace)
+            self._watch(objects.PODS, namespace, projection=_pod_projection)
+            self._watch(objects.FLUXREPORTS, namespace, optional=True)
+            self._watch(objects.FLUXINSTANCES, namespace, optional=True)
 
-    def _watch(self, path: str, **kwargs: Any) -> reflector.Watch:
-        watch = reflector.Watch(self.client, path, self._changed, **kwargs)
+    def _watch(self, kind: objects.Kind, namespace: str, **options: Any) -> reflector.Watch:
+        watch = objects.Objects(self.client, kind, namespace).watch(self._changed, **options)
         self.watches.append(watch)
         return watch
 
@@ -94,7 +91,7 @@ class Inventory:
         diagnostics, and the start-up must not end on it (``tasks`` retries it).
         """
         try:
-            version = await self.client.request("GET", "/version")
+            version = await objects.server_version(self.client)
         except (api.ApiError, *api.TRANSPORT_ERRORS, ValueError) as error:
             logger.warning("cannot read the Kubernetes version yet: %s",
                            str(error) or type(error).__name__)
