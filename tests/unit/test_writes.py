@@ -122,9 +122,9 @@ def test_a_restarted_operator_posts_what_a_kill_interrupted_exactly_once() -> No
             again = controller(fake, poster)
             again.observe(case_body(fake))
             await again.reconcile(("team", "late-case"))
-            poster.start()
+            await poster.start()
             await settle(poster, fake)
-            await poster.close()
+            await poster.stop()
         # The low-priority clear, as the scheduler would run it CLEAR_DELAY_S later.
         assert again.writer._posted
         await again._locked(("team", "late-case"))
@@ -158,7 +158,7 @@ def test_events_survive_a_long_outage_and_a_full_queue() -> None:
             await cases.reconcile(("team", name))
         owed = set(cases.writer._owed)
         queued = poster._queue.qsize()
-        poster.start()
+        await poster.start()
         await settle(poster, fake)
         # The queue drained: the owed cases were rescheduled at low priority...
         low = set(cases.scheduler._low_due)
@@ -166,7 +166,7 @@ def test_events_survive_a_long_outage_and_a_full_queue() -> None:
         for key in sorted(low):  # ...and their reconciles queue the outbox again.
             await cases._locked(key)  # type: ignore[arg-type]
             await settle(poster, fake)
-        await poster.close()
+        await poster.stop()
         return queued, len(owed), {body["involvedObject"]["name"]
                                    for body in fake.events.values()}
 

@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import kopf
 
-from fluxsupport import __version__
+from fluxsupport import __version__, lifecycle
 from fluxsupport.app import config
 from fluxsupport.constants import PEERING_NAME
 from fluxsupport.controllers import advisories, bulletin, snapshots, submission, supportcase
@@ -49,7 +49,7 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
     health.identity = identity
     poster = events.EventPoster(client)
     poster.set_gate(gate.active, identity)
-    poster.start()
+    await poster.start()
     health.checks.append(poster.problems)
     flux = inventory.Inventory(client, operator_config.flux_namespaces)
     update_check: updates_controller.UpdateController | None = None
@@ -88,21 +88,19 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
                                                   diagnostics=flux.diagnostics)
     metrics.register_submissions(submissions)
     metrics.register_bulletins(bulletins)
-    await flux.load_server_version()
+    components: list[lifecycle.Component] = [
+        flux, gate, configmaps, case_watch, *([feed] if feed is not None else [])]
+    for component in components:
+        await component.start()
     background = [
         asyncio.create_task(cases.scheduler.run(), name="supportcase-scheduler"),
-        asyncio.create_task(case_watch.run(), name="supportcase-watch"),
         asyncio.create_task(bulletins.scheduler.run(), name="bulletin-scheduler"),
         asyncio.create_task(submissions.scheduler.run(), name="submission-scheduler"),
         asyncio.create_task(submissions.run_sync(), name="portal-sync"),
-        asyncio.create_task(configmaps.run(), name="configmap-watch"),
         asyncio.create_task(diagnostics_snapshots.run_sweeps(cases.snapshots_referenced,
                                                              gate.active, cases.snapshots_lost),
                             name="diagnostics-snapshot-sweep"),
-        *flux.tasks(),
-        *gate.tasks(),
         *(update_check.tasks() if update_check is not None else ()),
-        *(feed.tasks() if feed is not None else ()),
     ]
     # Verdicts computed from a half-listed inventory would flap: wait for the first lists.
     with contextlib.suppress(TimeoutError):
@@ -124,7 +122,9 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        await poster.close()
+        for component in reversed(components):
+            await component.stop()
+        await poster.stop()
         await submissions.close()
         await client.close()
         await http.cleanup()

@@ -26,7 +26,7 @@ from typing import Any
 
 import jsonschema
 
-from fluxsupport import constants, resources
+from fluxsupport import constants, lifecycle, resources
 from fluxsupport.controllers.scheduler import Scheduler
 from fluxsupport.domain import advisory, artifact
 from fluxsupport.domain import policy as policy_module
@@ -96,14 +96,18 @@ class AdvisoryFeed:
         self._failure: str | None = None
         self.view = FeedView()
         self._lock = asyncio.Lock()
+        self._tasks = lifecycle.Tasks()
 
     @property
     def source(self) -> str:
         return self.artifact.name
 
-    def tasks(self) -> list[asyncio.Task[None]]:
-        return [asyncio.create_task(self.scheduler.run(), name="advisory-feed-scheduler"),
-                asyncio.create_task(self.source_watch.run(), name="advisory-feed-source-watch")]
+    async def start(self) -> None:
+        self._tasks.spawn(self.scheduler.run(), name="advisory-feed-scheduler")
+        self._tasks.spawn(self.source_watch.run(), name="advisory-feed-source-watch")
+
+    async def stop(self) -> None:
+        await self._tasks.cancel()
 
     def reconcile_soon(self) -> None:
         self.scheduler.schedule(KEY, time.time())

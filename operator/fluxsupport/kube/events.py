@@ -171,7 +171,7 @@ class EventPoster:
         self._inflight.add(event.name)
         return True
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Start the workers, each under its supervisor. Before kopf starts: kopf waits 5 s
         at exit for any task created after it, and cancels them only then."""
         loop = asyncio.get_running_loop()
@@ -180,7 +180,7 @@ class EventPoster:
             worker.task = loop.create_task(self._supervise(worker),
                                            name=f"event-worker-{worker.index}")
 
-    async def close(self) -> None:
+    async def stop(self) -> None:
         tasks = [worker.task for worker in self._workers if worker.task is not None]
         for task in tasks:
             task.cancel()

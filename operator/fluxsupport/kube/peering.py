@@ -30,6 +30,7 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
+from fluxsupport import lifecycle
 from fluxsupport.kube import api, objects
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class PeeringGate:
         self._missing_reported = False
         self._watch = objects.Objects(client, objects.PEERINGS).watch(self._changed.set,
                                                                        optional=True)
+        self._tasks = lifecycle.Tasks()
         if standalone:
             self.active.set()
 
@@ -96,11 +98,13 @@ class PeeringGate:
             return "standalone"
         return "active" if self.active.is_set() else "standby"
 
-    def tasks(self) -> list[asyncio.Task[None]]:
-        if self.standalone:
-            return []
-        return [asyncio.create_task(self._watch.run(), name="peering watch"),
-                asyncio.create_task(self._decide(), name="peering gate")]
+    async def start(self) -> None:
+        if not self.standalone:
+            self._tasks.spawn(self._watch.run(), name="peering watch")
+            self._tasks.spawn(self._decide(), name="peering gate")
+
+    async def stop(self) -> None:
+        await self._tasks.cancel()
 
     def evaluate(self, now: datetime.datetime) -> datetime.datetime | None:
         """Open or close the gate from the current peering object; return when to look again

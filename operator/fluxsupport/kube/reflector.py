@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from fluxsupport import lifecycle
 from fluxsupport.kube import api
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,13 @@ class Watch:
         self.synced = asyncio.Event()
         #: Why the last list or watch failed, until a list succeeds again.
         self.error: str | None = None
+        self._tasks = lifecycle.Tasks()
+
+    async def start(self) -> None:
+        self._tasks.spawn(self.run(), name=f"watch {self.path}")
+
+    async def stop(self) -> None:
+        await self._tasks.cancel()
 
     async def run(self) -> None:
         backoff = 0.5

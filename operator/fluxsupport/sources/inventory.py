@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from fluxsupport import lifecycle
 from fluxsupport.domain import inventory as domain
 from fluxsupport.domain.conditions import rfc3339
 from fluxsupport.kube import api, objects, reflector
@@ -36,6 +37,7 @@ class Inventory:
         self._listeners: list[Callable[[], None]] = []
         self._cache: list[domain.RunningComponent] | None = None
         self.watches: list[reflector.Watch] = []
+        self._tasks = lifecycle.Tasks()
         self.kubernetes_version = ""
         #: The Deployment watch of each Flux namespace.
         self.deployments: dict[str, reflector.Watch] = {}
@@ -58,12 +60,17 @@ class Inventory:
         for listener in self._listeners:
             listener()
 
-    def tasks(self) -> list[asyncio.Task[None]]:
-        tasks = [asyncio.create_task(w.run(), name=f"watch {w.path}") for w in self.watches]
-        if not self.kubernetes_version:
-            tasks.append(asyncio.create_task(self._retry_server_version(),
-                                             name="kubernetes-version"))
-        return tasks
+    async def start(self) -> None:
+        """Read the API server's version (again later, if it fails now) and start the
+        watches."""
+        loaded = await self.load_server_version()
+        for watch in self.watches:
+            self._tasks.spawn(watch.run(), name=f"watch {watch.path}")
+        if not loaded:
+            self._tasks.spawn(self._retry_server_version(), name="kubernetes-version")
+
+    async def stop(self) -> None:
+        await self._tasks.cancel()
 
     async def wait_synced(self, timeout: float = 30.0) -> None:
         await asyncio.wait_for(asyncio.gather(*(w.synced.wait() for w in self.watches)),
