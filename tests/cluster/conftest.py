@@ -206,11 +206,11 @@ def operator_image(cluster: Cluster, request: pytest.FixtureRequest) -> Operator
         pytest.fail(f"the operator image archive {archive} is missing: run `make image`")
     started = time.monotonic()
     cluster.node.import_image(archive, IMAGE_NAME)
-    tags = [ref for ref in cluster.node.images() if ref.startswith(f"{IMAGE_NAME}:")]
-    assert tags, cluster.node.images()
-    record(request.config, f"operator image {tags[0]} imported in "
+    tag = images.archive_tag(archive)
+    assert f"{IMAGE_NAME}:{tag}" in cluster.node.images(), cluster.node.images()
+    record(request.config, f"operator image {IMAGE_NAME}:{tag} imported in "
            f"{time.monotonic() - started:.1f} s ({archive.stat().st_size / 1e6:.0f} MB archive)")
-    return OperatorImage(IMAGE_NAME, tags[0].rsplit(":", 1)[1])
+    return OperatorImage(IMAGE_NAME, tag)
 
 
 @dataclasses.dataclass

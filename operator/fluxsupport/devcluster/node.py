@@ -597,6 +597,8 @@ def _component_args(name: str, layout: Layout, slot: Slot) -> list[str]:
                 f"--service-cluster-ip-range={slot.service_cidr}", "--allow-privileged=true",
                 f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
                 f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+                # The node's address, not its name: nothing resolves names in the namespace.
+                "--kubelet-preferred-address-types=InternalIP",
                 f"--audit-policy-file={config / 'audit-policy.yaml'}",
                 f"--audit-log-path={layout.audit_log}", "--audit-log-maxsize=200",
                 "--audit-log-maxbackup=1", "--v=1"]
@@ -656,6 +658,10 @@ def _private_filesystem(layout: Layout) -> None:
         if not (var / link).is_symlink():
             (var / link).symlink_to(target)
     (layout.run / "lock").mkdir(parents=True, exist_ok=True)
+    # The host's resolver is outside the namespace: ask loopback, where nothing answers.
+    resolv = pathlib.Path("/etc/resolv.conf")
+    if resolv.is_file() and not resolv.is_symlink():
+        _mount_bind(layout.config / "resolv.conf", str(resolv))
     _mount_bind(layout.run, "/run")
     _mount_bind(var, "/var")
 
@@ -671,6 +677,10 @@ def _namespace_network(slot: Slot) -> None:
     _run("ip", "link", "add", "node0", "type", "bridge")
     _run("ip", "addr", "add", f"{slot.node_ip}/24", "dev", "node0")
     _run("ip", "link", "set", "node0", "up")
+    # Without a default route, a process here (not in a Pod) would find no route to a Service's
+    # ClusterIP before kube-proxy's rules could rewrite it; one that nothing rewrites ends on
+    # the bridge, which has no ports.
+    _run("ip", "route", "add", slot.service_cidr, "dev", "node0")
     # Per network namespace: Pods' packets are routed through this namespace.
     pathlib.Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
 
