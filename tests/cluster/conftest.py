@@ -213,6 +213,11 @@ def operator_image(cluster: Cluster, request: pytest.FixtureRequest) -> Operator
     return OperatorImage(IMAGE_NAME, tag)
 
 
+#: When each uninstall of the tier began (time.time()), for the audit log check: helm deletes
+#: the RBAC objects while the operator Pod is still stopping.
+UNINSTALLS: list[float] = []
+
+
 @dataclasses.dataclass
 class Release:
     """One helm release of the chart and its operator Pods."""
@@ -250,6 +255,7 @@ class Release:
         return self.cluster.kubectl("logs", "-n", self.namespace, pod, *extra).stdout
 
     def uninstall(self) -> None:
+        UNINSTALLS.append(time.time())
         self.cluster.helm("uninstall", self.name, "--namespace", self.namespace, "--wait",
                           check=False)
 

@@ -23,7 +23,7 @@ import yaml
 
 from fluxsupport.devcluster import flux, fluxpods
 from tests import harness
-from tests.cluster.conftest import Cluster, OperatorImage, record, wait_for
+from tests.cluster.conftest import UNINSTALLS, Cluster, OperatorImage, record, wait_for
 
 DEPLOY = harness.ROOT / "deploy" / "flux"
 CHART_DEFAULT_IMAGE = "docker.io/library/fluxsupport"
@@ -106,6 +106,7 @@ def test_helm_controller_installs_the_chart_from_git_and_the_cases_become_ready(
                f"GitRepository and HelmRelease were applied; the cases from git Ready "
                f"{time.monotonic() - started:.1f} s after")
     finally:
+        UNINSTALLS.append(time.time())  # helm-controller uninstalls the release
         cluster.kubectl("delete", "-n", "flux-system", "kustomization/support-cases",
                         "helmrelease/fluxsupport", "gitrepository/fluxsupport",
                         "--ignore-not-found", "--wait=true", timeout=300)
