@@ -211,6 +211,11 @@ def _leader_handover(cluster: Cluster, release: Release, namespace: str, prefix:
                      severity: str, reason: str) -> tuple[list[str], float, float]:
     """Cases created, the leader deleted in their midst; returns the cases, the seconds until
     the standby was active and until every case was submitted."""
+    # Until the rollout is over, a Pod of the previous ReplicaSet may still act (one without
+    # --peering, after an upgrade from a single replica): only the two new replicas may run.
+    wait_for(lambda: len(cluster.pods(OPERATOR_NAMESPACE, release.selector)) == 2
+             and len(release.ready_pods()) == 2, timeout=180,
+             what="the rollout over: two Pods, both Ready")
     leader, standby = wait_for(lambda: _one_leader(cluster, release), timeout=120,
                                what="one active replica and one standby")
     names = [f"{prefix}-{i}" for i in range(6)]
