@@ -79,13 +79,17 @@ class Escalation:
         return next((reached for reached in self.reached if reached.tier == tier), None)
 
 
-def _result(found: Iterable[Reached], upcoming: Iterable[datetime.datetime]) -> Escalation:
+def _result(found: Iterable[Reached],
+            upcoming: Iterable[tuple[int, datetime.datetime]]) -> Escalation:
+    """The earliest trigger of each tier, and the next instant of a tier not reached yet (a
+    tier reached once needs no second announcement)."""
     earliest: dict[int, Reached] = {}
     for reached in found:
         if reached.tier not in earliest or reached.at < earliest[reached.tier].at:
             earliest[reached.tier] = reached
     return Escalation(tuple(earliest[tier] for tier in sorted(earliest)),
-                      min(upcoming, default=None))
+                      min((moment for tier, moment in upcoming if tier not in earliest),
+                          default=None))
 
 
 def _on(settings: Settings | None) -> bool:
@@ -134,7 +138,7 @@ def for_case(settings: Settings | None, calendar: BusinessCalendar, *,
         return Escalation()
     assert settings is not None
     found: list[Reached] = []
-    upcoming: list[datetime.datetime] = []
+    upcoming: list[tuple[int, datetime.datetime]] = []
     _at_risk(targets, now, found, upcoming)
     if first_response is not None:
         _not_progressing(settings, calendar, first_response, replies, closed_at, tuple(pauses),
@@ -145,7 +149,7 @@ def for_case(settings: Settings | None, calendar: BusinessCalendar, *,
 
 
 def _at_risk(targets: Sequence[Target], now: datetime.datetime, found: list[Reached],
-             upcoming: list[datetime.datetime]) -> None:
+             upcoming: list[tuple[int, datetime.datetime]]) -> None:
     for target in targets:
         warning = target.warning_at
         if warning is None:
@@ -156,14 +160,14 @@ def _at_risk(targets: Sequence[Target], now: datetime.datetime, found: list[Reac
             found.append(Reached(1, warning, "TargetAtRisk",
                                  f"the {target.name} target is at risk since {_rfc(warning)}"))
         elif target.stopped_at is None:
-            upcoming.append(warning)
+            upcoming.append((1, warning))
 
 
 def _not_progressing(settings: Settings, calendar: BusinessCalendar,
                      first_response: datetime.datetime,
                      replies: Iterable[datetime.datetime], closed_at: datetime.datetime | None,
                      pauses: tuple[pause.Pause, ...], now: datetime.datetime,
-                     found: list[Reached], upcoming: list[datetime.datetime]) -> None:
+                     found: list[Reached], upcoming: list[tuple[int, datetime.datetime]]) -> None:
     """The first gap between support's replies (from the first response on) longer than the
     setting, in business time less the time waiting on the customer."""
     budget = settings.not_progressing_after
@@ -187,7 +191,7 @@ def _not_progressing(settings: Settings, calendar: BusinessCalendar,
                 f"no reply from support for {_hours(budget)} of business time after the "
                 f"reply of {_rfc(reply)}"))
         elif following is None:
-            upcoming.append(due)
+            upcoming.append((2, due))
         return
 
 
@@ -241,7 +245,7 @@ def for_bulletin(settings: Settings | None,
     if not _on(settings):
         return Escalation()
     found: list[Reached] = []
-    upcoming: list[datetime.datetime] = []
+    upcoming: list[tuple[int, datetime.datetime]] = []
     for vulnerability, due in sorted(dues.items()):
         if due is None or due.band != "critical":
             continue
@@ -254,5 +258,5 @@ def for_bulletin(settings: Settings | None,
                 f"{vulnerability} is critical and no fix was listed by the vendor's "
                 f"remediation deadline {_rfc(due.due_at)} ({due.budget}, {due.framework})"))
         elif fixed is None:
-            upcoming.append(due.due_at)
+            upcoming.append((3, due.due_at))
     return _result(found, upcoming)
