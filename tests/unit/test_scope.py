@@ -8,7 +8,9 @@ import itertools
 import pathlib
 from typing import Any
 
+import jsonschema
 import pytest
+import yaml
 
 from fluxsupport.domain import scope, supportcase, updates
 from fluxsupport.domain.calendar import BusinessCalendar
@@ -71,7 +73,8 @@ def test_the_messages_say_what_to_fix() -> None:
     assert "set it to other for a third-party tool" in unknown.message
     not_covered = scope.condition("flux-operator-mcp", False, Policy(),
                                   scope.supported(Policy()))
-    assert "policy technical-support-policy does not cover (see addOns)" in not_covered.message
+    assert "names it in addOns; policy technical-support-policy does not" \
+        in not_covered.message
     third = scope.condition("other", False, EMEA, scope.supported(EMEA))
     assert "with the add-ons named in the policy" in third.message
 
@@ -103,6 +106,18 @@ def test_worked_example(row: list[str]) -> None:
     covered = scope.supported(policy, release_data() if source == "release data" else None)
     found = scope.condition(component, infrastructure == "yes", policy, covered)
     assert (found.type, found.status, found.reason) == ("InScope", status, reason)
+
+
+def test_the_crd_accepts_any_component_name_and_only_names() -> None:
+    crd = yaml.safe_load((ROOT / "crds" / "supportcases.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    validator = jsonschema.Draft7Validator(
+        schema["properties"]["spec"]["properties"]["component"])
+    for name in [*scope.BUILT_IN, "flux-operator", *scope.KNOWN_ADD_ONS, "other",
+                 "tofu-controller", "a" * 63]:
+        assert validator.is_valid(name), name
+    for name in ["", "Flux_MCP", "-mcp", "mcp-", "a" * 64, "helm controller"]:
+        assert not validator.is_valid(name), name
 
 
 # ---- on a SupportCase ------------------------------------------------------------------------

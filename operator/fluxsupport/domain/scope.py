@@ -90,8 +90,9 @@ def _decide(component: str, requires_infrastructure_access: bool, policy: Policy
     known = covered.controllers | {FLUX_OPERATOR} | covered.add_ons
     if component not in known and component in KNOWN_ADD_ONS:
         return ("AddOnNotCovered", "False",
-                f"{component} is an add-on of the distribution that policy {policy.preset} "
-                f"does not cover (see addOns); {dismissible}")
+                f"{component} is an add-on of the distribution, which the {POLICY_REFERENCE} "
+                f"covers where the policy names it in addOns; policy {policy.preset} does "
+                f"not: {dismissible}")
     if component not in known:
         return ("UnknownComponent", "False",
                 f"{component} is not a component the {POLICY_REFERENCE} covers; those are "
