@@ -9,9 +9,12 @@ import importlib.metadata
 import itertools
 import pathlib
 import re
+import time
 import typing
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fluxsupport.domain import escalation, pause, remediation, timing
 from fluxsupport.domain.calendar import BusinessCalendar
@@ -195,6 +198,70 @@ def test_a_bulletin_escalates_each_unmitigated_critical_vulnerability_once() -> 
     assert reached.detail.startswith("CVE-2026-1 is critical")
     assert len(result.reached) == 1
     assert result.next_at is None
+
+
+def _not_progressing_by_every_gap(first: datetime.datetime,
+                                  replies: list[datetime.datetime],
+                                  pauses: list[pause.Pause],
+                                  now: datetime.datetime) -> tuple[datetime.datetime | None,
+                                                                   datetime.datetime | None]:
+    """The rule written out: the pause arithmetic for every gap between support's replies."""
+    assert SETTINGS is not None
+    spoken = sorted({first, *(r for r in replies if r > first)})
+    for index, reply in enumerate(spoken):
+        due = pause.clock(CALENDAR, reply, SETTINGS.not_progressing_after, 0.5,
+                          pauses).deadline.due
+        following = spoken[index + 1] if index + 1 < len(spoken) else None
+        if following is not None and (due is None or following <= due):
+            continue
+        if due is None:
+            return None, None
+        return (due, None) if due <= now else (None, due if following is None else None)
+    return None, None
+
+
+_BASE = datetime.datetime(2026, 3, 23, 8, 0, tzinfo=datetime.UTC)
+_moments = st.integers(min_value=0, max_value=21 * 24 * 4).map(
+    lambda quarter: _BASE + datetime.timedelta(minutes=15 * quarter))
+
+
+@settings(max_examples=150, deadline=None)
+@given(first=_moments, replies=st.lists(_moments, max_size=8),
+       spans=st.lists(st.tuples(_moments, st.one_of(st.none(), st.integers(0, 3 * 24 * 4))),
+                      max_size=4),
+       later=st.integers(0, 30 * 24 * 4))
+def test_not_progressing_is_the_pause_arithmetic_of_every_gap(
+        first: datetime.datetime, replies: list[datetime.datetime],
+        spans: list[tuple[datetime.datetime, int | None]], later: int) -> None:
+    """The single pass over the thread gives what the pause clock of each gap gives, across
+    the BST switch of 29 March, closing times and open waits."""
+    pauses = [pause.Pause(start, None if length is None
+                          else start + datetime.timedelta(minutes=15 * length))
+              for start, length in spans]
+    now = max([first, *replies]) + datetime.timedelta(minutes=15 * later)
+    result = escalation.for_case(SETTINGS, CALENDAR, opened=first, level=3, targets=(),
+                                 first_response=first, replies=replies, pauses=pauses, now=now)
+    reached = result.tier(2)
+    assert ((None if reached is None else reached.at), result.next_at) == \
+        _not_progressing_by_every_gap(first, replies, pauses, now)
+
+
+def test_a_long_thread_is_decided_quickly() -> None:
+    """2000 replies and 200 waits, a year of a busy case: about 0.15 s on the 2-core machine
+    of the test runs (2.3 s when every gap ran the pause arithmetic)."""
+    # A reply every 3 hours, but none for 5 days after the 999th.
+    replies = [MONDAY + hours(3 * n) for n in range(1, 2001) if not 1000 <= n < 1040]
+    waits = [pause.Pause(MONDAY + hours(30 * n + 1), MONDAY + hours(30 * n + 2))
+             for n in range(200)]
+    started = time.perf_counter()
+    result = case(level=4, first_response=replies[0], replies=tuple(replies),
+                  pauses=tuple(waits), now=replies[-1])
+    elapsed = time.perf_counter() - started
+    reached = result.tier(2)
+    assert reached is not None
+    assert reached.at == pause.clock(CALENDAR, replies[998], 16 * 3600, 0.5,
+                                     waits).deadline.due
+    assert elapsed < 2, f"{elapsed:.2f} s"
 
 
 # ---- the worked examples of docs/sla-policy.md -----------------------------------------------

@@ -30,10 +30,10 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import datetime
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Literal
 
-from fluxsupport.domain import pause, remediation
+from fluxsupport.domain import conditions, pause, remediation
 from fluxsupport.domain.calendar import BusinessCalendar
 from fluxsupport.domain.policy import Escalation as Settings
 from fluxsupport.domain.policy import Policy
@@ -97,7 +97,7 @@ def _on(settings: Settings | None) -> bool:
 
 
 def _rfc(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
+    return conditions.rfc3339(moment)
 
 
 # ---- cases -----------------------------------------------------------------------------------
@@ -172,13 +172,17 @@ def _not_progressing(settings: Settings, calendar: BusinessCalendar,
     setting, in business time less the time waiting on the customer."""
     budget = settings.not_progressing_after
     spoken = sorted({first_response, *(reply for reply in replies if reply > first_response)})
+    counted = _counted_time(calendar, pause.merge(pauses, first_response), first_response)
+    progress = [counted(reply) for reply in spoken]
     for index, reply in enumerate(spoken):
         if closed_at is not None and closed_at <= reply:
             return
+        following = spoken[index + 1] if index + 1 < len(spoken) else None
+        if following is not None and progress[index + 1] - progress[index] < budget:
+            continue  # clearly in time; a gap of the whole budget is decided by instants
         # The pause arithmetic of the case budgets, from the reply on (its warning share,
         # the 0.5, is not used).
         due = pause.clock(calendar, reply, budget, 0.5, pauses).deadline.due
-        following = spoken[index + 1] if index + 1 < len(spoken) else None
         if following is not None and (due is None or following <= due):
             continue  # support replied in time, or while the case waited on the customer
         if due is None:
@@ -193,6 +197,28 @@ def _not_progressing(settings: Settings, calendar: BusinessCalendar,
         elif following is None:
             upcoming.append((2, due))
         return
+
+
+def _counted_time(calendar: BusinessCalendar, merged: tuple[pause.Pause, ...],
+                  start: datetime.datetime) -> Callable[[datetime.datetime], float]:
+    """Business seconds from ``start`` to an instant, less those of the merged pauses: one
+    pass over the pauses, so that a long thread costs a binary search per reply, not a walk
+    of every pause."""
+    starts = [p.start for p in merged]
+    before = [0.0]
+    for p in merged:
+        before.append(before[-1] + (0.0 if p.end is None else calendar.elapsed(p.start, p.end)))
+
+    def counted(moment: datetime.datetime) -> float:
+        index = bisect.bisect_right(starts, moment) - 1
+        paused = 0.0
+        if index >= 0:
+            holding = merged[index]
+            end = moment if holding.end is None else min(moment, holding.end)
+            paused = before[index] + calendar.elapsed(holding.start, end)
+        return calendar.elapsed(start, moment) - paused
+
+    return counted
 
 
 def _hours(seconds: int) -> str:
