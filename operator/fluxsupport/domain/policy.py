@@ -508,9 +508,9 @@ class Policy(pydantic.BaseModel):
         if (self.escalation is not None and self.escalation.enabled
                 and self.escalation.contacts.any and not self.channels.email.enabled):
             raise ValueError(
-                "escalation.contacts are emailed through channels.email: enable it (with "
-                "channels.fallback.levels: [] cases still never go by email), or leave the "
-                "contacts out")
+                "escalation.contacts are emailed through channels.email: enable it (with the "
+                "portal enabled, channels.fallback.levels: [] still keeps cases off email), "
+                "or leave the contacts out")
         return self
 
     @pydantic.field_validator("always_open_levels")
