@@ -104,8 +104,9 @@ def _tour(cluster: Cluster, release: Release, image: OperatorImage, rt: RequestT
     cluster.apply({"apiVersion": "v1", "kind": "Secret",
                    "metadata": {"name": "fluxsupport-channels", "namespace": OPERATOR_NAMESPACE},
                    "data": {"portal-token": base64.b64encode(rt.operator_token.encode()).decode()}})
-    channels = {"cluster": "audit", "portal": {"enabled": True, "url": f"http://"
-                                               f"{local.forward(rt.port).address}/",
+    portal = local.forward(rt.port, tls=True)
+    channels = {"cluster": "audit", "portal": {"enabled": True, "url": f"https://{portal.address}/",
+                                               "caBundle": portal.ca_pem,
                                                "queue": rt.queue, "syncInterval": "1s"},
                 "email": {"enabled": True, "host": local.slot.node_ip,
                           "port": local.forward(gateway.port).port, "tls": "none",
@@ -143,7 +144,7 @@ def test_the_service_account_is_never_refused_and_uses_what_it_is_granted(
     rendered = cluster.helm(
         "template", release.name, str(CHART), "--namespace", OPERATOR_NAMESPACE,
         "--set", "peering.enabled=true", "--set", "policy.channels.portal.enabled=true",
-        "--set", "policy.channels.portal.url=http://rt.example/",
+        "--set", "policy.channels.portal.url=https://rt.example/",
         "--set", "policy.channels.email.enabled=true",
         "--set", "policy.channels.email.host=smtp.example",
         "--set", "policy.channels.email.from=ops@customer.test",

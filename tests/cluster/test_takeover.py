@@ -164,12 +164,15 @@ def _doubled_events(cluster: Cluster, namespace: str) -> list[str]:
 def _channels(cluster: Cluster, rt: RequestTracker, gateway: MailGateway, *,
               portal: bool) -> list[str]:
     local = cluster.local_node()
-    rt_address = local.forward(rt.port).address
+    # The token goes over TLS to a non-loopback address, as the policy requires: the forwarder
+    # terminates TLS in front of the host's RT.
+    portal_forward = local.forward(rt.port, tls=True)
     smtp = local.forward(gateway.port)
     channels = {
         "cluster": "node-tests", "secretName": SECRET,
         # RT answers one request at a time, slowly on a loaded machine.
-        "portal": {"enabled": portal, "url": f"http://{rt_address}/", "queue": rt.queue,
+        "portal": {"enabled": portal, "url": f"https://{portal_forward.address}/",
+                   "caBundle": portal_forward.ca_pem, "queue": rt.queue,
                    "syncInterval": "2s", "timeout": "30s"},
         # The SMTP server answers once RT's mail gateway has taken the message.
         "email": {"enabled": True, "host": local.slot.node_ip, "port": smtp.port, "tls": "none",

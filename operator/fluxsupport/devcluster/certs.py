@@ -126,6 +126,16 @@ def generate(extra_sans: tuple[str, ...] = ()) -> ControlPlaneCredentials:
     return ControlPlaneCredentials(serving_ca, serving, client_ca, admin, sa_signer)
 
 
+def server_certificate(names: tuple[str, ...]) -> tuple[Pair, Pair]:
+    """A CA of its own and a serving certificate it signed for ``names`` (addresses or DNS
+    names): for a test server that a client must reach over verified TLS."""
+    ca = _issue(_name("fluxsupport-devcluster-test-ca"), _new_key(), None, ca=True)
+    serving = _issue(_name(names[0]), _new_key(), ca, ca=False,
+                     usages=[ExtendedKeyUsageOID.SERVER_AUTH],
+                     sans=[_san(name) for name in names])
+    return ca, serving
+
+
 def client_certificate(client_ca: Pair, user: str, group: str | None = None) -> Pair:
     """A client certificate for ``user`` (CN) in ``group`` (O), signed by the client CA."""
     return _issue(_name(user, group), _new_key(), client_ca, ca=False,

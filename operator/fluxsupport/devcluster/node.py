@@ -43,6 +43,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -1107,10 +1108,12 @@ class Node:
                     "images", "list", "--quiet")
         return done.stdout.split()
 
-    def forward(self, port: int) -> Forwarder:
+    def forward(self, port: int, *, tls: bool = False) -> Forwarder:
         """Make 127.0.0.1:``port`` of the host reachable from the node and its Pods, at
-        ``node_ip:<forwarder.port>``."""
-        forwarder = Forwarder(self.netns, self.slot.node_ip, port)
+        ``node_ip:<forwarder.port>``; with ``tls`` the forwarder speaks TLS to the Pods (a
+        certificate for the node's address, signed by ``forwarder.ca_pem``) and plain TCP to
+        the host's server, as a TLS-terminating proxy in front of a helpdesk does."""
+        forwarder = Forwarder(self.netns, self.slot.node_ip, port, tls=tls)
         self._forwarders.append(forwarder)
         return forwarder
 
@@ -1150,9 +1153,17 @@ class Forwarder:
     """TCP from a socket in the node's namespace to a port on the host's loopback, so that
     Pods reach the tests' servers (RT, SMTP, git) without any of them leaving loopback."""
 
-    def __init__(self, netns: pathlib.Path, host: str, target_port: int) -> None:
+    def __init__(self, netns: pathlib.Path, host: str, target_port: int, *,
+                 tls: bool = False) -> None:
         self.target_port = target_port
         self.host = host
+        #: The CA a client trusts to reach this forwarder over TLS ("" without TLS).
+        self.ca_pem = ""
+        self._tls: ssl.SSLContext | None = None
+        if tls:
+            ca, serving = certs.server_certificate((host,))
+            self.ca_pem = ca.cert_pem.decode()
+            self._tls = _server_context(serving)
         self._listener = socket_in(netns, host)
         self.port = int(self._listener.getsockname()[1])
         self._closed = threading.Event()
@@ -1170,20 +1181,48 @@ class Forwarder:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
-            except OSError:
-                client.close()
+            if self._tls is not None:
+                threading.Thread(target=self._serve_tls, args=(client,), daemon=True).start()
                 continue
-            upstream.settimeout(None)
-            for source, target in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pump, args=(source, target), daemon=True).start()
+            self._connect(client)
+
+    def _serve_tls(self, client: socket.socket) -> None:
+        """The handshake in a thread of its own: a slow client holds up no other."""
+        assert self._tls is not None
+        client.settimeout(10)
+        try:
+            secure = self._tls.wrap_socket(client, server_side=True)
+        except OSError:
+            client.close()
+            return
+        self._connect(secure)
+
+    def _connect(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=10)
+        except OSError:
+            client.close()
+            return
+        client.settimeout(None)
+        upstream.settimeout(None)
+        for source, target in ((client, upstream), (upstream, client)):
+            threading.Thread(target=_pump, args=(source, target), daemon=True).start()
 
     def close(self) -> None:
         self._closed.set()
         with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
+
+
+def _server_context(serving: certs.Pair) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with tempfile.TemporaryDirectory(prefix="fluxsupport-forward-") as tmp:
+        cert, key = pathlib.Path(tmp, "tls.crt"), pathlib.Path(tmp, "tls.key")
+        cert.write_bytes(serving.cert_pem)
+        key.write_bytes(serving.key_pem)
+        context.load_cert_chain(cert, key)  # the ssl module reads files only
+    return context
 
 
 def _pump(source: socket.socket, target: socket.socket) -> None:

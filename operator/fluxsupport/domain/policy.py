@@ -168,12 +168,24 @@ class Portal(pydantic.BaseModel):
     queue: str = "General"
     sync_interval: Seconds = pydantic.Field(60, alias="syncInterval")
     timeout: Seconds = 10
+    #: PEM certificates of the CA that signed the portal's https certificate, for a helpdesk
+    #: behind a private CA; empty: the system's trusted CAs.
+    ca_bundle: str = pydantic.Field("", alias="caBundle")
 
     @pydantic.model_validator(mode="after")
     def _url_when_enabled(self) -> Portal:
         if self.enabled and not re.match(r"^https?://[^/\s]+", self.url):
             raise ValueError("an enabled portal needs url: http(s)://host[:port]/[path/]")
+        if self.ca_bundle and not self.url.startswith("https://"):
+            raise ValueError("caBundle is for an https:// url")
         return self
+
+    @pydantic.field_validator("ca_bundle")
+    @classmethod
+    def _pem(cls, bundle: str) -> str:
+        if bundle and "-----BEGIN CERTIFICATE-----" not in bundle:
+            raise ValueError("caBundle holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+        return bundle
 
     @pydantic.field_validator("url")
     @classmethod
