@@ -15,7 +15,7 @@ from typing import Any, Literal
 import pydantic
 
 from fluxsupport import constants
-from fluxsupport.domain import conditions
+from fluxsupport.domain import conditions, scope
 from fluxsupport.domain import submission as submission_module
 from fluxsupport.domain.calendar import BusinessCalendar
 from fluxsupport.domain.policy import LEVEL_NAMES, LEVELS, Policy
@@ -26,8 +26,6 @@ from fluxsupport.domain.timing import (
     compute_timing,
     parse_time,
 )
-
-POLICY_REFERENCE = "ControlPlane Enterprise for Flux CD support policy"
 
 
 class State(enum.StrEnum):
@@ -683,22 +681,8 @@ def _conditions(case: CaseSpec, level: int, assessed: int, state: State, timing:
         result.append(condition(type="Ready", status="True", reason="Reconciled",
                                 message=f"{describe_level(level)}: {summary}.{severity_note}"))
 
-    if case.component == "other":
-        result.append(condition(
-            type="InScope", status="False", reason="ThirdParty",
-            message=f"Third-party tools are outside the {POLICY_REFERENCE}, which covers the "
-                    "Flux controllers and the Flux Operator; the case may be dismissed. The SLA "
-                    "clock keeps running until it is."))
-    elif case.requires_infrastructure_access:
-        result.append(condition(
-            type="InScope", status="False", reason="RequiresInfrastructureAccess",
-            message=f"Cases that need access to the customer's infrastructure are outside the "
-                    f"{POLICY_REFERENCE}; the case may be dismissed. The SLA clock keeps running "
-                    "until it is."))
-    else:
-        result.append(condition(
-            type="InScope", status="True", reason="FluxComponent",
-            message=f"{case.component} is covered by the {POLICY_REFERENCE}."))
+    result.append(scope.condition(case.component, case.requires_infrastructure_access, policy,
+                                  scope.supported(policy)))
 
     impact = case.impact
     criticality = "business-critical" if impact.business_critical else "not business-critical"
