@@ -7,7 +7,7 @@ import datetime
 import pytest
 import yaml
 
-from fluxsupport.domain import policy, submission, supportcase
+from fluxsupport.domain import casestatus, evaluation, policy, submission, supportcase
 from fluxsupport.domain.calendar import BusinessCalendar
 
 UID = "0c6f1c8e-5d0b-4a8e-9a43-3f7f2f1d9b10"
@@ -141,7 +141,8 @@ POLICY = policy.Policy.model_validate({"timezone": "UTC", "holidays": "",
 CALENDAR = BusinessCalendar(POLICY)
 
 
-def evaluate(annotations: dict[str, str], record: dict[str, object]) -> supportcase.Evaluation:
+def evaluate(annotations: dict[str, str], record: dict[str, object]
+             ) -> evaluation.Evaluation[casestatus.CaseMetrics]:
     return supportcase.evaluate(spec=SPEC, annotations=annotations, created=NOW, generation=1,
                                 previous={"submission": record}, policy=POLICY,
                                 calendar=CALENDAR, now=NOW + datetime.timedelta(hours=1))

@@ -14,7 +14,7 @@ import urllib3
 
 from fluxsupport import constants
 from fluxsupport.cli import output
-from fluxsupport.domain import supportcase, timing
+from fluxsupport.domain import caselifecycle, timing
 from fluxsupport.domain.conditions import rfc3339
 from fluxsupport.kube import blocking
 
@@ -62,7 +62,7 @@ def _time(value: str | None) -> str:
     except ValueError as error:
         raise typer.BadParameter(f"{value!r} is not an RFC 3339 time with an offset ({error})",
                                  param_hint="--at") from error
-    if moment > now + supportcase.CLOCK_SKEW:
+    if moment > now + caselifecycle.CLOCK_SKEW:
         # The operator would ignore it (AnnotationInFuture): refuse it here already.
         raise typer.BadParameter(f"{value!r} is in the future; it must be when it happened",
                                  param_hint="--at")
@@ -111,9 +111,9 @@ def respond(name: str, namespace: Namespace = "default", at: At = None, by: By =
         raise api_error(error, what) from error
     metadata = obj.get("metadata") or {}
     try:
-        written = supportcase.first_response_annotations(
+        written = caselifecycle.first_response_annotations(
             metadata.get("annotations") or {}, when, by, force)
-    except supportcase.AlreadyResponded as error:
+    except caselifecycle.AlreadyResponded as error:
         raise output.fail(f"{what}: {error}", 1) from error
     # The resourceVersion makes the check and the write one step: a response recorded by
     # someone else in between turns this patch into a 409 instead of overwriting theirs.

@@ -22,8 +22,8 @@ from fluxsupport.cli.bulletin_list import bulletin_rows
 from fluxsupport.cli.case import CLIENT_ERRORS, Kubeconfig, api_error, case_rows, custom_api
 from fluxsupport.cli.sla import remaining
 from fluxsupport.domain.calendar import BusinessCalendar
+from fluxsupport.domain.casestatus import compliance_outcome
 from fluxsupport.domain.policy import Policy, PolicyError, load_policy
-from fluxsupport.domain.supportcase import compliance_outcome
 from fluxsupport.domain.timing import parse_time
 from fluxsupport.kube import blocking
 

@@ -21,10 +21,10 @@ from fluxsupport.controllers import writes
 from fluxsupport.controllers.scheduler import Scheduler
 from fluxsupport.controllers.writes import newer_or_equal, status_patch
 from fluxsupport.domain import calendar as calendar_module
+from fluxsupport.domain import casestatus, timing
 from fluxsupport.domain import diagnostics as diagnostics_module
 from fluxsupport.domain import policy as policy_module
 from fluxsupport.domain import supportcase as domain
-from fluxsupport.domain import timing
 from fluxsupport.kube import api
 from fluxsupport.kube.events import EventPoster
 from fluxsupport.observability import metrics
@@ -125,7 +125,7 @@ class CaseController:
         self.writer = writes.StatusWriter(client, poster or EventPoster(client), self.scheduler,
                                           constants.SUPPORTCASE_KIND, logger, keep=KEPT_STATUS)
         self.cases: dict[CaseKey, CaseSnapshot] = {}
-        self.views: dict[CaseKey, domain.MetricsView] = {}
+        self.views: dict[CaseKey, casestatus.CaseMetrics] = {}
         #: The first-response counter and histogram; they never go down (see FirstResponses).
         self.first_responses = metrics.FirstResponses()
         #: The same for resolutions, where the policy sets resolution targets.

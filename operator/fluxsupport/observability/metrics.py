@@ -24,7 +24,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from fluxsupport import constants
-from fluxsupport.domain.supportcase import MetricsView
+from fluxsupport.domain import casestatus
 
 if TYPE_CHECKING:
     from fluxsupport.controllers.advisories import AdvisoryFeed
@@ -126,10 +126,10 @@ class FirstResponses:
         self._counted: set[str] = set()
 
     @staticmethod
-    def _outcome(view: MetricsView) -> tuple[str | None, float | None]:
+    def _outcome(view: casestatus.CaseMetrics) -> tuple[str | None, float | None]:
         return view.outcome, view.response_business_seconds
 
-    def record(self, uid: str, view: MetricsView) -> bool:
+    def record(self, uid: str, view: casestatus.CaseMetrics) -> bool:
         """Count the outcome that ``view`` shows, unless ``uid`` already counted."""
         outcome, seconds = self._outcome(view)
         if outcome is None or uid in self._counted:
@@ -156,7 +156,7 @@ class Resolutions(FirstResponses):
     noun, plural = "resolution", "resolutions"
 
     @staticmethod
-    def _outcome(view: MetricsView) -> tuple[str | None, float | None]:
+    def _outcome(view: casestatus.CaseMetrics) -> tuple[str | None, float | None]:
         return view.resolution_outcome, view.resolution_business_seconds
 
 
