@@ -13,9 +13,10 @@ help:
 	@echo "make demo    build what is missing, start a local control plane, run the operator"
 	@echo "make test    lint, type-check, check the import layers and run every test tier:"
 	@echo "             tests/unit (Python alone), tests/tools (promtool, helm, go-vex), tests/packaging"
-	@echo "             (the wheel in a fresh venv), tests/integration (a real kube-apiserver)"
+	@echo "             (the wheel in a fresh venv, the image), tests/integration (a real kube-apiserver)"
 	@echo "make test-unit   the unit tier only: no Go, helm, promtool, network or cluster"
 	@echo "make flux    build Flux's source- and kustomize-controller for the GitOps tests"
+	@echo "make image   the operator image from the Dockerfile, as an OCI archive (buildah; root)"
 	@echo "make bench   benchmarks (QUICK=1 for the short run)"
 	@echo "make bench-cli   CLI start-up against python -c pass (part of make bench too)"
 	@echo "make bench-profile   where the API server spends a wave of breach writes"
@@ -73,3 +74,4 @@ clean:
 include mk/ship.mk
 include mk/rt.mk
 include mk/flux.mk
+include mk/image.mk

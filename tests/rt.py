@@ -39,6 +39,8 @@ CACHE = pathlib.Path(os.environ.get("FLUXSUPPORT_CACHE",
 #: rt5-standalone rt5-clients` took on a fresh machine of this kind (mk/rt.mk prints its own).
 INSTALL_SECONDS = 54.0
 
+#: RT's $rtname: the name in the subject tags of its mail, "[fluxsupport.test #42]".
+RTNAME = "fluxsupport.test"
 CORRESPOND = "support@fluxsupport.test"
 COMMENT = "support-comment@fluxsupport.test"
 OPERATOR = "fluxsupport-operator"
@@ -195,7 +197,7 @@ class RequestTracker:
             # "send it yourself" (RT::Test does the same). Loopback only, to the MailGateway.
             mail = _SMTP_MAIL_COMMAND.replace("SMTP_PORT", str(self.smtp_port))
         (etc / "RT_SiteConfig.pm").write_text(f"""
-Set($rtname, 'fluxsupport.test');
+Set($rtname, '{RTNAME}');
 Set($Organization, 'fluxsupport.test');
 Set($Timezone, 'UTC');
 Set($DatabaseType, 'SQLite');
@@ -458,3 +460,144 @@ class MailGateway:
                     raise TimeoutError(f"no matching message in {timeout} s; got "
                                        f"{[(f, t) for f, t, _ in self.messages]}")
                 self._changed.wait(left)
+
+
+class PortalProxy:
+    """An HTTP proxy on loopback in front of RT that loses, delays or holds its answers, as a
+    load balancer in front of an overloaded RT does. It runs aiohttp on a thread of its own;
+    the test sets the modes below between requests.
+
+    - ``swallow_creates``: the next N ``POST ticket`` reach RT (which makes the ticket), and
+      their answer never comes back: the operator's request times out; from then on the
+      proxy stalls (below), as if RT had stopped answering.
+    - ``hold_creates``: the next N ``POST ticket`` wait here, not yet at RT, until release().
+    - ``delay_creates``: every ``POST ticket`` reaches RT this many seconds late.
+    - ``stall``: every request waits without an answer until heal(), then gets a 503; none
+      of them reaches RT, and no answer RT gives after the stall began is passed on.
+    - ``unavailable``: every request gets a 503 at once, as from a proxy whose backend is
+      down.
+    """
+
+    def __init__(self, target: str) -> None:
+        self.target = target.rstrip("/")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.swallow_creates = 0
+        self.hold_creates = 0
+        self.delay_creates = 0.0
+        self.stall = False
+        self.unavailable = False
+        #: (method, path) of every request, in arrival order.
+        self.requests: list[tuple[str, str]] = []
+        #: Creates forwarded to RT, and their HTTP status from RT.
+        self.creates: list[int] = []
+        #: Creates waiting for release().
+        self.held = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._released: asyncio.Event | None = None
+        self._healed: asyncio.Event | None = None
+        self._session: Any = None
+
+    def start(self) -> None:
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(started,), daemon=True,
+                                        name="portal-proxy")
+        self._thread.start()
+        if not started.wait(30):
+            raise RuntimeError("the portal proxy did not start")
+
+    def stop(self) -> None:
+        loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(30)
+
+    def release(self) -> None:
+        """Let the held creates go on to RT."""
+        self._set("_released")
+
+    def heal(self) -> None:
+        """End ``stall`` and ``unavailable``: requests reach RT again."""
+        self.stall = self.unavailable = False
+        self._set("_healed")
+
+    def _set(self, name: str) -> None:
+        loop = self._loop
+        event = getattr(self, name)
+        if loop is not None and event is not None:
+            loop.call_soon_threadsafe(event.set)
+
+    def _run(self, started: threading.Event) -> None:
+        from aiohttp import web
+
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        self._released, self._healed = asyncio.Event(), asyncio.Event()
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+        started.set()
+        try:
+            loop.run_forever()
+        finally:
+            waiting = asyncio.all_tasks(loop)  # the swallowed and stalled requests
+            for task in waiting:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*waiting, return_exceptions=True))
+            if self._session is not None:
+                loop.run_until_complete(self._session.close())
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+
+    async def _handle(self, request: Any) -> Any:
+        from aiohttp import web
+
+        body = await request.read()
+        self.requests.append((request.method, request.path))
+        if self.unavailable:
+            return web.Response(status=503, text="no backend")
+        if self.stall:
+            return await self._stalled()
+        create = request.method == "POST" and request.path.rstrip("/").endswith(
+            "/REST/2.0/ticket")
+        if create and self.hold_creates:
+            self.hold_creates -= 1
+            self.held += 1
+            assert self._released is not None
+            await self._released.wait()
+            self.held -= 1
+        if create and self.delay_creates:
+            await asyncio.sleep(self.delay_creates)
+        status, data, content_type = await self._forward(request, body)
+        if create:
+            self.creates.append(status)
+            if self.swallow_creates:
+                self.swallow_creates -= 1
+                self.stall = True
+        if self.stall:
+            return await self._stalled()
+        return web.Response(status=status, body=data, content_type=content_type)
+
+    async def _forward(self, request: Any, body: bytes) -> tuple[int, bytes, str]:
+        from aiohttp import ClientSession, ClientTimeout
+
+        if self._session is None:
+            self._session = ClientSession(timeout=ClientTimeout(total=120))
+        headers = {k: v for k, v in request.headers.items()
+                   if k.lower() not in ("host", "content-length", "transfer-encoding")}
+        async with self._session.request(request.method, self.target + request.path_qs,
+                                         data=body or None, headers=headers) as answer:
+            return answer.status, await answer.read(), answer.content_type
+
+    async def _stalled(self) -> Any:
+        from aiohttp import web
+
+        assert self._healed is not None
+        self._healed.clear()
+        await self._healed.wait()
+        return web.Response(status=503, text="stalled")

@@ -26,11 +26,14 @@ CUSTOMER = "flux-ops@customer.test"
 
 
 def channels_policy(rt: RequestTracker, gateway: MailGateway) -> str:
+    """The portal timeout is the product's default, 10 s: RT serves one request at a time and
+    takes seconds to make a ticket on a loaded machine (3.9 s measured with other test runs
+    beside it); a create that times out is in doubt, and an update backs off."""
     return conftest.TEST_POLICY + f"""\
 channels:
   cluster: test-cluster
   secretName: {SECRET}
-  portal: {{enabled: true, url: "{rt.url}", queue: {rt.queue}, syncInterval: 1s, timeout: 3s}}
+  portal: {{enabled: true, url: "{rt.url}", queue: {rt.queue}, syncInterval: 1s, timeout: 10s}}
   email: {{enabled: true, host: 127.0.0.1, port: {gateway.port}, tls: none,
           from: {CUSTOMER}, to: {rt.correspond_address}, timeout: 5s}}
   fallback: {{levels: [1, 2], attempts: 2, after: 1m}}
@@ -264,6 +267,98 @@ def test_sigkill_between_ticket_creation_and_status_write_files_no_second_ticket
     ticket = harness.wait_for(lambda: submission(api, namespace, "crash").get("ticketId"),
                               timeout=60, what="the ticket linked after the restart")
     assert [found for found, _ in tickets_for(rt, uid)] == [ticket]
+
+
+#: A pasted controller log, three times longer than RT's history shows of a text.
+LONG_COMMENT = "".join(f"{n:05d} kustomize-controller: apps/prod: apply failed: timeout "
+                       f"waiting for Deployment/web to become ready\n" for n in range(150))
+
+
+def comments_in(rt: RequestTracker, ticket: str) -> list[dict[str, Any]]:
+    return [t for t in rt.history(ticket) if t["Type"] == "Comment"]
+
+
+@pytest.mark.parametrize("step", ["before-update-post", "after-update-post"])
+def test_a_long_comment_reaches_the_ticket_once_across_a_sigkill(
+        channels_operator: ChannelsOperator, api: harness.Api, rt: RequestTracker,
+        namespace: str, kubeconfig: pathlib.Path, step: str) -> None:
+    """SIGKILL right before or right after RT took the comment, before status records it:
+    after the restart the ticket has it exactly once (its marker opens the text, where RT's
+    history, read up to 4,000 characters, still shows it)."""
+    assert len(LONG_COMMENT) > 10_000
+    channels_operator.stop()
+    process = channels_operator.start(FLUXSUPPORT_FAILPOINT=step)
+    try:
+        create(api, namespace, "long-comment", "Low")
+        ticket = harness.wait_for(
+            lambda: submission(api, namespace, "long-comment").get("ticketId"), timeout=60,
+            what="a ticket")
+        cli = fluxsupport(kubeconfig, "case", "comment", "long-comment", "-n", namespace,
+                          LONG_COMMENT)
+        assert cli.returncode == 0, cli.stderr
+        harness.wait_for(lambda: not process.alive(), timeout=60,
+                         what=f"the operator killed at {step}")
+        assert process.process is not None
+        assert process.process.returncode == -9
+        assert len(comments_in(rt, ticket)) == (1 if step == "after-update-post" else 0)
+        assert not submission(api, namespace, "long-comment").get("updates")
+    finally:
+        channels_operator.stop()
+        channels_operator.start()
+    harness.wait_for(lambda: submission(api, namespace, "long-comment").get("updates"),
+                     timeout=60, what="the comment recorded after the restart")
+    assert len(comments_in(rt, ticket)) == 1
+    text = rt.ticket_text(ticket)
+    assert "[fluxsupport-update:comment-" in text
+    assert LONG_COMMENT.splitlines()[-1] in text
+    updated = harness.condition(api.get_case(namespace, "long-comment"), "TicketUpdated")
+    assert updated is not None
+    assert (updated["status"], updated["reason"]) == ("True", "UpToDate")
+
+
+def test_an_update_rt_refuses_backs_off_shows_why_and_goes_once_allowed(
+        channels_operator: ChannelsOperator, api: harness.Api, rt: RequestTracker,
+        namespace: str, kubeconfig: pathlib.Path, figures: Any) -> None:
+    """The support team moves the ticket to a queue the operator's user may not see: RT 5
+    shows it an empty history and refuses the comment (400, Permission Denied). The case says
+    so in TicketUpdated, the operator asks again after a growing backoff, not in a loop, and
+    posts the comment once the ticket is back."""
+    create(api, namespace, "moved", "Low")
+    ticket = harness.wait_for(lambda: submission(api, namespace, "moved").get("ticketId"),
+                              timeout=60, what="a ticket")
+    elsewhere = f"Elsewhere-{namespace}"
+    rt.rest("POST", "queue", {"Name": elsewhere})
+    rt.rest("PUT", f"ticket/{ticket}", {"Queue": elsewhere})
+    cli = fluxsupport(kubeconfig, "case", "comment", "moved", "-n", namespace,
+                      "Rolled back; still stuck.")
+    assert cli.returncode == 0, cli.stderr
+
+    def refused() -> dict[str, Any] | None:
+        found = harness.condition(api.get_case(namespace, "moved"), "TicketUpdated")
+        return found if found and found["status"] == "False" else None
+
+    condition = harness.wait_for(refused, timeout=60, what="TicketUpdated False")
+    assert condition["reason"] == "Failed", condition
+    assert "400: Permission Denied" in condition["message"], condition
+    before = int(submission(api, namespace, "moved")["updateFailures"])
+    window_s = 8.0
+    time.sleep(window_s)  # an upper bound is measured: a busy machine only lowers it
+    after = int(submission(api, namespace, "moved")["updateFailures"])
+    figures(f"RT refusing an update (400): {after - before} more attempt(s) in "
+            f"{window_s:.0f} s after the first")
+    assert after - before <= 2, (before, after)  # 5 s, then 10 s apart
+
+    rt.rest("PUT", f"ticket/{ticket}", {"Queue": rt.queue})
+    back = time.monotonic()
+    record = harness.wait_for(lambda: submission(api, namespace, "moved").get("updates")
+                              and submission(api, namespace, "moved"), timeout=120,
+                              what="the comment posted once the ticket is back")
+    figures(f"ticket back in the queue -> comment posted: {time.monotonic() - back:.1f} s")
+    assert "updateFailures" not in record
+    assert len(comments_in(rt, ticket)) == 1
+    updated = harness.condition(api.get_case(namespace, "moved"), "TicketUpdated")
+    assert updated is not None
+    assert updated["reason"] == "UpToDate"
 
 
 def test_channels_secret_is_readable_by_name_only(

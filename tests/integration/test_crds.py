@@ -7,10 +7,12 @@ import pathlib
 import uuid
 from collections.abc import Iterator
 
+import kubernetes
 import pytest
 import yaml
 
 from fluxsupport.constants import GROUP
+from fluxsupport.domain import submission
 from tests import harness
 
 OURS = {"supportcases": "SupportCase", "securitybulletins": "SecurityBulletin"}
@@ -94,3 +96,64 @@ def test_kubectl_explain_shows_the_descriptions(api: harness.Api, field: str, te
     explained = harness.kubectl(api.kubeconfig, "explain", field).stdout
     # kubectl re-wraps the text: compare with white space collapsed.
     assert text in " ".join(explained.split()), explained
+
+
+#: Characters a pasted title may carry, and whether the CRD admits them in a title: it refuses
+#: exactly the controls and line separators, which the email library refuses in a header.
+TITLE_CHARACTERS = [("\n", False), ("\r", False), ("\t", False), ("\x0b", False),
+                    ("\x0c", False), ("\x1c", False), ("\x1f", False), ("\x7f", False),
+                    ("\x85", False), ("\x9f", False), ("\u2028", False), ("\u2029", False),
+                    ("é", True), ("\u00a0", True), ("\u200b", True), ("\u202e", True),
+                    ("\U0001f525", True), ("#", True), ("[", True), ("]", True), ("<", True),
+                    ("\\", True)]
+
+
+@pytest.mark.parametrize(("character", "admitted"), TITLE_CHARACTERS, ids=repr)
+def test_the_title_admits_what_a_subject_line_can_carry(api: harness.Api, namespace: str,
+                                                        character: str, admitted: bool) -> None:
+    body = harness.case_manifest(f"title-{uuid.uuid4().hex[:8]}", namespace)
+    body["spec"]["title"] = f"HelmReleases stuck{character}after the upgrade"
+    if admitted:
+        api.create_case(namespace, body)
+    else:
+        with pytest.raises(kubernetes.client.ApiException) as refused:
+            api.create_case(namespace, body)
+        assert refused.value.status == 422
+        assert "spec.title" in str(refused.value.body)
+    # The operator's own rule (for titles stored before this one) is the same.
+    assert (submission.HEADER_UNSAFE.search(character) is None) == admitted
+
+
+@pytest.mark.parametrize("title", ["\u00a0", " \u3000 ", "\u2028"], ids=repr)
+def test_a_title_of_white_space_only_is_refused(api: harness.Api, namespace: str,
+                                                title: str) -> None:
+    body = harness.case_manifest(f"blank-{uuid.uuid4().hex[:8]}", namespace)
+    body["spec"]["title"] = title
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        api.create_case(namespace, body)
+    assert refused.value.status == 422
+
+
+@pytest.mark.parametrize(("contact", "admitted"), [
+    ({"name": "Bob Smith", "email": "bob@customer.example"}, True),
+    ({"name": "Bob\nSmith"}, False),
+    ({"name": "Bob\u2028Smith"}, False),
+    ({"email": "bob\x0b@customer.example"}, False),
+    ({"email": "bob@customer.example\x1c"}, False),
+    ({"email": "bob@customer.example\x85"}, False),
+    ({"email": "bob@customer.example\u2028"}, False),
+    ({"email": "bob@customer.example,eve@evil.example"}, False),
+    ({"email": "Bob <bob@customer.example>"}, False),
+], ids=repr)
+def test_the_contact_is_one_line_and_one_address(api: harness.Api, namespace: str,
+                                                 contact: dict[str, str],
+                                                 admitted: bool) -> None:
+    body = harness.case_manifest(f"contact-{uuid.uuid4().hex[:8]}", namespace)
+    body["spec"]["contact"] = contact
+    if admitted:
+        api.create_case(namespace, body)
+        return
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        api.create_case(namespace, body)
+    assert refused.value.status == 422
+    assert "spec.contact" in str(refused.value.body)

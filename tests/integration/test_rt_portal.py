@@ -18,6 +18,8 @@ import pytest
 
 from fluxsupport.channels.portal import NewTicket, PortalError, Ticket
 from fluxsupport.channels.rt import RequestTracker as Portal
+from fluxsupport.domain import submission
+from tests import channelkit
 from tests.rt import MailGateway, RequestTracker
 
 T = TypeVar("T")
@@ -150,6 +152,60 @@ def test_resolve(rt: RequestTracker) -> None:
     assert found.status == "resolved"
     types = [(t.type, t.creator) for t in run(lambda p: p.history(ticket.id), rt)]
     assert ("Status", rt.support) in types
+
+
+def test_the_history_says_who_resolved_the_ticket_and_when(rt: RequestTracker) -> None:
+    """The resolution is the Status change to resolved, not the ticket's LastUpdated, which
+    a later comment moves."""
+    ticket = create(rt, new_tag())
+    rt.resolve(ticket.id)
+    time.sleep(1.1)  # RT keeps seconds
+    rt.rest("POST", f"ticket/{ticket.id}/comment",
+            {"Content": "Closing note.", "ContentType": "text/plain"}, token=rt.support_token)
+    history = run(lambda p: p.history(ticket.id), rt)
+    resolved = submission.resolution(history)
+    assert resolved is not None
+    assert resolved.by == rt.support
+    [change] = [h for h in rt.history(ticket.id)
+                if h["Type"] == "Status" and h.get("NewValue") == "resolved"]
+    assert resolved.at.strftime("%Y-%m-%dT%H:%M:%SZ") == change["Created"]
+    last_updated = run(lambda p: p.ticket(ticket.id), rt).last_updated
+    assert last_updated is not None
+    assert resolved.at < last_updated
+
+
+def test_a_long_update_is_posted_once_when_its_record_failed(
+        rt: RequestTracker, figures: Callable[[str], None]) -> None:
+    """A comment of 11,200 characters (a pasted log) is posted, and the status write that
+    records it fails: the next attempt finds it in the history, cut at 4,000 characters, and
+    does not post it again."""
+    ticket = create(rt, new_tag())
+    text = "".join(f"{n:05d} helm-controller: reconciliation failed: timed out\n"
+                   for n in range(200))
+    assert len(text) > 10_000
+
+    async def scenario() -> dict[str, Any]:
+        kube = channelkit.FakeKube(token=rt.operator_token)
+        # RT serves one request at a time: on a loaded machine one took 6 s (measured).
+        cases, submissions = channelkit.controllers(kube, rt.url, timeout="60s")
+        try:
+            key = await channelkit.add(cases, channelkit.case_body(
+                "long", ticket=ticket.id, comments={"20261207T100000-ab12": text}))
+            kube.failures = 1  # the write after the comment fails
+            await submissions._act(key)
+            assert "updates" not in channelkit.submission(cases, key)
+            await submissions._act(key)
+            return channelkit.submission(cases, key)
+        finally:
+            await submissions.close()
+
+    record = asyncio.run(scenario())
+    assert record["updates"] == ["comment-20261207T100000-ab12"]
+    comments = [t for t in rt.history(ticket.id) if t["Type"] == "Comment"]
+    figures(f"RT: a {len(text)}-character update, its record failed once: "
+            f"{len(comments)} comment(s) in the ticket")
+    assert len(comments) == 1
+    assert "[fluxsupport-update:comment-20261207T100000-ab12]" in rt.ticket_text(ticket.id)
 
 
 def test_email_through_the_gateway_makes_a_ticket(rt: RequestTracker,

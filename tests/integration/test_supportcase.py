@@ -578,3 +578,38 @@ def test_diagnostics_are_one_shared_snapshot_that_each_case_summarises(
     source = next(c for c in content["components"] if c["name"] == "source-controller")
     assert source["digests"] == [entries["source-controller"]["digest"]]
     assert source["image"] == harness.pinned(entries["source-controller"])
+
+
+def test_a_deleted_diagnostics_snapshot_is_made_again(
+        api: harness.Api, operator: harness.OperatorProcess, namespace: str,
+        figures: Any) -> None:
+    """Deleted by hand (or by the other replica's sweep) while a case names it: the operator
+    notices within a check interval (60 s) and makes it again under the same name, Flux being
+    unchanged; cases created meanwhile name it too."""
+    entries = fixtures.images(fixtures.FIX_V275)
+    with harness.flux_inventory(api, entries):
+        api.create_case(namespace, case_body("lost", namespace))
+        held = harness.wait_for(
+            lambda: ((api.get_case(namespace, "lost").get("status") or {}).get("diagnostics")
+                     or {}).get("snapshot"), timeout=30, what="a snapshot named by the case")
+        api.core.delete_namespaced_config_map(held, "fluxsupport-system")
+        deleted = time.monotonic()
+        api.create_case(namespace, case_body("meanwhile", namespace))
+
+        def exists() -> bool:
+            try:
+                api.core.read_namespaced_config_map(held, "fluxsupport-system")
+            except kubernetes.client.exceptions.ApiException as error:
+                if error.status == 404:
+                    return False
+                raise
+            return True
+
+        harness.wait_for(exists, timeout=150, interval=1, what="the snapshot made again")
+        figures(f"diagnostics snapshot deleted -> made again: {time.monotonic() - deleted:.0f} s"
+                " (check every 60 s)")
+        for name in ("lost", "meanwhile"):
+            named = harness.wait_for(
+                lambda name=name: ((api.get_case(namespace, name).get("status") or {}).get(
+                    "diagnostics") or {}).get("snapshot"), timeout=30, what="a snapshot")
+            api.core.read_namespaced_config_map(named, "fluxsupport-system")

@@ -11,10 +11,11 @@ import sys
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from fluxsupport import cli
 from fluxsupport.cli import bulletin
-from fluxsupport.cli.lazy import LazyGroup
+from fluxsupport.cli.lazy import Lazy, LazyGroup
 
 #: What an offline command must not load: the cluster clients and the layer that uses them.
 FORBIDDEN = ("kopf", "kubernetes", "aiohttp", "fluxsupport.kube")
@@ -146,3 +147,18 @@ def test_help_lists_every_command_in_order(tmp_path: pathlib.Path) -> None:
     _, result = imported_modules("--help", cwd=tmp_path)
     listed = [m.group(1) for m in re.finditer(r"^│ ([a-z]\S*)  ", result.stdout, re.M)]
     assert listed == list(cli._Root.lazy)
+
+
+def test_a_command_whose_module_is_missing_says_so_without_a_traceback(
+        tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wheel and the image leave out what only the development tools import."""
+    (tmp_path / "fluxsupport_needs_missing.py").write_text(
+        "import fluxsupport_not_installed_anywhere\napp = None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(cli._Root, "lazy", {
+        **cli._Root.lazy, "tool": Lazy("fluxsupport_needs_missing:app", "A tool.")})
+    result = CliRunner().invoke(cli.app, ["tool", "--help"])
+    assert result.exit_code == 1
+    assert "`fluxsupport tool` needs the Python module 'fluxsupport_not_installed_anywhere'" \
+        in result.output
+    assert not isinstance(result.exception, ModuleNotFoundError)

@@ -100,3 +100,82 @@ def test_sweep_deletes_only_old_unreferenced_snapshots(age_s: int, referenced: b
     gone = asyncio.run(store.sweep({name} if referenced else set(), now))
     assert (gone == [name]) is deleted
     assert (name not in client.existing) is deleted
+
+
+def test_a_snapshot_deleted_under_its_cases_is_found_and_made_again() -> None:
+    """Deleted by hand, or by the other replica's sweep: the check names it, forgets that it
+    existed, and the next ensure() creates it again instead of trusting its memory."""
+    client = FakeClient()
+    store = snapshots.Snapshots(client, "fluxsupport-system")  # type: ignore[arg-type]
+    name = asyncio.run(store.ensure(dict(COLLECTED)))
+    assert asyncio.run(store.check({name})) == set()
+    del client.existing[name]
+    assert asyncio.run(store.check({name, "fluxsupport-diagnostics-other"})) == {
+        name, "fluxsupport-diagnostics-other"}
+    assert asyncio.run(store.ensure(dict(COLLECTED))) == name
+    assert name in client.existing
+    assert [m for m, _ in client.requests] == ["POST", "GET", "GET", "POST"]
+
+
+def test_cases_naming_a_lost_snapshot_collect_again_and_point_at_one_that_exists(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run loop finds the snapshot gone and tells the case controller, whose next
+    reconcile of the cases naming it collects their diagnostics again: the same Flux gives
+    the same name, made again; a changed Flux a new snapshot the case then names."""
+    from fluxsupport.controllers.supportcase import CaseController
+    from fluxsupport.domain.policy import Policy
+    from tests import channelkit
+
+    inventory = json.loads(json.dumps(COLLECTED))
+
+    class Kube(channelkit.FakeKube):
+        def __init__(self) -> None:
+            super().__init__()
+            self.configmaps = FakeClient()
+
+        async def request(self, method: str, path: str, body: Any = None,
+                          content_type: str = "application/json") -> dict[str, Any]:
+            if "/configmaps" in path:
+                return await self.configmaps.request(method, path, body)
+            return await super().request(method, path, body, content_type)
+
+    async def scenario() -> tuple[str, str, str, bool, int, set[str]]:
+        kube = Kube()
+        store = snapshots.Snapshots(kube, "fluxsupport-system")  # type: ignore[arg-type]
+        cases = CaseController(Policy(), kube,  # type: ignore[arg-type]
+                               diagnostics=lambda: json.loads(json.dumps(inventory)),
+                               snapshots=store)
+        scheduler = asyncio.create_task(cases.scheduler.run())
+        keys = [await channelkit.add(cases, channelkit.case_body(name)) for name in "ab"]
+        first = cases.cases[keys[0]].status["diagnostics"]["snapshot"]
+        checking = asyncio.create_task(store.run_sweeps(cases.snapshots_referenced,
+                                                        lost=cases.snapshots_lost))
+        try:
+            del kube.configmaps.existing[first]  # by hand
+            for _ in range(200):
+                await asyncio.sleep(0.01)
+                if first in kube.configmaps.existing:
+                    break
+            again = first in kube.configmaps.existing
+            # Flux changed meanwhile, and the snapshot goes again: the cases move on.
+            inventory["components"][0]["digests"] = ["sha256:" + "2" * 64]
+            del kube.configmaps.existing[first]
+            for _ in range(200):
+                await asyncio.sleep(0.01)
+                named = {cases.cases[key].status["diagnostics"]["snapshot"] for key in keys}
+                if named != {first}:
+                    break
+            second = cases.cases[keys[1]].status["diagnostics"]["snapshot"]
+            return (first, second, cases.cases[keys[0]].status["diagnostics"]["snapshot"],
+                    again, len(cases._recollect), set(kube.configmaps.existing))
+        finally:
+            checking.cancel()
+            scheduler.cancel()
+
+    monkeypatch.setattr(snapshots, "CHECK_INTERVAL_S", 0.02)
+    first, second, other, again, pending, existing = asyncio.run(scenario())
+    assert again, "the deleted snapshot was not made again"
+    assert second != first
+    assert other == second
+    assert existing == {second}
+    assert pending == 0

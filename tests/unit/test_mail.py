@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import email
+import email.policy
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -106,7 +108,50 @@ def test_an_uncertain_email_reads_unknown_and_says_what_to_check() -> None:
     channels = policy.Channels.model_validate({"email": {
         "enabled": True, "host": "h", "from": "a@b.example", "to": "s@v.example"}})
     condition = submission.condition(record, 1, channels, False, NOW)
-    assert (condition.status, condition.reason) == ("Unknown", "SubmittedByEmail")
+    assert (condition.status, condition.reason) == ("Unknown", "EmailUncertain")
     assert "Connection lost" in condition.message
     assert "not sent again" in condition.message
     assert submission.plan(record, 1, channels, False, NOW).action is submission.Action.NONE
+
+
+#: Line breaks and other control characters a pasted title or contact may hold: each is a
+#: line break for str.splitlines(), which the email library refuses in a header value.
+BREAKS = ["\n", "\r\n", "\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028",
+          "\u2029", "\t", "\x00", "\x7f"]
+
+
+@pytest.mark.parametrize("breaks", BREAKS, ids=repr)
+def test_header_values_are_one_line_whatever_the_case_holds(breaks: str,
+                                                           smtp: tuple[Server, int]) -> None:
+    """A title stored before the CRD refused line breaks still goes out, on one line."""
+    server, port = smtp
+    spec = {"title": f"HelmReleases stuck{breaks}after the upgrade{breaks}", "contact": {
+        "name": f"Bob{breaks}Smith", "email": f"bob@customer.example{breaks}"}}
+    rendered = submission.render(uid=UID, namespace="team-a", name="stuck", cluster="c",
+                                 level=1, spec=spec, diagnostics=None)
+    assert rendered.subject == (f"[fluxsupport:{UID}] Level 1 (Urgent): HelmReleases stuck "
+                                "after the upgrade")
+    [contact] = [line for line in rendered.body.splitlines() if line.startswith("Contact:")]
+    assert contact.startswith("Contact: Bob Smith <bob@customer.example")
+    config = policy.Email.model_validate({
+        "enabled": True, "host": "127.0.0.1", "port": port, "tls": "none",
+        "from": "ops@customer.example", "to": "support@vendor.example"})
+    built = mail.build(config, rendered, UID, spec["contact"]["email"])
+    assert built["Subject"] == rendered.subject
+    assert built["Reply-To"] is None  # not one plain address: left out, the body names it
+    asyncio.run(mail.send(config, built))
+    [received] = server.received
+    arrived = email.message_from_bytes(received, policy=email.policy.default)
+    assert arrived["Subject"] == rendered.subject  # unfolded: one line as it was written
+    assert arrived["Message-ID"] == submission.message_id(UID)
+
+
+@pytest.mark.parametrize(("contact", "kept"), [
+    ("bob@customer.example", True), ("bob@customer.example,eve@evil.example", False),
+    ("Bob <bob@customer.example>", False), ("bob@customer.example\u2028", False),
+    ("bob\x0b@customer.example", False), ("", False)])
+def test_reply_to_is_the_contact_only_when_it_is_one_address(contact: str, kept: bool) -> None:
+    config = policy.Email.model_validate({"enabled": True, "host": "h", "from": "a@b.example",
+                                          "to": "s@v.example"})
+    message = submission.Message(subject="s", body="b")
+    assert mail.build(config, message, UID, contact)["Reply-To"] == (contact if kept else None)

@@ -85,7 +85,8 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
         client, f"/apis/{API_VERSION}/{SUPPORTCASE_PLURAL}", lambda: None,
         on_event=cases.on_event, page_size=CASE_PAGE_SIZE)
     submissions = submission.SubmissionController(cases, policy.channels, client,
-                                                  operator_config.namespace, gate=gate.active)
+                                                  operator_config.namespace, gate=gate.active,
+                                                  listed=case_watch.synced)
     metrics.register_submissions(submissions)
     metrics.register_bulletins(bulletins)
     await flux.load_server_version()
@@ -97,7 +98,7 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
         asyncio.create_task(submissions.run_sync(), name="portal-sync"),
         asyncio.create_task(configmaps.run(), name="configmap-watch"),
         asyncio.create_task(diagnostics_snapshots.run_sweeps(cases.snapshots_referenced,
-                                                             gate.active),
+                                                             gate.active, cases.snapshots_lost),
                             name="diagnostics-snapshot-sweep"),
         *flux.tasks(),
         *gate.tasks(),

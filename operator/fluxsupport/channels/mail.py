@@ -6,6 +6,8 @@ support team's mail client see one message however often a crash interrupts the 
 
 from __future__ import annotations
 
+import email.errors
+import email.headerregistry
 import email.message
 import email.utils
 
@@ -28,17 +30,33 @@ class EmailError(Exception):
 
 def build(config: policy_module.Email, message: submission.Message, uid: str,
           reply_to: str = "") -> email.message.EmailMessage:
+    """The message, complete: the controller builds it before it records that it sends it,
+    so that a value the email library refuses never leaves an email half sent. Header values
+    are one line whatever the case holds (a title stored before the CRD refused line
+    breaks); a contact that is not one plain address is left out of Reply-To (the body
+    still names it)."""
     mail = email.message.EmailMessage()
     mail["From"] = config.sender
     mail["To"] = config.to
-    mail["Subject"] = message.subject
+    mail["Subject"] = submission.one_line(message.subject)
     mail["Message-ID"] = submission.message_id(uid)
     mail["Date"] = email.utils.formatdate(usegmt=True)
-    mail["X-Fluxsupport-Case"] = uid
-    if reply_to:
+    mail["X-Fluxsupport-Case"] = submission.one_line(uid)
+    if plain_address(reply_to):
         mail["Reply-To"] = reply_to
     mail.set_content(message.body)
     return mail
+
+
+def plain_address(text: str) -> bool:
+    """Whether ``text`` is one address, ``local@domain``, that is safe in a header."""
+    if not text or submission.HEADER_UNSAFE.search(text):
+        return False
+    try:
+        address = email.headerregistry.Address(addr_spec=text)
+    except (ValueError, IndexError, email.errors.HeaderParseError):
+        return False
+    return bool(address.username and address.domain)
 
 
 async def send(config: policy_module.Email, mail: email.message.EmailMessage,

@@ -19,12 +19,17 @@ class PortalError(Exception):
     """The portal could not be reached, or refused the request.
 
     ``transient`` is False for a refusal that retrying will not fix (401, 403, a missing
-    queue): the condition then says what to configure instead of "retrying".
+    queue): the condition then says what to configure instead of "retrying". ``uncertain``
+    is True when the request may have been carried out all the same.
     """
 
-    def __init__(self, message: str, *, transient: bool = True) -> None:
+    def __init__(self, message: str, *, transient: bool = True, uncertain: bool = False) -> None:
         super().__init__(message)
         self.transient = transient
+        #: The request may have reached the portal and taken effect although no answer
+        #: said so (a timeout or a lost connection after it was sent, a 5xx from a proxy):
+        #: for a create, the ticket may exist.
+        self.uncertain = uncertain
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,8 @@ from fluxsupport.channels.portal import NewTicket, PortalError, Ticket, Transact
 
 #: Page size of searches and histories (REST 2.0 caps it at 100).
 PER_PAGE = 100
-#: Texts longer than this are cut: the reply classification needs the start only.
+#: Texts longer than this are cut: the reply classification needs the start only, and an
+#: update's marker opens its text.
 CONTENT_LIMIT = 4000
 #: RT reads a TicketSQL date in the RT user's own time zone, whatever it says, so
 #: updated_since asks for this much more (the furthest time zone west of UTC) and filters
@@ -72,7 +73,11 @@ class RequestTracker:
             if not error.transient:
                 await self._explain_queue(error)
             raise
-        return await self.ticket(str(created["id"]))
+        try:
+            return await self.ticket(str(created["id"]))
+        except PortalError as error:
+            error.uncertain = True  # the ticket exists; the next find links it
+            raise
 
     async def ticket(self, ticket_id: str) -> Ticket:
         record = await self._request("GET", f"ticket/{ticket_id}")
@@ -91,9 +96,10 @@ class RequestTracker:
 
     async def history(self, ticket_id: str) -> list[Transaction]:
         """Transactions the operator's user may see, oldest first, with the text of each
-        Create, Correspond and Comment from one attachments request for the whole ticket."""
+        Create, Correspond and Comment from one attachments request for the whole ticket,
+        and the new value of each change (a Status transaction's new status)."""
         items = await self._pages(f"ticket/{ticket_id}/history",
-                                  {"fields": "Type,Creator,Created",
+                                  {"fields": "Type,Creator,Created,Field,NewValue",
                                    "fields[Creator]": "Name,EmailAddress"})
         texts: dict[str, str] = {}
         if any(item.get("Type") in _TEXT_TYPES for item in items):
@@ -111,7 +117,8 @@ class RequestTracker:
                 creator_email=str(creator.get("EmailAddress") or ""),
                 created=_time(item.get("Created")) or datetime.datetime.min.replace(
                     tzinfo=datetime.UTC),
-                content=texts.get(str(item["id"]), "")))
+                content=texts.get(str(item["id"]), ""),
+                new_value=str(item.get("NewValue") or "")))
         transactions.sort(key=lambda t: int(t.id))
         return transactions
 
@@ -182,8 +189,11 @@ class RequestTracker:
                                               params=params, json=json_body) as response:
                 return response.status, await response.text()
         except (TimeoutError, aiohttp.ClientError, OSError) as error:
+            # Only a connection that was never made certainly carried nothing to RT.
             raise PortalError(f"RT at {self.base} is unreachable: "
-                              f"{type(error).__name__}: {error}") from error
+                              f"{type(error).__name__}: {error}",
+                              uncertain=not isinstance(error, aiohttp.ClientConnectorError)
+                              ) from error
 
     async def _explain_queue(self, error: PortalError) -> None:
         """RT answers 403 for a queue that does not exist as for one the user may not use (and
@@ -212,7 +222,8 @@ def _refusal(status: int, message: str, method: str, path: str, base: str) -> Po
         return PortalError(f"{what}: check channels.portal.url ({base}) and that the ticket "
                            f"or queue exists", transient=False)
     if status in (408, 429) or status >= 500:
-        return PortalError(what)
+        # A 5xx may come from a proxy that gave up while RT carried the request out.
+        return PortalError(what, uncertain=status >= 500)
     return PortalError(what, transient=False)
 
 

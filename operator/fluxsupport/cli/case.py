@@ -220,7 +220,7 @@ def _show_submission(api: Any, namespace: str, name: str, wait: float) -> None:
             return
         if submitted:
             reason, message = submitted.get("reason", ""), submitted.get("message", "")
-            if reason in ("SubmittedByEmail", "ChannelDisabled", "Failed"):
+            if reason in ("SubmittedByEmail", "EmailUncertain", "ChannelDisabled", "Failed"):
                 break
         if time.monotonic() >= deadline:
             break

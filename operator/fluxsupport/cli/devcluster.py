@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fluxsupport.devcluster import build, cluster, paths
+from fluxsupport.devcluster import build, cluster, image, paths
 
 app = typer.Typer(help="Build and run a local Kubernetes control plane (etcd + kube-apiserver).",
                   no_args_is_help=True)
@@ -78,3 +78,29 @@ def env(state_dir: StateDir = default_state_dir()) -> None:
                    "`fluxsupport devcluster up`", err=True)
         raise typer.Exit(2)
     typer.echo(f"export KUBECONFIG={shlex.quote(str(kubeconfig))}")
+
+
+@app.command("image")
+def image_command(
+    sizes: Annotated[bool, typer.Option(
+        "--sizes", help="Also print the size of each layer (a Markdown table).")] = False,
+) -> None:
+    """Build the operator image from the Dockerfile into an OCI archive in the cache (needs root;
+    rebuilt only when the Dockerfile, constraints.txt, pyproject.toml, README.md or operator/
+    change).
+
+    Load it into a node without a registry:
+    ctr -n k8s.io images import --base-name localhost/fluxsupport ARCHIVE
+
+    Example: fluxsupport devcluster image --sizes
+    """
+    try:
+        recorded = image.built()
+    except image.ImageError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from error
+    typer.echo(f"archive: {image.archive_path()}")
+    typer.echo(f"image: {recorded['reference']}")
+    typer.echo(f"digest: {recorded['digest']}")
+    if sizes:
+        typer.echo(recorded.get("sizes") or image.size_table(image.archive_path()))

@@ -32,7 +32,16 @@ class Lazy:
 
     def load(self, name: str) -> core.TyperCommand | core.TyperGroup:
         module, _, attribute = self.target.partition(":")
-        found: Any = getattr(importlib.import_module(module), attribute)
+        try:
+            found: Any = getattr(importlib.import_module(module), attribute)
+        except ModuleNotFoundError as error:
+            # The wheel and the image leave out what only the development tools use
+            # (cryptography for devcluster and demo): say so instead of a traceback.
+            typer.echo(f"error: `fluxsupport {name}` needs the Python module {error.name!r}, "
+                       "which this installation does not have; the development commands "
+                       "(devcluster, demo) run from a checkout's `make venv` "
+                       "(pip install -e '.[dev]')", err=True)
+            raise typer.Exit(1) from error
         command: core.TyperCommand | core.TyperGroup
         if isinstance(found, typer.Typer):
             # A group even with one command (`sla due`), as when it was added with add_typer.

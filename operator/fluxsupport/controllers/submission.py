@@ -5,21 +5,25 @@ Every side effect has an identity derived from the case and is recorded in the c
 - a ticket carries ``[fluxsupport:<uid>]`` in its subject and is looked up before one is
   created, so a crash between creating it and writing status links it instead of filing twice;
 - an email's Message-ID (from the uid) is stored before it is sent, so it goes at most once;
-- an update carries ``[fluxsupport-update:<id>]`` and the ticket's history is read for it
-  before it is posted.
-Tracking is one batched query per sync interval for all tickets updated since the last one.
+- an update opens with ``[fluxsupport-update:<id>]`` and the ticket's history is read for it
+  before it is posted; an update the portal refuses is tried again after a backoff recorded
+  in status (``updateFailures``), never in a loop.
+Tracking is one batched query per sync interval for all tickets updated since the last one
+whose records were all stored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import dataclasses
 import datetime
 import logging
 import os
 import signal
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import AsyncIterator, Hashable, Mapping
 from typing import Any
 
 from fluxsupport import constants
@@ -34,13 +38,26 @@ from fluxsupport.observability import metrics
 
 logger = logging.getLogger(__name__)
 
-#: Test hook: ``after-ticket-create`` SIGKILLs the operator right after RT created a ticket,
-#: before status records it (the crash the exactly-once design is about).
+#: Test hook: the operator SIGKILLs itself at the named step (the crashes the exactly-once
+#: design is about): ``before-ticket-create`` (the attempt is recorded), ``after-ticket-create``
+#: (RT made the ticket, status does not say so yet), ``before-email-send`` (the Message-ID is
+#: recorded), ``after-email-send`` (the SMTP server took it, status does not say so yet),
+#: ``before-update-post`` and ``after-update-post`` (around the comment of a ticket update).
 FAILPOINT = "FLUXSUPPORT_FAILPOINT"
+#: Seconds before each try to record how an email send ended.
+EMAIL_END_RETRY_S = (0.0, 0.5, 1.0, 2.0, 4.0)
+#: The fields of status.submission that record failed attempts to post updates.
+UPDATE_FAILURE_FIELDS = ("updateFailures", "lastUpdateAttemptAt", "updateError",
+                         "updatePermanent")
 #: Seconds the sync looks back beyond its previous start: tickets updated while it ran.
 SYNC_OVERLAP_S = 60
 #: How long Secret values are reused before they are read again (a rotated token).
 SECRET_TTL_S = 300
+
+
+def _failpoint(name: str) -> None:
+    if os.environ.get(FAILPOINT) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _now() -> datetime.datetime:
@@ -51,24 +68,38 @@ def _rfc(moment: datetime.datetime) -> str:
     return conditions.rfc3339(moment)
 
 
+@dataclasses.dataclass
+class _Held:
+    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 class SubmissionController:
     def __init__(self, cases: CaseController, channels: policy_module.Channels,
-                 client: api.Client, namespace: str, gate: asyncio.Event | None = None) -> None:
+                 client: api.Client, namespace: str, gate: asyncio.Event | None = None,
+                 listed: asyncio.Event | None = None) -> None:
         self.cases = cases
         self.channels = channels
         self.client = client
         self.namespace = namespace
         self.gate = gate
+        #: Set once the case watch has listed every case: the first sync waits for it, or it
+        #: would skip the tickets of cases not listed yet.
+        self.listed = listed
         self.scheduler = Scheduler(self._act, concurrency=4, gate=gate, kind="Submission")
         self.last_sync = 0.0
         self._portal: portal.Portal | None = None
         self._token = ""
         self._secret: tuple[float, dict[str, str]] | None = None
-        self._locks: dict[CaseKey, asyncio.Lock] = {}
+        #: A lock per case while someone holds or awaits it (see _locked).
+        self._locks: dict[CaseKey, _Held] = {}
         #: Cases whose next portal attempt skips its backoff (the portal is back).
         self._now_keys: set[CaseKey] = set()
-        #: LastUpdated of each ticket when the sync last read it.
-        self._seen: dict[str, datetime.datetime | None] = {}
+        #: Emails this process sent whose end is not recorded yet: when they went.
+        self._sent: dict[CaseKey, str] = {}
+        #: Per ticket the sync recorded: its case's uid and LastUpdated when read. Entries of
+        #: cases that are gone are dropped at each sync.
+        self._seen: dict[str, tuple[str, datetime.datetime | None]] = {}
         cases.on_stored = self.consider
 
     # -- deciding ---------------------------------------------------------------------------
@@ -83,11 +114,21 @@ class SubmissionController:
         level = int(status.get("level") or 0)
         if not level:  # an invalid spec: nothing to send until it is fixed
             return
-        step = domain.plan(submission, level, self.channels, self._closed(status), _now())
+        now = _now()
+        step = domain.plan(submission, level, self.channels, self._closed(status), now)
         if step.action is not domain.Action.NONE:
-            self.scheduler.schedule(key, (step.at or _now()).timestamp())
+            self.scheduler.schedule(key, (step.at or now).timestamp())
         elif self._updates(case, submission):
-            self.scheduler.schedule(key, time.time())
+            due = (domain.update_due(submission, now) or now).timestamp()
+            if submission.get("updateFailures"):
+                # A ticket that refuses its updates waits for its backoff, and behind the
+                # cases waiting to be submitted: it never holds the slots they need.
+                self.scheduler.schedule_low(key, due)
+            else:
+                self.scheduler.schedule(key, due)
+        elif any(field in submission for field in UPDATE_FAILURE_FIELDS):
+            # Nothing is left to post (the comment was removed): clear the failure.
+            self.scheduler.schedule(key, now.timestamp())
 
     @staticmethod
     def _closed(status: Mapping[str, Any]) -> bool:
@@ -104,30 +145,53 @@ class SubmissionController:
 
     # -- acting -----------------------------------------------------------------------------
 
+    @contextlib.asynccontextmanager
+    async def _locked(self, key: CaseKey) -> AsyncIterator[None]:
+        """One action per case at a time. The lock lives while in use only: a map of every
+        case ever seen would grow for the life of the process."""
+        held = self._locks.setdefault(key, _Held())
+        held.users += 1
+        try:
+            async with held.lock:
+                yield
+        finally:
+            held.users -= 1
+            if not held.users:
+                del self._locks[key]
+
     async def _act(self, key: Hashable) -> None:
         assert isinstance(key, tuple)
-        async with self._locks.setdefault(key, asyncio.Lock()):
+        async with self._locked(key):
             case = self.cases.cases.get(key)
-            if case is None:
-                self._locks.pop(key, None)
+            if case is None:  # deleted: nothing of it is kept
+                self._now_keys.discard(key)
+                self._sent.pop(key, None)
+                self.scheduler.cancel(key)
                 return
             status = case.status
             submission = dict(status.get("submission") or {})
             level = int(status.get("level") or 0)
             if not level:
                 return
-            step = domain.plan(submission, level, self.channels, self._closed(status), _now())
-            if key in self._now_keys:  # the portal answers again: no need to wait
-                self._now_keys.discard(key)
-                step = domain.Plan(step.action)
+            # The portal answers again: no need to wait out the backoff (a create in doubt
+            # is still waited for).
+            hurry = key in self._now_keys
+            self._now_keys.discard(key)
+            step = domain.plan(submission, level, self.channels, self._closed(status), _now(),
+                               backoff=not hurry)
+            done = True
             if step.action is domain.Action.PORTAL and step.at is None:
                 await self._via_portal(key, case, submission, level)
             elif step.action is domain.Action.EMAIL and step.at is None:
                 await self._via_email(key, case, submission, level)
+            elif step.action is domain.Action.SETTLE_EMAIL and step.at is None:
+                await self._settle_email(key, submission)
             elif step.at is not None:
                 self.scheduler.schedule(key, step.at.timestamp())
             else:
-                await self._post_updates(key, case, submission)
+                done = await self._post_updates(key, case, submission, hurry=hurry)
+            if done:
+                self.scheduler.succeeded(key)
 
     def _message(self, case: CaseSnapshot, level: int) -> domain.Message:
         diagnostics = self.cases.diagnostics() if self.cases.diagnostics else None
@@ -135,21 +199,56 @@ class SubmissionController:
                              cluster=self.channels.cluster, level=level, spec=case.spec,
                              diagnostics=diagnostics)
 
+    def _active(self) -> bool:
+        """Whether this replica leads (no gate: it runs alone)."""
+        return self.gate is None or self.gate.is_set()
+
     async def _via_portal(self, key: CaseKey, case: CaseSnapshot,
                           submission: dict[str, Any], level: int) -> None:
+        """Link the case's ticket, or create it. The attempt to create is recorded first,
+        only if status.submission is still what this decision was made from (a write with
+        the resourceVersion as precondition): of two replicas during a takeover one creates
+        the ticket, and the other sees the attempt and waits for it (plan,
+        create_settled_at) instead of creating a second one."""
         now = _now()
+        stored = dict(submission)  # what status.submission holds: each write expects it
+        creating = False
         try:
             helpdesk = await self._helpdesk()
             ticket = await helpdesk.find(domain.tag(case.uid))
             outcome = "linked"
+            settled = domain.create_settled_at(submission, self.channels)
+            if ticket is None and settled is not None and settled > now:
+                self.scheduler.schedule(key, settled.timestamp())  # an earlier create may land
+                return
             if ticket is None:
                 message = self._message(case, level)
                 contact = (case.spec.get("contact") or {}).get("email", "")
+                requestor = contact if mail.plain_address(contact) else \
+                    self.channels.email.sender
+                began = _now()
+                attempt = {**submission, "createAttemptAt": domain.precise(began)}
+                attempt.pop("createUncertain", None)  # this find shows no ticket was made
+                if not await self.cases.record_submission(key, attempt, expect=stored):
+                    logger.info("SupportCase %s/%s: not creating a ticket: the case changed "
+                                "since (another replica, or a write that failed)", *key)
+                    return
+                # As the API server stored it: the next write expects exactly that.
+                stored = dict(self.cases.cases[key].status.get("submission") or {})
+                submission = dict(stored)
+                _failpoint("before-ticket-create")
+                if not self._active() or not domain.may_create(began, _now(), self.channels):
+                    # Paused or taken over meanwhile: whoever acts now waits for this
+                    # attempt to settle, then looks for the ticket again.
+                    logger.warning("SupportCase %s/%s: not creating the ticket: the attempt "
+                                   "recorded at %s is too old or this replica stands by",
+                                   *key, attempt["createAttemptAt"])
+                    return
+                creating = True
                 ticket = await helpdesk.create(portal.NewTicket(
-                    message.subject, message.body, contact or self.channels.email.sender))
+                    message.subject, message.body, requestor))
                 outcome = "submitted"
-                if os.environ.get(FAILPOINT) == "after-ticket-create":
-                    os.kill(os.getpid(), signal.SIGKILL)
+                _failpoint("after-ticket-create")
         except portal.PortalError as error:
             if not error.transient:
                 self._secret = None  # a fixed Secret takes effect at the next attempt
@@ -158,18 +257,29 @@ class SubmissionController:
             submission.update(attempts=int(submission.get("attempts") or 0) + 1,
                               lastAttemptAt=_rfc(now), lastError=str(error)[:1024],
                               permanent=not error.transient)
-            logger.warning("SupportCase %s/%s: portal attempt %s failed: %s", *key,
-                           submission["attempts"], error)
-            await self.cases.record_submission(key, submission)
+            if creating and error.uncertain:
+                # The portal may have made the ticket: no email, no second create, until a
+                # find shows whether it exists (Submitted=Unknown, TicketUncertain).
+                submission["createUncertain"] = True
+            elif creating:
+                submission.pop("createAttemptAt", None)
+                submission.pop("createUncertain", None)
+            logger.warning("SupportCase %s/%s: portal attempt %s failed%s: %s", *key,
+                           submission["attempts"],
+                           " (the ticket may exist)" if submission.get("createUncertain")
+                           else "", error)
+            await self.cases.record_submission(key, submission, expect=stored)
             return
         submission.setdefault("firstAttemptAt", _rfc(now))
         submission.update(channel="portal", ticketId=ticket.id, url=ticket.url,
                           submittedAt=_rfc(now), ticketStatus=ticket.status, level=level,
                           attempts=int(submission.get("attempts") or 0) + 1,
                           lastAttemptAt=_rfc(now))
-        submission.pop("permanent", None)
-        submission.pop("lastError", None)
-        if await self.cases.record_submission(key, submission):
+        for field in ("permanent", "lastError", "createAttemptAt", "createUncertain"):
+            submission.pop(field, None)
+        # Not stored (another replica linked it first, or the write failed): the ticket is
+        # found by its tag at the next attempt or sync.
+        if await self.cases.record_submission(key, submission, expect=stored):
             self._count(case, "portal", outcome, now)
             logger.info("SupportCase %s/%s: %s ticket %s", *key, outcome, ticket.id)
 
@@ -177,13 +287,30 @@ class SubmissionController:
                          submission: dict[str, Any], level: int) -> None:
         config = self.channels.email
         now = _now()
-        submission.update(channel="email", messageId=domain.message_id(case.uid), level=level)
-        # The intent first: once stored, this email is never sent again, whatever happens.
-        if not await self.cases.record_submission(key, submission):
-            raise RuntimeError("could not record the email before sending it")
-        message = self._message(case, level)
-        mail_message = mail.build(config, message, case.uid,
-                                  (case.spec.get("contact") or {}).get("email", ""))
+        stored = dict(submission)
+        message_id = domain.message_id(case.uid)
+        # The whole message first: a value the email library refuses is an error to show,
+        # not an email recorded as sent that never went.
+        try:
+            mail_message = mail.build(config, self._message(case, level), case.uid,
+                                      (case.spec.get("contact") or {}).get("email", ""))
+        except (ValueError, TypeError) as error:
+            submission.setdefault("firstAttemptAt", _rfc(now))
+            submission.update(emailAttempts=int(submission.get("emailAttempts") or 0) + 1,
+                              lastEmailAttemptAt=_rfc(now),
+                              lastError=f"email: the message could not be built: {error}"[:1024])
+            logger.error("SupportCase %s/%s: the email could not be built: %s", *key, error)
+            await self.cases.record_submission(key, submission, expect=stored)
+            return
+        intent = {**submission, "channel": "email", "messageId": message_id, "level": level,
+                  "lastEmailAttemptAt": _rfc(now)}
+        # The intent next: once stored, this email is never sent again, whatever happens.
+        if not await self.cases.record_submission(key, intent, expect=stored):
+            logger.info("SupportCase %s/%s: not sending the email: the case changed since "
+                        "(another replica, or a write that failed)", *key)
+            return
+        submission = intent
+        _failpoint("before-email-send")
         try:
             secret = await self._secret_data(optional=True)
             await mail.send(config, mail_message, secret.get("smtp-username"),
@@ -192,25 +319,65 @@ class SubmissionController:
             metrics.SUBMISSIONS.labels(channel="email", outcome="failed").inc()
             if isinstance(error, mail.EmailError) and error.uncertain:
                 # The server may have the message: keep the Message-ID, never send it again.
-                submission["lastError"] = f"email: {error}"[:1024]
                 logger.warning("SupportCase %s/%s: the email may or may not have arrived, "
                                "it is not sent again: %s", *key, error)
-                await self.cases.record_submission(key, submission)
+                await self._record_email_end(key, message_id, {
+                    "lastError": f"email: {error}"[:1024]})
                 return
             # Refused before the message was accepted: nothing went out, try again later.
-            for field in ("messageId", "channel"):
-                submission.pop(field, None)
-            submission.setdefault("firstAttemptAt", _rfc(now))
-            submission.update(emailAttempts=int(submission.get("emailAttempts") or 0) + 1,
-                              lastEmailAttemptAt=_rfc(now),
-                              lastError=f"email: {error}"[:1024])
             logger.warning("SupportCase %s/%s: email failed: %s", *key, error)
-            await self.cases.record_submission(key, submission)
+            await self._record_email_end(key, message_id, {
+                "messageId": None, "channel": None, "firstAttemptAt": _rfc(now),
+                "emailAttempts": int(submission.get("emailAttempts") or 0) + 1,
+                "lastEmailAttemptAt": _rfc(now), "lastError": f"email: {error}"[:1024]})
             return
-        submission["submittedAt"] = _rfc(now)
-        if await self.cases.record_submission(key, submission):
+        _failpoint("after-email-send")
+        self._sent[key] = _rfc(now)
+        if await self._record_email_end(key, message_id, {"submittedAt": _rfc(now)}):
             self._count(case, "email", "submitted", now)
             logger.info("SupportCase %s/%s: sent by email to %s", *key, config.to)
+        else:
+            logger.warning("SupportCase %s/%s: the email went out but the status write "
+                           "failed; it is written again", *key)
+
+    async def _record_email_end(self, key: CaseKey, message_id: str,
+                                end: Mapping[str, Any]) -> bool:
+        """Record how the send of ``message_id`` ended: ``end``'s fields on the latest
+        record (None removes one; ``firstAttemptAt`` only where there is none). Retried (a
+        conflict with a write of the case meanwhile, an API server blip), so that Submitted
+        does not stay Unknown; if it still fails, the SETTLE_EMAIL step records a sent email
+        later from ``_sent``."""
+        for delay in EMAIL_END_RETRY_S:
+            await asyncio.sleep(delay)
+            case = self.cases.cases.get(key)
+            if case is None:
+                self._sent.pop(key, None)
+                return False
+            current = dict(case.status.get("submission") or {})
+            if current.get("messageId") != message_id or current.get("submittedAt"):
+                self._sent.pop(key, None)  # recorded already, or not this email's record
+                return False
+            record = {**current, **end}
+            if current.get("firstAttemptAt"):
+                record["firstAttemptAt"] = current["firstAttemptAt"]
+            record = {field: value for field, value in record.items() if value is not None}
+            if await self.cases.record_submission(key, record, expect=current):
+                self._sent.pop(key, None)
+                return True
+        return False
+
+    async def _settle_email(self, key: CaseKey, submission: dict[str, Any]) -> None:
+        """An email recorded as being sent, longer than a send can take: if this process
+        sent it, record that (its status write failed); else the operator stopped during
+        the send, and the email may or may not have gone out (it is not sent again)."""
+        message_id = str(submission.get("messageId") or "")
+        sent = self._sent.get(key)
+        if sent is not None:
+            await self._record_email_end(key, message_id, {"submittedAt": sent})
+            return
+        logger.warning("SupportCase %s/%s: the email %s was being sent when the operator "
+                       "stopped; it may have arrived and is not sent again", *key, message_id)
+        await self._record_email_end(key, message_id, {"lastError": domain.EMAIL_STOPPED})
 
     @staticmethod
     def _count(case: CaseSnapshot, channel: str, outcome: str, now: datetime.datetime) -> None:
@@ -238,36 +405,69 @@ class SubmissionController:
         return [(update_id, text) for update_id, text in wanted if update_id not in posted]
 
     async def _post_updates(self, key: CaseKey, case: CaseSnapshot,
-                            submission: dict[str, Any]) -> None:
+                            submission: dict[str, Any], *, hurry: bool = False) -> bool:
+        """Post what the ticket lacks; False when not even the outcome could be stored. A
+        failure is recorded in status (updateFailures, updateError) and its backoff waited
+        out (unless ``hurry``: the portal is back): a deleted ticket or a portal that
+        refuses is not asked in a loop."""
         todo = self._updates(case, submission)
-        if not todo:
-            return
+        if todo:
+            due = domain.update_due(submission, _now())
+            if due is not None and not hurry:
+                self.scheduler.schedule_low(key, due.timestamp())
+                return True
+            await self._post(key, case, submission, todo)
+        elif any(field in submission for field in UPDATE_FAILURE_FIELDS):
+            for field in UPDATE_FAILURE_FIELDS:  # nothing is left to post (comment removed)
+                submission.pop(field, None)
+        else:
+            return True
+        if submission.get("updates"):
+            submission["updates"] = submission["updates"][-256:]
+        if await self.cases.record_submission(key, submission):
+            return True
+        if key in self.cases.cases:
+            self.scheduler.retry(key)  # the record is lost, so is its backoff: keep one here
+        return False
+
+    async def _post(self, key: CaseKey, case: CaseSnapshot, submission: dict[str, Any],
+                    todo: list[tuple[str, str]]) -> None:
+        """Post ``todo`` to the ticket unless its history has them; the outcome goes into
+        ``submission``: the ids posted, or the failure."""
         ticket = str(submission["ticketId"])
+        now = _now()
         try:
             helpdesk = await self._helpdesk()
             history = await helpdesk.history(ticket)
             for update_id, text in todo:
-                marker = domain.update_marker(update_id)
-                if not any(marker in item.content for item in history):
-                    await helpdesk.comment(ticket, f"{text}\n\n{marker}")
+                if not domain.posted(history, update_id):
+                    _failpoint("before-update-post")
+                    await helpdesk.comment(ticket, domain.update_text(update_id, text))
+                    _failpoint("after-update-post")
                 submission["updates"] = [*(submission.get("updates") or []), update_id]
                 if update_id.startswith("level-"):
                     submission["level"] = int(case.status.get("level") or 0)
         except portal.PortalError as error:
-            logger.warning("SupportCase %s/%s: posting an update to ticket %s failed: %s",
-                           *key, ticket, error)
-            self.scheduler.retry(key)
-        if submission.get("updates"):
-            submission["updates"] = submission["updates"][-256:]
-        await self.cases.record_submission(key, submission)
+            if not error.transient:
+                self._secret = None  # a fixed Secret takes effect at the next attempt
+            failures = int(submission.get("updateFailures") or 0) + 1
+            submission.update(updateFailures=failures, lastUpdateAttemptAt=_rfc(now),
+                              updateError=str(error)[:1024], updatePermanent=not error.transient)
+            logger.warning("SupportCase %s/%s: posting an update to ticket %s failed (%d in a "
+                           "row): %s", *key, ticket, failures, error)
+            return
+        for field in UPDATE_FAILURE_FIELDS:
+            submission.pop(field, None)
 
     # -- tracking ---------------------------------------------------------------------------
 
     async def run_sync(self) -> None:
         """One batched query per interval for the tickets of our cases updated since the
-        last one; their first replies and resolutions go into the cases' status."""
+        last complete sync; their first replies and resolutions go into the cases' status."""
         if not self.channels.portal.enabled:
             return
+        if self.listed is not None:
+            await self.listed.wait()
         since: datetime.datetime | None = None
         failing = False
         while True:
@@ -275,7 +475,7 @@ class SubmissionController:
                 await self.gate.wait()
             started = _now()
             try:
-                await self.sync_once(since)
+                complete = await self.sync_once(since)
             except Exception as error:  # the next interval tries again; the loop never dies
                 if not failing:  # once per outage, not once per interval
                     logger.warning("portal sync failed (retrying every %s s): %s",
@@ -283,8 +483,11 @@ class SubmissionController:
                                    exc_info=not isinstance(error, portal.PortalError))
                 failing = True
             else:
-                since = started - datetime.timedelta(seconds=SYNC_OVERLAP_S)
-                self.last_sync = started.timestamp()
+                if complete:
+                    # Only past what is stored: a ticket whose record failed (a conflict, an
+                    # API server blip) is read again by the next sync, not skipped for ever.
+                    since = started - datetime.timedelta(seconds=SYNC_OVERLAP_S)
+                    self.last_sync = started.timestamp()
                 if failing:
                     logger.info("portal sync works again")
                     self._retry_waiting_now()
@@ -292,46 +495,61 @@ class SubmissionController:
             await asyncio.sleep(self.channels.portal.sync_interval)
 
     def _retry_waiting_now(self) -> None:
-        """The portal answers again: cases waiting out a backoff go now."""
+        """The portal answers again: cases waiting out a backoff go now, submissions and
+        updates alike."""
         for key, case in list(self.cases.cases.items()):
             record = case.status.get("submission") or {}
-            if record.get("attempts") and not domain.delivered(record):
+            if (record.get("attempts") and not domain.delivered(record)) or (
+                    record.get("updateFailures") and self._updates(case, record)):
                 self._now_keys.add(key)
                 self.scheduler.schedule(key, time.time())
 
-    async def sync_once(self, since: datetime.datetime | None) -> None:
+    async def sync_once(self, since: datetime.datetime | None) -> bool:
+        """Read the tickets updated since ``since`` into their cases; True when every one
+        of a known case is stored."""
         helpdesk = await self._helpdesk()
         tickets = await helpdesk.updated_since(domain.TAG_PREFIX, since)
         by_uid = {case.uid: key for key, case in self.cases.cases.items()}
         own = await helpdesk.whoami()
+        complete = True
         for ticket in tickets:
-            uid = domain.uid_in(ticket.subject)
-            key = by_uid.get(uid or "")
-            # The overlap of consecutive syncs returns tickets already read: skip those
-            # unchanged since (RT serves one request at a time; each history costs two).
+            uid = domain.uid_in(ticket.subject) or ""
+            key = by_uid.get(uid)
+            # No case: another cluster's, or one deleted. The overlap of consecutive syncs
+            # returns tickets already read: skip those unchanged since (RT serves one
+            # request at a time; each history costs two).
             if key is None or (ticket.last_updated is not None
-                               and self._seen.get(ticket.id) == ticket.last_updated):
+                               and self._seen.get(ticket.id) == (uid, ticket.last_updated)):
                 continue
-            async with self._locks.setdefault(key, asyncio.Lock()):
+            async with self._locked(key):
                 case = self.cases.cases.get(key)
-                if case is not None:
-                    await self._track(key, case, ticket, helpdesk, own)
-                    self._seen[ticket.id] = ticket.last_updated
+                if case is None or case.uid != uid:
+                    continue
+                if await self._track(key, case, ticket, helpdesk, own):
+                    self._seen[ticket.id] = (uid, ticket.last_updated)
+                elif key in self.cases.cases:
+                    complete = False
+                    logger.warning("SupportCase %s/%s: could not store what ticket %s says; "
+                                   "the next sync reads it again", *key, ticket.id)
+        for ticket_id in [t for t, (uid, _) in self._seen.items() if uid not in by_uid]:
+            del self._seen[ticket_id]
+        return complete
 
     async def _track(self, key: CaseKey, case: CaseSnapshot, ticket: portal.Ticket,
-                     helpdesk: portal.Portal, own: str) -> None:
+                     helpdesk: portal.Portal, own: str) -> bool:
+        """Store what the ticket says about the case; True once stored (or nothing new)."""
         old = dict(case.status.get("submission") or {})
         new = dict(old)
         now = _now()
-        if not new.get("ticketId"):
+        linked = not new.get("ticketId")
+        if linked:
             # The ticket of a crash before its status write, or one RT made from our email.
             new.update(ticketId=ticket.id, url=ticket.url)
             new.setdefault("channel", "portal")
             new.setdefault("submittedAt", _rfc(now))
             new.setdefault("level", int(case.status.get("level") or 0) or 4)
-            metrics.SUBMISSIONS.labels(channel=str(new["channel"]), outcome="linked").inc()
-            logger.info("SupportCase %s/%s: linked to ticket %s", *key, ticket.id)
         new["ticketStatus"] = ticket.status
+        history: list[portal.Transaction] | None = None
         if not new.get("firstReply"):
             history = await helpdesk.history(ticket.id)
             not_replies = [own, *ticket.requestors, self.channels.email.sender]
@@ -339,9 +557,23 @@ class SubmissionController:
             if reply is not None:
                 new["firstReply"] = {"at": _rfc(reply.at), "by": reply.by}
         if ticket.status in domain.RESOLVED_STATUSES and not new.get("resolvedAt"):
-            new["resolvedAt"] = _rfc(ticket.last_updated or now)
-        if new != old:
-            await self.cases.record_submission(key, new)
+            if history is None:
+                history = await helpdesk.history(ticket.id)
+            resolved = domain.resolution(history)
+            if resolved is None:  # no status change the operator's user may see
+                new["resolvedAt"] = _rfc(ticket.last_updated or now)
+            else:
+                new["resolvedAt"] = _rfc(resolved.at)
+                if resolved.by:
+                    new["resolvedBy"] = resolved.by
+        if new == old:
+            return True
+        if not await self.cases.record_submission(key, new):
+            return False
+        if linked:
+            metrics.SUBMISSIONS.labels(channel=str(new["channel"]), outcome="linked").inc()
+            logger.info("SupportCase %s/%s: linked to ticket %s", *key, ticket.id)
+        return True
 
     # -- credentials ------------------------------------------------------------------------
 

@@ -131,6 +131,8 @@ class CaseController:
         #: The same for resolutions, where the policy sets resolution targets.
         self.resolutions = metrics.Resolutions()
         self._locks: dict[CaseKey, asyncio.Lock] = {}
+        #: Cases whose diagnostics snapshot is gone: their next reconcile collects again.
+        self._recollect: set[CaseKey] = set()
         #: Told after every stored status: the submission controller decides what to send.
         self.on_stored: Callable[[CaseKey], None] | None = None
 
@@ -165,6 +167,7 @@ class CaseController:
         key = (namespace, name)
         case = self.cases.pop(key, None)
         self._locks.pop(key, None)
+        self._recollect.discard(key)
         self.scheduler.cancel(key)
         self.writer.forget(key)
         self.views.pop(key, None)
@@ -184,10 +187,21 @@ class CaseController:
         async with lock:
             await self._reconcile(key)
 
-    async def record_submission(self, key: CaseKey, submission: Mapping[str, Any]) -> bool:
+    async def record_submission(self, key: CaseKey, submission: Mapping[str, Any],
+                                expect: Mapping[str, Any] | None = None) -> bool:
         """Store ``submission`` as status.submission, with the conditions it changes, in one
-        write; True once stored. Whoever sends something records its intent here first."""
+        write; True once stored. Whoever sends something records its intent here first.
+
+        With ``expect``, only if status.submission still is ``expect``: the write carries
+        the resourceVersion of the status compared, so the API server refuses it (409) when
+        another replica wrote since. Of two replicas that decide to act from the same
+        record, one records its intent and acts; the other one does not.
+        """
         async with self._locks.setdefault(key, asyncio.Lock()):
+            if expect is not None:
+                case = self.cases.get(key)
+                if case is None or (case.status.get("submission") or {}) != dict(expect):
+                    return False
             return await self._reconcile(key, dict(submission))
 
     async def _scheduled(self, key: Hashable) -> None:
@@ -269,7 +283,9 @@ class CaseController:
             return None
         requested = case.annotations.get(constants.COLLECT_DIAGNOSTICS, "")
         held = current.get("diagnostics") or {}
-        if held and held.get("request", "") == requested:
+        lost = (case.namespace, case.name) in self._recollect
+        self._recollect.discard((case.namespace, case.name))
+        if held and held.get("request", "") == requested and not lost:
             return None
         collected = self.diagnostics()
         collected["request"] = requested
@@ -283,6 +299,14 @@ class CaseController:
                            error)
             return collected
         return diagnostics_module.referencing(collected, snapshot)
+
+    def snapshots_lost(self, names: set[str]) -> None:
+        """The snapshots ``names`` are gone: the cases naming them collect their diagnostics
+        again now (the snapshot is made again, or they point at a new one)."""
+        for key, case in self.cases.items():
+            if (case.status.get("diagnostics") or {}).get("snapshot") in names:
+                self._recollect.add(key)
+                self.scheduler.schedule(key, time.time())
 
     def snapshots_referenced(self) -> set[str]:
         """The diagnostics snapshots some known case names."""

@@ -12,7 +12,9 @@ import datetime
 import functools
 import hashlib
 import importlib.metadata
+import ipaddress
 import re
+import urllib.parse
 import zoneinfo
 from typing import Annotated, Any, Literal
 
@@ -170,9 +172,47 @@ class Portal(pydantic.BaseModel):
             raise ValueError("an enabled portal needs url: http(s)://host[:port]/[path/]")
         return self
 
+    @pydantic.field_validator("url")
+    @classmethod
+    def _safe_url(cls, url: str) -> str:
+        if url:
+            _check_portal_url(url)
+        return url
+
     @property
     def base_url(self) -> str:
         return self.url if self.url.endswith("/") else self.url + "/"
+
+
+def _check_portal_url(url: str) -> None:
+    """Refuse a URL that would expose the RT token or a password. The URL is written into
+    every case's status (its ticket's address), into errors and Events: credentials in it
+    are refused, and the message does not repeat them. Plain http carries the token in
+    clear, so it is for a portal on the same host only (a loopback address), as
+    email.tls: none is for a relay there."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - parsing it raises for a port that is not a number
+    except ValueError as error:
+        raise ValueError(f"url is not a URL ({error})") from None
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("url holds credentials (user:password@): they would be written "
+                         "into every case's status and Events; remove them, the operator "
+                         "authenticates with the Secret's portal-token")
+    if parts.scheme == "http" and not _loopback(host):
+        raise ValueError(f"url uses http://, which sends the RT token in clear to {host}: "
+                         "use https://, or http:// only to a loopback address "
+                         "(127.0.0.1, [::1], localhost)")
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Email(pydantic.BaseModel):

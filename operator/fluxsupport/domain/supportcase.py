@@ -111,7 +111,7 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
     current += _workaround_condition(case, level, policy)
     submitted = submission_module.condition(
         submission, level, policy.channels, closure is not None or dismissed_at is not None, now)
-    current.append(submitted)
+    current += [submitted, *submission_module.update_conditions(submission, policy.channels, now)]
     events = [timing_event] if timing_event else []
     events += [*_transition_events(previous, state, current, timing, responded_at),
                *_resolution_events(previous, resolution)]
@@ -328,8 +328,8 @@ def _transition_events(previous: Mapping[str, Any], state: casestatus.State,
     for condition in current:
         if condition.type == "Submitted":
             before = old.get("Submitted") or {}
-            if before.get("reason") != condition.reason and condition.reason in (
-                    "Submitted", "SubmittedByEmail", "Retrying", "Failed"):
+            if before.get("reason") != condition.reason and \
+                    condition.reason in submission_module.EVENT_REASONS:
                 events.append(evaluation.Event(
                     "Normal" if condition.status == "True" else "Warning",
                     condition.reason, condition.message))

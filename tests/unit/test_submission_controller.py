@@ -1,0 +1,253 @@
+"""The submission controller's order of writes and sends, with the case store faked and a
+real SMTP server on loopback (aiosmtpd): what is recorded before an email or a ticket goes,
+and what happens when a write fails or another replica wrote first."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import socket
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import pytest
+
+from fluxsupport.channels import mail, portal
+from fluxsupport.controllers import submission as controller_module
+from fluxsupport.controllers.supportcase import CaseSnapshot
+from fluxsupport.domain import policy, submission
+from fluxsupport.kube import api
+
+UID = "0c6f1c8e-5d0b-4a8e-9a43-3f7f2f1d9b10"
+KEY = ("team-a", "stuck")
+SPEC = {
+    "title": "HelmReleases stuck\u2028after the upgrade", "severity": "Urgent",
+    "component": "helm-controller", "category": "incident", "description": "Pasted.",
+    "impact": {"statement": "Prod down", "environment": "production", "outage": "full",
+               "businessCritical": True},
+    "contact": {"name": "Bob", "email": "bob@customer.example"},
+}
+
+
+class Cases:
+    """The CaseController's part the submission controller uses: the cached cases and
+    record_submission, which compares ``expect`` as the real one does."""
+
+    def __init__(self, refuse: Callable[[Mapping[str, Any]], bool] = lambda _: False) -> None:
+        created = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.cases = {KEY: CaseSnapshot.from_body({
+            "metadata": {"namespace": KEY[0], "name": KEY[1], "uid": UID,
+                         "resourceVersion": "1", "generation": 1,
+                         "creationTimestamp": created},
+            "spec": SPEC, "status": {"level": 1}})}
+        self.diagnostics = None
+        self.on_stored: Any = None
+        self.refuse = refuse
+        self.records: list[dict[str, Any]] = []
+
+    async def record_submission(self, key: tuple[str, str], record: Mapping[str, Any],
+                                expect: Mapping[str, Any] | None = None) -> bool:
+        case = self.cases[key]
+        if expect is not None and (case.status.get("submission") or {}) != dict(expect):
+            return False
+        if self.refuse(record):
+            return False
+        self.records.append(dict(record))
+        case.status_json = json.dumps({**case.status, "submission": dict(record)})
+        return True
+
+    def submission(self) -> dict[str, Any]:
+        return dict(self.cases[KEY].status.get("submission") or {})
+
+
+class NoSecret:
+    async def request(self, method: str, path: str, *args: Any) -> Any:
+        raise api.ApiError(404, "not found")
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[list[bytes], int]]:
+    from aiosmtpd.controller import Controller
+
+    received: list[bytes] = []
+
+    class Handler:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            received.append(envelope.original_content or envelope.content)
+            return "250 OK"
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = Controller(Handler(), hostname="127.0.0.1", port=port)
+    server.start()
+    try:
+        yield received, port
+    finally:
+        server.stop()
+
+
+def email_channels(port: int) -> policy.Channels:
+    return policy.Channels.model_validate({"email": {
+        "enabled": True, "host": "127.0.0.1", "port": port, "tls": "none", "timeout": "10s",
+        "from": "ops@customer.example", "to": "support@vendor.example"}})
+
+
+def act(cases: Cases, channels: policy.Channels, setup: Callable[[Any], None] = lambda _: None
+        ) -> None:
+    async def main() -> None:
+        controller = controller_module.SubmissionController(
+            cases, channels, NoSecret(), "fluxsupport-system")  # type: ignore[arg-type]
+        setup(controller)
+        await controller._act(KEY)
+    asyncio.run(main())
+
+
+def test_a_title_with_a_line_break_goes_by_email_once(smtp: tuple[list[bytes], int]) -> None:
+    received, port = smtp
+    cases = Cases()
+    act(cases, email_channels(port))
+    assert len(received) == 1
+    assert b"HelmReleases stuck after the upgrade" in received[0]
+    intent, sent = cases.records
+    assert intent["messageId"] == submission.message_id(UID)
+    assert "submittedAt" not in intent
+    assert sent["submittedAt"]
+    condition = submission.condition(sent, 1, email_channels(port), False,
+                                     datetime.datetime.now(datetime.UTC))
+    assert (condition.status, condition.reason) == ("True", "SubmittedByEmail")
+
+
+def test_no_intent_is_recorded_for_a_message_that_cannot_be_built(
+        smtp: tuple[list[bytes], int], monkeypatch: pytest.MonkeyPatch) -> None:
+    received, port = smtp
+
+    def refuse(*args: Any) -> Any:
+        raise ValueError("Header values may not contain linefeed or carriage return")
+
+    monkeypatch.setattr(mail, "build", refuse)
+    cases = Cases()
+    act(cases, email_channels(port))
+    assert received == []
+    [failed] = cases.records
+    assert "messageId" not in failed
+    assert failed["emailAttempts"] == 1
+    assert "could not be built" in failed["lastError"]
+    # Nothing is recorded as sent: it is tried again after the backoff.
+    step = submission.plan(failed, 1, email_channels(port), False,
+                           datetime.datetime.now(datetime.UTC))
+    assert step.action is submission.Action.EMAIL
+    assert step.at is not None
+
+
+def test_the_status_write_after_the_send_is_tried_again(
+        smtp: tuple[list[bytes], int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A conflict or an API blip on the write after the send must not leave the case
+    Unknown ("may have arrived") for ever."""
+    received, port = smtp
+    monkeypatch.setattr(controller_module, "EMAIL_END_RETRY_S", (0.0, 0.01, 0.01))
+    refusals = [True, True]  # the first two writes with submittedAt fail
+
+    def refuse(record: Mapping[str, Any]) -> bool:
+        return bool(record.get("submittedAt") and refusals and refusals.pop())
+
+    cases = Cases(refuse)
+    act(cases, email_channels(port))
+    assert len(received) == 1
+    assert cases.submission()["submittedAt"]
+    assert refusals == []
+
+
+def test_an_email_left_sending_by_a_stopped_operator_is_marked_uncertain(
+        smtp: tuple[list[bytes], int]) -> None:
+    received, port = smtp
+    cases = Cases()
+    long_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
+    left = {"channel": "email", "messageId": submission.message_id(UID), "level": 1,
+            "lastEmailAttemptAt": submission.precise(long_ago)}
+    cases.cases[KEY].status_json = json.dumps({"level": 1, "submission": left})
+    act(cases, email_channels(port))
+    assert received == []  # at most once: never sent again
+    assert cases.submission() == {**left, "lastError": submission.EMAIL_STOPPED}
+
+
+class Helpdesk:
+    """A portal that has no ticket, and counts creates."""
+
+    def __init__(self, on_find: Callable[[], None] = lambda: None) -> None:
+        self.on_find = on_find
+        self.created: list[portal.NewTicket] = []
+
+    async def find(self, tag: str) -> portal.Ticket | None:
+        self.on_find()
+        return None
+
+    async def create(self, ticket: portal.NewTicket) -> portal.Ticket:
+        self.created.append(ticket)
+        return portal.Ticket("42", "https://rt.example/Ticket/Display.html?id=42",
+                             ticket.subject, "new")
+
+    async def close(self) -> None:
+        pass
+
+
+PORTAL = policy.Channels.model_validate({"portal": {"enabled": True,
+                                                    "url": "https://rt.example/"}})
+
+
+def with_helpdesk(helpdesk: Helpdesk) -> Callable[[Any], None]:
+    def setup(controller: Any) -> None:
+        controller._secret = (time.time(), {"portal-token": "1-2-abc"})
+        controller._portal, controller._token = helpdesk, "1-2-abc"
+    return setup
+
+
+def test_the_create_is_recorded_before_it_is_made() -> None:
+    helpdesk = Helpdesk()
+    cases = Cases()
+    act(cases, PORTAL, with_helpdesk(helpdesk))
+    assert len(helpdesk.created) == 1
+    attempt, linked = cases.records
+    assert attempt["createAttemptAt"]
+    assert "ticketId" not in attempt
+    assert linked["ticketId"] == "42"
+    assert "createAttemptAt" not in linked
+
+
+def test_a_replica_that_another_one_wrote_before_does_not_create() -> None:
+    """Between this replica's read and its write, another one recorded its attempt: the
+    write that expects the old record fails, and no ticket is created here."""
+    cases = Cases()
+    other = {"createAttemptAt": submission.precise(datetime.datetime.now(datetime.UTC))}
+
+    def other_replica_writes() -> None:
+        cases.cases[KEY].status_json = json.dumps({"level": 1, "submission": other})
+
+    helpdesk = Helpdesk(other_replica_writes)
+    act(cases, PORTAL, with_helpdesk(helpdesk))
+    assert helpdesk.created == []
+    assert cases.records == []
+    assert cases.submission() == other
+
+
+def test_a_replica_paused_after_recording_its_attempt_does_not_create(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Paused longer than a portal timeout while it recorded the attempt (a slow write, a
+    frozen process), it may have been taken over by a replica that waited the attempt out
+    and created the ticket."""
+    helpdesk = Helpdesk()
+    start = datetime.datetime.now(datetime.UTC)
+    clock = [start]
+    monkeypatch.setattr(controller_module, "_now", lambda: clock[0])
+
+    def pause(record: Mapping[str, Any]) -> bool:
+        clock[0] += datetime.timedelta(seconds=PORTAL.portal.timeout + 1)
+        return False
+
+    cases = Cases(pause)
+    act(cases, PORTAL, with_helpdesk(helpdesk))
+    assert helpdesk.created == []
+    [attempt] = cases.records
+    assert attempt["createAttemptAt"] == submission.precise(start)
