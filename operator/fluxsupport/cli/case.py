@@ -14,8 +14,7 @@ import urllib3
 
 from fluxsupport import constants
 from fluxsupport.cli import output
-from fluxsupport.domain import caselifecycle, timing
-from fluxsupport.domain.conditions import rfc3339
+from fluxsupport.domain import caselifecycle, conditions, timing
 from fluxsupport.kube import blocking
 
 #: What a failed API call raises: an HTTP error, or urllib3's give-up after its retries.
@@ -53,7 +52,7 @@ def api_error(error: Exception, what: str) -> typer.Exit:
 def _time(value: str | None) -> str:
     now = datetime.datetime.now(datetime.UTC)
     if value is None:
-        return rfc3339(now)
+        return conditions.rfc3339(now)
     try:
         moment = timing.parse_time(value)
     except timing.TimeOutOfRange as error:
@@ -66,7 +65,7 @@ def _time(value: str | None) -> str:
         # The operator would ignore it (AnnotationInFuture): refuse it here already.
         raise typer.BadParameter(f"{value!r} is in the future; it must be when it happened",
                                  param_hint="--at")
-    return rfc3339(moment)
+    return conditions.rfc3339(moment)
 
 
 def _patch(api: Any, namespace: str, name: str, metadata: dict[str, Any], verb: str) -> None:
@@ -233,11 +232,11 @@ def case_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for item in items:
         status = item.get("status") or {}
         first = status.get("firstResponse") or {}
-        conditions = {c.get("type"): c for c in status.get("conditions") or []}
-        scope = conditions.get("InScope", {})
-        severity = conditions.get("SeverityConsistent", {})
+        by_type = {c.get("type"): c for c in status.get("conditions") or []}
+        scope = by_type.get("InScope", {})
+        severity = by_type.get("SeverityConsistent", {})
         submission = status.get("submission") or {}
-        submitted = conditions.get("Submitted", {})
+        submitted = by_type.get("Submitted", {})
         rows.append({
             "namespace": item["metadata"]["namespace"], "name": item["metadata"]["name"],
             "ticket": submission.get("ticketId", ""), "ticketUrl": submission.get("url", ""),
