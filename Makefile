@@ -15,8 +15,9 @@ help:
 	@echo "             tests/unit (Python alone), tests/tools (promtool, helm, go-vex), tests/packaging"
 	@echo "             (the wheel in a fresh venv, the image), tests/integration (a real kube-apiserver)"
 	@echo "make test-unit   the unit tier only: no Go, helm, promtool, network or cluster"
-	@echo "make flux    build Flux's source- and kustomize-controller for the GitOps tests"
+	@echo "make flux    build Flux's source-, kustomize- and helm-controller for the GitOps tests"
 	@echo "make image   the operator image from the Dockerfile, as an OCI archive (buildah; root)"
+	@echo "make node    the node of tests/cluster and devcluster up --node: kubelet, containerd ..."
 	@echo "make bench   benchmarks (QUICK=1 for the short run)"
 	@echo "make bench-cli   CLI start-up against python -c pass (part of make bench too)"
 	@echo "make bench-profile   where the API server spends a wave of breach writes"
@@ -39,7 +40,7 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: tools lint rt flux
+test: tools lint rt flux node
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: venv
@@ -75,3 +76,4 @@ include mk/ship.mk
 include mk/rt.mk
 include mk/flux.mk
 include mk/image.mk
+include mk/node.mk

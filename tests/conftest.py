@@ -18,7 +18,7 @@ from tests.rt import MailGateway, RequestTracker
 
 #: The tiers below tests/ and their markers; tests/unit needs Python alone and has none.
 TIERS = {"integration": pytest.mark.integration, "tools": pytest.mark.tools,
-         "packaging": pytest.mark.packaging}
+         "packaging": pytest.mark.packaging, "cluster": pytest.mark.cluster}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -18,6 +18,10 @@ import pathlib
 import subprocess
 
 HERE = pathlib.Path(__file__).resolve().parent
+#: The main packages under k8s.io/kubernetes/cmd built from the apiserver module: the control
+#: plane, and the node of `fluxsupport devcluster up --node` (devcluster/node.py).
+KUBERNETES_TOOLS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet",
+                    "kube-proxy", "kubectl")
 
 
 def go(*args: str, cwd: pathlib.Path) -> str:
@@ -53,9 +57,13 @@ def generate_apiserver(version: str) -> None:
     moddir = write_module("apiserver", upstream["Go"], godebug)
     edits = [f"-replace={path}={path}@v0.{minor}.{patch}" for path in staging]
     go("mod", "edit", f"-require=k8s.io/kubernetes@{version}", *edits, cwd=moddir)
-    go("get", "-tool", f"k8s.io/kubernetes/cmd/kube-apiserver@{version}", cwd=moddir)
+    # The node's binaries come from the same module: they only add requirements, so no
+    # version that kube-apiserver builds with changes.
+    go("get", "-tool", *(f"k8s.io/kubernetes/cmd/{name}@{version}" for name in KUBERNETES_TOOLS),
+       cwd=moddir)
     go("mod", "tidy", cwd=moddir)
-    print(f"apiserver: k8s.io/kubernetes {version}, {len(staging)} staging replaces")
+    print(f"apiserver: k8s.io/kubernetes {version}, {len(staging)} staging replaces, "
+          f"tools {', '.join(KUBERNETES_TOOLS)}")
 
 
 def generate_etcd(version: str) -> None:

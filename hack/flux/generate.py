@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerate the Go wrapper modules that build Flux's source- and kustomize-controller.
+"""Regenerate the Go wrapper modules that build Flux's source-, kustomize- and helm-controller.
 
 `go install module@version` refuses modules whose go.mod has `replace` lines
 (golang/go#44840), and both controllers have them. A wrapper module requires the
@@ -8,7 +8,7 @@ so that `go build github.com/fluxcd/<controller>` builds exactly what upstream b
 The list changes between releases, so it is read from the controller's go.mod instead of
 being typed by hand. The `./api` replace becomes a normal requirement at the same version.
 
-Usage: hack/flux/generate.py [--version v1.9.4]
+Usage: hack/flux/generate.py [--version helm-controller=v1.6.3 ...] [--only helm-controller]
 """
 
 from __future__ import annotations
@@ -20,16 +20,32 @@ import pathlib
 import subprocess
 
 HERE = pathlib.Path(__file__).resolve().parent
-CONTROLLERS = ("source-controller", "kustomize-controller")
+#: The controllers and the versions that Flux v2.9.4 ships.
+VERSIONS = {"source-controller": "v1.9.4", "kustomize-controller": "v1.9.4",
+            "helm-controller": "v1.6.3"}
 
-# Replaces the wrapper adds to upstream's own, each with the reason written into go.mod.
-PINS = {
+# Replaces the wrapper adds to upstream's own, each with the reason written into go.mod and
+# the controllers it is for (all when empty).
+PINS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "github.com/fluxcd/pkg/artifact": (
         "v0.18.0",
         "v1.9.x needs v0.18.2, which the module proxy refuses (403 \"This module version is "
         "not available\"); v0.18.0 is the nearest version it serves",
+        (),
+    ),
+    "helm.sh/helm/v4": (
+        "v4.2.4",
+        "upstream replaces Helm with Flux's fork github.com/fluxcd/helm/v4 v4.2.4-flux.1, which "
+        "the module proxy refuses (403, every version); this builds with the Helm release the "
+        "fork is based on",
+        ("helm-controller",),
     ),
 }
+
+
+def pins_for(controller: str) -> dict[str, tuple[str, str]]:
+    return {module: (version, why) for module, (version, why, only) in PINS.items()
+            if not only or controller in only}
 
 
 def go(*args: str, cwd: pathlib.Path) -> str:
@@ -62,16 +78,17 @@ def generate(controller: str, version: str) -> None:
         f"require {module}/api {version}",
         "",
     ]
+    pins = pins_for(controller)
     copied = 0
     for replace in upstream.get("Replace") or []:
         old, new = replace["Old"]["Path"], replace["New"]
         if new["Path"].startswith("."):
             continue  # ./api: required above at the same version
-        if old in PINS:
+        if old in pins:
             continue
         lines.append(replace_line(old, new["Path"], new.get("Version", "")))
         copied += 1
-    for old, (pinned, why) in PINS.items():
+    for old, (pinned, why) in pins.items():
         lines += ["", f"// {why}.", replace_line(old, old, pinned)]
     lines += ["", f"tool {module}", ""]
     moddir = HERE / controller
@@ -81,22 +98,26 @@ def generate(controller: str, version: str) -> None:
     go("mod", "tidy", cwd=moddir)
     # A pin for a module the controller does not use would only mislead the reader.
     required = {r["Path"] for r in json.loads(go("mod", "edit", "-json", cwd=moddir))["Require"]}
-    unused = [old for old in PINS if old not in required]
+    unused = [old for old in pins if old not in required]
     if unused:
         go("mod", "edit", *(f"-dropreplace={old}" for old in unused), cwd=moddir)
     print(f"{controller}: {module} {version}, {copied} upstream replaces, "
-          f"{len(PINS) - len(unused)} pin(s)")
+          f"{len(pins) - len(unused)} pin(s)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--version", default="v1.9.4",
-                        help="controller version (both ship the same in Flux v2.9.4)")
+    parser.add_argument("--version", action="append", default=[], metavar="CONTROLLER=VERSION",
+                        help="a controller's version (default: those of Flux v2.9.4)")
+    parser.add_argument("--only", action="append", default=[], metavar="CONTROLLER",
+                        help="regenerate only this controller's module (repeatable)")
     args = parser.parse_args()
-    for controller in CONTROLLERS:
-        generate(controller, args.version)
+    versions = {**VERSIONS, **json.loads((HERE / "versions.json").read_text())}
+    versions.update(dict(item.split("=", 1) for item in args.version))
+    for controller in args.only or VERSIONS:
+        generate(controller, versions[controller])
     (HERE / "versions.json").write_text(json.dumps(
-        dict.fromkeys(CONTROLLERS, args.version), indent=2) + "\n")
+        {name: versions[name] for name in VERSIONS}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -297,6 +297,9 @@ def test_breach_while_the_operator_is_down_is_marked_on_resume(
 @pytest.mark.parametrize(("changes", "reason"), [
     ({"component": "other"}, "ThirdParty"),
     ({"requiresInfrastructureAccess": True}, "RequiresInfrastructureAccess"),
+    # Names outside the former enum pass admission; the condition says what is wrong.
+    ({"component": "helm-controler"}, "UnknownComponent"),
+    ({"component": "flux-operator-mcp"}, "AddOnNotCovered"),
 ])
 def test_scope_conditions(api: harness.Api, operator: harness.OperatorProcess, namespace: str,
                           changes: dict[str, Any], reason: str) -> None:

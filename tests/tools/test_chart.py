@@ -271,6 +271,44 @@ def test_the_2026_preset_with_a_region_is_expressible(helm: pathlib.Path) -> Non
         assert message in result.stderr, result.stderr
 
 
+def test_the_escalation_rca_and_add_on_sections_are_expressible(
+        helm: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    values = tmp_path / "values.yaml"
+    sections = {
+        "escalation": {"notProgressingAfter": "8h",
+                       "repeatedSeverity1": {"count": 3, "window": "14d", "scope": "namespace"},
+                       "contacts": {"executiveSponsor": ["sponsor@example.com"]},
+                       "commentOnTicket": False},
+        "rootCauseAnalysis": {"levels": [1], "days": 5},
+        "addOns": ["flux-operator-mcp"]}
+    email = {"enabled": True, "host": "smtp.example.com", "from": "a@example.com",
+             "to": "b@example.com"}
+    values.write_text(yaml.safe_dump({"policy": {
+        "preset": "support-policy-2026", "region": "EMEA", **sections,
+        "channels": {"email": email, "fallback": {"levels": []}}}}))
+    policy = rendered_policy(render(helm, "-f", str(values)))
+    assert policy.escalation is not None
+    assert policy.escalation.contacts.executive_sponsor == ("sponsor@example.com",)
+    assert policy.escalation.repeated_severity1.scope == "namespace"
+    assert policy.root_cause_analysis is not None
+    assert policy.root_cause_analysis.days == 5
+    assert policy.add_ons == ("flux-operator-mcp",)
+    # The preset's sections stay unless the values turn them off.
+    assert rendered_policy(render(helm, "--set", "policy.preset=support-policy-2026",
+                                  "--set", "policy.region=EMEA")).escalation is not None
+    for args, message in (
+            (["--set", "policy.escalation.contacts.accountManager={am}"],
+             "at '/policy/escalation/contacts/accountManager/0'"),
+            (["--set", "policy.escalation.repeatedSeverity1.count=1"],
+             "at '/policy/escalation/repeatedSeverity1/count'"),
+            (["--set", "policy.rootCauseAnalysis.levels={5}"],
+             "at '/policy/rootCauseAnalysis/levels/0'"),
+            (["--set", "policy.addOns={Flux_MCP}"], "at '/policy/addOns/0'")):
+        result = run_helm(helm, "template", "fluxsupport", str(CHART), *args)
+        assert result.returncode != 0, args
+        assert message in result.stderr, result.stderr
+
+
 def test_a_24x7_policy_without_holidays_is_expressible(helm: pathlib.Path) -> None:
     policy = rendered_policy(render(helm, "--set", "policy.businessHours.alwaysOpen=true",
                                     "--set", "policy.holidays="))

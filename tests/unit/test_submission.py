@@ -700,3 +700,26 @@ def test_a_portal_url_with_credentials_or_plain_http_is_refused(url: str) -> Non
 def test_https_or_loopback_http_portal_urls_are_accepted(url: str) -> None:
     document = yaml.safe_dump({"channels": {"portal": {"enabled": True, "url": url}}})
     assert policy.load_policy(document).channels.portal.url == url
+
+
+def test_a_portal_ca_bundle_must_be_pem_for_an_https_url() -> None:
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    portal = {"enabled": True, "url": "https://10.0.0.7/", "caBundle": pem}
+    assert policy.load_policy(yaml.safe_dump({"channels": {"portal": portal}})) \
+        .channels.portal.ca_bundle == pem
+    with pytest.raises(policy.PolicyError, match="no PEM certificate"):
+        policy.load_policy(yaml.safe_dump(
+            {"channels": {"portal": {**portal, "caBundle": "not a certificate"}}}))
+    with pytest.raises(policy.PolicyError, match="caBundle is for an https"):
+        policy.load_policy(yaml.safe_dump(
+            {"channels": {"portal": {**portal, "url": "http://127.0.0.1/"}}}))
+
+
+def test_a_ca_bundle_that_does_not_load_is_a_permanent_portal_error() -> None:
+    from fluxsupport.channels import portal as portal_module
+    from fluxsupport.channels import rt
+
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    with pytest.raises(portal_module.PortalError, match="caBundle is not usable") as refused:
+        rt.RequestTracker("https://rt.example/", "General", "token", ca_bundle=pem)
+    assert refused.value.transient is False

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import re
+import ssl
 from typing import Any
 
 import aiohttp
@@ -34,11 +35,20 @@ _TEXT_TYPES = frozenset({"Create", "Correspond", "Comment"})
 class RequestTracker:
     """One RT instance, one queue, one auth token (of the operator's own RT user)."""
 
-    def __init__(self, url: str, queue: str, token: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, queue: str, token: str, *, timeout: float = 10.0,
+                 ca_bundle: str = "") -> None:
         self.base = url if url.endswith("/") else url + "/"
         self.queue = queue
         self._token = token
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        #: Verification against the policy's CA bundle, else the system's CAs (aiohttp's).
+        self._ssl: ssl.SSLContext | bool = True
+        if ca_bundle:
+            try:
+                self._ssl = ssl.create_default_context(cadata=ca_bundle)
+            except (ssl.SSLError, ValueError) as error:
+                raise PortalError(f"portal.caBundle is not usable: {error}",
+                                  transient=False) from error
         self._session: aiohttp.ClientSession | None = None
         self._login: str | None = None
 
@@ -181,6 +191,7 @@ class RequestTracker:
                     json_body: Any = None) -> tuple[int, str]:
         if self._session is None:
             self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl),
                 timeout=self._timeout,
                 headers={"Authorization": f"token {self._token}",
                          "Accept": "application/json"})

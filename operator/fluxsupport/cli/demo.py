@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import os
 import pathlib
 import shutil
@@ -16,7 +17,7 @@ import typer
 import yaml
 
 from fluxsupport.cli import report
-from fluxsupport.devcluster import build, cluster, flux, mailbox, paths
+from fluxsupport.devcluster import build, cluster, flux, fluxpods, images, mailbox, node, paths
 from fluxsupport.domain.policy import Policy
 from fluxsupport.kube import blocking, seed
 
@@ -104,6 +105,19 @@ def _gitops(stack: contextlib.ExitStack, client: Any, kubeconfig: pathlib.Path,
          f"{source['metadata']['name']}, Kustomization {sync['metadata']['name']})")
 
 
+def _start_operator(plane: cluster.ControlPlane, port: int, policy_args: list[str],
+                    log_path: pathlib.Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "fluxsupport", "run", "--metrics-host", "127.0.0.1",
+             "--metrics-port", str(port), "--namespace", OPERATOR_NAMESPACE,
+             "--flux-namespace", "flux-system", *policy_args],
+            env={**os.environ, "KUBECONFIG": str(plane.kubeconfig)},
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=cluster._die_with_parent,  # noqa: PLW1509 - only prctl runs
+        )
+
+
 def _show_commands(plane: cluster.ControlPlane, port: int, log_path: pathlib.Path,
                    gitops: bool) -> None:
     flux_line = ("\n  kubectl get gitrepositories,kustomizations -n flux-system   # Flux's objects"
@@ -119,6 +133,77 @@ Metrics: curl -s http://127.0.0.1:{port}/metrics | grep -E '^(supportcase|fluxsu
 Operator log: {log_path}""")
 
 
+def _node_demo(once: bool, state_dir: pathlib.Path) -> None:
+    """The operator installed with helm from its image, and Flux's controllers, as Pods on a
+    real node; the same samples and report as the default demo."""
+    archive = images.operator_archive()
+    if not archive.is_file():
+        typer.echo(f"error: --node needs the operator image {archive}: run `make image` (and "
+                   "`make node flux` for the node and the controllers)", err=True)
+        raise typer.Exit(1)
+    local = node.Node(state_dir / "node")
+    support = _start_mailbox()
+    try:
+        _say("Starting a node: the control plane, containerd, kubelet and kube-proxy in a "
+             "network namespace of their own ...")
+        local.start()
+        _say(f"Node {local.name} Ready; Flux's source-, kustomize- and helm-controller as Pods "
+             "in flux-system ...")
+        for name, running in fluxpods.install(local).items():
+            _say(f"  {name}: {running.pod}, imageID {running.image_id}")
+        tag = images.archive_tag(archive)
+        local.import_image(archive, "localhost/fluxsupport")
+        values = ["--set", "image.repository=localhost/fluxsupport", "--set",
+                  f"image.tag={tag}", "--set", "image.pullPolicy=Never"]
+        if support is not None:
+            forwarder = local.forward(support.port)
+            values += ["--set-json", "policy.channels=" + json.dumps({
+                "cluster": "fluxsupport-demo", "email": {
+                    "enabled": True, "host": local.slot.node_ip, "port": forwarder.port,
+                    "tls": "none", "from": "flux-ops@customer.demo",
+                    "to": "support@vendor.demo"}})]
+        _say(f"helm install fluxsupport (image localhost/fluxsupport:{tag}) ...")
+        local.kubectl("create", "namespace", OPERATOR_NAMESPACE)
+        helm = build.build_all(("helm",))["helm"]
+        subprocess.run([str(helm), "--kubeconfig", str(local.kubeconfig), "install",
+                        "fluxsupport", str(paths.source_root() / "charts" / "fluxsupport"),
+                        "--namespace", OPERATOR_NAMESPACE, *values, "--wait", "--timeout",
+                        "300s"], check=True, capture_output=True, text=True, timeout=330)
+        pod = local.kubectl("get", "pods", "-n", OPERATOR_NAMESPACE, "-o",
+                            "jsonpath={.items[0].metadata.name}").stdout
+        _say(f"The operator runs as Pod {pod}; applying a SecurityBulletin, its OpenVEX "
+             "ConfigMap and three SupportCases ...")
+        client = blocking.api_client(local.kubeconfig)
+        seed.apply_samples(client, OPERATOR_NAMESPACE)
+        seed.wait_reconciled(client, submitted=support is not None, timeout_s=120)
+        typer.echo("")
+        report.render(report.collect(seed.custom_objects(client), Policy(),
+                                     datetime.datetime.now(datetime.UTC)))
+        if support is not None:
+            _show_mailbox(support)
+        typer.echo(f"""
+Try it yourself (kube-apiserver at {local.server}, in the node's network namespace):
+  export KUBECONFIG={local.kubeconfig}
+  kubectl get pods -A -o wide          # the operator and Flux, as Pods
+  kubectl get pods -n flux-system -o jsonpath='{{..imageID}}'
+  kubectl logs -n {OPERATOR_NAMESPACE} {pod}
+  kubectl get fluxsupport -A""")
+        if not once:
+            _say("\nRunning until Ctrl-C ...")
+            with contextlib.suppress(KeyboardInterrupt):
+                signal.pause()
+    except (node.NodeError, build.BuildError, subprocess.CalledProcessError, TimeoutError,
+            *seed.API_ERRORS, OSError) as error:
+        detail = getattr(error, "stderr", "") or ""
+        typer.echo(f"error: the demo failed: {error} {detail}".strip(), err=True)
+        raise typer.Exit(1) from error
+    finally:
+        local.stop()
+        if support is not None:
+            support.stop()
+        _say("Stopped the node: its processes, cgroups, namespaces and veth are gone.")
+
+
 def demo(
     once: Annotated[bool, typer.Option(help="Print the report and exit (for scripts and CI).")
                     ] = False,
@@ -128,12 +213,18 @@ def demo(
         help="Let Flux's real source- and kustomize-controller apply the cases of "
              "deploy/flux/cases from a local git server (build them first: make flux).")
     ] = False,
+    with_node: Annotated[bool, typer.Option(
+        "--node", help="Run the operator (the image of make image, installed with helm) and "
+        "Flux's controllers as Pods on a real node (root; make node flux image).")] = False,
 ) -> None:
     """Start a local control plane, a realistic flux-system, the operator and samples; report.
 
     Example: fluxsupport demo --once
     """
     state_dir = pathlib.Path(os.environ.get("FLUXSUPPORT_DEMO_DIR") or paths.cache_dir() / "demo")
+    if with_node:
+        _node_demo(once, state_dir)
+        return
     if gitops:
         _check_gitops()
     try:
@@ -147,7 +238,6 @@ def demo(
     operator: subprocess.Popen[bytes] | None = None
     stack = contextlib.ExitStack()
     support = _start_mailbox()
-    policy_args = _policy_args(support, state_dir)
     try:
         client = blocking.api_client(plane.kubeconfig)
         blocking.install_crds(client)
@@ -155,15 +245,7 @@ def demo(
         _say(f"Created {seed.install_flux(client)} Flux Deployments in flux-system "
              "(v2.7.5 enterprise-distroless; source-controller from before a fix)")
         log_path = state_dir / "operator.log"
-        with log_path.open("ab") as log:
-            operator = subprocess.Popen(
-                [sys.executable, "-m", "fluxsupport", "run", "--metrics-host", "127.0.0.1",
-                 "--metrics-port", str(port), "--namespace", OPERATOR_NAMESPACE,
-                 "--flux-namespace", "flux-system", *policy_args],
-                env={**os.environ, "KUBECONFIG": str(plane.kubeconfig)},
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=cluster._die_with_parent,  # noqa: PLW1509 - only prctl runs
-            )
+        operator = _start_operator(plane, port, _policy_args(support, state_dir), log_path)
         _say("Started the operator; applying a SecurityBulletin, its OpenVEX ConfigMap and "
              + ("(through Flux) the cases of deploy/flux/cases ..." if gitops
                 else "three SupportCases ..."))

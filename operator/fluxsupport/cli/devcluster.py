@@ -1,14 +1,17 @@
-"""``fluxsupport devcluster``: a real etcd + kube-apiserver on loopback, without Docker."""
+"""``fluxsupport devcluster``: a real etcd + kube-apiserver on loopback, without Docker; with
+``--node``, a whole single-node cluster (kubelet, containerd) in a network namespace."""
 
 from __future__ import annotations
 
 import pathlib
 import shlex
+import shutil
+import time
 from typing import Annotated
 
 import typer
 
-from fluxsupport.devcluster import build, cluster, image, paths
+from fluxsupport.devcluster import build, cluster, image, node, paths
 
 app = typer.Typer(help="Build and run a local Kubernetes control plane (etcd + kube-apiserver).",
                   no_args_is_help=True)
@@ -25,17 +28,19 @@ def default_state_dir() -> pathlib.Path:
 @app.command("build")
 def build_command(
     tool: Annotated[list[str] | None, typer.Argument(
-        help="kube-apiserver, etcd or helm; all three when omitted.")] = None,
+        help="A tool (kube-apiserver, kubelet, source-controller ...) or a group: node (what "
+             "`up --node` runs), flux (the controllers run as Pods). Default: etcd, "
+             "kube-apiserver and helm.")] = None,
 ) -> None:
     """Build the control-plane binaries into the cache (once; later runs reuse them).
 
     Example: fluxsupport devcluster build kube-apiserver
     """
     names = tuple(tool or ("etcd", "kube-apiserver", "helm"))
-    unknown = sorted(set(names) - set(build.tools()))
+    unknown = sorted(set(build.expand(names)) - set(build.tools()))
     if unknown:
         raise typer.BadParameter(f"unknown tool {', '.join(unknown)}; "
-                                 f"choose from {', '.join(build.tools())}")
+                                 f"choose from {', '.join([*build.tools(), *build.GROUPS])}")
     try:
         built = build.build_all(names)
     except build.BuildError as error:
@@ -46,11 +51,22 @@ def build_command(
 
 
 @app.command()
-def up(state_dir: StateDir = default_state_dir()) -> None:
+def up(state_dir: StateDir = default_state_dir(),
+       with_node: Annotated[bool, typer.Option(
+           "--node", help="A real node too: kubelet, containerd, kube-proxy, the controller "
+           "manager and the scheduler, all in a network namespace of their own, so that Pods "
+           "run (needs root and `make node`).")] = False) -> None:
     """Start etcd and kube-apiserver on free loopback ports; print the KUBECONFIG line.
 
     Example: eval "$(fluxsupport devcluster up | tail -1)"
     """
+    if with_node:
+        _up_node(state_dir)
+        return
+    if node.Layout(state_dir).info.exists() and node.Node.load(state_dir).running():
+        typer.echo(f"error: a node runs from {state_dir}; `fluxsupport devcluster down` first",
+                   err=True)
+        raise typer.Exit(1)
     try:
         plane = cluster.up_detached(state_dir)
     except (cluster.ControlPlaneError, build.BuildError) as error:
@@ -62,9 +78,37 @@ def up(state_dir: StateDir = default_state_dir()) -> None:
     typer.echo(f"export KUBECONFIG={shlex.quote(str(plane.kubeconfig))}")
 
 
+def _up_node(state_dir: pathlib.Path) -> None:
+    if node.Layout(state_dir).info.exists():
+        running = node.Node.load(state_dir)
+        if running.running():
+            typer.echo(f"a node is already running from {state_dir}", err=True)
+            typer.echo(f"export KUBECONFIG={shlex.quote(str(running.kubeconfig))}")
+            return
+    cluster.down(state_dir)
+    started = time.monotonic()
+    cluster_node = node.Node(state_dir, attached=False)
+    try:
+        cluster_node.start()
+    except (node.NodeError, build.BuildError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from error
+    typer.echo(f"node {cluster_node.name} Ready in {time.monotonic() - started:.1f} s; "
+               f"kube-apiserver at {cluster_node.server} (in the node's network namespace, "
+               f"reached through {cluster_node.slot.host_link}); state and logs in {state_dir}",
+               err=True)
+    typer.echo(f"export KUBECONFIG={shlex.quote(str(cluster_node.kubeconfig))}")
+
+
 @app.command()
 def down(state_dir: StateDir = default_state_dir()) -> None:
-    """Stop the control plane started by `up` and delete its state."""
+    """Stop the control plane (or node) started by `up` and delete its state."""
+    if node.Layout(state_dir).info.exists():
+        started = node.Node.load(state_dir)
+        started.stop()
+        shutil.rmtree(state_dir, ignore_errors=True)
+        typer.echo(f"stopped node {started.name}", err=True)
+        return
     stopped = cluster.down(state_dir)
     typer.echo(f"stopped {', '.join(stopped)}" if stopped else "nothing was running", err=True)
 

@@ -619,7 +619,8 @@ class SubmissionController:
                 await self._portal.close()
             config = self.channels.portal
             self._portal = rt.RequestTracker(config.base_url, config.queue, token,
-                                             timeout=config.timeout)
+                                             timeout=config.timeout,
+                                             ca_bundle=config.ca_bundle)
             self._token = token
         return self._portal
 

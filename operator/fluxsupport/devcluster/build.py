@@ -1,5 +1,7 @@
 """Build kube-apiserver, etcd and helm from the Go tool modules in ``hack/controlplane``,
-and Flux's source- and kustomize-controller from the wrapper modules in ``hack/flux``.
+the node's binaries (kubelet, kube-controller-manager, kube-scheduler, kube-proxy, kubectl and
+the sandbox program ``pause``) from the same modules, and Flux's source-, kustomize- and
+helm-controller from the wrapper modules in ``hack/flux``.
 
 A cold build compiles a few thousand Go packages and takes many minutes on two cores,
 so it runs once into the cache and reports progress as it goes.
@@ -10,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import fcntl
+import hashlib
 import json
 import os
 import pathlib
@@ -84,7 +87,25 @@ def helm_ldflags(helm_version: str, kubernetes_version: str) -> tuple[str, ...]:
     return tuple(flags)
 
 
+#: Run as processes by ``demo --gitops`` and the GitOps tests (devcluster/flux.py).
 FLUX_CONTROLLERS = ("source-controller", "kustomize-controller")
+#: Run as Pods on the node (devcluster/fluxpods.py): helm-controller installs the chart.
+FLUX_POD_CONTROLLERS = (*FLUX_CONTROLLERS, "helm-controller")
+#: What ``fluxsupport devcluster up --node`` needs besides etcd and kube-apiserver.
+NODE_TOOLS = ("kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl",
+              "pause")
+#: Names that ``build_all`` and ``fluxsupport devcluster build`` accept for a set of tools.
+GROUPS = {"node": ("etcd", "kube-apiserver", *NODE_TOOLS),
+          "flux": FLUX_POD_CONTROLLERS}
+
+
+def _source_version(folder: pathlib.Path) -> str:
+    """A version for a program of this repository: the hash of its sources, so that a change
+    builds a new binary instead of reusing the cached one."""
+    digest = hashlib.sha256()
+    for path in [*sorted(folder.glob("*.go")), folder / "go.mod"]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return f"src-{digest.hexdigest()[:12]}"
 
 
 def tools() -> dict[str, Tool]:
@@ -94,16 +115,27 @@ def tools() -> dict[str, Tool]:
     # The wrapper module's only job is to make `go build <controller module>` resolve with
     # the controller's own replaces: its main package is the module root.
     controllers = {name: Tool(name, name, f"github.com/fluxcd/{name}", flux[name], group="flux")
-                   for name in FLUX_CONTROLLERS}
+                   for name in FLUX_POD_CONTROLLERS}
+    # kube-apiserver's module also builds the node's binaries (hack/controlplane/generate.py).
+    kubernetes_tools = {name: Tool(name, "apiserver", f"k8s.io/kubernetes/cmd/{name}",
+                                   kubernetes, kubernetes_version_ldflags(kubernetes))
+                        for name in ("kube-apiserver", *NODE_TOOLS) if name != "pause"}
+    pause = modules_dir() / "pause"
     return {
-        "kube-apiserver": Tool("kube-apiserver", "apiserver",
-                               "k8s.io/kubernetes/cmd/kube-apiserver", kubernetes,
-                               kubernetes_version_ldflags(kubernetes)),
+        **kubernetes_tools,
         "etcd": Tool("etcd", "etcd", "go.etcd.io/etcd/server/v3", pinned["etcd"]),
         "helm": Tool("helm", "helm", "helm.sh/helm/v3/cmd/helm", pinned["helm"],
                      helm_ldflags(pinned["helm"], kubernetes)),
+        "pause": Tool("pause", "pause", "fluxsupport.local/controlplane/pause",
+                      _source_version(pause)),
         **controllers,
     }
+
+
+def expand(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Tool names with the group names of GROUPS replaced by their tools, in order, once."""
+    expanded = [tool for name in names for tool in GROUPS.get(name, (name,))]
+    return tuple(dict.fromkeys(expanded))
 
 
 def bin_dir() -> pathlib.Path:
@@ -196,4 +228,4 @@ def build_tool(tool: Tool, report: Reporter = _stderr) -> pathlib.Path:
 def build_all(names: tuple[str, ...] = ("etcd", "kube-apiserver", "helm"),
               report: Reporter = _stderr) -> dict[str, pathlib.Path]:
     known = tools()
-    return {name: build_tool(known[name], report) for name in names}
+    return {name: build_tool(known[name], report) for name in expand(names)}

@@ -1,7 +1,10 @@
 """Certificates and credentials for the local control plane, in the shape envtest uses.
 
 A serving CA and serving certificate, a client CA with an admin client certificate in
-``system:masters``, and a separate key pair that signs ServiceAccount tokens.
+``system:masters``, and a separate key pair that signs ServiceAccount tokens. The node
+(devcluster/node.py) adds serving names and addresses, and a client certificate for each of
+its components, in the users and groups that Kubernetes' bootstrap RBAC and the Node
+authorizer expect.
 """
 
 from __future__ import annotations
@@ -88,6 +91,8 @@ class ControlPlaneCredentials:
             "apiserver.crt": self.serving.cert_pem,
             "apiserver.key": self.serving.key_pem,
             "client-cert-auth-ca.crt": self.client_ca.cert_pem,
+            # The node's kube-controller-manager signs certificate requests with it.
+            "client-ca.key": self.client_ca.key_pem,
             "sa-signer.crt": self.sa_signer.cert_pem,
             "sa-signer.key": self.sa_signer.key_pem,
             "admin.crt": self.admin.cert_pem,
@@ -99,15 +104,39 @@ class ControlPlaneCredentials:
             path.chmod(0o600)
 
 
-def generate() -> ControlPlaneCredentials:
+def _san(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+def generate(extra_sans: tuple[str, ...] = ()) -> ControlPlaneCredentials:
+    """The control plane's credentials; ``extra_sans`` (names or addresses) are added to the
+    serving certificate's localhost and 127.0.0.1."""
     serving_ca = _issue(_name("fluxsupport-devcluster-serving-ca"), _new_key(), None, ca=True)
     serving = _issue(
         _name("kube-apiserver"), _new_key(), serving_ca, ca=False,
         usages=[ExtendedKeyUsageOID.SERVER_AUTH],
-        sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+        sans=[_san(name) for name in ("localhost", "127.0.0.1", *extra_sans)],
     )
     client_ca = _issue(_name("fluxsupport-devcluster-client-ca"), _new_key(), None, ca=True)
-    admin = _issue(_name("admin", "system:masters"), _new_key(), client_ca, ca=False,
-                   usages=[ExtendedKeyUsageOID.CLIENT_AUTH])
+    admin = client_certificate(client_ca, "admin", "system:masters")
     sa_signer = _issue(_name("fluxsupport-devcluster-sa-signer"), _new_key(), None, ca=True)
     return ControlPlaneCredentials(serving_ca, serving, client_ca, admin, sa_signer)
+
+
+def server_certificate(names: tuple[str, ...]) -> tuple[Pair, Pair]:
+    """A CA of its own and a serving certificate it signed for ``names`` (addresses or DNS
+    names): for a test server that a client must reach over verified TLS."""
+    ca = _issue(_name("fluxsupport-devcluster-test-ca"), _new_key(), None, ca=True)
+    serving = _issue(_name(names[0]), _new_key(), ca, ca=False,
+                     usages=[ExtendedKeyUsageOID.SERVER_AUTH],
+                     sans=[_san(name) for name in names])
+    return ca, serving
+
+
+def client_certificate(client_ca: Pair, user: str, group: str | None = None) -> Pair:
+    """A client certificate for ``user`` (CN) in ``group`` (O), signed by the client CA."""
+    return _issue(_name(user, group), _new_key(), client_ca, ca=False,
+                  usages=[ExtendedKeyUsageOID.CLIENT_AUTH])

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from fluxsupport.devcluster import build, cluster
@@ -98,8 +98,8 @@ def module_dir(controller: str) -> pathlib.Path:
     return pathlib.Path(info["Dir"])
 
 
-def crd_files() -> list[pathlib.Path]:
-    bases = [module_dir(controller) / "config" / "crd" / "bases" for controller in CONTROLLERS]
+def crd_files(controllers: Sequence[str] = CONTROLLERS) -> list[pathlib.Path]:
+    bases = [module_dir(controller) / "config" / "crd" / "bases" for controller in controllers]
     return [path for folder in bases for path in sorted(folder.glob("*.yaml"))]
 
 

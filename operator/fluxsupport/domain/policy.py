@@ -30,6 +30,8 @@ LEVEL_NAMES: dict[int, str] = {level: name for name, level in LEVELS.items()}
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 _ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
+#: A component name as the CRDs spell it: a DNS label.
+_COMPONENT = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _DURATION = re.compile(r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
 
 
@@ -165,12 +167,24 @@ class Portal(pydantic.BaseModel):
     queue: str = "General"
     sync_interval: Seconds = pydantic.Field(60, alias="syncInterval")
     timeout: Seconds = 10
+    #: PEM certificates of the CA that signed the portal's https certificate, for a helpdesk
+    #: behind a private CA; empty: the system's trusted CAs.
+    ca_bundle: str = pydantic.Field("", alias="caBundle")
 
     @pydantic.model_validator(mode="after")
     def _url_when_enabled(self) -> Portal:
         if self.enabled and not re.match(r"^https?://[^/\s]+", self.url):
             raise ValueError("an enabled portal needs url: http(s)://host[:port]/[path/]")
+        if self.ca_bundle and not self.url.startswith("https://"):
+            raise ValueError("caBundle is for an https:// url")
         return self
+
+    @pydantic.field_validator("ca_bundle")
+    @classmethod
+    def _pem(cls, bundle: str) -> str:
+        if bundle and "-----BEGIN CERTIFICATE-----" not in bundle:
+            raise ValueError("caBundle holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+        return bundle
 
     @pydantic.field_validator("url")
     @classmethod
@@ -331,6 +345,93 @@ class Advisories(pydantic.BaseModel):
     path: str = "advisories"
 
 
+class EscalationContacts(pydantic.BaseModel):
+    """Who is told, by email, when a case or bulletin reaches a tier; empty: nobody."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    #: Tier 1: a response or resolution target is at risk.
+    account_manager: tuple[str, ...] = pydantic.Field((), alias="accountManager",
+                                                      max_length=20)
+    #: Tier 2: a case is not progressing.
+    head_of_customer_success: tuple[str, ...] = pydantic.Field(
+        (), alias="headOfCustomerSuccess", max_length=20)
+    #: Tier 3: repeated Severity 1 cases, or an unmitigated critical vulnerability.
+    executive_sponsor: tuple[str, ...] = pydantic.Field((), alias="executiveSponsor",
+                                                        max_length=20)
+
+    @pydantic.field_validator("account_manager", "head_of_customer_success",
+                              "executive_sponsor")
+    @classmethod
+    def _addresses(cls, addresses: tuple[str, ...]) -> tuple[str, ...]:
+        for address in addresses:
+            if not _ADDRESS.match(address):
+                raise ValueError(f"{address!r} is not an email address")
+        return addresses
+
+    def for_tier(self, tier: int) -> tuple[str, ...]:
+        return {1: self.account_manager, 2: self.head_of_customer_success,
+                3: self.executive_sponsor}[tier]
+
+    @property
+    def any(self) -> bool:
+        return bool(self.account_manager or self.head_of_customer_success
+                    or self.executive_sponsor)
+
+
+class RepeatedSeverity1(pydantic.BaseModel):
+    """Tier 3 for repeated Severity 1 cases: ``count`` opened within ``window``."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    #: Severity 1 cases, this one included; 2 is the least that is "repeated".
+    count: int = pydantic.Field(2, ge=2, le=100)
+    #: Wall-clock time (``30d`` is 30 days of 24 hours), not business time.
+    window: Seconds = 30 * 86400
+    #: Which cases count together: every case the operator sees (``cluster``), or those of
+    #: the case's namespace.
+    scope: Literal["cluster", "namespace"] = "cluster"
+
+
+class Escalation(pydantic.BaseModel):
+    """The 2026 policy's three escalation tiers (domain/escalation.py, docs/sla-policy.md).
+    The defaults are the ``support-policy-2026`` preset's."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    #: False turns the tiers off, for example those of the 2026 preset.
+    enabled: bool = True
+    #: Tier 2: business time on the policy's calendar (Support Hours) without a reply from
+    #: support after the first response, time waiting on the customer excluded.
+    not_progressing_after: Seconds = pydantic.Field(2 * 8 * 3600, alias="notProgressingAfter")
+    repeated_severity1: RepeatedSeverity1 = pydantic.Field(default_factory=RepeatedSeverity1,
+                                                           alias="repeatedSeverity1")
+    contacts: EscalationContacts = pydantic.Field(default_factory=EscalationContacts)
+    #: Post a comment (visible to support, not to the requestor) on the ticket per tier reached.
+    comment_on_ticket: bool = pydantic.Field(True, alias="commentOnTicket")
+
+
+class RootCauseAnalysis(pydantic.BaseModel):
+    """A written root-cause analysis owed after the resolution (domain/rca.py)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    #: The levels that are owed one (Severity 1 and 2 in the 2026 policy).
+    levels: tuple[int, ...] = (1, 2)
+    #: Calendar days after the resolution, at the same wall-clock time in the policy's zone.
+    days: int = pydantic.Field(10, ge=1, le=365)
+
+    @pydantic.field_validator("levels")
+    @classmethod
+    def _known_levels(cls, levels: tuple[int, ...]) -> tuple[int, ...]:
+        unknown = [level for level in levels if level not in LEVEL_NAMES]
+        if unknown:
+            raise ValueError(f"unknown level {unknown[0]}; levels are 1 to 4")
+        if not levels:
+            raise ValueError("at least one level; leave rootCauseAnalysis out for none")
+        return tuple(sorted(set(levels)))
+
+
 Preset = Literal["technical-support-policy", "support-policy-2026"]
 DEFAULT_PRESET: Preset = "technical-support-policy"
 PRESET_2026: Preset = "support-policy-2026"
@@ -369,6 +470,13 @@ def preset_values(preset: str, region: str | None) -> dict[str, Any]:
         "workaroundLowersSeverity": True,
         # The page's headline commitment, "72 hours to remediate a critical vulnerability".
         "remediationFramework": "standard",
+        # The three tiers of the page's escalation path, with the defaults of the model
+        # (docs/sla-policy.md, "Escalation"); contacts are the customer's to write.
+        "escalation": {"enabled": True},
+        # "For every confirmed Severity 1 and Severity 2 incident ... within ten calendar days".
+        "rootCauseAnalysis": {"levels": [1, 2], "days": 10},
+        # The distribution bundles the Flux Operator's MCP server (domain/scope.py).
+        "addOns": ["flux-operator-mcp"],
     }
 
 
@@ -405,6 +513,15 @@ class Policy(pydantic.BaseModel):
     #: (domain/remediation.py); None: the vendor's remediation times are not tracked.
     remediation_framework: RemediationFramework | None = pydantic.Field(
         None, alias="remediationFramework")
+    #: The escalation tiers (domain/escalation.py); None: no case or bulletin escalates.
+    escalation: Escalation | None = None
+    #: Root-cause analyses owed after resolution (domain/rca.py); None: none are tracked.
+    root_cause_analysis: RootCauseAnalysis | None = pydantic.Field(None,
+                                                                   alias="rootCauseAnalysis")
+    #: Components beyond the distribution's controllers and the Flux Operator that cases may
+    #: be about (domain/scope.py): the add-ons the policy covers.
+    add_ons: tuple[Annotated[str, pydantic.Field(max_length=63, pattern=_COMPONENT)], ...] = \
+        pydantic.Field((), alias="addOns", max_length=64)
 
     @pydantic.model_validator(mode="before")
     @classmethod
@@ -429,6 +546,23 @@ class Policy(pydantic.BaseModel):
             merged[key] = {**base, **value} if isinstance(base, dict) and isinstance(
                 value, dict) else value
         return merged
+
+    @pydantic.field_validator("add_ons")
+    @classmethod
+    def _not_other(cls, add_ons: tuple[str, ...]) -> tuple[str, ...]:
+        if "other" in add_ons:
+            raise ValueError("other marks third-party tools, which no policy covers")
+        return tuple(dict.fromkeys(add_ons))
+
+    @pydantic.model_validator(mode="after")
+    def _contacts_need_email(self) -> Policy:
+        if (self.escalation is not None and self.escalation.enabled
+                and self.escalation.contacts.any and not self.channels.email.enabled):
+            raise ValueError(
+                "escalation.contacts are emailed through channels.email: enable it (with the "
+                "portal enabled, channels.fallback.levels: [] still keeps cases off email), "
+                "or leave the contacts out")
+        return self
 
     @pydantic.field_validator("always_open_levels")
     @classmethod
@@ -459,14 +593,17 @@ class Policy(pydantic.BaseModel):
 
         The keys added with the presets count only when they differ from their defaults, so
         that the default policy keeps the fingerprint its cases were stored with. The
-        remediation framework moves bulletins' deadlines, never a case's: it is left out.
+        remediation framework moves bulletins' deadlines, never a case's: it is left out,
+        and so are the escalation tiers, the root-cause analyses and the add-ons in scope,
+        which read the deadlines but move none.
         """
         unset = {name for name in _PRESET_KEYS
                  if getattr(self, name) == type(self).model_fields[name].get_default(
                      call_default_factory=True)}
         return _fingerprint(self.model_dump_json(
             by_alias=True, exclude={"channels", "compliance_target", "updates", "advisories",
-                                     "remediation_framework", *unset}))
+                                     "remediation_framework", "escalation",
+                                     "root_cause_analysis", "add_ons", *unset}))
 
 
 _PRESET_KEYS = ("preset", "region", "resolution_targets", "always_open_levels",

@@ -146,7 +146,7 @@ def due(framework: Framework, started_at: datetime.datetime, score: float | None
     start = started_at.astimezone(datetime.UTC)
     if framework == "upstream-patch":
         days = UPSTREAM_PATCH_DAYS[rank]
-        return Due(framework, rank, start, _calendar_days(start, days, policy.timezone),
+        return Due(framework, rank, start, calendar_days(start, days, policy.timezone),
                    f"{days} calendar days")
     if rank == "critical":
         return Due(framework, rank, start, start + STANDARD_CRITICAL, "72 hours")
@@ -155,7 +155,7 @@ def due(framework: Framework, started_at: datetime.datetime, score: float | None
                f"{STANDARD_SUPPORT_DAYS} Support Days")
 
 
-def _calendar_days(start: datetime.datetime, days: int, zone_name: str) -> datetime.datetime:
+def calendar_days(start: datetime.datetime, days: int, zone_name: str) -> datetime.datetime:
     """The same wall-clock time ``days`` later in the zone; a time the clock skips is read
     with the offset before the jump (an hour later on the clock), a repeated one at its first
     reading."""

@@ -25,12 +25,11 @@ from fluxsupport.domain import (
     casestatus,
     conditions,
     evaluation,
+    scope,
 )
 from fluxsupport.domain import policy as policy_module
 from fluxsupport.domain import submission as submission_module
 from fluxsupport.domain import timing as timing_module
-
-POLICY_REFERENCE = "ControlPlane Enterprise for Flux CD support policy"
 
 #: Reasons of FirstResponseAtRisk and FirstResponseBreached, then of ResolutionAtRisk and
 #: ResolutionBreached, by the state of their clock.
@@ -247,22 +246,8 @@ def _conditions(case: casespec.CaseSpec, level: int, assessed: int, state: cases
             type="Ready", status="True", reason="Reconciled",
             message=f"{casespec.describe_level(level)}: {summary}.{severity_note}"))
 
-    if case.component == "other":
-        result.append(condition(
-            type="InScope", status="False", reason="ThirdParty",
-            message=f"Third-party tools are outside the {POLICY_REFERENCE}, which covers the "
-                    "Flux controllers and the Flux Operator; the case may be dismissed. The SLA "
-                    "clock keeps running until it is."))
-    elif case.requires_infrastructure_access:
-        result.append(condition(
-            type="InScope", status="False", reason="RequiresInfrastructureAccess",
-            message=f"Cases that need access to the customer's infrastructure are outside the "
-                    f"{POLICY_REFERENCE}; the case may be dismissed. The SLA clock keeps running "
-                    "until it is."))
-    else:
-        result.append(condition(
-            type="InScope", status="True", reason="FluxComponent",
-            message=f"{case.component} is covered by the {POLICY_REFERENCE}."))
+    result.append(scope.condition(case.component, case.requires_infrastructure_access, policy,
+                                  scope.supported(policy)))
 
     impact = case.impact
     criticality = "business-critical" if impact.business_critical else "not business-critical"

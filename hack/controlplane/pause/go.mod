@@ -1,0 +1,3 @@
+module fluxsupport.local/controlplane/pause
+
+go 1.26.0
