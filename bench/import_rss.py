@@ -120,8 +120,9 @@ def group_of(module: str) -> str:
 
 def importable(modules: Iterable[str]) -> list[str]:
     """What a fresh interpreter can import by name, in the operator's order. Not: __main__
-    and the command's own entry, and holidays' countries, whose package the policy defers
-    (domain/policy.py): importing them by name would run the deferred __init__."""
+    and the command's own entry, and holidays' countries, whose package the first calendar
+    defers (domain/holidaycountries.py): importing them by name would run the deferred
+    __init__."""
     skipped = ("__main__", "__mp_main__", "sitecustomize", "fluxsupport.__main__")
     return [m for m in modules if m not in skipped and not m.startswith("holidays.countries")]
 

@@ -63,3 +63,22 @@ def bulletin_for(name: str, cve: str, component: str, fixed: dict[str, str],
             **spec,
         },
     }
+
+
+#: Minimal CRDs for the Flux Operator's kinds, which the inventory watches when they exist.
+FLUX_OPERATOR_KINDS = ("FluxInstance", "FluxReport")
+
+
+def flux_operator_crd(kind: str) -> dict[str, Any]:
+    plural = f"{kind.lower()}s"
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.fluxcd.controlplane.io"},
+        "spec": {"group": "fluxcd.controlplane.io", "scope": "Namespaced",
+                 "names": {"kind": kind, "plural": plural, "singular": kind.lower(),
+                           "listKind": f"{kind}List"},
+                 "versions": [{"name": "v1", "served": True, "storage": True,
+                               "schema": {"openAPIV3Schema": {
+                                   "type": "object",
+                                   "x-kubernetes-preserve-unknown-fields": True}}}]},
+    }

@@ -156,7 +156,7 @@ def test_run_kubeconfig_in_a_pod_reads_and_writes_as_the_kubeconfig_user(
                                       "--kubeconfig", str(operator_credentials.kubeconfig)))
     process.start()
     try:
-        _reconciled(api, namespace)  # kopf delivered the case and the status was written
+        _reconciled(api, namespace)  # the case watch delivered the case, the status was written
         log = process.log_text()
     finally:
         process.stop()

@@ -65,25 +65,6 @@ AUDIT_POLICY = {
     "rules": [{"level": "Metadata", "users": [OPERATOR]}, {"level": "None"}],
 }
 
-#: Minimal CRDs for the Flux Operator's kinds, which the inventory watches when they exist.
-FLUX_OPERATOR_KINDS = ("FluxInstance", "FluxReport")
-
-
-def flux_operator_crd(kind: str) -> dict[str, Any]:
-    plural = f"{kind.lower()}s"
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.fluxcd.controlplane.io"},
-        "spec": {"group": "fluxcd.controlplane.io", "scope": "Namespaced",
-                 "names": {"kind": kind, "plural": plural, "singular": kind.lower(),
-                           "listKind": f"{kind}List"},
-                 "versions": [{"name": "v1", "served": True, "storage": True,
-                               "schema": {"openAPIV3Schema": {
-                                   "type": "object",
-                                   "x-kubernetes-preserve-unknown-fields": True}}}]},
-    }
-
-
 def chart_values(smtp_port: int) -> dict[str, Any]:
     """Every feature on; the session's 24x7 policy with Urgent due in 4 s."""
     source = {"sourceRef": {"kind": "GitRepository", "name": SOURCE}}
@@ -189,10 +170,10 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Audited]:
         flux.install_crds(kubeconfig)
         harness.kubectl(kubeconfig, "apply", "-f", "-", input_text=json.dumps(
             {"apiVersion": "v1", "kind": "List",
-             "items": [flux_operator_crd(kind) for kind in FLUX_OPERATOR_KINDS]}))
+             "items": [fixtures.flux_operator_crd(kind) for kind in fixtures.FLUX_OPERATOR_KINDS]}))
         harness.kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
                         *(f"crd/{kind.lower()}s.fluxcd.controlplane.io"
-                          for kind in FLUX_OPERATOR_KINDS))
+                          for kind in fixtures.FLUX_OPERATOR_KINDS))
         api = harness.Api(kubeconfig)
         for namespace in (flux.RUNTIME_NAMESPACE, NAMESPACE):
             harness.ensure_namespace(api, namespace)

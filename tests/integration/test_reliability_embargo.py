@@ -29,7 +29,7 @@ from typing import Any
 
 import kubernetes
 
-from fluxsupport.controllers import bulletin as controller
+from fluxsupport.domain import securitybulletin
 from tests import fixtures, harness
 from tests.unit.test_bulletin_embargo import VERDICT_EVENT
 
@@ -183,7 +183,8 @@ def not_fixed_texts(events: list[dict[str, Any]]) -> list[str]:
         if event["reason"].startswith("Verdict"):
             if not VERDICT_EVENT.fullmatch(message):
                 wrong.append(message)
-        elif message != controller.WITHHELD.get(event["reason"], controller.WITHHELD_DEFAULT):
+        elif message != securitybulletin.WITHHELD.get(event["reason"],
+                                                      securitybulletin.WITHHELD_DEFAULT):
             wrong.append(message)
     return wrong
 

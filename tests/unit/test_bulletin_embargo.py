@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from fluxsupport.controllers import bulletin as controller
-from fluxsupport.domain import bulletin, inventory, vex
+from fluxsupport.domain import bulletin, inventory, securitybulletin, vex
 from tests import fixtures
 from tests.unit.test_bulletin_index import Harness, make
 
@@ -195,9 +195,9 @@ def test_an_embargoed_bulletin_says_only_fixed_texts_whatever_its_input_holds(
             for reason, message in said.items():
                 if reason.startswith("Verdict"):
                     assert VERDICT_EVENT.fullmatch(message), message
-                elif reason not in controller.OWN_WORDS:
-                    assert message == controller.WITHHELD.get(
-                        reason, controller.WITHHELD_DEFAULT), (reason, message)
+                elif reason not in securitybulletin.OWN_WORDS:
+                    assert message == securitybulletin.WITHHELD.get(
+                        reason, securitybulletin.WITHHELD_DEFAULT), (reason, message)
         assert {"InvalidVex", "PatchByPassed", "VerdictVulnerable"} <= set(
             messages(h.fake.status["emb"]))
         assert "InvalidSpec" in messages(h.fake.status["emb-invalid"])

@@ -82,11 +82,11 @@ def test_offline_commands_import_no_cluster_client(case: str, tmp_path: pathlib.
 
 
 def test_sla_due_imports_one_holiday_country_and_no_yaml(tmp_path: pathlib.Path) -> None:
-    """python-holidays' package __init__ imports all 250 countries; the policy defers it
-    (domain/policy.py). The default policy needs no YAML parser, and the deadline arithmetic
-    (domain/timing.py) not the rest of a case's status. holidays imports the
-    country with importlib.import_module, which -X importtime does not list: sys.modules at
-    exit does."""
+    """python-holidays' package __init__ imports all 250 countries; loading a calendar defers
+    it first (domain/holidaycountries.py). The default policy needs no YAML parser, and the
+    deadline arithmetic (domain/timing.py) not the rest of a case's status. holidays imports
+    the country with importlib.import_module, which -X importtime does not list: sys.modules
+    at exit does."""
     code = ("import atexit, runpy, sys\n"
             "atexit.register(lambda: print(*sys.modules, file=sys.stderr))\n"
             "sys.argv = ['fluxsupport', *sys.argv[1:]]\n"
@@ -104,7 +104,7 @@ def test_sla_due_imports_one_holiday_country_and_no_yaml(tmp_path: pathlib.Path)
 
 
 def test_the_deferred_holiday_countries_still_load_in_full() -> None:
-    """After the policy deferred holidays.countries, reading a name from the package itself
+    """After a calendar deferred holidays.countries, reading a name from the package itself
     runs its __init__, and the calendars are python-holidays' own."""
     code = """
 import sys

@@ -58,7 +58,8 @@ def controller(client: fakes.FakeClient | None = None) -> CaseController:
 
 
 def handle(cases: CaseController, body: Mapping[str, Any]) -> None:
-    """What the kopf handler does with a watch event."""
+    """A watch event of the case, reconciled at once (the case watch hands it to the
+    scheduler instead)."""
     key, news = cases.observe(body)
     if news:
         asyncio.run(cases.reconcile(key))

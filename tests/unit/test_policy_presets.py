@@ -17,9 +17,9 @@ import pytest
 
 from fluxsupport import constants
 from fluxsupport.cli.report import monthly_compliance
-from fluxsupport.domain import supportcase
+from fluxsupport.domain import casestatus, conditions, evaluation, supportcase, timing
 from fluxsupport.domain.calendar import BusinessCalendar
-from fluxsupport.domain.policy import Policy, PolicyError, load_policy
+from fluxsupport.domain.policy import LEVEL_NAMES, Policy, PolicyError, load_policy
 from fluxsupport.observability import metrics
 from tests.unit.test_metrics import fake_client, handle, samples
 
@@ -130,7 +130,7 @@ def test_worked_example(row: list[str]) -> None:
     policy = load_policy(f"preset: support-policy-2026\nregion: {region}\n")
     calendar = BusinessCalendar(policy)
     level = int(severity.split()[0])
-    spec = {"title": "t", "description": "d", "severity": supportcase.LEVEL_NAMES[level],
+    spec = {"title": "t", "description": "d", "severity": LEVEL_NAMES[level],
             "impact": {"statement": "s", "environment": "production", "outage": "partial",
                        "businessCritical": True},
             "component": "helm-controller", "category": "incident",
@@ -139,10 +139,10 @@ def test_worked_example(row: list[str]) -> None:
     result = supportcase.evaluate(spec=spec, annotations={}, created=created, generation=1,
                                   previous={}, policy=policy, calendar=calendar, now=created)
     status = result.status
-    assert supportcase.parse_time(status["firstResponse"]["deadline"]) == _moment(response)
-    assert supportcase.parse_time(status["resolution"]["deadline"]) == _moment(resolution)
+    assert timing.parse_time(status["firstResponse"]["deadline"]) == _moment(response)
+    assert timing.parse_time(status["resolution"]["deadline"]) == _moment(resolution)
     # Shown in local time, the deadlines have the offsets the table writes.
-    local = supportcase.parse_time(status["resolution"]["deadline"]).astimezone(calendar.zone)
+    local = timing.parse_time(status["resolution"]["deadline"]).astimezone(calendar.zone)
     assert local.utcoffset() == _moment(resolution).utcoffset()
 
 
@@ -177,18 +177,18 @@ def spec(**changes: Any) -> dict[str, Any]:
 
 def evaluate(case_spec: dict[str, Any], now: datetime.datetime,
              annotations: dict[str, str] | None = None, previous: dict[str, Any] | None = None,
-             policy: Policy = EMEA) -> supportcase.Evaluation:
+             policy: Policy = EMEA) -> evaluation.Evaluation[casestatus.CaseMetrics]:
     return supportcase.evaluate(spec=case_spec, annotations=annotations or {}, created=CREATED,
                                 generation=1, previous=previous or {}, policy=policy,
                                 calendar=BusinessCalendar(policy), now=now)
 
 
-def kinds(result: supportcase.Evaluation) -> dict[str, tuple[str, str]]:
+def kinds(result: evaluation.Evaluation[casestatus.CaseMetrics]) -> dict[str, tuple[str, str]]:
     return {c["type"]: (c["status"], c["reason"]) for c in result.status["conditions"]}
 
 
 def at(text: str) -> datetime.datetime:
-    return supportcase.parse_time(text)
+    return timing.parse_time(text)
 
 
 def test_resolution_clock_pending_at_risk_breached() -> None:
@@ -235,7 +235,7 @@ def test_resolved_in_time_meets_every_target() -> None:
     assert result.status["resolution"]["state"] == "Met"
     assert result.status["resolution"]["businessSeconds"] == 5 * 3600
     assert kinds(result)["ResolutionBreached"] == ("False", "ResolvedInTime")
-    assert supportcase.compliance_outcome(result.status) == "met"
+    assert casestatus.compliance_outcome(result.status) == "met"
     assert result.metrics is not None
     assert (result.metrics.resolution_outcome, result.metrics.resolution_business_seconds) == \
         ("met", 5 * 3600)
@@ -293,19 +293,19 @@ def test_default_preset_has_no_resolution_clock_and_the_same_conditions() -> Non
 
 def test_compliance_outcomes() -> None:
     met = {"firstResponse": {"state": "Met"}, "resolution": {"state": "Met"}}
-    assert supportcase.compliance_outcome(met) == "met"
-    assert supportcase.compliance_outcome({"firstResponse": {"state": "Met"}}) == "met"
-    assert supportcase.compliance_outcome(
+    assert casestatus.compliance_outcome(met) == "met"
+    assert casestatus.compliance_outcome({"firstResponse": {"state": "Met"}}) == "met"
+    assert casestatus.compliance_outcome(
         {"firstResponse": {"state": "Met"}, "resolution": {"state": "Pending"}}) == "pending"
-    assert supportcase.compliance_outcome(
+    assert casestatus.compliance_outcome(
         {"firstResponse": {"state": "Late"}, "resolution": {"state": "Met"}}) == "missed"
-    assert supportcase.compliance_outcome(
+    assert casestatus.compliance_outcome(
         {"firstResponse": {"state": "Met"}, "resolution": {"state": "Breached"},
          "closure": {"outcome": "Dismissed"}}) == "missed"
-    assert supportcase.compliance_outcome(
+    assert casestatus.compliance_outcome(
         {"firstResponse": {"state": "Closed"}, "resolution": {"state": "Closed"},
          "closure": {"outcome": "Dismissed"}}) is None
-    assert supportcase.compliance_outcome({}) is None
+    assert casestatus.compliance_outcome({}) is None
 
 
 def _item(created: str, status: dict[str, Any]) -> dict[str, Any]:
@@ -337,7 +337,7 @@ def test_collector_exports_monthly_compliance_and_resolution_series() -> None:
     now = time.time()
     this_month, previous_month = metrics.month_starts(now, cases.calendar.zone)
     created = datetime.datetime.fromtimestamp(now - 120, datetime.UTC)
-    stamp = supportcase.conditions.rfc3339(created)
+    stamp = conditions.rfc3339(created)
     body = {
         "metadata": {"namespace": "team-a", "name": "fixed", "uid": "uid-1",
                      "resourceVersion": "1", "generation": 1, "creationTimestamp": stamp,

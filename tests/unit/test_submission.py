@@ -15,7 +15,7 @@ import yaml
 from fluxsupport.channels import portal
 from fluxsupport.controllers import submission as submission_controller
 from fluxsupport.controllers.submission import SubmissionController
-from fluxsupport.domain import policy, submission, supportcase
+from fluxsupport.domain import casestatus, evaluation, policy, submission, supportcase
 from fluxsupport.domain.calendar import BusinessCalendar
 from tests import channelkit
 
@@ -167,7 +167,8 @@ POLICY = policy.Policy.model_validate({"timezone": "UTC", "holidays": "",
 CALENDAR = BusinessCalendar(POLICY)
 
 
-def evaluate(annotations: dict[str, str], record: dict[str, object]) -> supportcase.Evaluation:
+def evaluate(annotations: dict[str, str], record: dict[str, object]
+             ) -> evaluation.Evaluation[casestatus.CaseMetrics]:
     return supportcase.evaluate(spec=SPEC, annotations=annotations, created=NOW, generation=1,
                                 previous={"submission": record}, policy=POLICY,
                                 calendar=CALENDAR, now=NOW + datetime.timedelta(hours=1))

@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 
 from fluxsupport import constants
-from fluxsupport.domain import supportcase
+from fluxsupport.domain import (
+    caselifecycle,
+    casespec,
+    casestatus,
+    evaluation,
+    supportcase,
+    timing,
+)
 from fluxsupport.domain.calendar import BusinessCalendar
 from fluxsupport.domain.policy import Policy, load_policy
 
@@ -30,11 +37,11 @@ def spec(**changes: Any) -> dict[str, Any]:
 
 def evaluate(case_spec: dict[str, Any] | None = None, annotations: dict[str, str] | None = None,
              previous: dict[str, Any] | None = None, now: datetime.datetime | None = None,
-             ) -> supportcase.Evaluation:
+             ) -> evaluation.Evaluation[casestatus.CaseMetrics]:
     """Evaluate; by default one minute after creation or after the latest lifecycle time,
     since the operator sees an annotation only once it is written."""
     if now is None:
-        lifecycle = supportcase.parse_lifecycle(annotations or {})
+        lifecycle = caselifecycle.parse_lifecycle(annotations or {})
         times = [t for t in (lifecycle.responded_at, lifecycle.resolved_at,
                              lifecycle.dismissed_at) if t is not None]
         now = max([CREATED, *times]) + datetime.timedelta(minutes=1)
@@ -43,7 +50,8 @@ def evaluate(case_spec: dict[str, Any] | None = None, annotations: dict[str, str
         generation=1, previous=previous or {}, policy=POLICY, calendar=CALENDAR, now=now)
 
 
-def conditions(result: supportcase.Evaluation) -> dict[str, tuple[str, str]]:
+def conditions(result: evaluation.Evaluation[casestatus.CaseMetrics]
+               ) -> dict[str, tuple[str, str]]:
     return {c["type"]: (c["status"], c["reason"]) for c in result.status["conditions"]}
 
 
@@ -143,7 +151,7 @@ def test_out_of_scope_cases_keep_their_clock(changes: dict[str, Any], reason: st
     ({"environment": "production", "outage": "none", "businessCritical": True}, 4),
 ])
 def test_assessed_level(impact: dict[str, Any], assessed: int) -> None:
-    assert supportcase.assess_level(supportcase.Impact.model_validate(
+    assert casespec.assess_level(casespec.Impact.model_validate(
         {"statement": "x", **impact})) == assessed
 
 
@@ -222,14 +230,14 @@ def test_dismissal_exactly_at_the_deadline_is_not_a_breach() -> None:
 def test_first_response_is_written_once_unless_forced() -> None:
     """Regression: ``case respond`` overwrote an earlier response and erased responded-by."""
     existing = {constants.RESPONDED_AT: "2026-12-07T11:00:00Z", constants.RESPONDED_BY: "alice"}
-    with pytest.raises(supportcase.AlreadyResponded,
+    with pytest.raises(caselifecycle.AlreadyResponded,
                        match=r"already recorded at 2026-12-07T11:00:00Z by alice.*--force"):
-        supportcase.first_response_annotations(existing, "2026-12-08T11:00:00Z", None, False)
+        caselifecycle.first_response_annotations(existing, "2026-12-08T11:00:00Z", None, False)
     # Forced without --by: responded-by is not in the patch, so the merge patch keeps it.
-    assert supportcase.first_response_annotations(
+    assert caselifecycle.first_response_annotations(
         existing, "2026-12-08T11:00:00Z", None, True) == {
         constants.RESPONDED_AT: "2026-12-08T11:00:00Z"}
-    assert supportcase.first_response_annotations({}, "2026-12-07T11:00:00Z", "bob", False) == {
+    assert caselifecycle.first_response_annotations({}, "2026-12-07T11:00:00Z", "bob", False) == {
         constants.RESPONDED_AT: "2026-12-07T11:00:00Z", constants.RESPONDED_BY: "bob"}
 
 
@@ -301,10 +309,10 @@ def test_out_of_range_annotation_is_a_condition_not_a_traceback(value: str) -> N
 
 
 def test_supported_years_are_inclusive() -> None:
-    assert supportcase.parse_time("1970-01-01T00:00:00Z").year == 1970
-    assert supportcase.parse_time("2099-12-31T23:59:59Z").year == 2099
-    with pytest.raises(supportcase.TimeOutOfRange):
-        supportcase.parse_time("2099-12-31T23:00:00-02:00")  # 2100 in UTC
+    assert timing.parse_time("1970-01-01T00:00:00Z").year == 1970
+    assert timing.parse_time("2099-12-31T23:59:59Z").year == 2099
+    with pytest.raises(timing.TimeOutOfRange):
+        timing.parse_time("2099-12-31T23:00:00-02:00")  # 2100 in UTC
 
 
 # A decided outcome is final: a later severity change moves running clocks only.
@@ -317,7 +325,7 @@ URGENT = spec(severity="Urgent", impact={"statement": "All down", "environment":
 
 
 def emea(case_spec: dict[str, Any], annotations: dict[str, str], previous: dict[str, Any],
-         now: str) -> supportcase.Evaluation:
+         now: str) -> evaluation.Evaluation[casestatus.CaseMetrics]:
     """Severity 2 is due in 4 Support Hours (14:00) and resolved in 8 (Tue 10:00); Severity
     1 in 1 hour (11:00) and 4 (14:00), wall-clock."""
     return supportcase.evaluate(
@@ -353,7 +361,7 @@ def test_raising_the_severity_of_a_closed_case_keeps_its_decided_outcomes() -> N
         "stays Met, decided against the Level 2 (High) deadline 2026-12-01T10:00:00Z.")
     assert conditions(raised)["FirstResponseBreached"] == ("False", "RespondedInTime")
     assert conditions(raised)["ResolutionBreached"] == ("False", "ResolvedInTime")
-    assert supportcase.compliance_outcome(raised.status) == "met"
+    assert casestatus.compliance_outcome(raised.status) == "met"
     assert raised.metrics is not None
     assert (raised.metrics.outcome, raised.metrics.resolution_outcome) == ("met", "met")
     # Stable: evaluated again, nothing changes and nothing is posted.
@@ -434,4 +442,4 @@ def test_lowering_the_severity_after_a_late_response_keeps_it_late() -> None:
     lowered = emea(spec(), late, urgent.status, "2026-11-30T12:00:00+00:00")
     assert lowered.status["firstResponse"]["state"] == "Late"
     assert lowered.status["firstResponse"]["deadline"] == "2026-11-30T11:00:00Z"
-    assert supportcase.compliance_outcome(lowered.status) == "missed"
+    assert casestatus.compliance_outcome(lowered.status) == "missed"

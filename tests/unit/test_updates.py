@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from fluxsupport.domain import inventory, updates
+from fluxsupport.domain import inventory, updatecheck, updates
 from tests import fixtures
 
 RELEASES = fixtures.UPSTREAM  # holds images/VERSION and images/<version>/<variant>.yaml
@@ -317,23 +317,21 @@ def test_the_policy_key_defaults_to_three_minors_and_moves_no_deadline() -> None
 
 
 def test_the_conditions_name_what_is_available() -> None:
-    from fluxsupport.controllers import updates as controller
-
     data = release_data()
     latest = updates.check(components(fixtures.flux_deployments()), data)
-    assert (controller._up_to_date(latest).status, controller._up_to_date(latest).reason) == (
+    assert (updatecheck._up_to_date(latest).status, updatecheck._up_to_date(latest).reason) == (
         "True", "LatestRelease")
     rebuilt = fixtures.flux_deployments()
     container = next(d for d in rebuilt if d["metadata"]["name"] == "source-controller")[
         "spec"]["template"]["spec"]["containers"][0]
     container["image"] = container["image"].split("@")[0] + "@sha256:" + "0" * 64
-    newer = controller._up_to_date(updates.check(components(rebuilt), data))
+    newer = updatecheck._up_to_date(updates.check(components(rebuilt), data))
     assert (newer.status, newer.reason) == ("False", "NewerBuildAvailable")
     assert "source-controller" in newer.message
     old = updates.check(components(fixtures.deployments_running(
         fixtures.images(fixtures.PRE_FIX_V275), "v2.7.5")), data, supported_minors=2)
-    assert controller._up_to_date(old).reason == "MinorAvailable"
-    unsupported = controller._supported(old)
+    assert updatecheck._up_to_date(old).reason == "MinorAvailable"
+    unsupported = updatecheck._supported(old)
     assert (unsupported.status, unsupported.reason) == ("False", "MinorUnsupported")
     assert "only v2.9, v2.8 receive backports" in unsupported.message
 

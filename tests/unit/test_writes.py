@@ -192,7 +192,7 @@ def test_a_failing_reconcile_shows_in_ready_once_a_write_succeeds(
         cases = controller(fake, events.EventPoster(fake))
         cases.observe(case_body(fake))
         await cases.reconcile(("team", "late-case"))  # a good status first
-        monkeypatch.setattr(supportcase.domain, "evaluate", broken)
+        monkeypatch.setattr("fluxsupport.domain.supportcase.evaluate", broken)
         fake.version += 1  # a spec edit
         cases.observe(case_body(fake) | {"metadata": {
             **case_body(fake)["metadata"], "generation": 2}})

@@ -30,7 +30,7 @@ def run(operator_config: config.OperatorConfig, policy: policy_module.Policy, *,
     kopf.configure(debug=False, verbose=verbose, log_format=kopf.LogFormat.FULL)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     if not verbose:
-        # kopf reports every handled watch event at INFO; thousands of cases drown the log.
+        # kopf reports every handled watch event at INFO; a thousand bulletins drown the log.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     asyncio.run(_operate(operator_config, policy))
 

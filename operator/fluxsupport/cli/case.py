@@ -12,8 +12,7 @@ import typer
 
 from fluxsupport import constants
 from fluxsupport.cli import output
-from fluxsupport.domain import supportcase, timing
-from fluxsupport.domain.conditions import rfc3339
+from fluxsupport.domain import caselifecycle, conditions, timing
 from fluxsupport.kube import blocking
 
 #: What a failed API call raises: an HTTP error, or urllib3's give-up after its retries.
@@ -52,7 +51,7 @@ def api_error(error: Exception, what: str) -> typer.Exit:
 def _time(value: str | None) -> str:
     now = datetime.datetime.now(datetime.UTC)
     if value is None:
-        return rfc3339(now)
+        return conditions.rfc3339(now)
     try:
         moment = timing.parse_time(value)
     except timing.TimeOutOfRange as error:
@@ -61,11 +60,11 @@ def _time(value: str | None) -> str:
     except ValueError as error:
         raise typer.BadParameter(f"{value!r} is not an RFC 3339 time with an offset ({error})",
                                  param_hint="--at") from error
-    if moment > now + supportcase.CLOCK_SKEW:
+    if moment > now + caselifecycle.CLOCK_SKEW:
         # The operator would ignore it (AnnotationInFuture): refuse it here already.
         raise typer.BadParameter(f"{value!r} is in the future; it must be when it happened",
                                  param_hint="--at")
-    return rfc3339(moment)
+    return conditions.rfc3339(moment)
 
 
 def _patch(api: blocking.CustomObjects, namespace: str, name: str, metadata: dict[str, Any],
@@ -108,9 +107,9 @@ def respond(name: str, namespace: Namespace = "default", at: At = None, by: By =
         raise api_error(error, what) from error
     metadata = obj.get("metadata") or {}
     try:
-        written = supportcase.first_response_annotations(
+        written = caselifecycle.first_response_annotations(
             metadata.get("annotations") or {}, when, by, force)
-    except supportcase.AlreadyResponded as error:
+    except caselifecycle.AlreadyResponded as error:
         raise output.fail(f"{what}: {error}", 1) from error
     # The resourceVersion makes the check and the write one step: a response recorded by
     # someone else in between turns this patch into a 409 instead of overwriting theirs.
@@ -228,11 +227,11 @@ def case_rows(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for item in items:
         status = item.get("status") or {}
         first = status.get("firstResponse") or {}
-        conditions = {c.get("type"): c for c in status.get("conditions") or []}
-        scope = conditions.get("InScope", {})
-        severity = conditions.get("SeverityConsistent", {})
+        by_type = {c.get("type"): c for c in status.get("conditions") or []}
+        scope = by_type.get("InScope", {})
+        severity = by_type.get("SeverityConsistent", {})
         submission = status.get("submission") or {}
-        submitted = conditions.get("Submitted", {})
+        submitted = by_type.get("Submitted", {})
         rows.append({
             "namespace": item["metadata"]["namespace"], "name": item["metadata"]["name"],
             "ticket": submission.get("ticketId", ""), "ticketUrl": submission.get("url", ""),

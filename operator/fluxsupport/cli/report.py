@@ -17,14 +17,11 @@ import typer
 import yaml
 
 from fluxsupport import constants
-from fluxsupport.cli import output
-from fluxsupport.cli.bulletin_list import bulletin_rows
-from fluxsupport.cli.case import CLIENT_ERRORS, Kubeconfig, api_error, case_rows, custom_api
-from fluxsupport.cli.sla import remaining
-from fluxsupport.domain.calendar import BusinessCalendar
-from fluxsupport.domain.policy import Policy, PolicyError, load_policy
-from fluxsupport.domain.supportcase import compliance_outcome
-from fluxsupport.domain.timing import parse_time
+from fluxsupport.cli import bulletin_list, output, sla
+from fluxsupport.cli import case as case_command
+from fluxsupport.domain import calendar as calendar_module
+from fluxsupport.domain import casestatus, timing
+from fluxsupport.domain import policy as policy_module
 from fluxsupport.kube import blocking
 
 #: Exit code when part of the report could not be read: the rest is printed.
@@ -37,7 +34,7 @@ def _list(api: blocking.CustomObjects, plural: str, namespace: str | None,
     in ``unreadable``). Any other error fails the report."""
     try:
         listing = api.list(plural, namespace)
-    except CLIENT_ERRORS as error:
+    except blocking.CLIENT_ERRORS as error:
         if getattr(error, "status", None) != 403:
             raise
         unreadable.append({"resource": plural, "namespace": namespace or "",
@@ -56,19 +53,19 @@ def embargoed(item: dict[str, Any], now: datetime.datetime) -> bool:
     if not until:
         return False
     try:
-        return now < parse_time(str(until))
+        return now < timing.parse_time(str(until))
     except ValueError:
         return True
 
 
-def collect(api: blocking.CustomObjects, policy: Policy, now: datetime.datetime,
-            namespace: str | None = None,
-            include_embargoed: bool = False) -> dict[str, Any]:
+def collect(api: blocking.CustomObjects, policy: policy_module.Policy, now: datetime.datetime,
+            namespace: str | None = None, include_embargoed: bool = False) -> dict[str, Any]:
     """The report as data: what ``-o json`` prints and the tables show."""
     return collect_counted(api, policy, now, namespace, include_embargoed)[0]
 
 
-def collect_counted(api: blocking.CustomObjects, policy: Policy, now: datetime.datetime,
+def collect_counted(api: blocking.CustomObjects, policy: policy_module.Policy,
+                    now: datetime.datetime,
                     namespace: str | None = None, include_embargoed: bool = False
                     ) -> tuple[dict[str, Any], int]:
     """The report as data, and how many bulletins under embargo it leaves out. A kind that
@@ -87,7 +84,7 @@ def collect_counted(api: blocking.CustomObjects, policy: Policy, now: datetime.d
     if bulletins is None:
         return data, 0
     shown = [b for b in bulletins if include_embargoed or not embargoed(b, now)]
-    rows = bulletin_rows(shown)
+    rows = bulletin_list.bulletin_rows(shown)
     for row, item in zip(rows, shown, strict=True):
         row["embargoed"] = embargoed(item, now)
         row["embargoUntil"] = (item.get("spec") or {}).get("embargoUntil") or ""
@@ -95,36 +92,37 @@ def collect_counted(api: blocking.CustomObjects, policy: Policy, now: datetime.d
     return data, len(bulletins) - len(shown)
 
 
-def case_rows_with_time(cases: list[dict[str, Any]], policy: Policy,
+def case_rows_with_time(cases: list[dict[str, Any]], policy: policy_module.Policy,
                         now: datetime.datetime) -> list[dict[str, Any]]:
     """The case rows with the business time left until each open deadline."""
-    calendar = BusinessCalendar(policy)
-    rows = case_rows(cases)
+    calendar = calendar_module.BusinessCalendar(policy)
+    rows = case_command.case_rows(cases)
     for row, item in zip(rows, cases, strict=True):
         level = row["level"] if isinstance(row["level"], int) else None
         open_clock = row["state"] in ("Pending", "AtRisk", "Breached")
-        row["remaining"] = remaining(row["deadline"], now, calendar, level) \
+        row["remaining"] = sla.remaining(row["deadline"], now, calendar, level) \
             if row["deadline"] and open_clock else ""
         resolution = (item.get("status") or {}).get("resolution") or {}
         row["resolutionState"] = resolution.get("state", "")
         row["resolutionDeadline"] = resolution.get("deadline", "")
-        row["resolutionRemaining"] = remaining(resolution["deadline"], now, calendar, level) \
+        row["resolutionRemaining"] = sla.remaining(resolution["deadline"], now, calendar, level) \
             if resolution.get("deadline") and resolution.get("state") in (
                 "Pending", "AtRisk", "Breached") else ""
     return rows
 
 
-def monthly_compliance(cases: list[dict[str, Any]], policy: Policy) -> list[dict[str, Any]]:
+def monthly_compliance(cases: list[dict[str, Any]],
+                       policy: policy_module.Policy) -> list[dict[str, Any]]:
     """Per calendar month of creation (the policy's zone), newest first: the cases that met
     all their targets, missed one, or are not decided yet; the ratio is met / decided."""
     zone = zoneinfo.ZoneInfo(policy.timezone)
     counts: dict[str, Counter[str]] = {}
     for item in cases:
-        outcome = compliance_outcome(item.get("status") or {})
+        outcome = casestatus.compliance_outcome(item.get("status") or {})
         created = (item.get("metadata") or {}).get("creationTimestamp")
         if outcome is None or not created:
             continue
-        month = parse_time(created).astimezone(zone).strftime("%Y-%m")
+        month = timing.parse_time(created).astimezone(zone).strftime("%Y-%m")
         counts.setdefault(month, Counter())[outcome] += 1
     rows = []
     for month in sorted(counts, reverse=True):
@@ -231,7 +229,7 @@ def report(
     include_embargoed: Annotated[bool, typer.Option(
         "--include-embargoed", help="Show bulletins under embargo too, marked EMBARGOED "
                                     "(embargoed: true in -o json).")] = False,
-    kubeconfig: Kubeconfig = None,
+    kubeconfig: case_command.Kubeconfig = None,
 ) -> None:
     """Cluster-wide table of SupportCases and SecurityBulletin verdicts.
 
@@ -245,15 +243,16 @@ def report(
     Example: fluxsupport report -o json
     """
     try:
-        loaded = load_policy(policy.read_text() if policy else "", str(policy or "defaults"))
-    except (OSError, PolicyError) as error:
+        loaded = policy_module.load_policy(policy.read_text() if policy else "",
+                                           str(policy or "defaults"))
+    except (OSError, policy_module.PolicyError) as error:
         raise typer.BadParameter(str(error), param_hint="--policy") from error
-    api = custom_api(kubeconfig)
+    api = case_command.custom_api(kubeconfig)
     now = datetime.datetime.now(datetime.UTC)
     try:
         data, left_out = collect_counted(api, loaded, now, namespace, include_embargoed)
-    except CLIENT_ERRORS as error:
-        raise api_error(error, "report") from error
+    except case_command.CLIENT_ERRORS as error:
+        raise case_command.api_error(error, "report") from error
     unreadable = data["unreadable"]
     if data["cases"] is None and data["bulletins"] is None:
         raise output.fail("nothing in the report is readable with these credentials: "

@@ -1,4 +1,11 @@
-"""Reconcile SecurityBulletins against the live inventory and the OpenVEX ConfigMaps."""
+"""Reconcile SecurityBulletins against the live inventory and the OpenVEX ConfigMaps.
+
+kopf's event handler (app/registrations.py) feeds ``observe`` and ``forget``; a bulletin is
+re-checked when its spec, the running components it concerns, an OpenVEX ConfigMap or a
+bulletin whose fixes may count for it (the rebuild rule) changes, and at its embargoUntil
+and patchBy. domain/securitybulletin.py computes the status, Events and metric values; this
+module decides what to re-check and when, and writes.
+"""
 
 from __future__ import annotations
 
@@ -14,15 +21,12 @@ from typing import Any
 import pydantic
 
 from fluxsupport import constants
-from fluxsupport.controllers import writes
-from fluxsupport.controllers.scheduler import Scheduler
-from fluxsupport.controllers.writes import newer_or_equal
-from fluxsupport.domain import bulletin as domain
-from fluxsupport.domain import conditions, timing, vex
-from fluxsupport.domain.inventory import RunningComponent
-from fluxsupport.kube import api, reflector
-from fluxsupport.kube.events import EventPoster
-from fluxsupport.sources.inventory import Inventory
+from fluxsupport.controllers import scheduler, writes
+from fluxsupport.domain import bulletin, evaluation, securitybulletin
+from fluxsupport.domain import inventory as inventory_module
+from fluxsupport.kube import api, events, reflector
+from fluxsupport.sources import inventory as inventory_source
+from fluxsupport.sources import vexdocuments
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +46,13 @@ class BulletinSnapshot:
     status: dict[str, Any]
     #: The validated spec, or why it is invalid: carried over to the next snapshot while the
     #: spec stays the same, so that a status echo or a label edit is not validated again.
-    parsed: domain.BulletinSpec | pydantic.ValidationError | None = dataclasses.field(
+    parsed: bulletin.BulletinSpec | pydantic.ValidationError | None = dataclasses.field(
         default=None, repr=False)
 
-    def validated(self) -> domain.BulletinSpec | pydantic.ValidationError:
+    def validated(self) -> bulletin.BulletinSpec | pydantic.ValidationError:
         if self.parsed is None:
             try:
-                self.parsed = domain.BulletinSpec.model_validate(self.spec)
+                self.parsed = bulletin.BulletinSpec.model_validate(self.spec)
             except pydantic.ValidationError as error:
                 self.parsed = error
         return self.parsed
@@ -66,121 +70,18 @@ class BulletinSnapshot:
                              constants.BULLETIN_PLURAL, self.name, None, self.uid)
 
 
-@dataclasses.dataclass(frozen=True)
-class ParsedVex:
-    """One ConfigMap key's OpenVEX document, parsed, checked and indexed once per text."""
-
-    text: str
-    document: vex.IndexedDocument | None
-    problem: str | None
-    #: Products that can match nothing (vex.product_problems).
-    warnings: tuple[str, ...]
-    #: Deviations from OpenVEX v0.2.0 read leniently (vex.Document.warnings).
-    deviations: tuple[str, ...] = ()
-
-
-def vex_warning(cited: int, deviations: list[str]) -> conditions.Condition:
-    """VexWarning: True when a cited OpenVEX document was read although it deviates from
-    OpenVEX v0.2.0 (as go-vex reads it); the message names each deviation by ConfigMap, key
-    and JSON path. Its verdicts count; the publisher should fix the document."""
-    if deviations:
-        return conditions.Condition(
-            type="VexWarning", status="True", reason="NonConformingVex",
-            message="; ".join(deviations) + ". These documents count as read; ask their "
-                    "publisher to conform to OpenVEX v0.2.0.")
-    if not cited:
-        return conditions.Condition(type="VexWarning", status="False", reason="NoVexDocuments",
-                                    message="The bulletin cites no OpenVEX document.")
-    return conditions.Condition(type="VexWarning", status="False", reason="ConformingVex",
-                                message="Every readable OpenVEX document the bulletin cites "
-                                        "conforms to OpenVEX v0.2.0.")
-
-
-def _by_component(components: list[RunningComponent]
-                  ) -> dict[str, tuple[RunningComponent, ...]]:
-    grouped: dict[str, list[RunningComponent]] = {}
+def _by_component(components: list[inventory_module.RunningComponent]
+                  ) -> dict[str, tuple[inventory_module.RunningComponent, ...]]:
+    grouped: dict[str, list[inventory_module.RunningComponent]] = {}
     for component in components:
         grouped.setdefault(component.component, []).append(component)
     return {name: tuple(items) for name, items in grouped.items()}
-
-
-@dataclasses.dataclass(frozen=True)
-class BulletinView:
-    """What the metrics collector reads."""
-
-    counts: dict[str, int]
-    vulnerable: tuple[tuple[str, str, bool], ...]  # namespace, component, vulnerable
-    patch_overdue: bool
-
-
-def _validation_message(error: pydantic.ValidationError) -> str:
-    return "; ".join(f"spec.{'.'.join(str(p) for p in item['loc'])}: {item['msg']}"
-                     for item in error.errors())
 
 
 def too_large(error: api.ApiError) -> bool:
     """The write would make the object exceed the size limit: etcd's 1.5 MiB by default,
     reported as a 500 "etcdserver: request is too large", or the API server's 413."""
     return error.status == 413 or "request is too large" in str(error)
-
-
-#: Ready when the full status does not fit (see BulletinController._oversized).
-TOO_LARGE_MESSAGE = (
-    "With per-CVE verdicts the status would push the bulletin past the API server's object size "
-    "limit (etcd's, 1.5 MiB by default), so status.components[].cves and .message are left "
-    "out; the component verdicts, counts and remediation are complete. Shorten the summaries "
-    "or split the bulletin to get them back.")
-
-
-#: Condition messages of a bulletin under embargo, by reason. Fixed texts: a message built
-#: from the spec or an OpenVEX document cannot be filtered reliably (a CVE id in lower case or
-#: JSON-escaped, a title cut in the middle, a ConfigMap named after the advisory), so none is
-#: used. They point to where the details can be read by those allowed to: the bulletin and
-#: its documents, checked offline with ``fluxsupport bulletin check``.
-WITHHELD = {
-    "InvalidSpec": "The spec does not match what the operator reads. The details are withheld "
-                   "while the bulletin is under embargo: `fluxsupport bulletin check` on the "
-                   "manifest names the field.",
-    "InvalidVex": "An OpenVEX document that spec.vex references is missing, invalid, or names "
-                  "products that can match nothing; verdicts ignore what cannot be used. The "
-                  "details are withheld while the bulletin is under embargo: `fluxsupport "
-                  "bulletin check --vex FILE` on each document names the problem.",
-    "PatchByPassed": "patchBy has passed and a component is still vulnerable.",
-    "NotOverdue": "patchBy has not passed, or no component is vulnerable.",
-}
-#: For a reason not listed above (a condition added later, say).
-WITHHELD_DEFAULT = "The details are withheld while the bulletin is under embargo."
-#: Reasons whose messages hold nothing of the bulletin, only counts and what the operator
-#: itself reads (its Flux namespaces, the API server's answers): kept under embargo.
-OWN_WORDS = frozenset({"Evaluated", "InventoryUnavailable", "NoFluxComponents",
-                       "VulnerableComponents", "UnknownDigests", "NoVulnerableComponents",
-                       "NoPatchBy", "StatusTooLarge"})
-
-
-def withheld(condition: conditions.Condition) -> conditions.Condition:
-    """``condition`` as a bulletin under embargo shows it: its message a fixed text."""
-    if condition.reason in OWN_WORDS:
-        return condition
-    message = WITHHELD.get(condition.reason, WITHHELD_DEFAULT)
-    return condition.model_copy(update={"message": message})
-
-
-def embargo_until(spec: Mapping[str, Any]) -> datetime.datetime | None:
-    """The embargoUntil of a spec that did not validate; one that cannot be read is taken as
-    an embargo without end, since nothing says it is over."""
-    until = spec.get("embargoUntil")
-    if until is None:
-        return None
-    try:
-        return timing.parse_time(str(until))
-    except ValueError:
-        return datetime.datetime.max.replace(tzinfo=datetime.UTC)
-
-
-def reason_kind(reason: str) -> str:
-    """The reason without what follows a colon: a bulletin name (RebuiltIn:) or an OpenVEX
-    justification (VexNotAffected:) is user-supplied text."""
-    return reason.split(":", 1)[0]
 
 
 #: Fields of status.components[] that name the component and its verdict. The others (what
@@ -215,21 +116,23 @@ def _now() -> datetime.datetime:
 
 
 class BulletinController:
-    def __init__(self, client: api.KubeClient, inventory: Inventory,
+    def __init__(self, client: api.KubeClient, inventory: inventory_source.Inventory,
                  configmaps: reflector.Watch, operator_namespace: str,
-                 gate: asyncio.Event | None = None, poster: EventPoster | None = None) -> None:
+                 gate: asyncio.Event | None = None,
+                 poster: events.EventPoster | None = None) -> None:
         self.client = client
         self.inventory = inventory
         self.configmaps = configmaps
         self.operator_namespace = operator_namespace
-        self.scheduler = Scheduler(self._scheduled, gate=gate, kind=constants.BULLETIN_KIND,
-                                   on_error=self._report_error)
+        self.scheduler = scheduler.Scheduler(self._scheduled, gate=gate,
+                                             kind=constants.BULLETIN_KIND,
+                                             on_error=self._report_error)
         # Nothing kept: every field is computed again, so a spec that became invalid leaves
         # no verdicts, counts or metrics of the spec before.
-        self.writer = writes.StatusWriter(client, poster or EventPoster(client), self.scheduler,
-                                          constants.BULLETIN_KIND, logger)
+        self.writer = writes.StatusWriter(client, poster or events.EventPoster(client),
+                                          self.scheduler, constants.BULLETIN_KIND, logger)
         self.bulletins: dict[str, BulletinSnapshot] = {}
-        self.views: dict[str, BulletinView] = {}
+        self.views: dict[str, securitybulletin.BulletinMetrics] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         #: Bulletins whose status write waits for the writes that change a verdict.
         self._deferred: set[str] = set()
@@ -242,18 +145,18 @@ class BulletinController:
         #: The fix digests of every valid bulletin (the rebuild rule), in the order of
         #: ``bulletins``, and per component the valid bulletins that concern it: updated one
         #: spec at a time, since a thousand bulletins arrive one by one at start-up.
-        self._fixes = domain.FixIndex()
+        self._fixes = bulletin.FixIndex()
         self._concerned_by: dict[str, set[str]] = {}
         #: Each bulletin's place in ``bulletins``, which orders the FixIndex as it orders
         #: the dict: given when a name enters it, kept while it stays.
         self._positions: dict[str, int] = {}
         self._next_position = itertools.count()
-        #: By (ConfigMap, key): a document of up to 1 MiB takes longer to parse than the rest
-        #: of an evaluation, and many bulletins share one.
-        self._vex: dict[tuple[str, str], ParsedVex] = {}
+        #: The OpenVEX documents bulletins cite, parsed once per text.
+        self._vex = vexdocuments.VexDocuments(configmaps, operator_namespace)
         #: Inventory problems and running components by name, as of the last notification.
         self._inventory_seen: tuple[tuple[str, ...],
-                                    dict[str, tuple[RunningComponent, ...]]] | None = None
+                                    dict[str, tuple[inventory_module.RunningComponent, ...]]
+                                    ] | None = None
         inventory.subscribe(self.inventory_changed)
 
     def observe(self, body: Mapping[str, Any]) -> tuple[str, bool]:
@@ -262,7 +165,7 @@ class BulletinController:
         held = self.bulletins.get(snapshot.name)
         if held is not None and held.uid == snapshot.uid and (
                 held.resource_version == snapshot.resource_version
-                or not newer_or_equal(snapshot.resource_version, held.resource_version)):
+                or not writes.newer_or_equal(snapshot.resource_version, held.resource_version)):
             return snapshot.name, False
         self.bulletins[snapshot.name] = snapshot
         if held is None:
@@ -301,7 +204,7 @@ class BulletinController:
 
     def reconcile_all_soon(self) -> None:
         """Re-check every bulletin (an OpenVEX ConfigMap changed, for one)."""
-        self._prune_vex()
+        self._vex.prune()
         self._reconcile_soon(self.bulletins)
 
     def inventory_changed(self) -> None:
@@ -348,16 +251,16 @@ class BulletinController:
         verdicts, so nothing to depend on or to be depended on: it is in neither."""
         for snapshot, adding in ((old, False), (new, True)):
             spec = snapshot.validated() if snapshot is not None else None
-            if snapshot is None or not isinstance(spec, domain.BulletinSpec):
+            if snapshot is None or not isinstance(spec, bulletin.BulletinSpec):
                 continue
-            for component in domain.concerned_components(spec):
+            for component in bulletin.concerned_components(spec):
                 names = self._concerned_by.setdefault(component, set())
                 if adding:
                     names.add(snapshot.name)
                 else:
                     names.discard(snapshot.name)
             if adding:
-                self._fixes.add(domain.Bulletin(snapshot.name, spec),
+                self._fixes.add(bulletin.Bulletin(snapshot.name, spec),
                                 self._positions[snapshot.name])
             else:
                 self._fixes.remove(snapshot.name)
@@ -400,65 +303,12 @@ class BulletinController:
 
     @staticmethod
     def _embargoed(snapshot: BulletinSnapshot, now: datetime.datetime) -> bool:
-        spec = snapshot.validated()
-        if isinstance(spec, pydantic.ValidationError):
-            until = embargo_until(snapshot.spec)
-            return until is not None and now < until
-        return spec.embargoed(now)
+        return securitybulletin.under_embargo(snapshot.spec, snapshot.validated(), now)
 
     @staticmethod
     def _stored(snapshot: BulletinSnapshot, result: writes.Result) -> None:
         snapshot.status = result.status or {}
         snapshot.resource_version = result.resource_version or snapshot.resource_version
-
-    def _vex_documents(self, spec: domain.BulletinSpec
-                       ) -> tuple[list[vex.IndexedDocument], list[str], list[str], list[str]]:
-        """The usable documents; the problems of the unusable ones; the products of usable
-        ones that can match nothing (a bad digest), which the Ready condition names; and what
-        usable ones deviate from OpenVEX v0.2.0, which the VexWarning condition names."""
-        documents, problems, warnings, deviations = [], [], [], []
-        for ref in spec.vex:
-            name, key = ref.config_map_key_ref.name, ref.config_map_key_ref.key
-            where = f"ConfigMap {self.operator_namespace}/{name}"
-            configmap = self.configmaps.objects.get(name)
-            if configmap is None:
-                problems.append(f"{where} not found; create it in the operator's namespace")
-                continue
-            data = (configmap.get("data") or {}).get(key)
-            if data is None:
-                problems.append(f"{where} has no key {key!r}")
-                continue
-            parsed = self._vex.get((name, key))
-            if parsed is None or not (parsed.text is data or parsed.text == data):
-                parsed = self._parse_vex(data, f"{where} key {key}")
-            elif parsed.text is not data:  # the same text, listed again: keep one copy
-                parsed = dataclasses.replace(parsed, text=data)
-            self._vex[(name, key)] = parsed
-            if parsed.document is None:
-                problems.append(parsed.problem or "")
-                continue
-            documents.append(parsed.document)
-            warnings += [f"{where} key {key}: {problem}" for problem in parsed.warnings]
-            deviations += [f"{where} key {key}: {line}" for line in parsed.deviations]
-        return documents, problems, warnings, deviations
-
-    @staticmethod
-    def _parse_vex(data: str, source: str) -> ParsedVex:
-        try:
-            document = vex.parse_document(data, source=source)
-        except vex.VexError as error:
-            return ParsedVex(data, None, str(error), ())
-        # Verdicts only ask about running images (vex.image_purl): statements about other
-        # products (packages inside images, Go modules) need no memory.
-        return ParsedVex(data, vex.index_document(document, purl_types=("oci",)), None,
-                         tuple(vex.product_problems(document)), document.warnings)
-
-    def _prune_vex(self) -> None:
-        """Drop the documents whose ConfigMap key is gone or holds another text now."""
-        for (name, key), parsed in list(self._vex.items()):
-            data = ((self.configmaps.objects.get(name) or {}).get("data") or {}).get(key)
-            if data is None or not (data is parsed.text or data == parsed.text):
-                del self._vex[(name, key)]
 
     async def _reconcile(self, name: str) -> None:
         snapshot = self.bulletins.get(name)
@@ -467,16 +317,18 @@ class BulletinController:
             return
         self._requested.discard(name)  # this evaluation sees every change made so far
         now = _now()
-        desired, events, next_transition, view = self._evaluate(snapshot, now)
+        evaluated = self._evaluate(snapshot, now)
+        desired = evaluated.status
         if snapshot.status.get("embargoed") and desired.get("embargoed") is False:
             # The lift: from now on the rebuild rule counts this bulletin for the others.
             self._reconcile_soon(self._concerning(self._rebuilt_components(snapshot)) - {name})
-        if view is not None:
-            self.views[name] = view
+        if evaluated.metrics is not None:
+            self.views[name] = evaluated.metrics
         else:
             # An invalid spec: no verdicts, so no metrics of the spec before either.
             self.views.pop(name, None)
-        if name not in self._deferred and not events and details_only(snapshot.status, desired):
+        if (name not in self._deferred and not evaluated.events
+                and details_only(snapshot.status, desired)):
             # No verdict changed, only what runs and why (digest, reason, per-CVE verdicts):
             # an image change rewrites every bulletin about that component (a thousand
             # bulletins: a hundred writes), and the writes that change a verdict, which the
@@ -487,7 +339,7 @@ class BulletinController:
             return
         self._deferred.discard(name)
         result = await self.writer.write(name, snapshot.ref, snapshot.status, desired,
-                                         snapshot.resource_version, events, now=now,
+                                         snapshot.resource_version, evaluated.events, now=now,
                                          refused=lambda error: self._too_large(name, error))
         if result.outcome is writes.Outcome.GONE:
             self.forget(name)
@@ -503,8 +355,8 @@ class BulletinController:
             # drop the request reconcile_all_soon() queued; evaluate again instead.
             self.scheduler.schedule(name, time.time())
         else:
-            self.scheduler.replace(name,
-                                   next_transition.timestamp() if next_transition else None)
+            when = evaluated.next_transition
+            self.scheduler.replace(name, when.timestamp() if when else None)
         self.writer.clear_later(name)
 
     def _too_large(self, name: str, error: api.ApiError) -> bool:
@@ -519,169 +371,16 @@ class BulletinController:
         return True
 
     def _evaluate(self, snapshot: BulletinSnapshot, now: datetime.datetime
-                  ) -> tuple[dict[str, Any], list[tuple[str, str, str]],
-                             datetime.datetime | None, BulletinView | None]:
-        old_conditions = list(snapshot.status.get("conditions") or [])
-        generation = snapshot.generation
+                  ) -> evaluation.Evaluation[securitybulletin.BulletinMetrics]:
+        """What to write: the domain's evaluation of the bulletin against what the
+        inventory and the OpenVEX ConfigMaps hold now."""
         spec = snapshot.validated()
-        if isinstance(spec, pydantic.ValidationError):
-            ready = conditions.Condition(type="Ready", status="False", reason="InvalidSpec",
-                                         message=_validation_message(spec))
-            until = embargo_until(snapshot.spec)
-            lifts = until if until is not None and now < until else None
-            if lifts is not None:
-                ready = withheld(ready)
-            invalid = {"observedGeneration": generation,
-                       "conditions": conditions.merge(old_conditions, [ready], generation, now)}
-            return invalid, [("Warning", "InvalidSpec", ready.message)], lifts, None
-        bulletin = domain.Bulletin(snapshot.name, spec)
-        documents, vex_problems, vex_warnings, vex_deviations = self._vex_documents(spec)
-        verdicts = domain.evaluate(bulletin, self.inventory.components(),
-                                   self._fixes, documents, now=now)
-        embargoed = spec.embargoed(now)
-        counts = {"vulnerable": 0, "notAffected": 0, "fixed": 0, "unknown": 0}
-        field = {"Vulnerable": "vulnerable", "NotAffected": "notAffected", "Fixed": "fixed",
-                 "Unknown": "unknown"}
-        for verdict in verdicts:
-            counts[field[verdict.verdict]] += 1
-        overdue = bool(spec.patch_by and now >= spec.patch_by and counts["vulnerable"])
-
-        inventory_problems = self.inventory.problems()
-        current = [self._ready(vex_problems + inventory_problems, vex_warnings, verdicts),
-                   self._compliant(counts, bool(self.inventory.components())),
-                   self._patch_overdue(spec, overdue, counts),
-                   vex_warning(len(spec.vex), vex_deviations)]
-        if embargoed:
-            current = [withheld(condition) for condition in current]
-        components = [self._component_status(v) for v in verdicts]
-        written = components
-        if snapshot.name in self._oversized:
-            written = [{key: value for key, value in item.items()
-                        if key not in ("cves", "message")} for item in components]
-            ready = current[0]
-            current[0] = conditions.Condition(
-                type="Ready", status="False",
-                reason=ready.reason if ready.status == "False" else "StatusTooLarge",
-                message=(ready.message + " " if ready.status == "False" else "")
-                + TOO_LARGE_MESSAGE)
-        status: dict[str, Any] = {
-            "observedGeneration": generation, "embargoed": embargoed, "counts": counts,
-            "components": written,
-            "conditions": conditions.merge(old_conditions, current, generation, now),
-        }
-        events = self._events(snapshot, spec, components, current, embargoed)
-        upcoming = [t for t in (spec.embargo_until, spec.patch_by) if t and t > now]
-        view = BulletinView(
-            counts={label: counts[key] for label, key in field.items()},
-            vulnerable=tuple((v.component.namespace, v.component.component,
-                              v.verdict == "Vulnerable") for v in verdicts),
-            patch_overdue=overdue)
-        return status, events, min(upcoming) if upcoming else None, view
-
-    @staticmethod
-    def _component_status(verdict: domain.ComponentVerdict) -> dict[str, Any]:
-        component = verdict.component
-        item: dict[str, Any] = {
-            "namespace": component.namespace, "name": component.name,
-            "component": component.component, "image": component.image,
-            "version": component.tag or "", "digests": list(component.digests),
-            "verdict": verdict.verdict, "reason": verdict.reason, "message": verdict.message,
-            "cves": [{"id": c.id, "verdict": c.verdict, "reason": c.reason}
-                     for c in verdict.cves],
-        }
-        if verdict.remediation is not None:
-            item["remediation"] = verdict.remediation.as_kustomize_image()
-        return item
-
-    def _ready(self, problems: list[str], warnings: list[str],
-               verdicts: list[domain.ComponentVerdict]) -> conditions.Condition:
-        if any(problem.startswith("cannot list") for problem in problems):
-            return conditions.Condition(
-                type="Ready", status="False", reason="InventoryUnavailable",
-                message="; ".join(problems) + ". Check the operator's RBAC and --flux-namespace "
-                "(now: " + ", ".join(self.inventory.namespaces) + ").")
-        if problems or warnings:
-            message = ""
-            if problems:
-                message = "; ".join(problems) + ". Verdicts ignore that document until fixed."
-            if warnings:
-                message += (" " if message else "") + "; ".join(warnings) + (
-                    ". The rest of that document counts; fix the product to make it match.")
-            return conditions.Condition(type="Ready", status="False", reason="InvalidVex",
-                                        message=message)
-        return conditions.Condition(
-            type="Ready", status="True", reason="Evaluated",
-            message=f"Checked {len(verdicts)} running component(s) concerned by the bulletin.")
-
-    def _compliant(self, counts: dict[str, int], inventory_found: bool) -> conditions.Condition:
-        if not inventory_found:
-            return conditions.Condition(
-                type="Compliant", status="Unknown", reason="NoFluxComponents",
-                message="No Flux Deployment was found in " + ", ".join(self.inventory.namespaces)
-                + "; nothing could be checked.")
-        if counts["vulnerable"]:
-            return conditions.Condition(
-                type="Compliant", status="False", reason="VulnerableComponents",
-                message=f"{counts['vulnerable']} component(s) run a vulnerable image; "
-                        "see status.components[].remediation.")
-        if counts["unknown"]:
-            return conditions.Condition(
-                type="Compliant", status="Unknown", reason="UnknownDigests",
-                message=f"{counts['unknown']} component(s) could not be checked.")
-        return conditions.Condition(type="Compliant", status="True",
-                                    reason="NoVulnerableComponents",
-                                    message="No running component is vulnerable.")
-
-    @staticmethod
-    def _patch_overdue(spec: domain.BulletinSpec, overdue: bool,
-                       counts: dict[str, int]) -> conditions.Condition:
-        if overdue:
-            assert spec.patch_by is not None
-            return conditions.Condition(
-                type="PatchOverdue", status="True", reason="PatchByPassed",
-                message=f"patchBy {conditions.rfc3339(spec.patch_by)} has passed and "
-                        f"{counts['vulnerable']} component(s) are still vulnerable.")
-        if spec.patch_by is None:
-            return conditions.Condition(type="PatchOverdue", status="False", reason="NoPatchBy",
-                                        message="The bulletin sets no patchBy time.")
-        return conditions.Condition(
-            type="PatchOverdue", status="False", reason="NotOverdue",
-            message=f"patchBy {conditions.rfc3339(spec.patch_by)}.")
-
-    @staticmethod
-    def _events(snapshot: BulletinSnapshot, spec: domain.BulletinSpec,
-                components: list[dict[str, Any]], current: list[conditions.Condition],
-                embargoed: bool) -> list[tuple[str, str, str]]:
-        """Events name components and verdicts. Under embargo they hold nothing the bulletin
-        or its documents supplied (no CVE id, reason detail, fixed version or digest), only
-        what runs in the cluster and fixed words; the condition messages are fixed texts."""
-        events = []
-        before = {(c.get("namespace"), c.get("component")): c.get("verdict")
-                  for c in snapshot.status.get("components") or []}
-        for item in components:
-            old = before.get((item["namespace"], item["component"]))
-            if old == item["verdict"]:
-                continue
-            reason = reason_kind(item["reason"]) if embargoed else item["reason"]
-            text = (f"{item['namespace']}/{item['component']}: {old or 'new'} -> "
-                    f"{item['verdict']} ({reason})")
-            if not embargoed:
-                ids = ", ".join(c["id"] for c in item["cves"])
-                text += f"; {ids}"
-            if item["verdict"] == "Vulnerable" and "remediation" in item:
-                if embargoed:
-                    text += "; the fix is in the bulletin's status.components[].remediation"
-                else:
-                    fix = item["remediation"]
-                    text += f"; fix: {fix['name']}:{fix['newTag']}@{fix['digest']}"
-            events.append(("Warning" if item["verdict"] == "Vulnerable" else "Normal",
-                           f"Verdict{item['verdict']}", text))
-        if snapshot.status.get("embargoed") and not embargoed:
-            ids = ", ".join(v.id for v in spec.vulnerabilities)
-            events.append(("Normal", "EmbargoLifted", f"Disclosed: {ids}"))
-        old_ready: dict[str, Any] = next((c for c in snapshot.status.get("conditions") or []
-                          if c.get("type") == "Ready"), {})
-        ready = current[0]
-        if ready.status == "False" and old_ready.get("message") != ready.message:
-            events.append(("Warning", ready.reason, ready.message))
-        return events
+        cited = securitybulletin.CitedVex()
+        if isinstance(spec, bulletin.BulletinSpec):
+            cited = self._vex.read(spec.vex)
+        return securitybulletin.evaluate(
+            name=snapshot.name, spec=snapshot.spec, validated=spec,
+            generation=snapshot.generation, previous=snapshot.status,
+            components=self.inventory.components(), inventory_problems=self.inventory.problems(),
+            namespaces=self.inventory.namespaces, fixes=self._fixes, cited=cited,
+            compact=snapshot.name in self._oversized, now=now)

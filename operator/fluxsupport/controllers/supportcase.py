@@ -1,7 +1,9 @@
 """Reconcile SupportCases: keep the latest body of each, evaluate it, patch what changed.
 
-kopf's event handler feeds ``observe``; ``reconcile`` runs right after, and again from the
-scheduler at the case's warning point and deadline, or after a failed write.
+The operator's own watch (kube/reflector.py, started by app/runner.py) hands every event to
+``on_event``: a changed case is kept as a compact snapshot and scheduled at once. The
+scheduler reconciles it then, and again at the case's warning point and deadline, or after a
+failed write. domain/supportcase.py computes the status, Events and metric values.
 """
 
 from __future__ import annotations
@@ -16,17 +18,13 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from fluxsupport import constants
+from fluxsupport.controllers import scheduler, writes
 from fluxsupport.controllers import snapshots as snapshots_module
-from fluxsupport.controllers import writes
-from fluxsupport.controllers.scheduler import Scheduler
-from fluxsupport.controllers.writes import newer_or_equal, status_patch
 from fluxsupport.domain import calendar as calendar_module
+from fluxsupport.domain import casestatus, supportcase, timing
 from fluxsupport.domain import diagnostics as diagnostics_module
 from fluxsupport.domain import policy as policy_module
-from fluxsupport.domain import supportcase as domain
-from fluxsupport.domain import timing
-from fluxsupport.kube import api
-from fluxsupport.kube.events import EventPoster
+from fluxsupport.kube import api, events
 from fluxsupport.observability import metrics
 
 logger = logging.getLogger(__name__)
@@ -38,7 +36,6 @@ OUR_ANNOTATIONS = f"{constants.GROUP}/"
 #: The submission record is the channels' (controllers/submission.py): a reconcile carries it.
 KEPT_STATUS = ("diagnostics", "firstResponse", "resolution", "level", "assessedLevel",
                "closure", "submission")
-__all__ = ["CaseController", "CaseSnapshot", "newer_or_equal", "status_patch"]
 
 
 def _compact(data: Mapping[str, Any]) -> str:
@@ -110,7 +107,7 @@ Diagnostics = Callable[[], dict[str, Any]]
 class CaseController:
     def __init__(self, policy: policy_module.Policy, client: api.KubeClient,
                  diagnostics: Diagnostics | None = None,
-                 gate: asyncio.Event | None = None, poster: EventPoster | None = None,
+                 gate: asyncio.Event | None = None, poster: events.EventPoster | None = None,
                  snapshots: snapshots_module.Snapshots | None = None) -> None:
         self.policy = policy
         self.calendar = calendar_module.BusinessCalendar(policy)
@@ -120,12 +117,14 @@ class CaseController:
         #: holds them itself.
         self.snapshots = snapshots
         # Few writes in flight: the API server completes a wave of them sooner that way.
-        self.scheduler = Scheduler(self._scheduled, concurrency=8, gate=gate,
-                                   kind=constants.SUPPORTCASE_KIND, on_error=self._report_error)
-        self.writer = writes.StatusWriter(client, poster or EventPoster(client), self.scheduler,
-                                          constants.SUPPORTCASE_KIND, logger, keep=KEPT_STATUS)
+        self.scheduler = scheduler.Scheduler(self._scheduled, concurrency=8, gate=gate,
+                                             kind=constants.SUPPORTCASE_KIND,
+                                             on_error=self._report_error)
+        self.writer = writes.StatusWriter(client, poster or events.EventPoster(client),
+                                          self.scheduler, constants.SUPPORTCASE_KIND, logger,
+                                          keep=KEPT_STATUS)
         self.cases: dict[CaseKey, CaseSnapshot] = {}
-        self.views: dict[CaseKey, domain.MetricsView] = {}
+        self.views: dict[CaseKey, casestatus.CaseMetrics] = {}
         #: The first-response counter and histogram; they never go down (see FirstResponses).
         self.first_responses = metrics.FirstResponses()
         #: The same for resolutions, where the policy sets resolution targets.
@@ -159,7 +158,7 @@ class CaseController:
         # Decided before the snapshot is built: echoes are half of all events in a burst.
         if held is not None and held.uid == metadata.get("uid", "") and (
                 held.resource_version == version
-                or not newer_or_equal(version, held.resource_version)):
+                or not writes.newer_or_equal(version, held.resource_version)):
             return key, False
         self.cases[key] = CaseSnapshot.from_body(body)
         return key, True
@@ -231,7 +230,7 @@ class CaseController:
         now = datetime.datetime.now(datetime.UTC)
         current = case.status
         previous = current if submission is None else {**current, "submission": submission}
-        evaluation = domain.evaluate(
+        evaluation = supportcase.evaluate(
             spec=case.spec, annotations=case.annotations, created=case.created,
             generation=case.generation, previous=previous, policy=self.policy,
             calendar=self.calendar, now=now)
@@ -244,9 +243,7 @@ class CaseController:
         if evaluation.metrics is not None:
             self.views[key] = evaluation.metrics
         result = await self.writer.write(
-            key, case.ref, current, desired, case.resource_version,
-            [(event.type, event.reason, event.message) for event in evaluation.events],
-            now=now)
+            key, case.ref, current, desired, case.resource_version, evaluation.events, now=now)
         if result.outcome is writes.Outcome.GONE:
             self.forget(*key)
             return False

@@ -4,14 +4,14 @@ read from a ConfigMap or from a Flux source artifact (GitRepository, OCIReposito
 One object, ``cluster``, which the operator creates: there is one Flux per cluster to check,
 and a resource (rather than only metrics) makes the answer visible to ``kubectl get``. It is
 recomputed whenever the inventory, a ConfigMap of the operator's namespace, or the object
-itself changes; domain/updates.py does the comparison. An artifact is downloaded from
+itself changes; domain/updates.py does the comparison and domain/updatecheck.py computes the
+status, Events and metric values from it. An artifact is downloaded from
 source-controller once per digest, and checked against that digest before it is read.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime
 import logging
 import time
@@ -19,21 +19,17 @@ from collections.abc import Hashable
 from typing import Any
 
 from fluxsupport import constants
-from fluxsupport.controllers import writes
-from fluxsupport.controllers.scheduler import Scheduler
-from fluxsupport.domain import conditions, updates
+from fluxsupport.controllers import scheduler, writes
+from fluxsupport.domain import evaluation, updatecheck, updates
 from fluxsupport.domain import policy as policy_module
-from fluxsupport.kube import api, reflector
-from fluxsupport.kube.events import EventPoster
+from fluxsupport.kube import api, events, reflector
 from fluxsupport.sources import artifacts
-from fluxsupport.sources.inventory import Inventory
+from fluxsupport.sources import inventory as inventory_source
 
 logger = logging.getLogger(__name__)
 
 KEY = constants.UPDATECHECK_NAME
 PATH = f"/apis/{constants.API_VERSION}/{constants.UPDATECHECK_PLURAL}"
-#: At most this many components in the status (the CRD's maxItems).
-MAX_COMPONENTS = 64
 SOURCE_API = "/apis/source.toolkit.fluxcd.io/v1"
 SOURCE_PLURALS = {"GitRepository": "gitrepositories", "OCIRepository": "ocirepositories"}
 #: A failed download, or an artifact that does not match its digest, is tried again after
@@ -77,29 +73,21 @@ class ArtifactFailures:
         self._refused = None
 
 
-@dataclasses.dataclass(frozen=True)
-class UpdateView:
-    """What the metrics collector reads: the last successful check."""
-
-    minors_behind: int
-    supported: bool
-    #: component -> a newer build of its running tag exists; only where that is known.
-    newer_build: tuple[tuple[str, bool], ...]
-
-
 class UpdateController:
-    def __init__(self, client: api.KubeClient, inventory: Inventory, configmaps: reflector.Watch,
-                 operator_namespace: str, settings: policy_module.Updates,
-                 gate: asyncio.Event | None = None, poster: EventPoster | None = None) -> None:
+    def __init__(self, client: api.KubeClient, inventory: inventory_source.Inventory,
+                 configmaps: reflector.Watch, operator_namespace: str,
+                 settings: policy_module.Updates, gate: asyncio.Event | None = None,
+                 poster: events.EventPoster | None = None) -> None:
         self.client = client
         self.inventory = inventory
         self.configmaps = configmaps
         self.operator_namespace = operator_namespace
         self.settings = settings
-        self.scheduler = Scheduler(self._scheduled, gate=gate,
-                                   kind=constants.UPDATECHECK_KIND, on_error=self._report_error)
-        self.writer = writes.StatusWriter(client, poster or EventPoster(client), self.scheduler,
-                                          constants.UPDATECHECK_KIND, logger)
+        self.scheduler = scheduler.Scheduler(self._scheduled, gate=gate,
+                                             kind=constants.UPDATECHECK_KIND,
+                                             on_error=self._report_error)
+        self.writer = writes.StatusWriter(client, poster or events.EventPoster(client),
+                                          self.scheduler, constants.UPDATECHECK_KIND, logger)
         #: The FluxUpdateCheck objects (only ``cluster`` is ours), kept current by a watch.
         self.objects = reflector.Watch(client, PATH, self.reconcile_soon)
         #: The Flux source named by updates.sourceRef, if any (absent CRD: no objects).
@@ -115,7 +103,8 @@ class UpdateController:
         self.artifact_failures = ArtifactFailures()
         #: The release data of the ConfigMap, or (reason, message), by its resourceVersion.
         self._configmap: tuple[str, updates.ReleaseData | tuple[str, str]] | None = None
-        self.view: UpdateView | None = None
+        #: The metric values of the last check that ran; None while it cannot run.
+        self.view: updatecheck.UpdateMetrics | None = None
         self._lock = asyncio.Lock()
         #: The stored body after our last write: newer than the watch until its echo arrives.
         self._written: dict[str, Any] | None = None
@@ -186,14 +175,15 @@ class UpdateController:
         current = dict(body.get("status") or {})
         generation = int(metadata.get("generation") or 0)
         try:
-            data: updates.ReleaseData | _NotReady = await self._release_data()
+            data: updates.ReleaseData | updatecheck.NotReady = await self._release_data()
         except _NotReady as not_ready:
-            data = not_ready
+            data = updatecheck.NotReady(not_ready.reason, not_ready.message)
         now = datetime.datetime.now(datetime.UTC)
-        desired, events = self._evaluate(current, generation, now, data)
-        result = await self.writer.write(KEY, ref, current, desired,
-                                         str(metadata.get("resourceVersion", "")), events,
-                                         now=now)
+        evaluated = self._evaluate(current, generation, now, data)
+        self.view = evaluated.metrics
+        result = await self.writer.write(KEY, ref, current, evaluated.status,
+                                         str(metadata.get("resourceVersion", "")),
+                                         evaluated.events, now=now)
         if result.outcome is writes.Outcome.GONE:
             self._written = None
             self.reconcile_soon()  # create it again
@@ -299,58 +289,14 @@ class UpdateController:
         return not_ready
 
     def _evaluate(self, current: dict[str, Any], generation: int, now: datetime.datetime,
-                  data: updates.ReleaseData | _NotReady
-                  ) -> tuple[dict[str, Any], list[writes.EventSpec]]:
-        old = list(current.get("conditions") or [])
-        try:
-            problems = self.inventory.problems()
-            if problems:
-                raise _NotReady("InventoryUnavailable", "; ".join(problems) + ". Check the "
-                                "operator's RBAC and --flux-namespace (now: "
-                                + ", ".join(self.inventory.namespaces) + ").")
-            if isinstance(data, _NotReady):
-                raise data
-            try:
-                report = updates.check(self.inventory.components(), data,
-                                       self.settings.supported_minors)
-            except updates.ReleaseDataError as error:
-                raise _NotReady("NoMatchingRelease", f"{error}.") from error
-        except _NotReady as not_ready:
-            self.view = None
-            unknown = "The check cannot run: see the Ready condition."
-            current_conditions = [
-                conditions.Condition(type="Ready", status="False", reason=not_ready.reason,
-                                     message=not_ready.message),
-                conditions.Condition(type="UpToDate", status="Unknown", reason="NotChecked",
-                                     message=unknown),
-                conditions.Condition(type="Supported", status="Unknown", reason="NotChecked",
-                                     message=unknown)]
-            status = {"observedGeneration": generation, "source": self.source,
-                      "conditions": conditions.merge(old, current_conditions, generation, now)}
-            events: list[writes.EventSpec] = []
-            if _condition(current, "Ready").get("message") != not_ready.message:
-                events.append(("Warning", not_ready.reason, not_ready.message))
-            return status, events
-        self.view = UpdateView(report.minors_behind, report.supported,
-                               tuple((c.name, c.newer_build) for c in report.components
-                                     if c.newer_build is not None))
-        current_conditions = [
-            conditions.Condition(
-                type="Ready", status="True", reason="Checked",
-                message=f"Compared {len(report.components)} running controller(s) with "
-                        f"the release data of {self.source}."),
-            _up_to_date(report), _supported(report)]
-        status = {
-            "observedGeneration": generation, "source": self.source,
-            "running": report.running, "variant": report.variant, "latest": report.latest,
-            "minorsBehind": report.minors_behind, "supported": report.supported,
-            "supportedMinors": list(report.supported_minors), "upToDate": report.up_to_date,
-            "components": [_component(c) for c in report.components[:MAX_COMPONENTS]],
-            "conditions": conditions.merge(old, current_conditions, generation, now),
-        }
-        if report.newest_patch:
-            status["newestPatch"] = report.newest_patch
-        return status, _events(current, current_conditions)
+                  data: updates.ReleaseData | updatecheck.NotReady
+                  ) -> evaluation.Evaluation[updatecheck.UpdateMetrics]:
+        """What to write: the domain's evaluation against the inventory as it is now."""
+        return updatecheck.evaluate(
+            previous=current, generation=generation, source=self.source,
+            components=self.inventory.components(), inventory_problems=self.inventory.problems(),
+            namespaces=self.inventory.namespaces, data=data,
+            supported_minors=self.settings.supported_minors, now=now)
 
 
 class _NotReady(Exception):
@@ -358,67 +304,3 @@ class _NotReady(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
-
-
-def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
-    found: dict[str, Any] = next((c for c in status.get("conditions") or []
-                                  if c.get("type") == kind), {})
-    return found
-
-
-def _component(update: updates.ComponentUpdate) -> dict[str, Any]:
-    item: dict[str, Any] = {"name": update.name, "repository": update.repository,
-                            "running": update.running or "", "digests": list(update.digests)}
-    for key, value in (("newestPatch", update.newest_patch), ("latest", update.latest),
-                       ("newestDigest", update.newest_digest),
-                       ("newerBuild", update.newer_build)):
-        if value is not None:
-            item[key] = value
-    return item
-
-
-def _up_to_date(report: updates.UpdateReport) -> conditions.Condition:
-    rebuilt = sorted(c.name for c in report.components if c.newer_build)
-    if report.minors_behind:
-        return conditions.Condition(
-            type="UpToDate", status="False", reason="MinorAvailable",
-            message=f"Flux {report.running} is {report.minors_behind} minor(s) behind "
-                    f"the latest release {report.latest}.")
-    if report.running != report.latest and updates.parse_version(
-            report.running) < updates.parse_version(report.latest):
-        return conditions.Condition(
-            type="UpToDate", status="False", reason="PatchAvailable",
-            message=f"Flux {report.running}: the latest release is {report.latest}.")
-    if rebuilt:
-        return conditions.Condition(
-            type="UpToDate", status="False", reason="NewerBuildAvailable",
-            message=f"A newer build of the running tag exists for {', '.join(rebuilt)}; "
-                    "see status.components[].newestDigest.")
-    return conditions.Condition(type="UpToDate", status="True", reason="LatestRelease",
-                                message=f"Flux {report.running} is the latest release.")
-
-
-def _supported(report: updates.UpdateReport) -> conditions.Condition:
-    minors = ", ".join(report.supported_minors)
-    if report.supported:
-        return conditions.Condition(
-            type="Supported", status="True", reason="MinorSupported",
-            message=f"Flux {report.running} is on a supported minor ({minors}).")
-    return conditions.Condition(
-        type="Supported", status="False", reason="MinorUnsupported",
-        message=f"Flux {report.running} is {report.minors_behind} minor(s) behind "
-                f"{report.latest}; only {minors} receive backports. Upgrade to "
-                f"{report.latest}.")
-
-
-def _events(before: dict[str, Any], current: list[conditions.Condition]
-            ) -> list[writes.EventSpec]:
-    """An Event per change of UpToDate's reason or Supported's status, and per new problem."""
-    events: list[writes.EventSpec] = []
-    for condition in current[1:]:
-        old = _condition(before, condition.type)
-        if (old.get("status"), old.get("reason")) != (condition.status, condition.reason):
-            warning = condition.type == "Supported" and condition.status == "False"
-            events.append(("Warning" if warning else "Normal", condition.reason,
-                           condition.message))
-    return events

@@ -12,17 +12,16 @@ import datetime
 import functools
 import hashlib
 import importlib.metadata
-import importlib.util
 import ipaddress
 import re
-import sys
-import threading
 import urllib.parse
 import zoneinfo
 from typing import Annotated, Any, Literal
 
 import holidays
 import pydantic
+
+from fluxsupport.domain import holidaycountries
 
 #: Severity names as the CRD spells them, with their level.
 LEVELS: dict[str, int] = {"Urgent": 1, "High": 2, "Medium": 3, "Low": 4}
@@ -618,47 +617,9 @@ def _fingerprint(policy_json: str) -> str:
     return hashlib.sha256(material.encode()).hexdigest()[:12]
 
 
-def _defer_country_index() -> None:
-    """Let python-holidays import the one country a policy names, not all of them.
-
-    Its loaders import ``holidays.countries.<country>``, and Python first runs the package's
-    ``__init__``, which imports all 250 countries: most of ``sla due``'s start-up and about
-    8 MB of the operator's memory (bench/memory.md). The package is registered with that
-    ``__init__`` put off until a name is read from the package itself, so that
-    ``from holidays.countries import Germany`` still works.
-    """
-    name = "holidays.countries"
-    if name in sys.modules:
-        return
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.loader is None:
-        return
-    loader = spec.loader
-    package = importlib.util.module_from_spec(spec)
-    lock = threading.Lock()
-    ran = False
-
-    def index(attribute: str) -> Any:
-        nonlocal ran
-        with lock:
-            if not ran:
-                ran = True
-                loader.exec_module(package)
-        try:
-            return package.__dict__[attribute]
-        except KeyError:
-            raise AttributeError(f"module {name!r} has no attribute {attribute!r}") from None
-
-    package.__getattr__ = index  # type: ignore[method-assign]
-    sys.modules[name] = package
-    holidays.countries = package  # what the import system sets for an imported subpackage
-
-
-_defer_country_index()
-
-
 def holiday_calendar(code: str, years: int | range) -> holidays.HolidayBase:
     """python-holidays for ``CC`` or ``CC-SUBDIV``; ValueError names what is unknown."""
+    holidaycountries.defer_index()
     country, _, subdivision = code.partition("-")
     try:
         return holidays.country_holidays(country.upper(), subdiv=subdivision or None,

@@ -5,6 +5,10 @@ collectors that read the controllers' in-memory state at scrape time, so they fo
 deletions and restarts by themselves. Counters and histograms never do that: rebuilt from
 live objects they would shrink when a case is deleted, which rate() and increase() read as
 a reset. They are process-local and only ever incremented (see ``FirstResponses``).
+
+Each collector names what it reads of its controller in a protocol (``Cases``, ``Bulletins``,
+``Updates``, ...): mostly the metric values of each object, which the domain evaluation of
+its kind returns. This module imports no controller.
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ import datetime
 import time
 import zoneinfo
 from collections import Counter
-from collections.abc import Callable, Iterator, Sized
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
+from typing import Any, Protocol
 
 import prometheus_client
 from prometheus_client.core import (
@@ -24,14 +28,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from fluxsupport import constants
-from fluxsupport.domain.supportcase import MetricsView
-
-if TYPE_CHECKING:
-    from fluxsupport.controllers.advisories import AdvisoryFeed
-    from fluxsupport.controllers.bulletin import BulletinController
-    from fluxsupport.controllers.submission import SubmissionController
-    from fluxsupport.controllers.supportcase import CaseController
-    from fluxsupport.controllers.updates import UpdateController
+from fluxsupport.domain import casestatus, securitybulletin, updatecheck
+from fluxsupport.domain import policy as policy_module
 
 REGISTRY = prometheus_client.CollectorRegistry(auto_describe=True)
 
@@ -126,10 +124,10 @@ class FirstResponses:
         self._counted: set[str] = set()
 
     @staticmethod
-    def _outcome(view: MetricsView) -> tuple[str | None, float | None]:
+    def _outcome(view: casestatus.CaseMetrics) -> tuple[str | None, float | None]:
         return view.outcome, view.response_business_seconds
 
-    def record(self, uid: str, view: MetricsView) -> bool:
+    def record(self, uid: str, view: casestatus.CaseMetrics) -> bool:
         """Count the outcome that ``view`` shows, unless ``uid`` already counted."""
         outcome, seconds = self._outcome(view)
         if outcome is None or uid in self._counted:
@@ -156,7 +154,7 @@ class Resolutions(FirstResponses):
     noun, plural = "resolution", "resolutions"
 
     @staticmethod
-    def _outcome(view: MetricsView) -> tuple[str | None, float | None]:
+    def _outcome(view: casestatus.CaseMetrics) -> tuple[str | None, float | None]:
         return view.resolution_outcome, view.resolution_business_seconds
 
 
@@ -184,8 +182,26 @@ class Part(Collector):
         return self._collect()
 
 
+CaseKey = tuple[str, str]
+
+
+class Cases(Protocol):
+    """What CaseCollector reads of the case controller."""
+
+    @property
+    def views(self) -> Mapping[CaseKey, casestatus.CaseMetrics]: ...
+    @property
+    def policy(self) -> policy_module.Policy: ...
+    @property
+    def first_responses(self) -> FirstResponses: ...
+    @property
+    def resolutions(self) -> Resolutions: ...
+    @property
+    def scheduler(self) -> Sized: ...
+
+
 class CaseCollector(Collector):
-    def __init__(self, cases: CaseController) -> None:
+    def __init__(self, cases: Cases) -> None:
         self.cases = cases
 
     def collect(self) -> Iterator[Metric]:
@@ -293,10 +309,19 @@ QUEUES = QueueCollector()
 REGISTRY.register(QUEUES)
 
 
+class Bulletins(Protocol):
+    """What BulletinCollector reads of the bulletin controller."""
+
+    @property
+    def views(self) -> Mapping[str, securitybulletin.BulletinMetrics]: ...
+    @property
+    def scheduler(self) -> Sized: ...
+
+
 class BulletinCollector(Collector):
     """Bounded labels only: bulletin names, never CVE ids, titles or digests."""
 
-    def __init__(self, bulletins: BulletinController) -> None:
+    def __init__(self, bulletins: Bulletins) -> None:
         self.bulletins = bulletins
 
     def collect(self) -> Iterator[Metric]:
@@ -322,22 +347,43 @@ class BulletinCollector(Collector):
         yield overdue
 
 
-def register_bulletins(bulletins: BulletinController) -> None:
+def register_bulletins(bulletins: Bulletins) -> None:
     REGISTRY.register(BulletinCollector(bulletins))
     QUEUES.queues[constants.BULLETIN_KIND] = bulletins.scheduler
 
 
-def register_cases(cases: CaseController) -> None:
+def register_cases(cases: Cases) -> None:
     collector = CaseCollector(cases)
     REGISTRY.register(Part(collector.deadlines))
     REGISTRY.register(Part(collector.summary))
     QUEUES.queues[constants.SUPPORTCASE_KIND] = cases.scheduler
 
 
+class CaseTable(Protocol):
+    """The cases the submission controller knows, and their metric values."""
+
+    @property
+    def cases(self) -> Mapping[CaseKey, Any]: ...
+    @property
+    def views(self) -> Mapping[CaseKey, casestatus.CaseMetrics]: ...
+
+
+class Submissions(Protocol):
+    """What SubmissionCollector reads of the submission controller."""
+
+    @property
+    def cases(self) -> CaseTable: ...
+    @property
+    def last_sync(self) -> float: ...
+    @property
+    def scheduler(self) -> Sized: ...
+    def pending_seconds(self, case: Any, now: float) -> float | None: ...
+
+
 class SubmissionCollector(Collector):
     """Per case while it has reached no channel; the portal sync's last success."""
 
-    def __init__(self, submissions: SubmissionController) -> None:
+    def __init__(self, submissions: Submissions) -> None:
         self.submissions = submissions
 
     def collect(self) -> Iterator[Metric]:
@@ -360,16 +406,25 @@ class SubmissionCollector(Collector):
         yield synced
 
 
-def register_submissions(submissions: SubmissionController) -> None:
+def register_submissions(submissions: Submissions) -> None:
     REGISTRY.register(SubmissionCollector(submissions))
     QUEUES.queues["Submission"] = submissions.scheduler
+
+
+class Updates(Protocol):
+    """What UpdateCollector reads of the FluxUpdateCheck controller."""
+
+    @property
+    def view(self) -> updatecheck.UpdateMetrics | None: ...
+    @property
+    def scheduler(self) -> Sized: ...
 
 
 class UpdateCollector(Collector):
     """The FluxUpdateCheck's result; no series while the check cannot run (its Ready says why),
     so that an alert never fires on a missing ConfigMap as if Flux were unsupported."""
 
-    def __init__(self, updates: UpdateController) -> None:
+    def __init__(self, updates: Updates) -> None:
         self.updates = updates
 
     def collect(self) -> Iterator[Metric]:
@@ -395,9 +450,29 @@ class UpdateCollector(Collector):
         yield newer
 
 
-def register_updates(updates: UpdateController) -> None:
+def register_updates(updates: Updates) -> None:
     REGISTRY.register(UpdateCollector(updates))
     QUEUES.queues[constants.UPDATECHECK_KIND] = updates.scheduler
+
+
+class FeedState(Protocol):
+    """The advisory feed's last attempt and import."""
+
+    @property
+    def up(self) -> bool | None: ...
+    @property
+    def last_import(self) -> float: ...
+    @property
+    def counts(self) -> Sequence[tuple[str, int]]: ...
+
+
+class AdvisoryFeed(Protocol):
+    """What AdvisoryFeedCollector reads of the advisory feed."""
+
+    @property
+    def view(self) -> FeedState: ...
+    @property
+    def scheduler(self) -> Sized: ...
 
 
 class AdvisoryFeedCollector(Collector):

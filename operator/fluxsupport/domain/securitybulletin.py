@@ -1,0 +1,309 @@
+"""What a SecurityBulletin's status should be, as a pure function of the bulletin, the running
+Flux components, the other bulletins' fixes, the OpenVEX documents it cites and now.
+
+domain/bulletin.py decides each component's verdict; this module turns the verdicts into the
+status (counts, components, conditions), the Events of what changed and the metric values.
+
+Under embargo (``embargoUntil`` ahead) the status says nothing the bulletin or its documents
+supplied: condition messages are fixed texts (``withheld``), Event messages name only what
+runs in the cluster and fixed words. A message built from the spec or an OpenVEX document
+cannot be filtered reliably (a CVE id in lower case or JSON-escaped, a title cut in the
+middle, a ConfigMap named after the advisory), so none is used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pydantic
+
+from fluxsupport.domain import bulletin, conditions, evaluation, inventory, timing, vex
+
+#: Ready when the full status does not fit (``compact``): the controller learns it from the
+#: API server's refusal.
+TOO_LARGE_MESSAGE = (
+    "With per-CVE verdicts the status would push the bulletin past the API server's object size "
+    "limit (etcd's, 1.5 MiB by default), so status.components[].cves and .message are left "
+    "out; the component verdicts, counts and remediation are complete. Shorten the summaries "
+    "or split the bulletin to get them back.")
+
+#: Condition messages of a bulletin under embargo, by reason. They point to where the details
+#: can be read by those allowed to: the bulletin and its documents, checked offline with
+#: ``fluxsupport bulletin check``.
+WITHHELD = {
+    "InvalidSpec": "The spec does not match what the operator reads. The details are withheld "
+                   "while the bulletin is under embargo: `fluxsupport bulletin check` on the "
+                   "manifest names the field.",
+    "InvalidVex": "An OpenVEX document that spec.vex references is missing, invalid, or names "
+                  "products that can match nothing; verdicts ignore what cannot be used. The "
+                  "details are withheld while the bulletin is under embargo: `fluxsupport "
+                  "bulletin check --vex FILE` on each document names the problem.",
+    "PatchByPassed": "patchBy has passed and a component is still vulnerable.",
+    "NotOverdue": "patchBy has not passed, or no component is vulnerable.",
+}
+#: For a reason not listed above (a condition added later, say).
+WITHHELD_DEFAULT = "The details are withheld while the bulletin is under embargo."
+#: Reasons whose messages hold nothing of the bulletin, only counts and what the operator
+#: itself reads (its Flux namespaces, the API server's answers): kept under embargo.
+OWN_WORDS = frozenset({"Evaluated", "InventoryUnavailable", "NoFluxComponents",
+                       "VulnerableComponents", "UnknownDigests", "NoVulnerableComponents",
+                       "NoPatchBy", "StatusTooLarge"})
+
+#: status.counts keys by verdict.
+_COUNT_FIELDS = {"Vulnerable": "vulnerable", "NotAffected": "notAffected", "Fixed": "fixed",
+                 "Unknown": "unknown"}
+
+
+@dataclasses.dataclass(frozen=True)
+class BulletinMetrics:
+    """What the metrics collector reads of one bulletin."""
+
+    #: Running components by verdict (Vulnerable, NotAffected, Fixed, Unknown).
+    counts: dict[str, int]
+    vulnerable: tuple[tuple[str, str, bool], ...]  # namespace, component, vulnerable
+    patch_overdue: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class CitedVex:
+    """What the OpenVEX documents a bulletin cites (spec.vex) gave."""
+
+    #: The usable documents.
+    documents: Sequence[vex.IndexedDocument] = ()
+    #: Why a cited document cannot be used (missing, not OpenVEX): Ready names them.
+    problems: Sequence[str] = ()
+    #: Products of usable documents that can match nothing (a bad digest): Ready names them.
+    warnings: Sequence[str] = ()
+    #: How usable documents deviate from OpenVEX v0.2.0: VexWarning names them.
+    deviations: Sequence[str] = ()
+
+
+def withheld(condition: conditions.Condition) -> conditions.Condition:
+    """``condition`` as a bulletin under embargo shows it: its message a fixed text."""
+    if condition.reason in OWN_WORDS:
+        return condition
+    message = WITHHELD.get(condition.reason, WITHHELD_DEFAULT)
+    return condition.model_copy(update={"message": message})
+
+
+def embargo_until(spec: Mapping[str, Any]) -> datetime.datetime | None:
+    """The embargoUntil of a spec that did not validate; one that cannot be read is taken as
+    an embargo without end, since nothing says it is over."""
+    until = spec.get("embargoUntil")
+    if until is None:
+        return None
+    try:
+        return timing.parse_time(str(until))
+    except ValueError:
+        return datetime.datetime.max.replace(tzinfo=datetime.UTC)
+
+
+def under_embargo(spec: Mapping[str, Any],
+                  validated: bulletin.BulletinSpec | pydantic.ValidationError,
+                  now: datetime.datetime) -> bool:
+    """Whether the bulletin is under embargo at ``now``, whether its spec is valid or not."""
+    if isinstance(validated, pydantic.ValidationError):
+        until = embargo_until(spec)
+        return until is not None and now < until
+    return validated.embargoed(now)
+
+
+def reason_kind(reason: str) -> str:
+    """The reason without what follows a colon: a bulletin name (RebuiltIn:) or an OpenVEX
+    justification (VexNotAffected:) is user-supplied text."""
+    return reason.split(":", 1)[0]
+
+
+def vex_warning(cited: int, deviations: Sequence[str]) -> conditions.Condition:
+    """VexWarning: True when a cited OpenVEX document was read although it deviates from
+    OpenVEX v0.2.0 (as go-vex reads it); the message names each deviation by ConfigMap, key
+    and JSON path. Its verdicts count; the publisher should fix the document."""
+    if deviations:
+        return conditions.Condition(
+            type="VexWarning", status="True", reason="NonConformingVex",
+            message="; ".join(deviations) + ". These documents count as read; ask their "
+                    "publisher to conform to OpenVEX v0.2.0.")
+    if not cited:
+        return conditions.Condition(type="VexWarning", status="False", reason="NoVexDocuments",
+                                    message="The bulletin cites no OpenVEX document.")
+    return conditions.Condition(type="VexWarning", status="False", reason="ConformingVex",
+                                message="Every readable OpenVEX document the bulletin cites "
+                                        "conforms to OpenVEX v0.2.0.")
+
+
+def evaluate(*, name: str, spec: Mapping[str, Any],
+             validated: bulletin.BulletinSpec | pydantic.ValidationError, generation: int,
+             previous: Mapping[str, Any], components: Sequence[inventory.RunningComponent],
+             inventory_problems: Sequence[str], namespaces: Sequence[str],
+             fixes: bulletin.FixIndex, cited: CitedVex, compact: bool,
+             now: datetime.datetime) -> evaluation.Evaluation[BulletinMetrics]:
+    """The whole status of the bulletin ``name``.
+
+    ``spec`` is the spec as stored, ``validated`` what it validated to (or why not);
+    ``previous`` the stored status; ``components``, ``inventory_problems`` and ``namespaces``
+    what the inventory shows; ``fixes`` the fix digests of every valid bulletin (the rebuild
+    rule); ``compact``: the full status did not fit, leave the per-CVE details out.
+    """
+    old_conditions = list(previous.get("conditions") or [])
+    if isinstance(validated, pydantic.ValidationError):
+        ready = evaluation.invalid_spec_condition(validated)
+        until = embargo_until(spec)
+        lifts = until if until is not None and now < until else None
+        if lifts is not None:
+            ready = withheld(ready)
+        return evaluation.invalid_spec(ready, old_conditions, generation, now, lifts)
+    verdicts = bulletin.evaluate(bulletin.Bulletin(name, validated), components, fixes,
+                                 cited.documents, now=now)
+    embargoed = validated.embargoed(now)
+    counts = {"vulnerable": 0, "notAffected": 0, "fixed": 0, "unknown": 0}
+    for verdict in verdicts:
+        counts[_COUNT_FIELDS[verdict.verdict]] += 1
+    overdue = bool(validated.patch_by and now >= validated.patch_by and counts["vulnerable"])
+
+    current = [_ready([*cited.problems, *inventory_problems], cited.warnings, verdicts,
+                      namespaces),
+               _compliant(counts, bool(components), namespaces),
+               _patch_overdue(validated, overdue, counts),
+               vex_warning(len(validated.vex), cited.deviations)]
+    if embargoed:
+        current = [withheld(condition) for condition in current]
+    items = [_component_status(v) for v in verdicts]
+    written = items
+    if compact:
+        written = [{key: value for key, value in item.items()
+                    if key not in ("cves", "message")} for item in items]
+        ready = current[0]
+        current[0] = conditions.Condition(
+            type="Ready", status="False",
+            reason=ready.reason if ready.status == "False" else "StatusTooLarge",
+            message=(ready.message + " " if ready.status == "False" else "")
+            + TOO_LARGE_MESSAGE)
+    status: dict[str, Any] = {
+        "observedGeneration": generation, "embargoed": embargoed, "counts": counts,
+        "components": written,
+        "conditions": conditions.merge(old_conditions, current, generation, now),
+    }
+    events = _events(previous, validated, items, current, embargoed)
+    upcoming = [t for t in (validated.embargo_until, validated.patch_by) if t and t > now]
+    metrics = BulletinMetrics(
+        counts={label: counts[key] for label, key in _COUNT_FIELDS.items()},
+        vulnerable=tuple((v.component.namespace, v.component.component,
+                          v.verdict == "Vulnerable") for v in verdicts),
+        patch_overdue=overdue)
+    return evaluation.Evaluation(status, tuple(events), min(upcoming) if upcoming else None,
+                                 metrics)
+
+
+def _component_status(verdict: bulletin.ComponentVerdict) -> dict[str, Any]:
+    component = verdict.component
+    item: dict[str, Any] = {
+        "namespace": component.namespace, "name": component.name,
+        "component": component.component, "image": component.image,
+        "version": component.tag or "", "digests": list(component.digests),
+        "verdict": verdict.verdict, "reason": verdict.reason, "message": verdict.message,
+        "cves": [{"id": c.id, "verdict": c.verdict, "reason": c.reason}
+                 for c in verdict.cves],
+    }
+    if verdict.remediation is not None:
+        item["remediation"] = verdict.remediation.as_kustomize_image()
+    return item
+
+
+def _ready(problems: Sequence[str], warnings: Sequence[str],
+           verdicts: Sequence[bulletin.ComponentVerdict],
+           namespaces: Sequence[str]) -> conditions.Condition:
+    if any(problem.startswith("cannot list") for problem in problems):
+        return conditions.Condition(
+            type="Ready", status="False", reason="InventoryUnavailable",
+            message="; ".join(problems) + ". Check the operator's RBAC and --flux-namespace "
+            "(now: " + ", ".join(namespaces) + ").")
+    if problems or warnings:
+        message = ""
+        if problems:
+            message = "; ".join(problems) + ". Verdicts ignore that document until fixed."
+        if warnings:
+            message += (" " if message else "") + "; ".join(warnings) + (
+                ". The rest of that document counts; fix the product to make it match.")
+        return conditions.Condition(type="Ready", status="False", reason="InvalidVex",
+                                    message=message)
+    return conditions.Condition(
+        type="Ready", status="True", reason="Evaluated",
+        message=f"Checked {len(verdicts)} running component(s) concerned by the bulletin.")
+
+
+def _compliant(counts: Mapping[str, int], inventory_found: bool,
+               namespaces: Sequence[str]) -> conditions.Condition:
+    if not inventory_found:
+        return conditions.Condition(
+            type="Compliant", status="Unknown", reason="NoFluxComponents",
+            message="No Flux Deployment was found in " + ", ".join(namespaces)
+            + "; nothing could be checked.")
+    if counts["vulnerable"]:
+        return conditions.Condition(
+            type="Compliant", status="False", reason="VulnerableComponents",
+            message=f"{counts['vulnerable']} component(s) run a vulnerable image; "
+                    "see status.components[].remediation.")
+    if counts["unknown"]:
+        return conditions.Condition(
+            type="Compliant", status="Unknown", reason="UnknownDigests",
+            message=f"{counts['unknown']} component(s) could not be checked.")
+    return conditions.Condition(type="Compliant", status="True",
+                                reason="NoVulnerableComponents",
+                                message="No running component is vulnerable.")
+
+
+def _patch_overdue(spec: bulletin.BulletinSpec, overdue: bool,
+                   counts: Mapping[str, int]) -> conditions.Condition:
+    if overdue:
+        assert spec.patch_by is not None
+        return conditions.Condition(
+            type="PatchOverdue", status="True", reason="PatchByPassed",
+            message=f"patchBy {conditions.rfc3339(spec.patch_by)} has passed and "
+                    f"{counts['vulnerable']} component(s) are still vulnerable.")
+    if spec.patch_by is None:
+        return conditions.Condition(type="PatchOverdue", status="False", reason="NoPatchBy",
+                                    message="The bulletin sets no patchBy time.")
+    return conditions.Condition(
+        type="PatchOverdue", status="False", reason="NotOverdue",
+        message=f"patchBy {conditions.rfc3339(spec.patch_by)}.")
+
+
+def _events(previous: Mapping[str, Any], spec: bulletin.BulletinSpec,
+            items: Sequence[Mapping[str, Any]], current: Sequence[conditions.Condition],
+            embargoed: bool) -> list[evaluation.Event]:
+    """Events name components and verdicts. Under embargo they hold nothing the bulletin
+    or its documents supplied (no CVE id, reason detail, fixed version or digest), only
+    what runs in the cluster and fixed words; the condition messages are fixed texts."""
+    events = []
+    before = {(c.get("namespace"), c.get("component")): c.get("verdict")
+              for c in previous.get("components") or []}
+    for item in items:
+        old = before.get((item["namespace"], item["component"]))
+        if old == item["verdict"]:
+            continue
+        reason = reason_kind(item["reason"]) if embargoed else item["reason"]
+        text = (f"{item['namespace']}/{item['component']}: {old or 'new'} -> "
+                f"{item['verdict']} ({reason})")
+        if not embargoed:
+            ids = ", ".join(c["id"] for c in item["cves"])
+            text += f"; {ids}"
+        if item["verdict"] == "Vulnerable" and "remediation" in item:
+            if embargoed:
+                text += "; the fix is in the bulletin's status.components[].remediation"
+            else:
+                fix = item["remediation"]
+                text += f"; fix: {fix['name']}:{fix['newTag']}@{fix['digest']}"
+        events.append(evaluation.Event("Warning" if item["verdict"] == "Vulnerable" else "Normal",
+                                       f"Verdict{item['verdict']}", text))
+    if previous.get("embargoed") and not embargoed:
+        ids = ", ".join(v.id for v in spec.vulnerabilities)
+        events.append(evaluation.Event("Normal", "EmbargoLifted", f"Disclosed: {ids}"))
+    old_ready: Mapping[str, Any] = next((c for c in previous.get("conditions") or []
+                                         if c.get("type") == "Ready"), {})
+    ready = current[0]
+    if ready.status == "False" and old_ready.get("message") != ready.message:
+        events.append(evaluation.Event("Warning", ready.reason, ready.message))
+    return events
