@@ -25,6 +25,7 @@ from fluxsupport.controllers import advisories as feed_controller
 from fluxsupport.controllers import updates as updates_controller
 from fluxsupport.domain.policy import load_policy
 from fluxsupport.kube.events import EventPoster
+from fluxsupport.sources import artifacts
 from tests import fakes
 from tests.unit.test_advisory_feed import (
     ADVISORIES,
@@ -269,8 +270,8 @@ def release_data_of(content: bytes, monkeypatch: pytest.MonkeyPatch, cost: Cost)
     async def read() -> Any:
         assert controller.source_watch is not None
         try:
-            return await controller._artifact_data(controller.source_watch)
-        except updates_controller._NotReady as not_ready:
+            return await controller._artifact_data()
+        except artifacts.Unreadable as not_ready:
             return not_ready
     return measured(read(), cost)
 
@@ -281,7 +282,7 @@ def test_a_zero_bomb_in_place_of_release_data_is_a_condition_reason(
               for p in sorted((ADVISORIES.parent / "images").rglob("*")) if p.is_file()]
     cost = Cost()
     result = release_data_of(zero_bomb(after=images), monkeypatch, cost)
-    assert isinstance(result, updates_controller._NotReady), result
+    assert isinstance(result, artifacts.Unreadable), result
     assert result.reason == "ArtifactTooLarge"
     assert result.message == (
         "GitRepository flux-system/source artifact main@sha1:3333: the artifact unpacks to "

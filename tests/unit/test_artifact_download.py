@@ -197,8 +197,8 @@ def release_data(controller: updates_controller.UpdateController) -> Any:
     """The release data, or the reason the check cannot run."""
     assert controller.source_watch is not None
     try:
-        return asyncio.run(controller._artifact_data(controller.source_watch))
-    except updates_controller._NotReady as not_ready:
+        return asyncio.run(controller._artifact_data())
+    except artifacts.Unreadable as not_ready:
         return not_ready
 
 
@@ -214,7 +214,7 @@ def test_the_update_check_reads_a_distribution_snapshot_of_several_mb(
         async with serving(Storage(content, length=True)) as storage:
             publish(controller, storage.url, sha256(content))
             assert controller.source_watch is not None
-            return await controller._artifact_data(controller.source_watch)
+            return await controller._artifact_data()
     data = asyncio.run(run())
     assert data.latest == "v2.9.4"
     # The real releases and the generated older ones, four variants each.
@@ -231,8 +231,8 @@ def test_the_update_check_retries_a_digest_mismatch_with_backoff(tmp_path: pathl
         publish(controller, storage.url, digest)
         assert controller.source_watch is not None
         try:
-            return await controller._artifact_data(controller.source_watch)
-        except updates_controller._NotReady as not_ready:
+            return await controller._artifact_data()
+        except artifacts.Unreadable as not_ready:
             return not_ready
 
     async def run() -> None:
@@ -273,8 +273,8 @@ def test_an_artifact_too_large_is_a_reason_and_not_downloaded_again(
             publish(controller, storage.url, sha256(content))
             assert controller.source_watch is not None
             for _ in range(2):
-                with pytest.raises(updates_controller._NotReady) as raised:
-                    await controller._artifact_data(controller.source_watch)
+                with pytest.raises(artifacts.Unreadable) as raised:
+                    await controller._artifact_data()
                 assert raised.value.reason == "ArtifactTooLarge"
                 assert "spec.ignore" in raised.value.message
             assert storage.requests == 1, "the same digest is not downloaded again"

@@ -102,7 +102,7 @@ def act(cases: Cases, channels: policy.Channels, setup: Callable[[Any], None] = 
     async def main() -> None:
         # No Secret in the fake API server: email without SMTP authentication.
         controller = controller_module.SubmissionController(
-            cases, channels, fakes.FakeClient(), "fluxsupport-system")  # type: ignore[arg-type]
+            cases, channels, fakes.FakeClient(), "fluxsupport-system")
         setup(controller)
         await controller._act(KEY)
     asyncio.run(main())

@@ -86,7 +86,7 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
                                                   operator_config.namespace, gate=gate.active,
                                                   listed=case_watch.synced,
                                                   diagnostics=flux.diagnostics)
-    metrics.register_submissions(submissions)
+    metrics.register_submissions(submissions, cases)
     metrics.register_bulletins(bulletins)
     components: list[lifecycle.Component] = [
         flux, gate, configmaps, case_watch, *([feed] if feed is not None else [])]

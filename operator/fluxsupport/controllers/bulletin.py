@@ -24,7 +24,7 @@ from fluxsupport import constants
 from fluxsupport.controllers import scheduler, writes
 from fluxsupport.domain import bulletin, evaluation, securitybulletin
 from fluxsupport.domain import inventory as inventory_module
-from fluxsupport.kube import api, events, reflector
+from fluxsupport.kube import api, events, objects, reflector
 from fluxsupport.sources import inventory as inventory_source
 from fluxsupport.sources import vexdocuments
 
@@ -66,8 +66,7 @@ class BulletinSnapshot:
 
     @property
     def ref(self) -> api.ObjectRef:
-        return api.ObjectRef(constants.API_VERSION, constants.BULLETIN_KIND,
-                             constants.BULLETIN_PLURAL, self.name, None, self.uid)
+        return objects.BULLETINS.ref(self.name, uid=self.uid)
 
 
 def _by_component(components: list[inventory_module.RunningComponent]

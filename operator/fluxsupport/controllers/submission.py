@@ -20,13 +20,12 @@ import dataclasses
 import datetime
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Hashable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 from fluxsupport import constants, failpoints
 from fluxsupport.channels import mail, portal, portals
-from fluxsupport.controllers.scheduler import Scheduler
-from fluxsupport.controllers.supportcase import CaseController, CaseKey, CaseSnapshot
+from fluxsupport.controllers import scheduler
 from fluxsupport.domain import conditions
 from fluxsupport.domain import policy as policy_module
 from fluxsupport.domain import submission as domain
@@ -54,6 +53,42 @@ def _rfc(moment: datetime.datetime) -> str:
     return conditions.rfc3339(moment)
 
 
+#: A case, by namespace and name.
+CaseKey = tuple[str, str]
+
+
+class Case(Protocol):
+    """What the channels read of a case: the case controller's snapshot of it."""
+
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def uid(self) -> str: ...
+    @property
+    def generation(self) -> int: ...
+    @property
+    def created(self) -> datetime.datetime: ...
+    @property
+    def annotations(self) -> Mapping[str, str]: ...
+    @property
+    def spec(self) -> dict[str, Any]: ...
+    @property
+    def status(self) -> dict[str, Any]: ...
+
+
+class Cases(Protocol):
+    """What the submission controller needs of the case controller: the cases, a word after
+    each stored status, and the one write path of status.submission."""
+
+    def get(self, key: CaseKey) -> Case | None: ...
+    def items(self) -> Sequence[tuple[CaseKey, Case]]: ...
+    def subscribe(self, listener: Callable[[CaseKey], None]) -> None: ...
+    async def record_submission(self, key: CaseKey, submission: Mapping[str, Any],
+                                expect: Mapping[str, Any] | None = None) -> bool: ...
+
+
 @dataclasses.dataclass
 class _Held:
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
@@ -61,7 +96,7 @@ class _Held:
 
 
 class SubmissionController:
-    def __init__(self, cases: CaseController, channels: policy_module.Channels,
+    def __init__(self, cases: Cases, channels: policy_module.Channels,
                  client: api.KubeClient, namespace: str, gate: asyncio.Event | None = None,
                  listed: asyncio.Event | None = None,
                  diagnostics: Callable[[], dict[str, Any]] | None = None) -> None:
@@ -75,7 +110,8 @@ class SubmissionController:
         #: Set once the case watch has listed every case: the first sync waits for it, or it
         #: would skip the tickets of cases not listed yet.
         self.listed = listed
-        self.scheduler = Scheduler(self._act, concurrency=4, gate=gate, kind="Submission")
+        self.scheduler = scheduler.Scheduler(self._act, concurrency=4, gate=gate,
+                                             kind="Submission")
         self.last_sync = 0.0
         self._portal: portal.Portal | None = None
         self._token = ""
@@ -123,14 +159,15 @@ class SubmissionController:
     def _closed(status: Mapping[str, Any]) -> bool:
         return bool(status.get("closure"))
 
-    def pending_seconds(self, case: CaseSnapshot, now: float) -> float | None:
-        """Seconds since creation of a case that has reached no channel, for the metric."""
+    def pending(self, now: float) -> Iterator[tuple[CaseKey, float]]:
+        """The cases that have reached no channel, with the seconds since their creation (a
+        metric); none while every channel is off."""
         if not self.channels.enabled:
-            return None
-        status = case.status
-        if domain.delivered(status.get("submission") or {}) or self._closed(status):
-            return None
-        return max(0.0, now - case.created.timestamp())
+            return
+        for key, case in self.cases.items():
+            status = case.status
+            if not domain.delivered(status.get("submission") or {}) and not self._closed(status):
+                yield key, max(0.0, now - case.created.timestamp())
 
     # -- acting -----------------------------------------------------------------------------
 
@@ -182,7 +219,7 @@ class SubmissionController:
             if done:
                 self.scheduler.succeeded(key)
 
-    def _message(self, case: CaseSnapshot, level: int) -> domain.Message:
+    def _message(self, case: Case, level: int) -> domain.Message:
         diagnostics = self.diagnostics() if self.diagnostics else None
         return domain.render(uid=case.uid, namespace=case.namespace, name=case.name,
                              cluster=self.channels.cluster, level=level, spec=case.spec,
@@ -192,7 +229,7 @@ class SubmissionController:
         """Whether this replica leads (no gate: it runs alone)."""
         return self.gate is None or self.gate.is_set()
 
-    async def _via_portal(self, key: CaseKey, case: CaseSnapshot,
+    async def _via_portal(self, key: CaseKey, case: Case,
                           submission: dict[str, Any], level: int) -> None:
         """Link the case's ticket, or create it. The attempt to create is recorded first,
         only if status.submission is still what this decision was made from (a write with
@@ -274,7 +311,7 @@ class SubmissionController:
             self._count(case, "portal", outcome, now)
             logger.info("SupportCase %s/%s: %s ticket %s", *key, outcome, ticket.id)
 
-    async def _via_email(self, key: CaseKey, case: CaseSnapshot,
+    async def _via_email(self, key: CaseKey, case: Case,
                          submission: dict[str, Any], level: int) -> None:
         config = self.channels.email
         now = _now()
@@ -371,14 +408,14 @@ class SubmissionController:
         await self._record_email_end(key, message_id, {"lastError": domain.EMAIL_STOPPED})
 
     @staticmethod
-    def _count(case: CaseSnapshot, channel: str, outcome: str, now: datetime.datetime) -> None:
+    def _count(case: Case, channel: str, outcome: str, now: datetime.datetime) -> None:
         metrics.SUBMISSIONS.labels(channel=channel, outcome=outcome).inc()
         metrics.SUBMISSION_LATENCY.labels(channel=channel).observe(
             max(0.0, (now - case.created).total_seconds()))
 
     # -- updates ----------------------------------------------------------------------------
 
-    def _updates(self, case: CaseSnapshot, submission: Mapping[str, Any]) -> list[tuple[str, str]]:
+    def _updates(self, case: Case, submission: Mapping[str, Any]) -> list[tuple[str, str]]:
         """Updates the ticket has not had yet: a severity change and new comments."""
         if not submission.get("ticketId") or not self.channels.portal.enabled:
             return []
@@ -395,7 +432,7 @@ class SubmissionController:
                    for update_id, text in comments.items()]
         return [(update_id, text) for update_id, text in wanted if update_id not in posted]
 
-    async def _post_updates(self, key: CaseKey, case: CaseSnapshot,
+    async def _post_updates(self, key: CaseKey, case: Case,
                             submission: dict[str, Any], *, hurry: bool = False) -> bool:
         """Post what the ticket lacks; False when not even the outcome could be stored. A
         failure is recorded in status (updateFailures, updateError) and its backoff waited
@@ -421,7 +458,7 @@ class SubmissionController:
             self.scheduler.retry(key)  # the record is lost, so is its backoff: keep one here
         return False
 
-    async def _post(self, key: CaseKey, case: CaseSnapshot, submission: dict[str, Any],
+    async def _post(self, key: CaseKey, case: Case, submission: dict[str, Any],
                     todo: list[tuple[str, str]]) -> None:
         """Post ``todo`` to the ticket unless its history has them; the outcome goes into
         ``submission``: the ids posted, or the failure."""
@@ -526,7 +563,7 @@ class SubmissionController:
             del self._seen[ticket_id]
         return complete
 
-    async def _track(self, key: CaseKey, case: CaseSnapshot, ticket: portal.Ticket,
+    async def _track(self, key: CaseKey, case: Case, ticket: portal.Ticket,
                      helpdesk: portal.Portal, own: str) -> bool:
         """Store what the ticket says about the case; True once stored (or nothing new)."""
         old = dict(case.status.get("submission") or {})

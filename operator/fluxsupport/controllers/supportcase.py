@@ -24,7 +24,7 @@ from fluxsupport.domain import calendar as calendar_module
 from fluxsupport.domain import casestatus, supportcase, timing
 from fluxsupport.domain import diagnostics as diagnostics_module
 from fluxsupport.domain import policy as policy_module
-from fluxsupport.kube import api, events
+from fluxsupport.kube import api, events, objects
 from fluxsupport.observability import metrics
 
 logger = logging.getLogger(__name__)
@@ -97,8 +97,7 @@ class CaseSnapshot:
 
     @property
     def ref(self) -> api.ObjectRef:
-        return api.ObjectRef(constants.API_VERSION, constants.SUPPORTCASE_KIND,
-                             constants.SUPPORTCASE_PLURAL, self.name, self.namespace, self.uid)
+        return objects.SUPPORTCASES.ref(self.name, self.namespace, self.uid)
 
 
 Diagnostics = Callable[[], dict[str, Any]]
