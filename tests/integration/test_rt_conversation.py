@@ -328,6 +328,10 @@ def test_support_comments_stay_internal_and_customer_comments_end_a_wait(
     items = history(rt, ticket)
     who = people(rt, ticket)
     assert who.customers == {CUSTOMER, COLLEAGUE}
+    # The batched search of the sync knows the Ccs too.
+    [found] = [t for t in run(lambda p: p.updated_since("fluxsupport:", None), rt)
+               if t.id == ticket.id]
+    assert (found.requestors, found.ccs) == ((CUSTOMER,), (COLLEAGUE,))
     summary = conversation.summarize(items, who)
     comment = next(item for item in items if item.type == "Comment"
                    and item.creator == rt.operator)

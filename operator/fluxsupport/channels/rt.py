@@ -43,7 +43,8 @@ _TEXT_TYPES = ("Create", "Correspond", "Comment")
 #: The history the operator reads: the messages and the changes of status. Every other type
 #: is left out by the query, among them those the operator's user may not see.
 HISTORY_TYPES = (*_TEXT_TYPES, "Status")
-#: Transactions (or attachments) named per request in an ``IN`` query: about 1 kB of URL.
+#: Transactions (or attachments) named per request in an ``IN`` query: about 1.5 kB of URL,
+#: well within what web servers and proxies in front of RT accept (8 kB).
 IDS_PER_QUERY = 100
 #: RT's "not set" for a date.
 _UNSET = "1970-01-01 00:00:00"
@@ -309,8 +310,9 @@ def _message(text: str) -> str:
 
 def _any_of(field: str, values: Iterable[str]) -> str:
     """A REST 2.0 JSON query (``query=[...]``) for rows whose ``field`` is one of
-    ``values``: RT joins limits on one field with OR."""
-    return json.dumps([{"field": field, "value": value} for value in values])
+    ``values``: about 8 characters of URL per id."""
+    return json.dumps([{"field": field, "operator": "IN", "value": list(values)}],
+                      separators=(",", ":"))
 
 
 def _chunks(ids: list[str]) -> list[list[str]]:
