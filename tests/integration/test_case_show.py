@@ -103,9 +103,11 @@ def test_case_show_prints_the_thread_and_writes_nothing(
     policy = tmp_path / "policy.yaml"
     policy.write_text(f"channels:\n  portal: {{enabled: true, url: '{rt.url}', "
                       f"queue: {rt.queue}}}\n")
+    # A person's own token (victor may only read the queue): the operator's transactions
+    # are still the operator's.
     as_json = fluxsupport(api.kubeconfig, "case", "show", "stuck", "-n", namespace, "-o",
                           "json", "--policy", str(policy), "--operator-namespace", "nowhere",
-                          env={"FLUXSUPPORT_PORTAL_TOKEN": rt.operator_token})
+                          env={"FLUXSUPPORT_PORTAL_TOKEN": rt.viewer_token})
     assert as_json.returncode == 0, as_json.stderr
     data: dict[str, Any] = json.loads(as_json.stdout)
     assert (data["ticket"]["id"], data["ticket"]["status"], data["waitsOn"], data["replies"]) \

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import aiosmtplib
 import pytest
 
-from fluxsupport.channels.portal import NewTicket, Ticket, Transaction
+from fluxsupport.channels.portal import NewTicket, PortalError, Ticket, Transaction
 from fluxsupport.channels.rt import RequestTracker as Portal
 from fluxsupport.domain import conversation, submission
 from fluxsupport.domain.conversation import Side, WaitsOn
@@ -39,9 +39,10 @@ COLLEAGUE = "sre@customer.test"
 TICK = 1.1
 
 
-def run(factory: Callable[[Portal], Coroutine[Any, Any, T]], rt: RequestTracker) -> T:
+def run(factory: Callable[[Portal], Coroutine[Any, Any, T]], rt: RequestTracker,
+        token: str | None = None) -> T:
     async def main() -> T:
-        portal = Portal(rt.url, rt.queue, rt.operator_token, timeout=60.0)
+        portal = Portal(rt.url, rt.queue, token or rt.operator_token, timeout=60.0)
         try:
             return await factory(portal)
         finally:
@@ -130,6 +131,21 @@ def test_priority_and_due_are_written_once_and_follow_a_change(rt: RequestTracke
     assert run(lambda p: p.ticket(ticket.id), rt).due is None
     # None of this is a message: the history the operator reads has no trace of it.
     assert [item.type for item in history(rt, ticket)] == ["Create"]
+
+
+def test_priority_and_due_refused_say_which_right(rt: RequestTracker) -> None:
+    """RT answers a PUT it refuses with 200 and "Permission Denied" per field: the adapter
+    reads the ticket back and says which right is missing."""
+    ticket = create(rt)
+    due = datetime.datetime(2026, 12, 8, 9, 30, tzinfo=datetime.UTC)
+    with pytest.raises(PortalError) as refused:
+        run(lambda p: p.set_sla(ticket.id, SlaFields(75, due)), rt, token=rt.viewer_token)
+    assert not refused.value.transient
+    assert "RT did not set Priority, FinalPriority, Due" in str(refused.value)
+    assert "Permission Denied" in str(refused.value)
+    assert "ModifyTicket" in str(refused.value)
+    current = rt.ticket(ticket.id)
+    assert (current["Priority"], current["Due"]) == ("0", "1970-01-01T00:00:00Z")
 
 
 # ---- Reading the whole history ----------------------------------------------------------------

@@ -147,30 +147,30 @@ class RequestTracker:
         """The text (the start of it) and the file names of each of ``transactions``: first
         the list of their attachments without content, then the content of each message's
         body only, so that no file (a PDF, a log archive) is ever downloaded."""
-        bodies: dict[str, tuple[str, str]] = {}  # transaction -> (attachment id, type)
+        parts: dict[str, list[tuple[str, str]]] = {}  # transaction: (attachment id, type)
         files: dict[str, list[str]] = {}
         for chunk in _chunks(transactions):
             for part in await self._pages(f"ticket/{ticket_id}/attachments", {
                     "fields": "TransactionId,ContentType,Filename",
                     "query": _any_of("TransactionId", chunk)}):
                 txn = str(part.get("TransactionId", ""))
-                name = str(part.get("Filename") or "")
                 kind = str(part.get("ContentType") or "").lower()
-                if name:
-                    files.setdefault(txn, []).append(name)
-                elif kind in ("text/plain", "text/html") and (
-                        txn not in bodies or (bodies[txn][1], kind) == ("text/html",
-                                                                        "text/plain")):
-                    bodies[txn] = (str(part["id"]), kind)
+                if part.get("Filename"):
+                    files.setdefault(txn, []).append(str(part["Filename"]))
+                elif kind in ("text/plain", "text/html"):
+                    parts.setdefault(txn, []).append((str(part["id"]), kind))
+        # A message's body is its plain text, or its HTML when it has no plain text.
+        bodies: dict[str, tuple[str, bool]] = {}  # attachment id: (transaction, HTML)
+        for txn, found in parts.items():
+            plain = [attachment for attachment, kind in found if kind == "text/plain"]
+            bodies[plain[0] if plain else found[0][0]] = (txn, not plain)
         texts: dict[str, str] = {}
-        by_attachment = {attachment: (txn, kind) for txn, (attachment, kind) in bodies.items()}
-        for chunk in _chunks(list(by_attachment)):
+        for chunk in _chunks(list(bodies)):
             for part in await self._pages(f"ticket/{ticket_id}/attachments", {
                     "fields": "Content", "query": _any_of("id", chunk)}):
-                txn, kind = by_attachment[str(part["id"])]
+                txn, html = bodies[str(part["id"])]
                 content = str(part.get("Content") or "")
-                texts[txn] = (_html_text(content) if kind == "text/html" else content
-                              )[:CONTENT_LIMIT]
+                texts[txn] = (_html_text(content) if html else content)[:CONTENT_LIMIT]
         return texts, files
 
     async def set_sla(self, ticket_id: str, fields: SlaFields) -> bool:
@@ -178,17 +178,22 @@ class RequestTracker:
         that differ, and none when all agree: setting the same values again leaves no
         transaction in the ticket. FinalPriority equals Priority, so that RT's escalation
         tools (``rt-crontool`` with LinearEscalate) leave the priority alone."""
-        record = await self._request("GET", f"ticket/{ticket_id}")
-        wanted: dict[str, Any] = {"Priority": fields.priority,
-                                  "FinalPriority": fields.priority,
-                                  "Due": _rt_time(fields.due)}
-        current = {"Priority": _int(record.get("Priority")),
-                   "FinalPriority": _int(record.get("FinalPriority")),
-                   "Due": _rt_time(_time(record.get("Due")))}
+        wanted = {"Priority": fields.priority, "FinalPriority": fields.priority,
+                  "Due": _rt_time(fields.due)}
+        current = _sla(await self._request("GET", f"ticket/{ticket_id}"))
         changes = {key: value for key, value in wanted.items() if current[key] != value}
         if not changes:
             return False
-        await self._request("PUT", f"ticket/{ticket_id}", json_body=changes)
+        # RT answers 200 with a message per field, "Permission Denied" included: what it did
+        # is what the ticket says afterwards.
+        said = await self._request("PUT", f"ticket/{ticket_id}", json_body=changes)
+        after = _sla(await self._request("GET", f"ticket/{ticket_id}"))
+        kept = [key for key, value in changes.items() if after[key] != value]
+        if kept:
+            answer = "; ".join(map(str, said)) if isinstance(said, list) else str(said)
+            raise PortalError(f"RT did not set {', '.join(kept)} of ticket {ticket_id} "
+                              f"({answer[:300]}): grant the operator's RT user ModifyTicket "
+                              f"on the queue", transient=False)
         return True
 
     async def comment(self, ticket_id: str, text: str) -> None:
@@ -329,6 +334,13 @@ def _subject(item: dict[str, Any]) -> str:
 def _addresses(people: Any) -> tuple[str, ...]:
     return tuple(str(p.get("EmailAddress") or p.get("id"))
                  for p in people or () if isinstance(p, dict))
+
+
+def _sla(record: dict[str, Any]) -> dict[str, Any]:
+    """A ticket's Priority, FinalPriority and Due as set_sla compares them."""
+    return {"Priority": _int(record.get("Priority")),
+            "FinalPriority": _int(record.get("FinalPriority")),
+            "Due": _rt_time(_time(record.get("Due")))}
 
 
 def _int(value: Any) -> int | None:

@@ -73,8 +73,8 @@ def show(
         ticket, history, own = asyncio.run(_read(channels, token, ticket_id))
     except portal.PortalError as error:
         raise output.fail(f"ticket {ticket_id}: {error}", 1) from error
-    people = conversation.People.of(own, (*ticket.requestors, *ticket.ccs,
-                                          channels.email.sender))
+    customers = (*ticket.requestors, *ticket.ccs, channels.email.sender)
+    people = conversation.People.of(_operator(history, own, customers), customers)
     data = _view(what, ticket, conversation.summarize(history, people),
                  conversation.thread(history, people))
     if fmt is output.Format.table:
@@ -131,6 +131,17 @@ async def _read(channels: Channels, token: str, ticket_id: str
                 await helpdesk.whoami())
     finally:
         await helpdesk.close()
+
+
+def _operator(history: list[portal.Transaction], own: str, customers: tuple[str, ...]) -> str:
+    """The operator's RT login: the ticket's creator, unless the customer made it (a case
+    that went by email); else the token's own user. A person may read with a token of their
+    own, and the operator's transactions are still the operator's."""
+    created = next((item for item in history if item.type == "Create"), None)
+    if created is None or conversation.side(
+            created, conversation.People.of(own, customers)) is not conversation.Side.SUPPORT:
+        return own
+    return created.creator
 
 
 def _time(moment: Any) -> str | None:
