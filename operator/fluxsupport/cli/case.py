@@ -6,7 +6,7 @@ import datetime
 import pathlib
 import secrets
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import kubernetes
 import typer
@@ -14,13 +14,22 @@ import urllib3
 
 from fluxsupport import constants
 from fluxsupport.cli import output
+from fluxsupport.cli.lazy import Lazy, LazyGroup
 from fluxsupport.domain import caselifecycle, conditions, timing
 from fluxsupport.kube import blocking
 
 #: What a failed API call raises: an HTTP error, or urllib3's give-up after its retries.
 CLIENT_ERRORS = (kubernetes.client.ApiException, OSError, urllib3.exceptions.HTTPError)
 
-app = typer.Typer(help="Create, answer, close and list SupportCases.", no_args_is_help=True)
+
+class _Group(LazyGroup):
+    lazy: ClassVar = {"show": Lazy("fluxsupport.cli.case_show:show",
+                                   "Print a case's ticket and its thread from the support "
+                                   "portal.")}
+
+
+app = typer.Typer(cls=_Group, help="Create, answer, close and list SupportCases.",
+                  no_args_is_help=True)
 
 Kubeconfig = Annotated[pathlib.Path | None, typer.Option(
     "--kubeconfig", envvar="KUBECONFIG", help="Kubeconfig file (like kubectl).")]
