@@ -56,6 +56,10 @@ OPERATOR_RIGHTS = ("SeeQueue", "CreateTicket", "ShowTicket", "ModifyTicket", "Co
 SUPPORT_RIGHTS = ("SeeQueue", "ShowTicket", "ModifyTicket", "ReplyToTicket", "CommentOnTicket",
                   "ShowTicketComments", "OwnTicket", "ShowOutgoingEmail")
 EVERYONE_RIGHTS = ("CreateTicket", "ReplyToTicket")
+#: victor may read the queue's tickets and change nothing: a person reading a thread with a
+#: token of their own, or an operator user that lacks ModifyTicket.
+VIEWER = "victor"
+VIEWER_RIGHTS = ("SeeQueue", "ShowTicket", "ShowTicketComments")
 
 _PR_SET_PDEATHSIG = 1
 #: Loaded here, not in the forked child: dlopen after fork in a threaded process can hang.
@@ -95,6 +99,7 @@ unless ($queue->id) {
 my %token;
 for my $who (['operator', 'fluxsupport-operator', $ENV{OPERATOR_EMAIL}, 'FluxSupport Operator'],
              ['support', 'alice', $ENV{SUPPORT_EMAIL}, 'Alice Support'],
+             ['viewer', 'victor', 'victor@support.fluxsupport.test', 'Victor Viewer'],
              ['admin', 'root', undef, undef]) {
     my ($key, $name, $mail, $real) = @$who;
     my $user = RT::User->new($sys);
@@ -139,6 +144,7 @@ class RequestTracker:
         self.url = ""
         self.operator_token = ""
         self.support_token = ""
+        self.viewer_token = ""
         self.admin_token = ""
         #: Measured seconds: "install" (recorded), "db_init" (0 when the cached copy served),
         #: "db_copy", "setup" (queue/users/rights/tokens), "startup" (spawn to first answer).
@@ -243,13 +249,14 @@ $RT::VarPath = '{w}/var';
     def _setup(self) -> None:
         started = time.monotonic()
         rights = {"operator": OPERATOR_RIGHTS, "support": SUPPORT_RIGHTS,
-                  "everyone": EVERYONE_RIGHTS}
+                  "viewer": VIEWER_RIGHTS, "everyone": EVERYONE_RIGHTS}
         done = subprocess.run(["perl", f"-I{RT_LIB}", "-MJSON", "-e", _SETUP_PERL, self.queue,
                                json.dumps(rights)], env=self._env(), check=True,
                               capture_output=True, timeout=120)
         tokens = json.loads(done.stdout.decode().strip().splitlines()[-1])
         self.operator_token = tokens["operator"]
         self.support_token = tokens["support"]
+        self.viewer_token = tokens["viewer"]
         self.admin_token = tokens["admin"]
         self.timings["setup"] = time.monotonic() - started
 

@@ -14,7 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from fluxsupport import cli
-from fluxsupport.cli import bulletin
+from fluxsupport.cli import bulletin, case
 from fluxsupport.cli.lazy import Lazy, LazyGroup
 
 #: What an offline command must not load: the cluster clients and the layer that uses them.
@@ -131,7 +131,7 @@ def test_an_online_command_does_load_the_client(tmp_path: pathlib.Path) -> None:
     assert "kubernetes" in modules
 
 
-GROUPS: list[type[LazyGroup]] = [cli._Root, bulletin._Group]
+GROUPS: list[type[LazyGroup]] = [cli._Root, bulletin._Group, case._Group]
 
 
 @pytest.mark.parametrize(("group", "name"), [(g, n) for g in GROUPS for n in g.lazy],

@@ -12,8 +12,9 @@ import datetime
 from typing import Protocol
 
 from fluxsupport.domain.submission import Transaction
+from fluxsupport.domain.ticketsla import SlaFields
 
-__all__ = ["NewTicket", "Portal", "PortalError", "Ticket", "Transaction"]
+__all__ = ["NewTicket", "Portal", "PortalError", "SlaFields", "Ticket", "Transaction"]
 
 
 class PortalError(Exception):
@@ -44,6 +45,12 @@ class Ticket:
     last_updated: datetime.datetime | None = None
     #: Email addresses of the requestors.
     requestors: tuple[str, ...] = ()
+    #: Email addresses of the ticket's Cc: the customer's colleagues who get the replies.
+    ccs: tuple[str, ...] = ()
+    #: The helpdesk's priority, a number (RT: higher is more urgent); None when not read.
+    priority: int | None = None
+    #: The ticket's due time; None when not set or not read.
+    due: datetime.datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,8 +77,18 @@ class Portal(Protocol):
         """Every ticket whose subject contains ``tag_prefix`` updated after ``since`` (all
         of them when None), in one batched query (paged as the helpdesk requires)."""
 
+    async def ticket(self, ticket_id: str) -> Ticket:
+        """The ticket, with its priority and due time."""
+
     async def history(self, ticket_id: str) -> list[Transaction]:
-        """The ticket's transactions, oldest first."""
+        """The ticket's messages and changes of status, oldest first, every page of them.
+        A message has its subject, the start of its text (``content``, never for an Event)
+        and the names of its files (never their content). Reading changes nothing."""
+
+    async def set_sla(self, ticket_id: str, fields: SlaFields) -> bool:
+        """Give the ticket the priority and due time of ``fields``; only what differs is
+        written, so a second call with the same fields changes nothing and leaves no trace in
+        the ticket. Returns whether anything was written."""
 
     async def comment(self, ticket_id: str, text: str) -> None:
         """Add ``text`` to the ticket as a comment (not sent to the requestor)."""

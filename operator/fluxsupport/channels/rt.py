@@ -1,23 +1,34 @@
 """Request Tracker 5 as the support portal, over its REST 2.0 API (``{url}REST/2.0/``).
 
 Plain aiohttp and a handful of endpoints: ``POST ticket``, ``GET tickets?query=`` (TicketSQL,
-one batched search per sync), ``GET ticket/N/history`` and ``ticket/N/attachments`` (the texts
-of a whole ticket in one request), ``POST ticket/N/comment``. Every failure becomes a
-PortalError; ``transient`` tells the controller whether retrying can help.
+one batched search per sync), ``GET ticket/N/history`` and ``ticket/N/attachments`` (the
+messages of a whole ticket in a few requests), ``PUT ticket/N`` (Priority and Due, only when
+they change), ``POST ticket/N/comment``. Every failure becomes a PortalError; ``transient``
+tells the controller whether retrying can help.
+
+RT 5 tells a user who is not a SuperUser neither the size of a collection nor its page count,
+and leaves out of each page the rows that user may not see (the EmailRecord of every mail RT
+sent, without ShowOutgoingEmail). A short page is then no sign of the last one. So every
+collection read here asks, in its query, only for rows the operator's user may see: the
+history for the types of transaction it needs, the attachments for the transactions it has
+read. A short page then is the last one.
 """
 
 from __future__ import annotations
 
 import datetime
+import html.parser
 import json
 import re
 import ssl
+from collections.abc import Iterable
 from typing import Any
 
 import aiohttp
 
 from fluxsupport.channels.portal import NewTicket, PortalError, Ticket, Transaction
 from fluxsupport.domain import policy
+from fluxsupport.domain.ticketsla import SlaFields
 
 #: Page size of searches and histories (REST 2.0 caps it at 100).
 PER_PAGE = 100
@@ -28,9 +39,17 @@ CONTENT_LIMIT = 4000
 #: updated_since asks for this much more (the furthest time zone west of UTC) and filters
 #: on the UTC times RT returns.
 TIMEZONE_MARGIN = datetime.timedelta(hours=12)
-_FIELDS = "Subject,Status,LastUpdated,Requestor"
+_FIELDS = "Subject,Status,LastUpdated,Requestor,Cc"
 #: Transaction types whose attachment is the text someone wrote.
-_TEXT_TYPES = frozenset({"Create", "Correspond", "Comment"})
+_TEXT_TYPES = ("Create", "Correspond", "Comment")
+#: The history the operator reads: the messages and the changes of status. Every other type
+#: is left out by the query, among them those the operator's user may not see.
+HISTORY_TYPES = (*_TEXT_TYPES, "Status")
+#: Transactions (or attachments) named per request in an ``IN`` query: about 1.5 kB of URL,
+#: well within what web servers and proxies in front of RT accept (8 kB).
+IDS_PER_QUERY = 100
+#: RT's "not set" for a date.
+_UNSET = "1970-01-01 00:00:00"
 
 
 class RequestTracker:
@@ -112,32 +131,87 @@ class RequestTracker:
                 and (since is None or t.last_updated is None or t.last_updated >= since)]
 
     async def history(self, ticket_id: str) -> list[Transaction]:
-        """Transactions the operator's user may see, oldest first, with the text of each
-        Create, Correspond and Comment from one attachments request for the whole ticket,
-        and the new value of each change (a Status transaction's new status)."""
-        items = await self._pages(f"ticket/{ticket_id}/history",
-                                  {"fields": "Type,Creator,Created,Field,NewValue",
-                                   "fields[Creator]": "Name,EmailAddress"})
-        texts: dict[str, str] = {}
-        if any(item.get("Type") in _TEXT_TYPES for item in items):
-            for part in await self._pages(f"ticket/{ticket_id}/attachments",
-                                          {"fields": "TransactionId,ContentType,Content"}):
-                txn = str(part.get("TransactionId", ""))
-                if part.get("ContentType") == "text/plain" and txn not in texts:
-                    texts[txn] = str(part.get("Content") or "")[:CONTENT_LIMIT]
+        """Transactions the operator's user may see, oldest first: each message (Create,
+        Correspond, Comment) with its subject, the start of its text and the names of its
+        files, and each change of status with the old and the new status."""
+        items = await self._pages(f"ticket/{ticket_id}/history", {
+            "fields": "Type,Creator,Created,Field,OldValue,NewValue,Data",
+            "fields[Creator]": "Name,EmailAddress",
+            "query": _any_of("Type", HISTORY_TYPES)})
+        messages = [str(item["id"]) for item in items if item.get("Type") in _TEXT_TYPES]
+        texts, files = await self._messages(ticket_id, messages)
         transactions = []
         for item in items:
             creator = item.get("Creator") or {}
+            txn = str(item["id"])
+            message = item.get("Type") in _TEXT_TYPES
             transactions.append(Transaction(
-                id=str(item["id"]), type=str(item.get("Type", "")),
+                id=txn, type=str(item.get("Type", "")),
                 creator=str(creator.get("Name") or creator.get("id") or ""),
                 creator_email=str(creator.get("EmailAddress") or ""),
                 created=_time(item.get("Created")) or datetime.datetime.min.replace(
                     tzinfo=datetime.UTC),
-                content=texts.get(str(item["id"]), ""),
-                new_value=str(item.get("NewValue") or "")))
+                content=texts.get(txn, ""),
+                new_value=str(item.get("NewValue") or ""),
+                old_value=str(item.get("OldValue") or ""),
+                subject=_subject(item) if message else "",
+                attachments=tuple(files.get(txn, ()))))
         transactions.sort(key=lambda t: int(t.id))
         return transactions
+
+    async def _messages(self, ticket_id: str, transactions: list[str]
+                        ) -> tuple[dict[str, str], dict[str, list[str]]]:
+        """The text (the start of it) and the file names of each of ``transactions``: first
+        the list of their attachments without content, then the content of each message's
+        body only, so that no file (a PDF, a log archive) is ever downloaded."""
+        parts: dict[str, list[tuple[str, str]]] = {}  # transaction: (attachment id, type)
+        files: dict[str, list[str]] = {}
+        for chunk in _chunks(transactions):
+            for part in await self._pages(f"ticket/{ticket_id}/attachments", {
+                    "fields": "TransactionId,ContentType,Filename",
+                    "query": _any_of("TransactionId", chunk)}):
+                txn = str(part.get("TransactionId", ""))
+                kind = str(part.get("ContentType") or "").lower()
+                if part.get("Filename"):
+                    files.setdefault(txn, []).append(str(part["Filename"]))
+                elif kind in ("text/plain", "text/html"):
+                    parts.setdefault(txn, []).append((str(part["id"]), kind))
+        # A message's body is its plain text, or its HTML when it has no plain text.
+        bodies: dict[str, tuple[str, bool]] = {}  # attachment id: (transaction, HTML)
+        for txn, found in parts.items():
+            plain = [attachment for attachment, kind in found if kind == "text/plain"]
+            bodies[plain[0] if plain else found[0][0]] = (txn, not plain)
+        texts: dict[str, str] = {}
+        for chunk in _chunks(list(bodies)):
+            for part in await self._pages(f"ticket/{ticket_id}/attachments", {
+                    "fields": "Content", "query": _any_of("id", chunk)}):
+                txn, html = bodies[str(part["id"])]
+                content = str(part.get("Content") or "")
+                texts[txn] = (_html_text(content) if html else content)[:CONTENT_LIMIT]
+        return texts, files
+
+    async def set_sla(self, ticket_id: str, fields: SlaFields) -> bool:
+        """Priority, FinalPriority and Due as ``fields`` says, with one ``PUT`` of the fields
+        that differ, and none when all agree: setting the same values again leaves no
+        transaction in the ticket. FinalPriority equals Priority, so that RT's escalation
+        tools (``rt-crontool`` with LinearEscalate) leave the priority alone."""
+        wanted = {"Priority": fields.priority, "FinalPriority": fields.priority,
+                  "Due": _rt_time(fields.due)}
+        current = _sla(await self._request("GET", f"ticket/{ticket_id}"))
+        changes = {key: value for key, value in wanted.items() if current[key] != value}
+        if not changes:
+            return False
+        # RT answers 200 with a message per field, "Permission Denied" included: what it did
+        # is what the ticket says afterwards.
+        said = await self._request("PUT", f"ticket/{ticket_id}", json_body=changes)
+        after = _sla(await self._request("GET", f"ticket/{ticket_id}"))
+        kept = [key for key, value in changes.items() if after[key] != value]
+        if kept:
+            answer = "; ".join(map(str, said)) if isinstance(said, list) else str(said)
+            raise PortalError(f"RT did not set {', '.join(kept)} of ticket {ticket_id} "
+                              f"({answer[:300]}): grant the operator's RT user ModifyTicket "
+                              f"on the queue", transient=False)
+        return True
 
     async def comment(self, ticket_id: str, text: str) -> None:
         await self._request("POST", f"ticket/{ticket_id}/comment",
@@ -154,18 +228,20 @@ class RequestTracker:
         return f"{self.base}Ticket/Display.html?id={ticket_id}"
 
     def _ticket(self, record: dict[str, Any]) -> Ticket:
-        requestors = tuple(str(r.get("EmailAddress") or r.get("id"))
-                           for r in record.get("Requestor") or () if isinstance(r, dict))
         ticket_id = str(record["id"])
         return Ticket(id=ticket_id, url=self.url(ticket_id),
                       subject=str(record.get("Subject") or ""),
                       status=str(record.get("Status") or "").lower(),
-                      last_updated=_time(record.get("LastUpdated")), requestors=requestors)
+                      last_updated=_time(record.get("LastUpdated")),
+                      requestors=_addresses(record.get("Requestor")),
+                      ccs=_addresses(record.get("Cc")),
+                      priority=_int(record.get("Priority")), due=_time(record.get("Due")))
 
     async def _search(self, query: str) -> list[Ticket]:
         items = await self._pages("tickets", {"query": query, "orderby": "id", "order": "ASC",
                                               "fields": _FIELDS,
-                                              "fields[Requestor]": "EmailAddress"})
+                                              "fields[Requestor]": "EmailAddress",
+                                              "fields[Cc]": "EmailAddress"})
         return [self._ticket(item) for item in items]
 
     async def _pages(self, path: str, params: dict[str, str]) -> list[dict[str, Any]]:
@@ -253,6 +329,68 @@ def _message(text: str) -> str:
     if isinstance(body, dict):
         return str(body.get("message", body))[:300]
     return str(body)[:300]
+
+
+def _any_of(field: str, values: Iterable[str]) -> str:
+    """A REST 2.0 JSON query (``query=[...]``) for rows whose ``field`` is one of
+    ``values``: about 8 characters of URL per id."""
+    return json.dumps([{"field": field, "operator": "IN", "value": list(values)}],
+                      separators=(",", ":"))
+
+
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[start:start + IDS_PER_QUERY] for start in range(0, len(ids), IDS_PER_QUERY)]
+
+
+def _subject(item: dict[str, Any]) -> str:
+    """RT keeps a message's subject in its transaction's Data, and "No Subject" for a
+    message that had none."""
+    subject = str(item.get("Data") or "").strip()
+    return "" if subject == "No Subject" else subject
+
+
+def _addresses(people: Any) -> tuple[str, ...]:
+    return tuple(str(p.get("EmailAddress") or p.get("id"))
+                 for p in people or () if isinstance(p, dict))
+
+
+def _sla(record: dict[str, Any]) -> dict[str, Any]:
+    """A ticket's Priority, FinalPriority and Due as set_sla compares them."""
+    return {"Priority": _int(record.get("Priority")),
+            "FinalPriority": _int(record.get("FinalPriority")),
+            "Due": _rt_time(_time(record.get("Due")))}
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
+
+
+def _rt_time(moment: datetime.datetime | None) -> str:
+    """A date as RT stores it (UTC, whole seconds), or RT's "not set"."""
+    if moment is None:
+        return _UNSET
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+class _Text(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+
+def _html_text(markup: str) -> str:
+    """The text of an HTML message (RT's web editor writes HTML), tags left out: enough to
+    see the marks that open a reply, which is all the operator reads it for."""
+    parser = _Text()
+    parser.feed(markup[:CONTENT_LIMIT * 4])
+    parser.close()
+    return "".join(parser.parts).strip()
 
 
 def _quote(value: str) -> str:

@@ -6,12 +6,13 @@ import datetime
 import pathlib
 import secrets
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import typer
 
 from fluxsupport import constants
 from fluxsupport.cli import output
+from fluxsupport.cli.lazy import Lazy, LazyGroup
 from fluxsupport.domain import caselifecycle, conditions, timing
 from fluxsupport.kube import blocking
 
@@ -19,7 +20,15 @@ from fluxsupport.kube import blocking
 CLIENT_ERRORS = blocking.CLIENT_ERRORS
 PLURAL = constants.SUPPORTCASE_PLURAL
 
-app = typer.Typer(help="Create, answer, close and list SupportCases.", no_args_is_help=True)
+
+class _Group(LazyGroup):
+    lazy: ClassVar = {"show": Lazy("fluxsupport.cli.case_show:show",
+                                   "Print a case's ticket and its thread from the support "
+                                   "portal.")}
+
+
+app = typer.Typer(cls=_Group, help="Create, answer, close and list SupportCases.",
+                  no_args_is_help=True)
 
 Kubeconfig = Annotated[pathlib.Path | None, typer.Option(
     "--kubeconfig", envvar="KUBECONFIG", help="Kubeconfig file (like kubectl).")]

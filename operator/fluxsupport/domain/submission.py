@@ -105,6 +105,12 @@ class Transaction:
     content: str = ""
     #: What a change set its field to: for an RT Status transaction, the new status.
     new_value: str = ""
+    #: What the field was before the change: for an RT Status transaction, the old status.
+    old_value: str = ""
+    #: The subject line of a message (Create, Correspond, Comment), when the helpdesk keeps one.
+    subject: str = ""
+    #: File names of the message's attachments (never their content).
+    attachments: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,6 +7,7 @@ commands see the client through this module only: ``CustomObjects`` and the erro
 
 from __future__ import annotations
 
+import base64
 import json
 import pathlib
 import time
@@ -109,14 +110,29 @@ def install_crds(client: kubernetes.client.ApiClient, timeout_s: float = 60.0) -
             time.sleep(0.1)
 
 
-def read_configmap_data(namespace: str, name: str) -> dict[str, str]:
+def read_configmap_data(namespace: str, name: str,
+                        kubeconfig: pathlib.Path | None = None) -> dict[str, str]:
     """The data of a ConfigMap; LookupError with a readable reason when it cannot be read."""
-    core = kubernetes.client.CoreV1Api(api_client())
+    core = kubernetes.client.CoreV1Api(api_client(kubeconfig))
     try:
         configmap = core.read_namespaced_config_map(name, namespace)
     except kubernetes.client.ApiException as error:
         raise LookupError(f"cannot read ConfigMap {namespace}/{name}: {error.reason}") from error
     return dict(configmap.data or {})
+
+
+def read_secret_data(namespace: str, name: str,
+                     kubeconfig: pathlib.Path | None = None) -> dict[str, str]:
+    """The decoded data of a Secret; LookupError with a readable reason when it cannot be
+    read (missing, or no ``get`` right on it)."""
+    core = kubernetes.client.CoreV1Api(api_client(kubeconfig))
+    try:
+        secret = core.read_namespaced_secret(name, namespace)
+    except kubernetes.client.ApiException as error:
+        raise LookupError(f"cannot read Secret {namespace}/{name}: {error.status} "
+                          f"{error.reason}") from error
+    return {key: base64.b64decode(value).decode(errors="replace")
+            for key, value in (secret.data or {}).items()}
 
 
 def api_message(error: Any) -> str:

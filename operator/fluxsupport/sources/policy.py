@@ -18,9 +18,10 @@ def from_file(path: pathlib.Path) -> Policy:
     return load_policy(text, source=str(path))
 
 
-def from_configmap(namespace: str, name: str, key: str = POLICY_KEY) -> Policy:
+def from_configmap(namespace: str, name: str, key: str = POLICY_KEY,
+                   kubeconfig: pathlib.Path | None = None) -> Policy:
     try:
-        data = blocking.read_configmap_data(namespace, name)
+        data = blocking.read_configmap_data(namespace, name, kubeconfig)
     except LookupError as error:
         raise PolicyError(str(error)) from error
     if key not in data:
