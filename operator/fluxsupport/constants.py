@@ -31,6 +31,9 @@ DISMISSED_BY: Final = f"{GROUP}/dismissed-by"
 DISMISS_REASON: Final = f"{GROUP}/dismiss-reason"
 #: Any new value asks the operator to collect the cluster diagnostics again.
 COLLECT_DIAGNOSTICS: Final = f"{GROUP}/collect-diagnostics"
+#: The customer's side marks a wait on itself (RFC 3339 START, or START/END once over): the
+#: SLA clocks pause (docs/sla-policy.md, "Waiting on the customer").
+WAITING_ON_CUSTOMER: Final = f"{GROUP}/waiting-on-customer"
 
 UPDATECHECK_KIND: Final = "FluxUpdateCheck"
 UPDATECHECK_PLURAL: Final = "fluxupdatechecks"

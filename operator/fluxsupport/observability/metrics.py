@@ -226,9 +226,15 @@ class CaseCollector(Collector):
             "supportcase_resolution_warning_timestamp_seconds",
             "When an open case with a resolution target becomes at risk of missing it.",
             labels=labels)
+        waiting = GaugeMetricFamily(
+            "supportcase_waiting_on_customer_since_timestamp_seconds",
+            "When an open case began waiting on the customer (while it waits; its clocks are "
+            "paused and their deadline series absent).", labels=labels)
         for (namespace, name), view in list(self.cases.views.items()):
             level = str(view.level)
-            if view.awaiting_response:
+            if view.waiting_since is not None:
+                waiting.add_metric([namespace, name, level], view.waiting_since)
+            if view.awaiting_response and not view.paused:
                 deadline.add_metric([namespace, name, level], view.deadline)
                 warning.add_metric([namespace, name, level], view.warning)
             if view.resolution_deadline is not None and view.resolution_warning is not None:
@@ -238,6 +244,7 @@ class CaseCollector(Collector):
         yield warning
         yield resolution_deadline
         yield resolution_warning
+        yield waiting
 
     def summary(self) -> Iterator[Metric]:
         """Counts over all cases, a fixed number of series."""
