@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from fluxsupport import constants, failpoints
 from fluxsupport.channels import mail, portal, portals
 from fluxsupport.controllers import scheduler
-from fluxsupport.domain import conditions
+from fluxsupport.domain import conditions, conversation, ticketrecord, ticketsla
 from fluxsupport.domain import policy as policy_module
 from fluxsupport.domain import submission as domain
 from fluxsupport.kube import api, secrets
@@ -143,7 +143,7 @@ class SubmissionController:
         step = domain.plan(submission, level, self.channels, self._closed(status), now)
         if step.action is not domain.Action.NONE:
             self.scheduler.schedule(key, (step.at or now).timestamp())
-        elif self._updates(case, submission):
+        elif self._updates(case, submission) or self._sla(case, submission):
             due = (domain.update_due(submission, now) or now).timestamp()
             if submission.get("updateFailures"):
                 # A ticket that refuses its updates waits for its backoff, and behind the
@@ -439,12 +439,13 @@ class SubmissionController:
         out (unless ``hurry``: the portal is back): a deleted ticket or a portal that
         refuses is not asked in a loop."""
         todo = self._updates(case, submission)
-        if todo:
+        sla = self._sla(case, submission)
+        if todo or sla:
             due = domain.update_due(submission, _now())
             if due is not None and not hurry:
                 self.scheduler.schedule_low(key, due.timestamp())
                 return True
-            await self._post(key, case, submission, todo)
+            await self._post(key, case, submission, todo, sla)
         elif any(field in submission for field in UPDATE_FAILURE_FIELDS):
             for field in UPDATE_FAILURE_FIELDS:  # nothing is left to post (comment removed)
                 submission.pop(field, None)
@@ -458,15 +459,27 @@ class SubmissionController:
             self.scheduler.retry(key)  # the record is lost, so is its backoff: keep one here
         return False
 
+    def _sla(self, case: Case, submission: Mapping[str, Any]) -> portal.SlaFields | None:
+        """The ticket's Priority and Due (domain/ticketsla.py) when they differ from what it
+        was given last (status.submission.sla): after the submission, a severity change, a
+        wait that holds or moves a clock, the first response."""
+        if not submission.get("ticketId") or not self.channels.portal.enabled:
+            return None
+        wanted = ticketsla.from_status(case.status)
+        if wanted is None or submission.get("sla") == ticketsla.as_record(wanted):
+            return None
+        return wanted
+
     async def _post(self, key: CaseKey, case: Case, submission: dict[str, Any],
-                    todo: list[tuple[str, str]]) -> None:
-        """Post ``todo`` to the ticket unless its history has them; the outcome goes into
-        ``submission``: the ids posted, or the failure."""
+                    todo: list[tuple[str, str]], sla: portal.SlaFields | None = None) -> None:
+        """Post ``todo`` to the ticket unless its history has them, and give it ``sla``
+        (written only where the ticket differs); the outcome goes into ``submission``: the
+        ids posted and the fields given, or the failure."""
         ticket = str(submission["ticketId"])
         now = _now()
         try:
             helpdesk = await self._helpdesk()
-            history = await helpdesk.history(ticket)
+            history = await helpdesk.history(ticket) if todo else []
             for update_id, text in todo:
                 if not domain.posted(history, update_id):
                     failpoints.reach("before-update-post")
@@ -475,6 +488,9 @@ class SubmissionController:
                 submission["updates"] = [*(submission.get("updates") or []), update_id]
                 if update_id.startswith("level-"):
                     submission["level"] = int(case.status.get("level") or 0)
+            if sla is not None:
+                await helpdesk.set_sla(ticket, sla)
+                submission["sla"] = ticketsla.as_record(sla)
         except portal.PortalError as error:
             if not error.transient:
                 self._secret = None  # a fixed Secret takes effect at the next attempt
@@ -528,7 +544,8 @@ class SubmissionController:
         for key, case in self.cases.items():
             record = case.status.get("submission") or {}
             if (record.get("attempts") and not domain.delivered(record)) or (
-                    record.get("updateFailures") and self._updates(case, record)):
+                    record.get("updateFailures") and (self._updates(case, record)
+                                                      or self._sla(case, record))):
                 self._now_keys.add(key)
                 self.scheduler.schedule(key, time.time())
 
@@ -577,23 +594,28 @@ class SubmissionController:
             new.setdefault("submittedAt", _rfc(now))
             new.setdefault("level", int(case.status.get("level") or 0) or 4)
         new["ticketStatus"] = ticket.status
-        history: list[portal.Transaction] | None = None
+        # The whole history, whenever the ticket changed: the waits, the conversation, a
+        # reopening or a rejection are derived from all of it (domain/ticketrecord.py).
+        history = await helpdesk.history(ticket.id)
         if not new.get("firstReply"):
-            history = await helpdesk.history(ticket.id)
             not_replies = [own, *ticket.requestors, self.channels.email.sender]
             reply = domain.first_reply(history, not_replies)
             if reply is not None:
                 new["firstReply"] = {"at": _rfc(reply.at), "by": reply.by}
-        if ticket.status in domain.RESOLVED_STATUSES and not new.get("resolvedAt"):
-            if history is None:
-                history = await helpdesk.history(ticket.id)
-            resolved = domain.resolution(history)
-            if resolved is None:  # no status change the operator's user may see
-                new["resolvedAt"] = _rfc(ticket.last_updated or now)
-            else:
-                new["resolvedAt"] = _rfc(resolved.at)
-                if resolved.by:
-                    new["resolvedBy"] = resolved.by
+        people = conversation.People.of(
+            own, [*ticket.requestors, *ticket.ccs, self.channels.email.sender])
+        found = ticketrecord.record(history, people)
+        for field in ticketrecord.OWNED:
+            new.pop(field, None)
+        if ticketrecord.reopened(history, people) or ticket.status == "rejected":
+            new.pop("resolvedAt", None)  # the case is open again (or dismissed)
+            new.pop("resolvedBy", None)
+        if "resolvedAt" in found:
+            new.pop("resolvedBy", None)
+        elif ticket.status in domain.RESOLVED_STATUSES and not new.get("resolvedAt"):
+            # No change of status the operator's user may see.
+            new["resolvedAt"] = _rfc(ticket.last_updated or now)
+        new.update(found)
         if new == old:
             return True
         if not await self.cases.record_submission(key, new):
