@@ -116,8 +116,8 @@ def test_priority_and_due_follow_a_severity_change(
     ticket = ticket_for(api, namespace, "priority")
     low = status(api, namespace, "priority")["firstResponse"]["deadline"]
     harness.wait_for(lambda: (rt.ticket(ticket).get("Priority"), due_in_rt(rt, ticket))
-                     == (25, low), timeout=WAIT_S, what="Priority 25 and the Low deadline")
-    assert rt.ticket(ticket).get("FinalPriority") == 25
+                     == ("25", low), timeout=WAIT_S, what="Priority 25 and the Low deadline")
+    assert rt.ticket(ticket).get("FinalPriority") == "25"
     api.patch_case(namespace, "priority", {"spec": {"severity": "High", "impact": {
         "outage": "partial"}}})
     high = harness.wait_for(
@@ -126,7 +126,7 @@ def test_priority_and_due_follow_a_severity_change(
         timeout=WAIT_S, what="the case at Level 2")
     assert high != low
     harness.wait_for(lambda: (rt.ticket(ticket).get("Priority"), due_in_rt(rt, ticket))
-                     == (75, high), timeout=WAIT_S, what="Priority 75 and the High deadline")
+                     == ("75", high), timeout=WAIT_S, what="Priority 75 and the High deadline")
     assert submission(api, namespace, "priority")["sla"] == {"priority": 75, "due": high}
     # Written once: the ticket has one change of each, however often the operator syncs.
     changes = [item for item in rt.history(ticket) if item["Type"] == "Set"
