@@ -33,6 +33,7 @@ KNOWN_METRICS = frozenset({
     "supportcase_resolution_deadline_timestamp_seconds",
     "supportcase_resolution_warning_timestamp_seconds",
     "supportcase_resolutions_total",
+    "supportcase_waiting_on_customer_since_timestamp_seconds",
     "supportcase_resolution_business_seconds_bucket",
     "supportcase_resolution_business_seconds_sum",
     "supportcase_resolution_business_seconds_count",
@@ -127,7 +128,8 @@ def test_every_alert_has_a_firing_and_a_quiet_case_in_tests_yaml() -> None:
         "SupportCaseNotSubmitted", "FluxSupportPortalSyncStale",
         "SupportCaseResolutionAtRisk", "SupportCaseResolutionBreached",
         "SupportCaseMonthlyComplianceLow", "FluxReleaseUnsupported",
-        "FluxComponentNewerBuildAvailable", "FluxSupportAdvisoryFeedFailing"}
+        "FluxComponentNewerBuildAvailable", "FluxSupportAdvisoryFeedFailing",
+        "SupportCaseWaitingOnCustomerLong"}
     main_file = yaml.safe_load(TEST_FILES[0].read_text())
     cases = [case for test in main_file["tests"] for case in test.get("alert_rule_test") or []]
     firing = {case["alertname"] for case in cases if case.get("exp_alerts")}
