@@ -265,3 +265,22 @@ def test_worked_example(row: list[str]) -> None:
         assert (clock["deadline"], clock["state"]) == (rfc(_moment(resolution_due)), resolution)
     found = conditions(result).get("Waiting")
     assert (found["status"] if found else "-") == waiting
+
+
+def test_a_spec_that_became_invalid_keeps_the_waits_and_the_counted_replies() -> None:
+    """The status write of an invalid spec leaves status.pauses (the annotation's waits are
+    remembered nowhere else) and status.conversation (its replies gave their Events) alone."""
+    from fluxsupport.controllers import supportcase as controller
+    from fluxsupport.controllers import writes
+
+    marked = {constants.WAITING_ON_CUSTOMER: "2026-11-30T15:00:00Z"}
+    held = evaluate(annotations=marked, now=at(16), previous={"submission": {
+        "ticketId": "7", "conversation": _replies(2)}})
+    assert set(held.status) >= {"pauses", "conversation"}
+    invalid = supportcase.evaluate(
+        spec={**SPEC, "severity": "Whenever"}, annotations=marked, created=MONDAY,
+        generation=2, previous=held.status, policy=POLICIES["default"],
+        calendar=BusinessCalendar(POLICIES["default"]), now=at(16.5))
+    patch = writes.status_patch(held.status, invalid.status, controller.KEPT_STATUS)
+    assert "conditions" in patch
+    assert not {"pauses", "conversation"} & set(patch)

@@ -34,8 +34,10 @@ OUR_ANNOTATIONS = f"{constants.GROUP}/"
 #: Kept when the desired status lacks them: diagnostics are collected once per request, and
 #: the deadline record (with a breach, which is final) survives a spec that became invalid.
 #: The submission record is the channels' (controllers/submission.py): a reconcile carries it.
+#: The waits and the conversation stay too: the replies they count gave their Events, and a
+#: wait marked by the annotation is remembered nowhere else.
 KEPT_STATUS = ("diagnostics", "firstResponse", "resolution", "level", "assessedLevel",
-               "closure", "submission")
+               "closure", "submission", "pauses", "conversation")
 
 
 def _compact(data: Mapping[str, Any]) -> str:

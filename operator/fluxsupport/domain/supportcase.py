@@ -253,8 +253,8 @@ def _waiting_condition(waits: casepauses.CasePauses, first: timing_module.Timing
     held = [f"{name} has {_hours(clock.remaining_seconds or 0)} of business time left"
             for name, clock in (("the first response", first), ("the resolution", resolution))
             if clock is not None and clock.paused_since is not None]
-    source = next(entry["source"] for entry in waits.recorded
-                  if "end" not in entry and entry["start"] == _rfc(since))
+    source = next((entry["source"] for entry in waits.recorded
+                   if "end" not in entry and entry["start"] == _rfc(since)), "portal")
     how = "the ticket is stalled" if source == "portal" else \
         "the waiting-on-customer annotation is set"
     return [conditions.Condition(
