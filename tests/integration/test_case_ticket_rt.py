@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from fluxsupport.domain import timing
 from tests import harness
 from tests.integration.test_channels import (  # noqa: F401  (channels_operator: a fixture)
@@ -24,6 +26,12 @@ from tests.rt import RequestTracker
 #: RT serves one request at a time and the sync runs every second: generous for a loaded
 #: machine, bounded all the same.
 WAIT_S = 120
+
+
+@pytest.fixture(scope="module")
+def ticket_operator(channels_operator: ChannelsOperator) -> ChannelsOperator:  # noqa: F811
+    """The operator with the channels policy (test_channels.py's), for this module."""
+    return channels_operator
 
 
 def status(api: harness.Api, namespace: str, name: str) -> dict[str, Any]:
@@ -58,7 +66,7 @@ def events(api: harness.Api, namespace: str, name: str, reason: str) -> list[str
 
 
 def test_stalling_the_ticket_pauses_the_case_and_unstalling_resumes_it(
-        channels_operator: ChannelsOperator, api: harness.Api, rt: RequestTracker,
+        ticket_operator: ChannelsOperator, api: harness.Api, rt: RequestTracker,
         namespace: str, figures: Any) -> None:
     create(api, namespace, "stalled", "Low")
     ticket = ticket_for(api, namespace, "stalled")
@@ -82,8 +90,8 @@ def test_stalling_the_ticket_pauses_the_case_and_unstalling_resumes_it(
     assert (waiting["status"], waiting["reason"]) == ("True", "WaitingOnCustomer")
     assert held["conversation"]["waitingOn"] == "customer"
     # No deadline series while held: the alerts stay quiet.
-    assert channels_operator.process is not None
-    series = [line for line in channels_operator.process.metrics().splitlines()
+    assert ticket_operator.process is not None
+    series = [line for line in ticket_operator.process.metrics().splitlines()
               if line.startswith("supportcase_first_response_deadline_timestamp_seconds")
               and 'supportcase="stalled"' in line]
     assert series == []
@@ -110,7 +118,7 @@ def test_stalling_the_ticket_pauses_the_case_and_unstalling_resumes_it(
 
 
 def test_priority_and_due_follow_a_severity_change(
-        channels_operator: ChannelsOperator, api: harness.Api, rt: RequestTracker,
+        ticket_operator: ChannelsOperator, api: harness.Api, rt: RequestTracker,
         namespace: str) -> None:
     create(api, namespace, "priority", "Low")
     ticket = ticket_for(api, namespace, "priority")
@@ -135,7 +143,7 @@ def test_priority_and_due_follow_a_severity_change(
 
 
 def test_a_reopened_ticket_reopens_the_case_and_a_rejected_one_dismisses_it(
-        channels_operator: ChannelsOperator, api: harness.Api, rt: RequestTracker,
+        ticket_operator: ChannelsOperator, api: harness.Api, rt: RequestTracker,
         namespace: str) -> None:
     create(api, namespace, "reopened", "Low")
     ticket = ticket_for(api, namespace, "reopened")
@@ -168,7 +176,7 @@ def test_a_reopened_ticket_reopens_the_case_and_a_rejected_one_dismisses_it(
 
 
 def test_every_support_reply_is_recorded_once_across_a_restart(
-        channels_operator: ChannelsOperator, api: harness.Api, rt: RequestTracker,
+        ticket_operator: ChannelsOperator, api: harness.Api, rt: RequestTracker,
         namespace: str) -> None:
     create(api, namespace, "replies", "Low")
     ticket = ticket_for(api, namespace, "replies")
@@ -179,9 +187,9 @@ def test_every_support_reply_is_recorded_once_across_a_restart(
     harness.wait_for(lambda: len(events(api, namespace, "replies", "SupportReplied")) == 2,
                      timeout=WAIT_S, what="two SupportReplied Events")
 
-    channels_operator.stop()
+    ticket_operator.stop()
     rt.reply_as_support(ticket, "A fix is in helm-controller v1.1.1.")
-    channels_operator.start()
+    ticket_operator.start()
     said = harness.wait_for(
         lambda: (status(api, namespace, "replies").get("conversation") or {})
         .get("supportReplies") == 3 and status(api, namespace, "replies")["conversation"],
