@@ -9,10 +9,13 @@ calendar is 24x7, so a wait moves a deadline by exactly its length.
 
 from __future__ import annotations
 
+import datetime
+import time
 from typing import Any
 
 import pytest
 
+from fluxsupport import constants
 from fluxsupport.domain import timing
 from tests import harness
 from tests.integration.test_channels import (  # noqa: F401  (channels_operator: a fixture)
@@ -208,3 +211,40 @@ def test_every_support_reply_is_recorded_once_across_a_restart(
         assert "Looking" not in message
         assert "HelmRelease's events" not in message
         assert "v1.1.1" not in message
+
+
+def test_the_customers_mark_pauses_the_case_and_removing_it_resumes(
+        ticket_operator: ChannelsOperator, api: harness.Api, namespace: str) -> None:
+    """For installs without a portal: the waiting-on-customer annotation, on the real API
+    server; the wait is remembered in status once the annotation is gone."""
+    create(api, namespace, "marked", "Low")
+    before = harness.wait_for(lambda: status(api, namespace, "marked").get("firstResponse"),
+                              timeout=WAIT_S, what="the first-response clock")
+    began = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    mark = {constants.WAITING_ON_CUSTOMER: began.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    api.patch_case(namespace, "marked", {"metadata": {"annotations": mark}})
+    held = harness.wait_for(
+        lambda: status(api, namespace, "marked")["firstResponse"].get("pausedSince")
+        and status(api, namespace, "marked"), timeout=WAIT_S, what="the clock held")
+    assert held["pauses"] == [{"start": mark[constants.WAITING_ON_CUSTOMER],
+                               "source": "annotation"}]
+    assert held["firstResponse"]["deadline"] == before["deadline"]
+    waiting = condition(api, namespace, "marked", "Waiting")
+    assert waiting is not None
+    assert waiting["status"] == "True"
+    assert "annotation" in waiting["message"]
+
+    time.sleep(2)  # a wait of whole seconds (status keeps whole seconds)
+    api.patch_case(namespace, "marked", {"metadata": {"annotations": {
+        constants.WAITING_ON_CUSTOMER: None}}})
+    resumed = harness.wait_for(
+        lambda: "end" in (status(api, namespace, "marked").get("pauses") or [{}])[0]
+        and status(api, namespace, "marked"), timeout=WAIT_S, what="the wait ended")
+    [wait] = resumed["pauses"]
+    paused = timing.parse_time(wait["end"]) - timing.parse_time(wait["start"])
+    assert paused >= datetime.timedelta(seconds=2)
+    assert timing.parse_time(resumed["firstResponse"]["deadline"]) - timing.parse_time(
+        before["deadline"]) == paused
+    waiting = condition(api, namespace, "marked", "Waiting")
+    assert waiting is not None
+    assert waiting["status"] == "False"
