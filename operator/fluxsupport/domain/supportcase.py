@@ -12,7 +12,7 @@ puts them together: the status blocks, the conditions and the Events.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import pydantic
@@ -20,6 +20,7 @@ import pydantic
 from fluxsupport.domain import calendar as calendar_module
 from fluxsupport.domain import (
     caseclocks,
+    caseescalation,
     caselifecycle,
     casespec,
     casestatus,
@@ -27,6 +28,7 @@ from fluxsupport.domain import (
     evaluation,
     scope,
 )
+from fluxsupport.domain import escalation as escalation_module
 from fluxsupport.domain import policy as policy_module
 from fluxsupport.domain import submission as submission_module
 from fluxsupport.domain import timing as timing_module
@@ -54,8 +56,12 @@ _RESOLUTION_BREACHED_REASONS = {
 def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
              created: datetime.datetime, generation: int, previous: Mapping[str, Any],
              policy: policy_module.Policy, calendar: calendar_module.BusinessCalendar,
-             now: datetime.datetime) -> evaluation.Evaluation[casestatus.CaseMetrics]:
-    """Compute the whole status of a case; see the module docstring."""
+             now: datetime.datetime,
+             other_severity1_openings: Sequence[datetime.datetime] = (),
+             ) -> evaluation.Evaluation[casestatus.CaseMetrics]:
+    """Compute the whole status of a case; see the module docstring.
+    ``other_severity1_openings``: when the other open or resolved Severity 1 cases of the
+    case's escalation scope were opened (the repeated-Severity-1 tier)."""
     old_conditions = list(previous.get("conditions") or [])
     try:
         case = casespec.CaseSpec.model_validate(spec)
@@ -108,12 +114,18 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
                           severity_note, responded_at)
     current += _resolution_conditions(resolution, resolution_timing, policy)
     current += _workaround_condition(case, level, policy)
-    submitted = submission_module.condition(
-        submission, level, policy.channels, closure is not None or dismissed_at is not None, now)
-    current += [submitted, *submission_module.update_conditions(submission, policy.channels, now)]
+    current += [submission_module.condition(submission, level, policy.channels,
+                                            closure is not None or dismissed_at is not None,
+                                            now),
+                *submission_module.update_conditions(submission, policy.channels, now)]
     events = [timing_event] if timing_event else []
     events += [*_transition_events(previous, state, current, timing, responded_at),
                *_resolution_events(previous, resolution)]
+    escalated = caseescalation.evaluate(
+        policy, calendar, previous, annotations,
+        _escalation_facts(created, level, timing, resolution_timing, responded_at, closure,
+                          submission, other_severity1_openings),
+        submission.get("rootCauseAnalysis"), now)
 
     status: dict[str, Any] = {
         "observedGeneration": generation,
@@ -121,7 +133,9 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
         "assessedLevel": assessed,
         "firstResponse": first_response,
         "closure": closure,
-        "conditions": conditions.merge(old_conditions, current, generation, now),
+        "conditions": conditions.merge(old_conditions, [*current, *escalated.conditions],
+                                       generation, now),
+        **escalated.blocks,
     }
     if resolution is not None or previous.get("resolution"):
         # None drops a clock stored for a level that had a resolution target.
@@ -138,9 +152,34 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
         outcome=outcome,
         response_business_seconds=business_seconds if responded_at is not None else None,
         created=created.timestamp(), compliance=casestatus.compliance_outcome(status),
+        escalation_tier=escalated.tier, rca_due=escalated.rca_due,
         **_resolution_metrics(awaited, resolution),
     )
-    return evaluation.Evaluation(status, tuple(events), next_transition, metrics)
+    return evaluation.Evaluation(
+        status, (*events, *escalated.events),
+        min(filter(None, (next_transition, escalated.next_at)), default=None), metrics)
+
+
+def _escalation_facts(created: datetime.datetime, level: int, first: timing_module.Timing,
+                      resolution: timing_module.Timing | None,
+                      responded_at: datetime.datetime | None,
+                      closure: Mapping[str, Any] | None, submission: Mapping[str, Any],
+                      other_severity1_openings: Sequence[datetime.datetime],
+                      ) -> caseescalation.Facts:
+    """The facts the escalation tiers and the RCA read, from the clocks just computed."""
+    closed_at = timing_module.parse_time(closure["at"]) if closure else None
+    answered = min(filter(None, (responded_at, closed_at)), default=None)
+    targets = [escalation_module.Target("first response", first.warning_at, answered)]
+    if resolution is not None:
+        targets.append(escalation_module.Target("resolution", resolution.warning_at,
+                                                closed_at))
+    resolved = closure is not None and closure.get("outcome") == "Resolved"
+    return caseescalation.Facts(
+        opened=created, level=level, targets=targets, first_response=responded_at,
+        replies=caseescalation.support_replies(submission), closed_at=closed_at,
+        resolved_at=closed_at if resolved else None,
+        dismissed=closure is not None and not resolved,
+        other_severity1_openings=other_severity1_openings)
 
 
 def _resolution_metrics(awaited: timing_module.Timing | None,
