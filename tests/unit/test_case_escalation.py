@@ -12,9 +12,17 @@ from fluxsupport import constants
 from fluxsupport.controllers import supportcase as controller
 from fluxsupport.controllers import writes
 from fluxsupport.controllers.supportcase import CaseController
-from fluxsupport.domain import casestatus, evaluation, supportcase, timing
+from fluxsupport.domain import (
+    caseescalation,
+    casestatus,
+    conversation,
+    evaluation,
+    supportcase,
+    timing,
+)
 from fluxsupport.domain.calendar import BusinessCalendar
 from fluxsupport.domain.policy import Policy, validate_policy
+from fluxsupport.domain.submission import Transaction
 from fluxsupport.observability import metrics
 from tests import fakes
 
@@ -219,3 +227,24 @@ def test_the_controller_counts_the_other_severity_1_cases_and_exports_the_tier()
              for sample in family.samples if "supportcase" in sample.labels}
     assert found[("supportcase_escalation_tier", "two")] == 3
     assert found[("supportcase_escalation_tier", "one")] == 3
+
+
+def test_the_ticket_gives_the_latest_support_reply_and_the_rca_delivery() -> None:
+    people = conversation.People.of("fluxsupport", ["carol@customer.example"])
+    history = [
+        Transaction("1", "Create", "fluxsupport", at("2026-11-30T10:00:00Z"), content="..."),
+        Transaction("2", "Correspond", "alice", at("2026-11-30T11:00:00Z"), content="On it."),
+        Transaction("3", "Correspond", "carol", at("2026-11-30T12:00:00Z"),
+                    creator_email="carol@customer.example", content="Thanks"),
+        Transaction("4", "Comment", "bob", at("2026-11-30T13:00:00Z"),
+                    content="RCA: internal note, not a delivery"),
+        Transaction("5", "Correspond", "bob", at("2026-12-03T09:00:00Z"),
+                    subject="Re: [support #7] HelmReleases stuck", content="Attached.",
+                    attachments=("RCA-7.pdf",)),
+        Transaction("6", "Correspond", "alice", at("2026-12-04T09:00:00Z"), content="Bye"),
+    ]
+    assert caseescalation.ticket_facts(history, people) == {
+        "lastReply": {"at": "2026-12-04T09:00:00Z", "by": "alice"},
+        "rootCauseAnalysis": {"at": "2026-12-03T09:00:00Z", "by": "bob"}}
+    assert caseescalation.ticket_facts(history[:3], people) == {
+        "lastReply": {"at": "2026-11-30T11:00:00Z", "by": "alice"}}

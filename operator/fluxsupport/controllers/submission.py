@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from fluxsupport import constants, failpoints
 from fluxsupport.channels import mail, portal, portals
 from fluxsupport.controllers import scheduler
-from fluxsupport.domain import conditions
+from fluxsupport.domain import caseescalation, conditions, conversation
 from fluxsupport.domain import policy as policy_module
 from fluxsupport.domain import submission as domain
 from fluxsupport.kube import api, secrets
@@ -99,8 +99,17 @@ class SubmissionController:
     def __init__(self, cases: Cases, channels: policy_module.Channels,
                  client: api.KubeClient, namespace: str, gate: asyncio.Event | None = None,
                  listed: asyncio.Event | None = None,
-                 diagnostics: Callable[[], dict[str, Any]] | None = None) -> None:
+                 diagnostics: Callable[[], dict[str, Any]] | None = None,
+                 policy: policy_module.Policy | None = None) -> None:
         self.cases = cases
+        #: The escalation tiers, whose ticket comments and emails this controller sends;
+        #: None: none.
+        self.escalation = policy.escalation if policy is not None and \
+            policy.escalation is not None and policy.escalation.enabled else None
+        #: Whether the sync reads support's latest reply and the RCA's delivery from each
+        #: changed ticket (for the not-progressing tier and the RCA).
+        self.conversation = self.escalation is not None or (
+            policy is not None and policy.root_cause_analysis is not None)
         #: What runs in the cluster now, for the message of a new ticket or email.
         self.diagnostics = diagnostics
         self.channels = channels
@@ -594,6 +603,12 @@ class SubmissionController:
                 new["resolvedAt"] = _rfc(resolved.at)
                 if resolved.by:
                     new["resolvedBy"] = resolved.by
+        if self.conversation:
+            if history is None:
+                history = await helpdesk.history(ticket.id)
+            people = conversation.People.of(
+                own, [*ticket.requestors, *ticket.ccs, self.channels.email.sender])
+            new.update(caseescalation.ticket_facts(history, people))
         if new == old:
             return True
         if not await self.cases.record_submission(key, new):

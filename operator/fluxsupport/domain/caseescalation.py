@@ -19,8 +19,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from fluxsupport import constants
-from fluxsupport.domain import caselifecycle, conditions, escalation, evaluation, rca, timing
+from fluxsupport.domain import (
+    caselifecycle,
+    conditions,
+    conversation,
+    escalation,
+    evaluation,
+    rca,
+    timing,
+)
 from fluxsupport.domain import policy as policy_module
+from fluxsupport.domain import submission as submission_module
 from fluxsupport.domain.calendar import BusinessCalendar
 
 #: Reasons of the Escalated condition by the highest tier reached.
@@ -214,6 +223,24 @@ def _delivery(annotations: Mapping[str, str], portal: Mapping[str, Any] | None,
         return None, None, "", problem
     moment, by, source = min(found, key=lambda item: item[0])
     return moment, by, source, problem
+
+
+def ticket_facts(history: Iterable[submission_module.Transaction],
+                 people: conversation.People) -> dict[str, Any]:
+    """What the tiers and the RCA take from the ticket's history, as status.submission
+    stores it: support's latest reply (``lastReply``) and the reply that delivered the RCA
+    (``rootCauseAnalysis``), each ``{at, by}``, when there is one."""
+    items = list(history)
+    facts: dict[str, Any] = {}
+    replies = conversation.replies(items, people)
+    if replies:
+        facts["lastReply"] = {"at": conditions.rfc3339(replies[-1].at),
+                              "by": replies[-1].author[:256]}
+    delivered = conversation.rca_delivery(items, people)
+    if delivered is not None:
+        facts["rootCauseAnalysis"] = {"at": conditions.rfc3339(delivered.at),
+                                      "by": delivered.author[:256]}
+    return facts
 
 
 def support_replies(submission: Mapping[str, Any]) -> list[datetime.datetime]:
