@@ -248,3 +248,12 @@ def test_the_ticket_gives_the_latest_support_reply_and_the_rca_delivery() -> Non
         "rootCauseAnalysis": {"at": "2026-12-03T09:00:00Z", "by": "bob"}}
     assert caseescalation.ticket_facts(history[:3], people) == {
         "lastReply": {"at": "2026-11-30T11:00:00Z", "by": "alice"}}
+
+
+def test_each_tier_recorded_has_one_ticket_comment() -> None:
+    reached = evaluate("2026-11-30T13:05:00Z")
+    assert caseescalation.tier_comments(reached.status) == [(
+        "escalation-tier-1",
+        "Escalated to tier 1 (account manager) at 2026-11-30T13:00:00Z: the first response "
+        "target is at risk since 2026-11-30T13:00:00Z.")]
+    assert caseescalation.tier_comments(evaluate("2026-11-30T12:00:00Z").status) == []

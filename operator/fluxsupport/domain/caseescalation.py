@@ -243,6 +243,60 @@ def ticket_facts(history: Iterable[submission_module.Transaction],
     return facts
 
 
+def tier_comments(status: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The ticket comment of each tier recorded in ``status.escalation``, as (update id,
+    text): posted once, as the case's other updates (domain/submission.py)."""
+    return [(f"escalation-tier-{item['tier']}", _notice(item))
+            for item in _recorded(status)]
+
+
+def _recorded(status: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    tiers = (status.get("escalation") or {}).get("tiers") or []
+    return [item for item in tiers
+            if isinstance(item, Mapping) and item.get("tier") in escalation.ROLES]
+
+
+def _notice(item: Mapping[str, Any]) -> str:
+    return (f"Escalated to tier {item['tier']} ({escalation.ROLES[int(item['tier'])]}) at "
+            f"{item.get('reachedAt', '')}: {item.get('detail', '')}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class TierEmail:
+    tier: int
+    #: From the case's uid and the tier: the same message however often it is tried.
+    message_id: str
+    recipients: tuple[str, ...]
+    subject: str
+    body: str
+
+
+def tier_emails(settings: policy_module.Escalation | None, *, uid: str, namespace: str,
+                name: str, cluster: str, status: Mapping[str, Any]) -> list[TierEmail]:
+    """The emails to the escalation contacts of the tiers recorded in ``status`` that have
+    contacts and no record in ``status.submission.escalationEmails`` yet."""
+    if settings is None or not settings.enabled:
+        return []
+    recorded = {entry.get("tier") for entry in
+                (status.get("submission") or {}).get("escalationEmails") or []
+                if isinstance(entry, Mapping)}
+    emails = []
+    for item in _recorded(status):
+        tier = int(item["tier"])
+        recipients = settings.contacts.for_tier(tier)
+        if not recipients or tier in recorded:
+            continue
+        where = f"{namespace}/{name}" + (f" in {cluster}" if cluster else "")
+        ticket = (status.get("submission") or {}).get("url") or ""
+        emails.append(TierEmail(
+            tier, f"<case-{uid}-tier{tier}@fluxsupport>", recipients,
+            submission_module.one_line(
+                f"[fluxsupport] Escalation tier {tier}: SupportCase {where}"),
+            f"SupportCase {where}.\n\n{_notice(item)}\n"
+            + (f"\nTicket: {ticket}\n" if ticket else "")))
+    return emails
+
+
 def support_replies(submission: Mapping[str, Any]) -> list[datetime.datetime]:
     """Support's replies the portal sync recorded (status.submission): the first reply and
     the latest one. The latest reply is all the not-progressing rule needs from now on; an
