@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import itertools
+import pathlib
 from typing import Any
 
 from fluxsupport import constants
@@ -15,6 +17,7 @@ from fluxsupport.controllers.supportcase import CaseController
 from fluxsupport.domain import (
     caseescalation,
     casestatus,
+    conditions,
     conversation,
     evaluation,
     supportcase,
@@ -257,3 +260,46 @@ def test_each_tier_recorded_has_one_ticket_comment() -> None:
         "Escalated to tier 1 (account manager) at 2026-11-30T13:00:00Z: the first response "
         "target is at risk since 2026-11-30T13:00:00Z.")]
     assert caseescalation.tier_comments(evaluate("2026-11-30T12:00:00Z").status) == []
+
+
+def _doc_rows() -> list[list[str]]:
+    text = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "sla-policy.md").read_text()
+    section = text.split("### Worked example of a case's escalation and RCA", 1)[1]
+    lines = section.splitlines()
+    first = next(index for index, line in enumerate(lines) if line.startswith("|"))
+    table = itertools.takewhile(lambda line: line.startswith("|"), lines[first:])
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
+    assert rows[0] == ["Now", "First reply", "Last reply", "Resolved", "RCA reply", "Tier",
+                       "Escalated", "Events", "RCA", "RCA due"]
+    return rows[2:]
+
+
+def _doc_time(text: str) -> str | None:
+    if text == "none":
+        return None
+    return conditions.rfc3339(datetime.datetime.strptime(text, "%a %Y-%m-%d %H:%M %z"))
+
+
+def test_worked_example_of_a_cases_escalation_and_rca() -> None:
+    rows = _doc_rows()
+    assert len(rows) >= 6
+    status: dict[str, Any] = {}
+    for now, first, last, resolved, delivered, tier, escalated, events, state, due in rows:
+        submission: dict[str, Any] = {"ticketId": "7",
+                                      "firstReply": {"at": _doc_time(first), "by": "alice"}}
+        if _doc_time(last):
+            submission["lastReply"] = {"at": _doc_time(last), "by": "alice"}
+        if _doc_time(delivered):
+            submission["rootCauseAnalysis"] = {"at": _doc_time(delivered), "by": "alice"}
+        annotations = {constants.RESOLVED_AT: resolved_at} if (
+            resolved_at := _doc_time(resolved)) else {}
+        result = evaluate(str(_doc_time(now)), annotations,
+                          {**status, "submission": submission})
+        status = result.status
+        assert status["escalation"]["tier"] == int(tier), now
+        assert kinds(result)["Escalated"][1] == escalated, now
+        owned = [reason for reason in reasons(result)
+                 if reason.startswith(("Escalated", "RootCause"))]
+        assert owned == ([] if events == "none" else events.split(", ")), now
+        assert status["rootCauseAnalysis"]["state"] == state, now
+        assert status["rootCauseAnalysis"].get("dueAt") == _doc_time(due), now
