@@ -21,12 +21,16 @@ from tests.integration.test_channels_exactly_once import (  # noqa: F401
 )
 from tests.rt import MailGateway, RequestTracker
 
+#: Repeated Severity 1 counts per namespace: the Urgent cases of other tests do not count.
 ESCALATION = """\
 escalation:
   notProgressingAfter: 1h
   commentOnTicket: true
+  repeatedSeverity1: {scope: namespace}
+  contacts: {accountManager: [am@vendor.example]}
 rootCauseAnalysis: {levels: [1, 2], days: 10}
 """
+ACCOUNT_MANAGER = "am@vendor.example"
 
 
 def policy(rt: RequestTracker, gateway: MailGateway) -> str:
@@ -39,6 +43,12 @@ def status(api: harness.Api, namespace: str, name: str) -> dict[str, Any]:
 
 def reasons(api: harness.Api, namespace: str, name: str) -> collections.Counter[str]:
     return collections.Counter(event.reason for event in api.events_for(namespace, name))
+
+
+def tier_mails(gateway: MailGateway, uid: str) -> list[list[str]]:
+    """The recipients of each tier 1 email of the case the gateway received."""
+    marker = f"<case-{uid}-tier1@fluxsupport>".encode()
+    return [recipients for _, recipients, data in gateway.messages if marker in data]
 
 
 def tier_comments(rt: RequestTracker, ticket: str) -> int:
@@ -112,3 +122,32 @@ def test_a_support_reply_marked_rca_delivers_the_root_cause_analysis(
     harness.wait_for(lambda: reasons(api, namespace, "incident")["RootCauseAnalysisDelivered"],
                      timeout=30, what="the RootCauseAnalysisDelivered Event")
     assert reasons(api, namespace, "incident")["RootCauseAnalysisDelivered"] == 1
+
+
+def test_a_tier_email_goes_to_its_contacts_at_most_once_across_a_sigkill(
+        operators: Operators,  # noqa: F811
+        rt: RequestTracker, gateway: MailGateway, api: harness.Api, namespace: str) -> None:
+    rules = policy(rt, gateway)
+    process = operators.start("killed", rules,
+                              FLUXSUPPORT_FAILPOINT="before-escalation-email-send")
+    killed = create(api, namespace, "unsent", "Urgent")["metadata"]["uid"]
+    harness.wait_for(lambda: not process.alive(), timeout=90,
+                     what="the operator killed right before the tier's email")
+    [intent] = submission(api, namespace, "unsent")["escalationEmails"]
+    assert (intent["tier"], intent["messageId"]) == (1, f"<case-{killed}-tier1@fluxsupport>")
+    assert "sentAt" not in intent
+    assert tier_mails(gateway, killed) == []
+    operators.start("restarted", rules)
+    sent = create(api, namespace, "sent", "Urgent")["metadata"]["uid"]
+    record = harness.wait_for(
+        lambda: next((entry for entry in submission(api, namespace, "sent").get(
+            "escalationEmails") or [] if entry.get("sentAt")), None),
+        timeout=90, what="the tier's email sent")
+    assert record["tier"] == 1
+    assert tier_mails(gateway, sent) == [[ACCOUNT_MANAGER]]
+    # The email whose send was interrupted is not sent again: at most once.
+    harness.wait_for(lambda: "escalation-tier-1" in (
+        submission(api, namespace, "unsent").get("updates") or []),
+        timeout=90, what="the restarted operator acting on the interrupted case")
+    assert tier_mails(gateway, killed) == []
+    assert submission(api, namespace, "unsent")["escalationEmails"] == [intent]
