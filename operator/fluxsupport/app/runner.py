@@ -85,7 +85,8 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
     submissions = submission.SubmissionController(cases, policy.channels, client,
                                                   operator_config.namespace, gate=gate.active,
                                                   listed=case_watch.synced,
-                                                  diagnostics=flux.diagnostics)
+                                                  diagnostics=flux.diagnostics,
+                                                  policy=policy)
     metrics.register_submissions(submissions, cases)
     metrics.register_bulletins(bulletins)
     components: list[lifecycle.Component] = [

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from fluxsupport import constants, failpoints
 from fluxsupport.channels import mail, portal, portals
 from fluxsupport.controllers import scheduler
-from fluxsupport.domain import conditions, conversation, ticketrecord, ticketsla
+from fluxsupport.domain import caseescalation, conditions, conversation, ticketrecord, ticketsla
 from fluxsupport.domain import policy as policy_module
 from fluxsupport.domain import submission as domain
 from fluxsupport.kube import api, secrets
@@ -99,8 +99,17 @@ class SubmissionController:
     def __init__(self, cases: Cases, channels: policy_module.Channels,
                  client: api.KubeClient, namespace: str, gate: asyncio.Event | None = None,
                  listed: asyncio.Event | None = None,
-                 diagnostics: Callable[[], dict[str, Any]] | None = None) -> None:
+                 diagnostics: Callable[[], dict[str, Any]] | None = None,
+                 policy: policy_module.Policy | None = None) -> None:
         self.cases = cases
+        #: The escalation tiers, whose ticket comments and emails this controller sends;
+        #: None: none.
+        self.escalation = policy.escalation if policy is not None and \
+            policy.escalation is not None and policy.escalation.enabled else None
+        #: Whether the sync reads support's latest reply and the RCA's delivery from each
+        #: changed ticket (for the not-progressing tier and the RCA).
+        self.conversation = self.escalation is not None or (
+            policy is not None and policy.root_cause_analysis is not None)
         #: What runs in the cluster now, for the message of a new ticket or email.
         self.diagnostics = diagnostics
         self.channels = channels
@@ -153,6 +162,8 @@ class SubmissionController:
                 self.scheduler.schedule(key, due)
         elif any(field in submission for field in UPDATE_FAILURE_FIELDS):
             # Nothing is left to post (the comment was removed): clear the failure.
+            self.scheduler.schedule(key, now.timestamp())
+        elif self._tier_emails(case):
             self.scheduler.schedule(key, now.timestamp())
 
     @staticmethod
@@ -216,6 +227,8 @@ class SubmissionController:
                 self.scheduler.schedule(key, step.at.timestamp())
             else:
                 done = await self._post_updates(key, case, submission, hurry=hurry)
+                if done:
+                    await self._email_tiers(key)
             if done:
                 self.scheduler.succeeded(key)
 
@@ -430,6 +443,8 @@ class SubmissionController:
         comments = domain.comment_updates(case.annotations, f"{constants.GROUP}/")
         wanted += [(update_id, f"Comment from the customer:\n\n{text}")
                    for update_id, text in comments.items()]
+        if self.escalation is not None and self.escalation.comment_on_ticket:
+            wanted += caseescalation.tier_comments(status)
         return [(update_id, text) for update_id, text in wanted if update_id not in posted]
 
     async def _post_updates(self, key: CaseKey, case: Case,
@@ -502,6 +517,72 @@ class SubmissionController:
             return
         for field in UPDATE_FAILURE_FIELDS:
             submission.pop(field, None)
+
+    # -- escalation emails -----------------------------------------------------------------
+
+    def _tier_emails(self, case: Case) -> list[caseescalation.TierEmail]:
+        if not self.channels.email.enabled:
+            return []
+        return caseescalation.tier_emails(self.escalation, uid=case.uid,
+                                          namespace=case.namespace, name=case.name,
+                                          cluster=self.channels.cluster, status=case.status)
+
+    async def _email_tiers(self, key: CaseKey) -> None:
+        """Email the contacts of each tier reached, at most once: the intent (the tier and
+        its Message-ID) is stored in status.submission.escalationEmails before the send, and
+        a tier with a record is never sent again, whatever happens after."""
+        case = self.cases.get(key)
+        for notice in self._tier_emails(case) if case is not None else ():
+            case = self.cases.get(key)
+            if case is None:
+                return
+            stored = dict(case.status.get("submission") or {})
+            entries = list(stored.get("escalationEmails") or [])
+            try:
+                message = mail.build_notice(self.channels.email, notice.subject, notice.body,
+                                            notice.message_id, notice.recipients)
+            except (ValueError, TypeError) as error:
+                logger.error("SupportCase %s/%s: the tier %d email could not be built: %s",
+                             *key, notice.tier, error)
+                return
+            intent = {"tier": notice.tier, "messageId": notice.message_id,
+                      "attemptedAt": _rfc(_now())}
+            if not await self.cases.record_submission(
+                    key, {**stored, "escalationEmails": [*entries, intent]}, expect=stored):
+                logger.info("SupportCase %s/%s: not sending the tier %d email: the case "
+                            "changed since", *key, notice.tier)
+                return
+            failpoints.reach("before-escalation-email-send")
+            end: dict[str, Any]
+            try:
+                secret = await self._secret_data(optional=True)
+                await mail.send(self.channels.email, message, secret.get("smtp-username"),
+                                secret.get("smtp-password"), recipients=notice.recipients)
+            except (mail.EmailError, portal.PortalError) as error:
+                logger.warning("SupportCase %s/%s: the tier %d email failed; it is not sent "
+                               "again: %s", *key, notice.tier, error)
+                end = {"error": f"email: {error}"[:1024]}
+            else:
+                end = {"sentAt": _rfc(_now())}
+                logger.info("SupportCase %s/%s: tier %d escalation emailed to %s", *key,
+                            notice.tier, ", ".join(notice.recipients))
+            await self._record_tier_email_end(key, notice.tier, end)
+
+    async def _record_tier_email_end(self, key: CaseKey, tier: int,
+                                     end: Mapping[str, Any]) -> None:
+        for delay in EMAIL_END_RETRY_S:
+            await asyncio.sleep(delay)
+            case = self.cases.get(key)
+            if case is None:
+                return
+            current = dict(case.status.get("submission") or {})
+            entries = [dict(entry) for entry in current.get("escalationEmails") or []]
+            for entry in entries:
+                if entry.get("tier") == tier:
+                    entry.update(end)
+            if await self.cases.record_submission(
+                    key, {**current, "escalationEmails": entries}, expect=current):
+                return
 
     # -- tracking ---------------------------------------------------------------------------
 
@@ -616,6 +697,9 @@ class SubmissionController:
             # No change of status the operator's user may see.
             new["resolvedAt"] = _rfc(ticket.last_updated or now)
         new.update(found)
+        if self.conversation:
+            # Support's latest reply and a reply that delivers the RCA (escalation, RCA).
+            new.update(caseescalation.ticket_facts(history, people))
         if new == old:
             return True
         if not await self.cases.record_submission(key, new):

@@ -67,3 +67,7 @@ class CaseMetrics:
     #: When the case was created, and how it stands for the monthly compliance.
     created: float = 0.0
     compliance: Compliance | None = None
+    #: The highest escalation tier reached (0: none); None while the policy has no tiers.
+    escalation_tier: int | None = None
+    #: When the root-cause analysis is due, while it is owed and not delivered.
+    rca_due: float | None = None

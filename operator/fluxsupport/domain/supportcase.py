@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import pydantic
@@ -21,14 +21,17 @@ import pydantic
 from fluxsupport.domain import calendar as calendar_module
 from fluxsupport.domain import (
     caseclocks,
+    caseescalation,
     caselifecycle,
     casepauses,
     casespec,
     casestatus,
     conditions,
     evaluation,
+    pause,
     scope,
 )
+from fluxsupport.domain import escalation as escalation_module
 from fluxsupport.domain import policy as policy_module
 from fluxsupport.domain import submission as submission_module
 from fluxsupport.domain import timing as timing_module
@@ -62,8 +65,12 @@ CONVERSATION_FIELDS = ("supportReplies", "lastSupportReplyAt", "lastSupportReply
 def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
              created: datetime.datetime, generation: int, previous: Mapping[str, Any],
              policy: policy_module.Policy, calendar: calendar_module.BusinessCalendar,
-             now: datetime.datetime) -> evaluation.Evaluation[casestatus.CaseMetrics]:
-    """Compute the whole status of a case; see the module docstring."""
+             now: datetime.datetime,
+             other_severity1_openings: Sequence[datetime.datetime] = (),
+             ) -> evaluation.Evaluation[casestatus.CaseMetrics]:
+    """Compute the whole status of a case; see the module docstring.
+    ``other_severity1_openings``: when the other open or resolved Severity 1 cases of the
+    case's escalation scope were opened (the repeated-Severity-1 tier)."""
     old_conditions = list(previous.get("conditions") or [])
     try:
         case = casespec.CaseSpec.model_validate(spec)
@@ -128,6 +135,11 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
               *_transition_events(previous, state, current, timing, responded_at),
               *_resolution_events(previous, resolution),
               *_portal_events(previous, closure, submission)]
+    escalated = caseescalation.evaluate(
+        policy, calendar, previous, annotations,
+        _escalation_facts(created, level, timing, resolution_timing, responded_at, closure,
+                          submission, other_severity1_openings, waits.waits),
+        submission.get("rootCauseAnalysis"), now)
 
     status: dict[str, Any] = {
         "observedGeneration": generation,
@@ -135,8 +147,10 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
         "assessedLevel": assessed,
         "firstResponse": first_response,
         "closure": closure,
-        "conditions": conditions.merge(old_conditions, current, generation, now),
+        "conditions": conditions.merge(old_conditions, [*current, *escalated.conditions],
+                                       generation, now),
         **_portal_blocks(waits, submission),
+        **escalated.blocks,
     }
     if resolution is not None or previous.get("resolution"):
         # None drops a clock stored for a level that had a resolution target.
@@ -156,9 +170,34 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
         outcome=outcome,
         response_business_seconds=business_seconds if responded_at is not None else None,
         created=created.timestamp(), compliance=casestatus.compliance_outcome(status),
+        escalation_tier=escalated.tier, rca_due=escalated.rca_due,
         **_resolution_metrics(caseclocks.running(awaited), resolution),
     )
-    return evaluation.Evaluation(status, tuple(events), next_transition, metrics)
+    return evaluation.Evaluation(
+        status, (*events, *escalated.events),
+        min(filter(None, (next_transition, escalated.next_at)), default=None), metrics)
+
+
+def _escalation_facts(created: datetime.datetime, level: int, first: timing_module.Timing,
+                      resolution: timing_module.Timing | None,
+                      responded_at: datetime.datetime | None,
+                      closure: Mapping[str, Any] | None, submission: Mapping[str, Any],
+                      other_severity1_openings: Sequence[datetime.datetime],
+                      waits: Sequence[pause.Pause]) -> caseescalation.Facts:
+    """The facts the escalation tiers and the RCA read, from the clocks just computed."""
+    closed_at = timing_module.parse_time(closure["at"]) if closure else None
+    answered = min(filter(None, (responded_at, closed_at)), default=None)
+    targets = [escalation_module.Target("first response", first.warning_at, answered)]
+    if resolution is not None:
+        targets.append(escalation_module.Target("resolution", resolution.warning_at,
+                                                closed_at))
+    resolved = closure is not None and closure.get("outcome") == "Resolved"
+    return caseescalation.Facts(
+        opened=created, level=level, targets=targets, first_response=responded_at,
+        replies=caseescalation.support_replies(submission), closed_at=closed_at,
+        resolved_at=closed_at if resolved else None,
+        dismissed=closure is not None and not resolved,
+        other_severity1_openings=other_severity1_openings, pauses=waits)
 
 
 def _resolution_metrics(awaited: timing_module.Timing | None,
