@@ -519,6 +519,8 @@ def test_the_advisory_feed_may_create_and_update_bulletins_and_read_sources(
 # --- support channels ------------------------------------------------------------------------
 
 CHANNELS_ROLE = "fluxsupport-channels-secret"
+# The shape of a private CA's PEM block; the chart must carry its line breaks intact.
+CA_BUNDLE = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUAA==\n-----END CERTIFICATE-----\n"
 PORTAL_ON = ["--set", "policy.channels.portal.enabled=true",
              "--set", "policy.channels.portal.url=https://rt.example.com/"]
 EMAIL_ON = ["--set", "policy.channels.email.enabled=true",
@@ -571,7 +573,8 @@ def test_every_channels_field_is_rendered_into_the_policy(helm: pathlib.Path,
     channels = {
         "cluster": "prod-eu-1", "secretName": "helpdesk",
         "portal": {"enabled": True, "type": "rt", "url": "https://rt.example.com/rt/",
-                   "queue": "Flux", "syncInterval": "2m", "timeout": "15s"},
+                   "queue": "Flux", "syncInterval": "2m", "timeout": "15s",
+                   "caBundle": CA_BUNDLE},
         "email": {"enabled": True, "host": "smtp.example.com", "port": 465, "tls": "implicit",
                   "from": "fluxsupport@example.com", "to": "support@example.com",
                   "timeout": "30s"},
@@ -586,6 +589,7 @@ def test_every_channels_field_is_rendered_into_the_policy(helm: pathlib.Path,
     assert (rendered.portal.enabled, rendered.portal.url, rendered.portal.queue) == \
         (True, "https://rt.example.com/rt/", "Flux")
     assert (rendered.portal.sync_interval, rendered.portal.timeout) == (120, 15)
+    assert rendered.portal.ca_bundle == CA_BUNDLE
     assert (rendered.email.host, rendered.email.port, rendered.email.tls) == \
         ("smtp.example.com", 465, "implicit")
     assert (rendered.email.sender, rendered.email.to, rendered.email.timeout) == \
