@@ -2,8 +2,8 @@
 
 kopf's event handler (app/registrations.py) feeds ``observe`` and ``forget``; a bulletin is
 re-checked when its spec, the running components it concerns, an OpenVEX ConfigMap or a
-bulletin whose fixes may count for it (the rebuild rule) changes, and at its embargoUntil
-and patchBy. domain/securitybulletin.py computes the status, Events and metric values; this
+bulletin whose fixes may count for it (the rebuild rule) changes, and at its embargoUntil,
+patchBy and the vendor's remediation due times. domain/securitybulletin.py computes the status, Events and metric values; this
 module decides what to re-check and when, and writes.
 """
 
@@ -22,7 +22,7 @@ import pydantic
 
 from fluxsupport import constants
 from fluxsupport.controllers import scheduler, writes
-from fluxsupport.domain import bulletin, evaluation, securitybulletin
+from fluxsupport.domain import bulletin, evaluation, remediation, securitybulletin
 from fluxsupport.domain import inventory as inventory_module
 from fluxsupport.kube import api, events, reflector
 from fluxsupport.sources import inventory as inventory_source
@@ -119,9 +119,12 @@ class BulletinController:
     def __init__(self, client: api.Client, inventory: inventory_source.Inventory,
                  configmaps: reflector.Watch, operator_namespace: str,
                  gate: asyncio.Event | None = None,
-                 poster: events.EventPoster | None = None) -> None:
+                 poster: events.EventPoster | None = None,
+                 clock: remediation.Clock | None = None) -> None:
         self.client = client
         self.inventory = inventory
+        #: The vendor's remediation clock of the policy; None when it names no framework.
+        self.clock = clock
         self.configmaps = configmaps
         self.operator_namespace = operator_namespace
         self.scheduler = scheduler.Scheduler(self._scheduled, gate=gate,
@@ -383,4 +386,4 @@ class BulletinController:
             generation=snapshot.generation, previous=snapshot.status,
             components=self.inventory.components(), inventory_problems=self.inventory.problems(),
             namespaces=self.inventory.namespaces, fixes=self._fixes, cited=cited,
-            compact=snapshot.name in self._oversized, now=now)
+            compact=snapshot.name in self._oversized, now=now, clock=self.clock)
