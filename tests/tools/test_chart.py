@@ -271,7 +271,7 @@ def test_the_2026_preset_with_a_region_is_expressible(helm: pathlib.Path) -> Non
         assert message in result.stderr, result.stderr
 
 
-def test_the_escalation_rca_and_add_on_sections_are_expressible(
+def test_the_escalation_rca_remediation_and_add_on_sections_are_expressible(
         helm: pathlib.Path, tmp_path: pathlib.Path) -> None:
     values = tmp_path / "values.yaml"
     sections = {
@@ -280,6 +280,7 @@ def test_the_escalation_rca_and_add_on_sections_are_expressible(
                        "contacts": {"executiveSponsor": ["sponsor@example.com"]},
                        "commentOnTicket": False},
         "rootCauseAnalysis": {"levels": [1], "days": 5},
+        "remediationFramework": "upstream-patch",
         "addOns": ["flux-operator-mcp"]}
     email = {"enabled": True, "host": "smtp.example.com", "from": "a@example.com",
              "to": "b@example.com"}
@@ -293,6 +294,7 @@ def test_the_escalation_rca_and_add_on_sections_are_expressible(
     assert policy.root_cause_analysis is not None
     assert policy.root_cause_analysis.days == 5
     assert policy.add_ons == ("flux-operator-mcp",)
+    assert policy.remediation_framework == "upstream-patch"
     # The preset's sections stay unless the values turn them off.
     assert rendered_policy(render(helm, "--set", "policy.preset=support-policy-2026",
                                   "--set", "policy.region=EMEA")).escalation is not None
@@ -303,7 +305,9 @@ def test_the_escalation_rca_and_add_on_sections_are_expressible(
              "at '/policy/escalation/repeatedSeverity1/count'"),
             (["--set", "policy.rootCauseAnalysis.levels={5}"],
              "at '/policy/rootCauseAnalysis/levels/0'"),
-            (["--set", "policy.addOns={Flux_MCP}"], "at '/policy/addOns/0'")):
+            (["--set", "policy.addOns={Flux_MCP}"], "at '/policy/addOns/0'"),
+            (["--set", "policy.remediationFramework=weekly"],
+             "at '/policy/remediationFramework'")):
         result = run_helm(helm, "template", "fluxsupport", str(CHART), *args)
         assert result.returncode != 0, args
         assert message in result.stderr, result.stderr

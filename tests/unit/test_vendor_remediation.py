@@ -91,7 +91,8 @@ def test_a_critical_vulnerability_is_due_72_hours_after_it_was_identified_then_o
                              "unfixedComponents": ["source-controller"]}]}
     pending = condition(before, "VendorRemediationOverdue")
     assert (pending["status"], pending["reason"]) == ("False", "WithinRemediationTime")
-    assert CVE in pending["message"] and "2026-06-06T10:00:00Z" in pending["message"]
+    assert CVE in pending["message"]
+    assert "2026-06-06T10:00:00Z" in pending["message"]
     # The due time is the next instant: the condition flips without another event.
     assert before.next_transition == due
     assert before.metrics is not None
@@ -107,7 +108,8 @@ def test_a_critical_vulnerability_is_due_72_hours_after_it_was_identified_then_o
         "framework; no fixed digest for source-controller).")
     assert overdue["lastTransitionTime"] == "2026-06-06T10:00:00Z"
     assert entry(at_due)["state"] == "Overdue"
-    assert at_due.metrics is not None and at_due.metrics.vendor_overdue is True
+    assert at_due.metrics is not None
+    assert at_due.metrics.vendor_overdue is True
     assert at_due.metrics.vendor_due == due.timestamp()
     assert at_due.next_transition is None  # patchBy, embargo: none; the due has passed
 
@@ -143,7 +145,8 @@ def test_a_fix_listed_in_time_is_met_and_one_listed_late_is_late() -> None:
     assert "nextDueAt" not in listed.status["vendorRemediation"]
     met = condition(listed, "VendorRemediationOverdue")
     assert (met["status"], met["reason"]) == ("False", "FixesListed")
-    assert listed.metrics is not None and listed.metrics.vendor_due is None
+    assert listed.metrics is not None
+    assert listed.metrics.vendor_due is None
     # The time first seen is kept, whenever the bulletin is evaluated again.
     again = evaluate(spec_of(fixed=True), due + datetime.timedelta(days=3),
                      previous=listed.status)
@@ -192,7 +195,8 @@ def test_without_a_deadline_the_reason_says_why() -> None:
     assert entry(result)["reason"] == "ClockStartOutOfRange"
     found = condition(result, "VendorRemediationOverdue")
     assert (found["status"], found["reason"]) == ("False", "NoRemediationDeadline")
-    assert result.metrics is not None and result.metrics.vendor_due is None
+    assert result.metrics is not None
+    assert result.metrics.vendor_due is None
 
 
 def test_a_score_from_the_spec_wins_over_the_vector_and_the_severity_decides_without_either(
@@ -227,7 +231,8 @@ def test_under_embargo_the_messages_are_fixed_texts_and_the_metrics_are_kept() -
         assert found["message"] == securitybulletin.WITHHELD[reason]
         assert CVE.lower() not in found["message"].lower()
         # The series carry the bulletin's name only, as every bulletin series does.
-        assert result.metrics is not None and result.metrics.vendor_due == due.timestamp()
+        assert result.metrics is not None
+        assert result.metrics.vendor_due == due.timestamp()
     # The status holds the ids, as status.components does under embargo.
     assert entry(evaluate(embargoed, due))["state"] == "Overdue"
     # The embargo's end is the next instant before the due time.
@@ -243,7 +248,8 @@ def test_a_withdrawn_advisory_stops_alerting_and_keeps_its_verdicts() -> None:
     before = evaluate(standing, due)
     assert before.metrics is not None
     assert before.metrics.vulnerable == (("flux-system", "source-controller", True),)
-    assert before.metrics.patch_overdue and before.metrics.vendor_overdue
+    assert before.metrics.patch_overdue
+    assert before.metrics.vendor_overdue
     assert condition(before, "Compliant")["status"] == "False"
     assert "Withdrawn" not in {c["type"] for c in before.status["conditions"]}
 
@@ -269,7 +275,8 @@ def test_a_withdrawn_advisory_stops_alerting_and_keeps_its_verdicts() -> None:
 
     # Without a framework too.
     plain = evaluate(withdrawn, due, clock=None)
-    assert plain.metrics is not None and not plain.metrics.patch_overdue
+    assert plain.metrics is not None
+    assert not plain.metrics.patch_overdue
     assert condition(plain, "Withdrawn")["status"] == "True"
 
 

@@ -14,7 +14,6 @@ from fluxsupport.app import config
 from fluxsupport.constants import API_VERSION, PEERING_NAME, SUPPORTCASE_PLURAL
 from fluxsupport.controllers import advisories, bulletin, snapshots, submission, supportcase
 from fluxsupport.controllers import updates as updates_controller
-from fluxsupport.domain import calendar as calendar_module
 from fluxsupport.domain import policy as policy_module
 from fluxsupport.domain import remediation
 from fluxsupport.kube import api, events, peering, reflector
@@ -66,12 +65,9 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
     configmaps = reflector.Watch(
         client, f"/api/v1/namespaces/{operator_config.namespace}/configmaps"
         f"?labelSelector={snapshots.LABEL}!=snapshot", configmaps_changed)
-    clock = None
-    if policy.remediation_framework is not None:
-        clock = remediation.Clock(policy.remediation_framework, policy,
-                                  calendar_module.BusinessCalendar(policy))
     bulletins = bulletin.BulletinController(client, flux, configmaps, operator_config.namespace,
-                                            gate=gate.active, poster=poster, clock=clock)
+                                            gate=gate.active, poster=poster,
+                                            clock=remediation.Clock.of(policy))
     if policy.updates is not None:
         update_check = updates_controller.UpdateController(
             client, flux, configmaps, operator_config.namespace, policy.updates,

@@ -3,8 +3,8 @@
 kopf's event handler (app/registrations.py) feeds ``observe`` and ``forget``; a bulletin is
 re-checked when its spec, the running components it concerns, an OpenVEX ConfigMap or a
 bulletin whose fixes may count for it (the rebuild rule) changes, and at its embargoUntil,
-patchBy and the vendor's remediation due times. domain/securitybulletin.py computes the status, Events and metric values; this
-module decides what to re-check and when, and writes.
+patchBy and the vendor's remediation due times. domain/securitybulletin.py computes the status,
+Events and metric values; this module decides what to re-check and when, and writes.
 """
 
 from __future__ import annotations

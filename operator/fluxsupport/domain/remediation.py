@@ -227,6 +227,14 @@ class Clock:
     policy: Policy
     calendar: BusinessCalendar
 
+    @classmethod
+    def of(cls, policy: Policy) -> Clock | None:
+        """The clock the policy's remediationFramework names; None without one."""
+        if policy.remediation_framework is None:
+            return None
+        from fluxsupport.domain.calendar import BusinessCalendar  # see the imports above
+        return cls(policy.remediation_framework, policy, BusinessCalendar(policy))
+
 
 @dataclasses.dataclass(frozen=True)
 class Tracked:
