@@ -83,6 +83,9 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
                                        gate=gate.active, poster=poster,
                                        snapshots=diagnostics_snapshots)
     metrics.register_cases(cases)
+    if update_check is not None:
+        # Cases are judged in scope by the controllers the release data lists.
+        update_check.subscribe(cases.use_release_data)
     case_watch = reflector.Watch(
         client, f"/apis/{API_VERSION}/{SUPPORTCASE_PLURAL}", lambda: None,
         on_event=cases.on_event, page_size=CASE_PAGE_SIZE)

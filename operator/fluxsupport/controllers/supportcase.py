@@ -21,7 +21,7 @@ from fluxsupport import constants
 from fluxsupport.controllers import scheduler, writes
 from fluxsupport.controllers import snapshots as snapshots_module
 from fluxsupport.domain import calendar as calendar_module
-from fluxsupport.domain import casestatus, supportcase, timing
+from fluxsupport.domain import casestatus, scope, supportcase, timing, updates
 from fluxsupport.domain import diagnostics as diagnostics_module
 from fluxsupport.domain import policy as policy_module
 from fluxsupport.kube import api, events
@@ -125,6 +125,8 @@ class CaseController:
                                           keep=KEPT_STATUS)
         self.cases: dict[CaseKey, CaseSnapshot] = {}
         self.views: dict[CaseKey, casestatus.CaseMetrics] = {}
+        #: The components in scope: from release data once the update check has read it.
+        self.supported = scope.supported(policy)
         #: The first-response counter and histogram; they never go down (see FirstResponses).
         self.first_responses = metrics.FirstResponses()
         #: The same for resolutions, where the policy sets resolution targets.
@@ -161,6 +163,16 @@ class CaseController:
         key, changed = self.observe(body)
         if changed:
             self.scheduler.schedule(key, time.time())
+
+    def use_release_data(self, data: updates.ReleaseData) -> None:
+        """Judge the cases' scope by the controllers ``data`` lists; every case is checked
+        again when that list changes (a release adds or drops a controller)."""
+        supported = scope.supported(self.policy, data)
+        if supported.controllers == self.supported.controllers:
+            return
+        self.supported = supported
+        for key in self.cases:
+            self.scheduler.schedule_low(key, time.time())
 
     def forget(self, namespace: str, name: str) -> None:
         key = (namespace, name)
@@ -219,7 +231,7 @@ class CaseController:
         evaluation = supportcase.evaluate(
             spec=case.spec, annotations=case.annotations, created=case.created,
             generation=case.generation, previous=previous, policy=self.policy,
-            calendar=self.calendar, now=now)
+            calendar=self.calendar, now=now, supported=self.supported)
         desired = dict(evaluation.status)
         if submission is not None:
             desired["submission"] = submission

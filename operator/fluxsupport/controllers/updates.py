@@ -15,7 +15,7 @@ import asyncio
 import datetime
 import logging
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from fluxsupport import constants
@@ -108,7 +108,13 @@ class UpdateController:
         self._lock = asyncio.Lock()
         #: The stored body after our last write: newer than the watch until its echo arrives.
         self._written: dict[str, Any] | None = None
+        #: Called with the release data each time a check reads it.
+        self._readers: list[Callable[[updates.ReleaseData], None]] = []
         inventory.subscribe(self.reconcile_soon)
+
+    def subscribe(self, callback: Callable[[updates.ReleaseData], None]) -> None:
+        """Call ``callback`` with the release data each time a check has read it."""
+        self._readers.append(callback)
 
     @property
     def source(self) -> str:
@@ -178,6 +184,9 @@ class UpdateController:
             data: updates.ReleaseData | updatecheck.NotReady = await self._release_data()
         except _NotReady as not_ready:
             data = updatecheck.NotReady(not_ready.reason, not_ready.message)
+        if isinstance(data, updates.ReleaseData):
+            for reader in self._readers:
+                reader(data)
         now = datetime.datetime.now(datetime.UTC)
         evaluated = self._evaluate(current, generation, now, data)
         self.view = evaluated.metrics

@@ -54,8 +54,11 @@ _RESOLUTION_BREACHED_REASONS = {
 def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
              created: datetime.datetime, generation: int, previous: Mapping[str, Any],
              policy: policy_module.Policy, calendar: calendar_module.BusinessCalendar,
-             now: datetime.datetime) -> evaluation.Evaluation[casestatus.CaseMetrics]:
-    """Compute the whole status of a case; see the module docstring."""
+             now: datetime.datetime, supported: scope.Supported | None = None
+             ) -> evaluation.Evaluation[casestatus.CaseMetrics]:
+    """Compute the whole status of a case; see the module docstring. ``supported``: the
+    components in scope, from release data where the operator reads it (default: the
+    built-in list and the policy's add-ons)."""
     old_conditions = list(previous.get("conditions") or [])
     try:
         case = casespec.CaseSpec.model_validate(spec)
@@ -105,7 +108,7 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
     resolution = caseclocks.resolution_block(resolution_timing, closure, previous, now, calendar,
                                              created)
     current = _conditions(case, level, assessed, state, timing, lifecycle, policy,
-                          severity_note, responded_at)
+                          severity_note, responded_at, supported or scope.supported(policy))
     current += _resolution_conditions(resolution, resolution_timing, policy)
     current += _workaround_condition(case, level, policy)
     submitted = submission_module.condition(
@@ -217,7 +220,8 @@ def _resolution_events(previous: Mapping[str, Any],
 def _conditions(case: casespec.CaseSpec, level: int, assessed: int, state: casestatus.State,
                 timing: timing_module.Timing, lifecycle: caselifecycle.Lifecycle,
                 policy: policy_module.Policy, severity_note: str,
-                responded_at: datetime.datetime | None) -> list[conditions.Condition]:
+                responded_at: datetime.datetime | None,
+                covered: scope.Supported) -> list[conditions.Condition]:
     condition = conditions.Condition
     result = []
     if lifecycle.problems:
@@ -247,7 +251,7 @@ def _conditions(case: casespec.CaseSpec, level: int, assessed: int, state: cases
             message=f"{casespec.describe_level(level)}: {summary}.{severity_note}"))
 
     result.append(scope.condition(case.component, case.requires_infrastructure_access, policy,
-                                  scope.supported(policy)))
+                                  covered))
 
     impact = case.impact
     criticality = "business-critical" if impact.business_critical else "not business-critical"
