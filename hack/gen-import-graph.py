@@ -2,6 +2,7 @@
 """Draw the operator's import graph into docs/architecture.md, as a Mermaid flowchart.
 
 Usage:
+    make graph                                          # the same as the next line
     .venv/bin/python hack/gen-import-graph.py           # rewrite the graph in the document
     .venv/bin/python hack/gen-import-graph.py --check   # exit 1 if the graph there is stale
 
@@ -71,9 +72,9 @@ def mermaid(found: list[tuple[str, str]]) -> str:
         if not members:
             continue
         lines.append(f"  subgraph {layer}")
-        lines += [f"    {_id(node)}[{node.split('.', 1)[1]}]" for node in members]
+        lines += [f'    {_id(node)}["{node.split(".", 1)[1]}"]' for node in members]
         lines.append("  end")
-    lines += [f"  {_id(node)}[{node}/]" for node in nodes if "." not in node]
+    lines += [f'  {_id(node)}["{node}/"]' for node in nodes if "." not in node]
     lines += [f"  {_id(source)} --> {_id(target)}" for source, target in found]
     lines.append("```")
     return "\n".join(lines)
