@@ -1,17 +1,16 @@
 """The support channels' controller in-process, for tests that need no API server: a real
-CaseController and SubmissionController on a fake client that applies status merge patches
-and serves the channels' Secret, and an RT look-alike on loopback that can refuse.
+CaseController and SubmissionController on the fake API server (tests/fakes.py) holding the
+channels' Secret, and an RT look-alike on loopback that can refuse.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import json
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -20,8 +19,7 @@ from fluxsupport import constants
 from fluxsupport.controllers.submission import SubmissionController
 from fluxsupport.controllers.supportcase import CaseController, CaseKey
 from fluxsupport.domain import policy as policy_module
-from fluxsupport.kube import api
-from tests import patches
+from tests import fakes
 
 NAMESPACE = "fluxsupport-system"
 #: An RT auth token of user 14 (the operator's), as RT::AuthToken makes them.
@@ -29,45 +27,12 @@ TOKEN = "1-14-" + "0123456789abcdef" * 2
 CREATED = "2026-12-07T09:00:00Z"
 
 
-class FakeKube:
-    """What the two controllers need of api.Client. Status writes fail while ``failures``
-    is above 0, as during an API server blip."""
-
-    def __init__(self, token: str = TOKEN) -> None:
-        self.status: dict[str, dict[str, Any]] = {}
-        self.version = 100
-        self.failures = 0
-        self.writes = 0
-        self.token = token
-
-    def on_recovery(self, listener: Callable[[], None]) -> None:
-        pass
-
-    async def writes_idle(self) -> None:
-        return None
-
-    async def wait_recovery(self, timeout: float) -> bool:
-        await asyncio.sleep(0)
-        return False
-
-    async def patch_status(self, ref: api.ObjectRef, patch: dict[str, Any],
-                           resource_version: str | None) -> dict[str, Any]:
-        if self.failures:
-            self.failures -= 1
-            raise api.ApiError(409, "the object has been modified")
-        self.writes += 1
-        self.status[ref.uid] = patches.merge(self.status.get(ref.uid, {}), patch)
-        self.version += 1
-        return {"metadata": {"resourceVersion": str(self.version)},
-                "status": json.loads(json.dumps(self.status[ref.uid]))}
-
-    async def request(self, method: str, path: str, body: Any = None,
-                      content_type: str = "application/json") -> dict[str, Any]:
-        if method == "GET" and path.endswith("/secrets/fluxsupport-channels"):
-            return {"data": {"portal-token": base64.b64encode(self.token.encode()).decode()}}
-        if path.endswith("/events"):
-            return dict(body or {})
-        raise AssertionError(f"unexpected {method} {path}")
+def fake_kube(token: str = TOKEN) -> fakes.FakeClient:
+    """The fake API server with the channels' Secret; its status writes fail with a 409
+    while ``failures`` is above 0, as during an API server blip."""
+    kube = fakes.FakeClient()
+    kube.add_secret(NAMESPACE, "fluxsupport-channels", {"portal-token": token})
+    return kube
 
 
 def policy(url: str, *, sync_interval: str = "1s", timeout: str = "10s") -> policy_module.Policy:
@@ -77,14 +42,13 @@ def policy(url: str, *, sync_interval: str = "1s", timeout: str = "10s") -> poli
                                 "syncInterval": sync_interval, "timeout": timeout}}})
 
 
-def controllers(kube: FakeKube, url: str, *, listed: asyncio.Event | None = None,
+def controllers(kube: fakes.FakeClient, url: str, *, listed: asyncio.Event | None = None,
                 channels: policy_module.Channels | None = None, timeout: str = "10s"
                 ) -> tuple[CaseController, SubmissionController]:
     rules = policy(url, timeout=timeout)
-    cases = CaseController(rules, kube)  # type: ignore[arg-type]
-    extra = {"listed": listed} if listed is not None else {}
-    submissions = SubmissionController(cases, channels or rules.channels,
-                                       kube, NAMESPACE, **extra)  # type: ignore[arg-type]
+    cases = CaseController(rules, kube)
+    submissions = SubmissionController(cases, channels or rules.channels, kube, NAMESPACE,
+                                       listed=listed)
     return cases, submissions
 
 
@@ -119,7 +83,7 @@ async def add(cases: CaseController, body: Mapping[str, Any]) -> CaseKey:
     """What the case watch does with a new case: observe it and store its first status
     (on top of the status it came with, as the API server holds it)."""
     kube = cases.client
-    assert isinstance(kube, FakeKube)
+    assert isinstance(kube, fakes.FakeClient)
     kube.status[body["metadata"]["uid"]] = json.loads(json.dumps(body.get("status") or {}))
     key, _ = cases.observe(body)
     await cases.reconcile(key)

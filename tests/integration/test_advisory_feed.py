@@ -14,7 +14,7 @@ import json
 import pathlib
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import kubernetes
@@ -23,7 +23,6 @@ import pytest
 from fluxsupport.constants import ADVISORY_FEED_LABEL, ADVISORY_REVISION, GROUP, VERSION
 from fluxsupport.devcluster import flux
 from tests import fixtures, gitsource, harness, realsize
-from tests.integration.test_updates import session_rbac
 
 ADVISORIES = fixtures.UPSTREAM / "advisories"
 SOURCE = "flux-advisories"
@@ -116,17 +115,15 @@ def persons_bulletin() -> dict[str, Any]:
 @pytest.fixture
 def feed_operator(operator_credentials: harness.OperatorCredentials, api: harness.Api,
                   kubeconfig: pathlib.Path, no_session_operator: None,
-                  tmp_path: pathlib.Path) -> Iterator[tuple[harness.OperatorProcess,
-                                                            flux.Checkout]]:
+                  session_rbac: Callable[..., None], tmp_path: pathlib.Path
+    ) -> Iterator[tuple[harness.OperatorProcess, flux.Checkout]]:
     """source-controller fetching a git repository of advisories, a GitRepository for it, and
     an operator whose policy names it, with the chart's RBAC for policy.advisories."""
     flux.install_crds(kubeconfig)
     harness.ensure_namespace(api, flux.RUNTIME_NAMESPACE)
     delete_all(api)
-    chart_rbac = operator_credentials.service_account is not None
-    if chart_rbac:
-        session_rbac(kubeconfig, "--set", "policy.advisories.sourceRef.kind=GitRepository",
-                     "--set", f"policy.advisories.sourceRef.name={SOURCE}")
+    session_rbac("--set", "policy.advisories.sourceRef.kind=GitRepository",
+                 "--set", f"policy.advisories.sourceRef.name={SOURCE}")
     policy = tmp_path / "policy.yaml"
     policy.write_text(f"advisories: {{sourceRef: {{kind: GitRepository, name: {SOURCE}}}}}\n")
     own = harness.OperatorProcess(operator_credentials.kubeconfig, tmp_path,
@@ -149,8 +146,6 @@ def feed_operator(operator_credentials: harness.OperatorCredentials, api: harnes
     finally:
         with contextlib.suppress(AssertionError):
             delete_all(api)
-        if chart_rbac:
-            session_rbac(kubeconfig)
         assert "Traceback" not in own.log_text(), own.log_tail(200)
 
 
@@ -276,8 +271,8 @@ def delete_feed_bulletins(api: harness.Api) -> None:
 @pytest.fixture
 def large_feed_operator(operator_credentials: harness.OperatorCredentials, api: harness.Api,
                         kubeconfig: pathlib.Path, no_session_operator: None,
-                        tmp_path: pathlib.Path) -> Iterator[tuple[harness.OperatorProcess,
-                                                                  realsize.OsvFeed]]:
+                        session_rbac: Callable[..., None], tmp_path: pathlib.Path
+    ) -> Iterator[tuple[harness.OperatorProcess, realsize.OsvFeed]]:
     """1,000 advisories generated from the vendored ones (tests/realsize.py) in the advisory
     database's layout, in a repository of the distribution's layout: 2,500 files, about 5 MB
     as source-controller's artifact; an operator with the chart's RBAC reads it."""
@@ -285,10 +280,8 @@ def large_feed_operator(operator_credentials: harness.OperatorCredentials, api: 
     flux.install_crds(kubeconfig)
     harness.ensure_namespace(api, flux.RUNTIME_NAMESPACE)
     delete_feed_bulletins(api)
-    chart_rbac = operator_credentials.service_account is not None
-    if chart_rbac:
-        session_rbac(kubeconfig, "--set", "policy.advisories.sourceRef.kind=GitRepository",
-                     "--set", f"policy.advisories.sourceRef.name={SOURCE}")
+    session_rbac("--set", "policy.advisories.sourceRef.kind=GitRepository",
+                 "--set", f"policy.advisories.sourceRef.name={SOURCE}")
     policy = tmp_path / "policy.yaml"
     policy.write_text(f"advisories: {{sourceRef: {{kind: GitRepository, name: {SOURCE}}}}}\n")
     own = harness.OperatorProcess(operator_credentials.kubeconfig, tmp_path,
@@ -308,8 +301,6 @@ def large_feed_operator(operator_credentials: harness.OperatorCredentials, api: 
     finally:
         with contextlib.suppress(AssertionError):
             delete_feed_bulletins(api)
-        if chart_rbac:
-            session_rbac(kubeconfig)
         assert "Traceback" not in own.log_text(), own.log_tail(200)
 
 

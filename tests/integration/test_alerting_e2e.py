@@ -115,13 +115,6 @@ def stack(operator: harness.OperatorProcess, operator_credentials: harness.Opera
     assert "Traceback" not in own.log_text(), own.log_tail(200)
 
 
-@pytest.fixture(scope="module")
-def flux(api: harness.Api) -> Iterator[list[dict[str, Any]]]:
-    """Flux v2.7.5 with source-controller from before the CVE-2026-47680 fix."""
-    with harness.flux_inventory(api, PRE) as deployments:
-        yield deployments
-
-
 def token() -> str:
     return secrets.token_hex(5)
 

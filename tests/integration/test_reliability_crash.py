@@ -43,7 +43,7 @@ from fluxsupport.constants import (
 from fluxsupport.domain import bulletin as bulletin_domain
 from fluxsupport.domain import inventory as inventory_domain
 from fluxsupport.kube import api
-from tests import fixtures, harness, patches
+from tests import fakes, fixtures, harness
 
 N_CASES = 500
 N_BULLETINS = 20
@@ -52,12 +52,6 @@ LOAD_S = 25.0
 PRE = fixtures.images(fixtures.PRE_FIX_V275)
 FIX = fixtures.images(fixtures.FIX_V275)
 COMPONENTS = sorted(PRE)
-
-
-@pytest.fixture(scope="module")
-def flux(api: harness.Api) -> Iterator[list[dict[str, Any]]]:
-    with harness.flux_inventory(api, PRE) as deployments:
-        yield deployments
 
 
 def fake_digest(seed: str) -> str:
@@ -461,30 +455,6 @@ def test_sigkill_during_a_burst_loses_nothing(
     assert "Traceback" not in operator.log_text()
 
 
-class RecordingClient:
-    """Stands in for api.Client in-process: applies merge patches to a dict, and can hold the
-    first status write until the test releases it."""
-
-    def __init__(self) -> None:
-        self.status: dict[str, dict[str, Any]] = {}
-        self.hold = asyncio.Event()
-        self.held = asyncio.Event()
-        self.version = 1
-
-    async def patch_status(self, ref: api.ObjectRef, patch: dict[str, Any],
-                           resource_version: str | None) -> dict[str, Any]:
-        if not self.hold.is_set():
-            self.held.set()
-            await self.hold.wait()
-        self.status[ref.name] = patches.merge(self.status.get(ref.name, {}), patch)
-        self.version += 1
-        return {"status": self.status[ref.name],
-                "metadata": {"resourceVersion": str(self.version)}}
-
-    def on_recovery(self, _: Any) -> None:
-        pass
-
-
 def test_a_bulletin_published_during_an_evaluation_is_not_missed() -> None:
     """The race the burst above found (operator bug, fixed): a bulletin published while an
     earlier one's status write was in flight left the earlier one with a stale verdict,
@@ -506,14 +476,14 @@ def test_a_bulletin_published_during_an_evaluation_is_not_missed() -> None:
                                                 "digest": digest}]}]}}
 
     async def scenario() -> dict[str, Any]:
-        client = RecordingClient()
-        inventory = Inventory(client, ("flux-system",))  # type: ignore[arg-type]
+        client = fakes.FakeClient()
+        client.hold = asyncio.Event()  # the first status write waits until the test says
+        inventory = Inventory(client, ("flux-system",))
         deployments = fixtures.deployments_running(PRE, "v2.7.5")
         inventory.deployments["flux-system"].objects = {
             d["metadata"]["name"]: d for d in deployments}
-        configmaps = reflector.Watch(client, "/unused", lambda: None)  # type: ignore[arg-type]
-        bulletins = BulletinController(client, inventory, configmaps,  # type: ignore[arg-type]
-                                       "fluxsupport-system")
+        configmaps = reflector.Watch(client, "/unused", lambda: None)
+        bulletins = BulletinController(client, inventory, configmaps, "fluxsupport-system")
         # The earlier bulletin fixes an older line: Fixed (NewerLine) on its own.
         bulletins.observe(body("early", "2026-06-01T00:00:00Z", "v1.6.9",
                                fake_digest("old")))

@@ -24,11 +24,10 @@ import re
 import secrets
 import time
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import kubernetes
-import pytest
 
 from fluxsupport.domain import securitybulletin
 from tests import fixtures, harness
@@ -38,12 +37,6 @@ PRE = fixtures.images(fixtures.PRE_FIX_V275)
 FIX = fixtures.images(fixtures.FIX_V275)
 OPERATOR_NAMESPACE = "fluxsupport-system"
 EMBARGO_S = 20.0
-
-
-@pytest.fixture(scope="module")
-def flux(api: harness.Api) -> Iterator[list[dict[str, Any]]]:
-    with harness.flux_inventory(api, PRE) as deployments:
-        yield deployments
 
 
 def token() -> str:

@@ -271,12 +271,6 @@ def wait_conditions(get: Any, names: list[str], reasons: set[str], what: str) ->
     return time.time() - began
 
 
-@pytest.fixture(scope="module")
-def flux(api: harness.Api) -> Iterator[list[dict[str, Any]]]:
-    with harness.flux_inventory(api, PRE) as deployments:
-        yield deployments
-
-
 @pytest.fixture
 def hostile_vex(api: harness.Api) -> Iterator[None]:
     """The ConfigMap most generated bulletins reference: a valid upstream document."""

@@ -32,7 +32,7 @@ import kubernetes
 import pytest
 
 from fluxsupport.constants import PEERING_NAME, RESPONDED_AT
-from tests import harness
+from tests import fakes, harness
 
 LIFETIME_S = 10
 TARGETS_S = {"Urgent": 4.0, "High": 30.0, "Medium": 7200.0, "Low": 10800.0}
@@ -256,7 +256,7 @@ def test_the_gate_applies_kopfs_rule() -> None:
         seen = now - datetime.timedelta(seconds=seen_s_ago)
         return {"priority": priority, "lifetime": lifetime, "lastseen": seen.isoformat()}
 
-    gate = peering.PeeringGate(object(), identity="me", name=PEERING_NAME,  # type: ignore[arg-type]
+    gate = peering.PeeringGate(fakes.FakeClient(), identity="me", name=PEERING_NAME,
                                priority=50, standalone=False)
     gate._watch.synced.set()
     assert gate.evaluate(now) is None
@@ -275,5 +275,5 @@ def test_the_gate_applies_kopfs_rule() -> None:
         recheck = gate.evaluate(now)
         assert gate.state == wanted, status
         assert (None if recheck is None else (recheck - now).total_seconds()) == recheck_s
-    assert peering.PeeringGate(object(), identity="x", name="y", priority=0,  # type: ignore[arg-type]
+    assert peering.PeeringGate(fakes.FakeClient(), identity="x", name="y", priority=0,
                                standalone=True).state == "standalone"

@@ -21,15 +21,8 @@ from fluxsupport import constants
 from tests import fixtures, harness
 from tests.integration.test_cli import fluxsupport
 
-PRE = fixtures.images(fixtures.PRE_FIX_V275)
 FIX = fixtures.images(fixtures.FIX_V275)
 RESOURCE = f"{{}}.{constants.GROUP}"
-
-
-@pytest.fixture(scope="module")
-def flux(api: harness.Api) -> Iterator[list[dict[str, Any]]]:
-    with harness.flux_inventory(api, PRE) as deployments:
-        yield deployments
 
 
 def token() -> str:

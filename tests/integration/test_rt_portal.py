@@ -185,7 +185,7 @@ def test_a_long_update_is_posted_once_when_its_record_failed(
     assert len(text) > 10_000
 
     async def scenario() -> dict[str, Any]:
-        kube = channelkit.FakeKube(token=rt.operator_token)
+        kube = channelkit.fake_kube(token=rt.operator_token)
         # RT serves one request at a time: on a loaded machine one took 6 s (measured).
         cases, submissions = channelkit.controllers(kube, rt.url, timeout="60s")
         try:

@@ -22,7 +22,7 @@ import pytest
 
 from fluxsupport.constants import GROUP, VERSION
 from fluxsupport.devcluster import flux
-from tests import conftest, fixtures, gitsource, harness, realsize
+from tests import fixtures, gitsource, harness, realsize
 
 OPERATOR_NAMESPACE = "fluxsupport-system"
 VARIANT = "enterprise-distroless"
@@ -87,7 +87,7 @@ def metric_lines(operator: harness.OperatorProcess) -> set[str]:
 
 @pytest.fixture
 def updates_operator(operator_credentials: harness.OperatorCredentials, api: harness.Api,
-                     kubeconfig: pathlib.Path, no_session_operator: None,
+                     no_session_operator: None, session_rbac: Callable[..., None],
                      tmp_path: pathlib.Path) -> Iterator[tuple[harness.OperatorProcess, str]]:
     """An operator whose policy supports two minors, so that v2.7.5 (two behind v2.9.4) is
     unsupported and v2.8.8 is supported; its release-data ConfigMap is not created yet. With
@@ -95,9 +95,7 @@ def updates_operator(operator_credentials: harness.OperatorCredentials, api: har
     harness.ensure_namespace(api, OPERATOR_NAMESPACE)
     delete_check(api)
     configmap = f"flux-releases-{uuid.uuid4().hex[:6]}"
-    chart_rbac = operator_credentials.service_account is not None
-    if chart_rbac:
-        session_rbac(kubeconfig, "--set", f"policy.updates.configMap={configmap}")
+    session_rbac("--set", f"policy.updates.configMap={configmap}")
     policy = tmp_path / "policy.yaml"
     policy.write_text(f"updates: {{configMap: {configmap}, supportedMinors: 2}}\n")
     own = harness.OperatorProcess(operator_credentials.kubeconfig, tmp_path,
@@ -110,8 +108,6 @@ def updates_operator(operator_credentials: harness.OperatorCredentials, api: har
         delete_check(api)
         with contextlib.suppress(kubernetes.client.ApiException):
             api.core.delete_namespaced_config_map(configmap, OPERATOR_NAMESPACE)
-        if chart_rbac:
-            session_rbac(kubeconfig)
         assert "Traceback" not in own.log_text(), own.log_tail(200)
 
 
@@ -199,29 +195,19 @@ def test_unsupported_then_supported_through_an_upgrade(
 SOURCE = "distribution"
 
 
-def session_rbac(kubeconfig: pathlib.Path, *values: str) -> None:
-    """The session release's RBAC with ``values`` (policy.updates.sourceRef grants reading
-    the Flux sources), so that the operator below runs with exactly the chart's rights."""
-    upgraded = harness.helm(kubeconfig, "upgrade", conftest.SESSION_RELEASE, str(conftest.CHART),
-                            "--namespace", OPERATOR_NAMESPACE, "--skip-crds",
-                            "--set", "peering.enabled=true", *values)
-    assert upgraded.returncode == 0, upgraded.stderr
-
-
 @contextlib.contextmanager
 def operator_on_source(operator_credentials: harness.OperatorCredentials, api: harness.Api,
-                       kubeconfig: pathlib.Path, tmp_path: pathlib.Path,
-                       fill: Callable[[pathlib.Path], None], message: str
-                       ) -> Iterator[tuple[harness.OperatorProcess, flux.Checkout]]:
+                       kubeconfig: pathlib.Path, session_rbac: Callable[..., None],
+                       tmp_path: pathlib.Path, fill: Callable[[pathlib.Path], None],
+                       message: str) -> Iterator[tuple[harness.OperatorProcess, flux.Checkout]]:
     """source-controller fetching a git repository that ``fill`` writes, a GitRepository for
-    it, and an operator whose policy names that GitRepository."""
+    it, and an operator whose policy names that GitRepository (with the chart's RBAC for
+    policy.updates.sourceRef, which grants reading the Flux sources)."""
     flux.install_crds(kubeconfig)
     harness.ensure_namespace(api, flux.RUNTIME_NAMESPACE)
     delete_check(api)
-    chart_rbac = operator_credentials.service_account is not None
-    if chart_rbac:
-        session_rbac(kubeconfig, "--set", "policy.updates.sourceRef.kind=GitRepository",
-                     "--set", f"policy.updates.sourceRef.name={SOURCE}")
+    session_rbac("--set", "policy.updates.sourceRef.kind=GitRepository",
+                 "--set", f"policy.updates.sourceRef.name={SOURCE}")
     policy = tmp_path / "policy.yaml"
     policy.write_text(f"updates: {{sourceRef: {{kind: GitRepository, name: {SOURCE}}}}}\n")
     own = harness.OperatorProcess(operator_credentials.kubeconfig, tmp_path,
@@ -235,21 +221,19 @@ def operator_on_source(operator_credentials: harness.OperatorCredentials, api: h
                 own.stop()
                 delete_check(api)
     finally:
-        if chart_rbac:
-            session_rbac(kubeconfig)
         assert "Traceback" not in own.log_text(), own.log_tail(200)
 
 
 @pytest.fixture
 def source_operator(operator_credentials: harness.OperatorCredentials, api: harness.Api,
                     kubeconfig: pathlib.Path, no_session_operator: None,
-                    tmp_path: pathlib.Path) -> Iterator[tuple[harness.OperatorProcess,
-                                                              flux.Checkout]]:
+                    session_rbac: Callable[..., None], tmp_path: pathlib.Path
+    ) -> Iterator[tuple[harness.OperatorProcess, flux.Checkout]]:
     """The release data alone in the repository: images/."""
     def fill(path: pathlib.Path) -> None:
         shutil.copytree(IMAGES, path / "images")
 
-    with operator_on_source(operator_credentials, api, kubeconfig, tmp_path, fill,
+    with operator_on_source(operator_credentials, api, kubeconfig, session_rbac, tmp_path, fill,
                             "release data as of v2.9.4") as running:
         yield running
 
@@ -257,14 +241,14 @@ def source_operator(operator_credentials: harness.OperatorCredentials, api: harn
 @pytest.fixture
 def snapshot_operator(operator_credentials: harness.OperatorCredentials, api: harness.Api,
                       kubeconfig: pathlib.Path, no_session_operator: None,
-                      tmp_path: pathlib.Path) -> Iterator[tuple[harness.OperatorProcess,
-                                                                flux.Checkout]]:
+                      session_rbac: Callable[..., None], tmp_path: pathlib.Path
+    ) -> Iterator[tuple[harness.OperatorProcess, flux.Checkout]]:
     """The whole distribution repository, without ignore rules: 3,001 files in its layout
     (tests/realsize.py), about 5 MB as source-controller's artifact."""
     def fill(path: pathlib.Path) -> None:
         realsize.distribution_snapshot(path)
 
-    with operator_on_source(operator_credentials, api, kubeconfig, tmp_path, fill,
+    with operator_on_source(operator_credentials, api, kubeconfig, session_rbac, tmp_path, fill,
                             "a snapshot of the distribution repository") as running:
         yield running
 

@@ -24,11 +24,11 @@ from fluxsupport import constants, resources
 from fluxsupport.controllers import advisories as controller
 from fluxsupport.domain import advisory, artifact
 from fluxsupport.domain.policy import load_policy
-from fluxsupport.kube import api
+from fluxsupport.kube import api, objects
 from fluxsupport.kube.events import EventPoster, PendingEvent
 from fluxsupport.observability import metrics
 from fluxsupport.sources import artifacts
-from tests import fixtures
+from tests import fakes, fixtures
 
 ADVISORIES = fixtures.UPSTREAM / "advisories"
 OSV = jsonschema.Draft202012Validator(resources.osv_schema())
@@ -222,58 +222,16 @@ def test_the_feed_label_is_a_label_value_however_long_the_names() -> None:
 
 # --- the controller against an in-memory API server -----------------------------------------
 
-class FakeBulletins:
-    """SecurityBulletins as the API server stores them: create, get, list by label, update
-    with a resourceVersion precondition. Counts writes."""
+def bulletins(store: fakes.FakeClient) -> dict[str, dict[str, Any]]:
+    """The SecurityBulletins the fake API server holds, by name."""
+    return store.named(objects.BULLETINS.path())
 
-    def __init__(self) -> None:
-        self.objects: dict[str, dict[str, Any]] = {}
-        self.version = 100
-        self.writes: list[tuple[str, str]] = []
-        self.requests = 0
 
-    def put_person_bulletin(self, name: str) -> None:
-        self.version += 1
-        self.objects[name] = {"apiVersion": constants.API_VERSION,
-                              "kind": constants.BULLETIN_KIND,
-                              "metadata": {"name": name, "resourceVersion": str(self.version)},
-                              "spec": {"title": "by hand"}}
-
-    async def request(self, method: str, path: str, body: Any = None,
-                      content_type: str = "application/json") -> dict[str, Any]:
-        self.requests += 1
-        base = controller.BULLETINS
-        assert path.startswith(base), path
-        rest = path[len(base):]
-        if method == "GET" and rest.startswith("?labelSelector="):
-            key, _, value = rest.removeprefix("?labelSelector=").partition("%3D")
-            return {"items": [copy.deepcopy(o) for o in self.objects.values()
-                              if (o["metadata"].get("labels") or {}).get(key) == value]}
-        name = rest.removeprefix("/")
-        if method == "GET":
-            if name not in self.objects:
-                raise api.ApiError(404, "not found")
-            return copy.deepcopy(self.objects[name])
-        self.version += 1
-        if method == "POST":
-            name = body["metadata"]["name"]
-            if name in self.objects:
-                raise api.ApiError(409, "already exists")
-            stored = copy.deepcopy(body)
-            stored["metadata"]["resourceVersion"] = str(self.version)
-            stored["metadata"]["generation"] = 1
-        else:
-            assert method == "PUT"
-            held = self.objects[name]
-            if body["metadata"]["resourceVersion"] != held["metadata"]["resourceVersion"]:
-                raise api.ApiError(409, "the object has been modified")
-            stored = copy.deepcopy(body)
-            stored["metadata"]["resourceVersion"] = str(self.version)
-            stored["metadata"]["generation"] = held["metadata"]["generation"] + (
-                held["spec"] != body["spec"])
-        self.objects[name] = stored
-        self.writes.append((method, name))
-        return copy.deepcopy(stored)
+def put_person_bulletin(store: fakes.FakeClient, name: str) -> None:
+    """A bulletin a person wrote: no label of the feed."""
+    store.put(f"{objects.BULLETINS.path()}/{name}", {
+        "apiVersion": constants.API_VERSION, "kind": constants.BULLETIN_KIND,
+        "metadata": {"name": name}, "spec": {"title": "by hand"}})
 
 
 class Poster:
@@ -313,11 +271,11 @@ def storage(monkeypatch: pytest.MonkeyPatch) -> Artifacts:
     return served
 
 
-def feed_controller(store: FakeBulletins, poster: Poster) -> controller.AdvisoryFeed:
+def feed_controller(store: fakes.FakeClient, poster: Poster) -> controller.AdvisoryFeed:
     settings = load_policy("advisories: {sourceRef: {kind: GitRepository, name: feed}}"
                            ).advisories
     assert settings is not None
-    feed = controller.AdvisoryFeed(cast(api.Client, store), ("flux-system",), settings,
+    feed = controller.AdvisoryFeed(store, ("flux-system",), settings,
                                    poster=cast(EventPoster, poster))
     feed.source_watch.synced.set()
     return feed
@@ -346,13 +304,13 @@ def collected(feed: controller.AdvisoryFeed) -> dict[str, float]:
 
 
 def test_import_creates_then_a_restart_writes_nothing(storage: Artifacts) -> None:
-    store, poster = FakeBulletins(), Poster()
+    store, poster = fakes.FakeClient(), Poster()
     feed = feed_controller(store, poster)
     assert collected(feed) == {}, "no series before the first attempt"
     publish(feed, storage, feed_tarball(), "main@sha1:1111")
     run(feed)
-    assert sorted(store.objects) == [i.lower() for i in BULLETIN_IDS]
-    stored = store.objects["ghsa-v554-xwgw-hc3w"]
+    assert sorted(bulletins(store)) == [i.lower() for i in BULLETIN_IDS]
+    stored = bulletins(store)["ghsa-v554-xwgw-hc3w"]
     assert stored["metadata"]["labels"] == {constants.ADVISORY_FEED_LABEL:
                                             "flux-system.feed"}
     assert stored["metadata"]["annotations"] == {constants.ADVISORY_REVISION: "main@sha1:1111"}
@@ -369,9 +327,9 @@ def test_import_creates_then_a_restart_writes_nothing(storage: Artifacts) -> Non
     assert time.time() - values["fluxsupport_advisory_feed_last_import_timestamp_seconds"] < 60
 
     # The same digest again (a watch event of the source): not even downloaded.
-    requests, downloads = store.requests, storage.downloads
+    requests, downloads = len(store.requests), storage.downloads
     run(feed)
-    assert (store.requests, storage.downloads) == (requests, downloads)
+    assert (len(store.requests), storage.downloads) == (requests, downloads)
 
     # A restart: one list, no write; the Event has the same name for the same message.
     writes = list(store.writes)
@@ -379,7 +337,7 @@ def test_import_creates_then_a_restart_writes_nothing(storage: Artifacts) -> Non
     publish(again, storage, storage.content, "main@sha1:1111")
     run(again)
     assert store.writes == writes
-    assert store.requests == requests + 1
+    assert len(store.requests) == requests + 1
     summary = cast(Poster, again.poster).events[0][1]
     assert summary.message.startswith("0 created, 0 updated, 6 unchanged, 1 skipped")
     restarted_twice = feed_controller(store, Poster())
@@ -389,11 +347,11 @@ def test_import_creates_then_a_restart_writes_nothing(storage: Artifacts) -> Non
 
 
 def test_a_modified_advisory_updates_exactly_its_bulletin(storage: Artifacts) -> None:
-    store, poster = FakeBulletins(), Poster()
+    store, poster = fakes.FakeClient(), Poster()
     feed = feed_controller(store, poster)
     publish(feed, storage, feed_tarball(), "main@sha1:1111")
     run(feed)
-    before = copy.deepcopy(store.objects)
+    before = copy.deepcopy(bulletins(store))
     modified = document("GHSA-v554-xwgw-hc3w")
     modified["modified"] = "2026-12-01T00:00:00Z"
     modified["affected"][0]["ranges"][0]["events"] = [{"introduced": "0"}, {"fixed": "1.2.6"}]
@@ -402,14 +360,14 @@ def test_a_modified_advisory_updates_exactly_its_bulletin(storage: Artifacts) ->
     run(feed)
     assert store.writes[-1] == ("PUT", "ghsa-v554-xwgw-hc3w")
     assert len(store.writes) == 7
-    updated = store.objects["ghsa-v554-xwgw-hc3w"]
+    updated = bulletins(store)["ghsa-v554-xwgw-hc3w"]
     assert updated["spec"]["affectedVersions"][0]["ranges"] == [{"fixed": "v1.2.6"}]
     assert updated["spec"]["advisory"]["modified"] == "2026-12-01T00:00:00Z"
     assert updated["metadata"]["annotations"][constants.ADVISORY_REVISION] == "main@sha1:2222"
     assert updated["metadata"]["generation"] == 2
     for name, body in before.items():
         if name != "ghsa-v554-xwgw-hc3w":
-            assert store.objects[name] == body, name
+            assert bulletins(store)[name] == body, name
     assert poster.messages("AdvisoriesImported")[-1].startswith(
         "0 created, 1 updated, 5 unchanged")
 
@@ -417,18 +375,18 @@ def test_a_modified_advisory_updates_exactly_its_bulletin(storage: Artifacts) ->
     files = [(n, c) for n, c in vendored() if "v554" not in n]
     publish(feed, storage, feed_tarball(files), "main@sha1:3333")
     run(feed)
-    assert "ghsa-v554-xwgw-hc3w" in store.objects
+    assert "ghsa-v554-xwgw-hc3w" in bulletins(store)
     assert len(store.writes) == 7
 
 
 def test_a_persons_bulletin_of_the_same_name_is_left_alone(storage: Artifacts) -> None:
-    store, poster = FakeBulletins(), Poster()
-    store.put_person_bulletin("ghsa-v554-xwgw-hc3w")
-    person = copy.deepcopy(store.objects["ghsa-v554-xwgw-hc3w"])
+    store, poster = fakes.FakeClient(), Poster()
+    put_person_bulletin(store, "ghsa-v554-xwgw-hc3w")
+    person = copy.deepcopy(bulletins(store)["ghsa-v554-xwgw-hc3w"])
     feed = feed_controller(store, poster)
     publish(feed, storage, feed_tarball(), "main@sha1:1111")
     run(feed)
-    assert store.objects["ghsa-v554-xwgw-hc3w"] == person
+    assert bulletins(store)["ghsa-v554-xwgw-hc3w"] == person
     assert ("PUT", "ghsa-v554-xwgw-hc3w") not in store.writes
     (warning,) = poster.messages("BulletinNotOwned")
     assert warning.startswith("SecurityBulletin ghsa-v554-xwgw-hc3w exists without the label "
@@ -439,12 +397,12 @@ def test_a_persons_bulletin_of_the_same_name_is_left_alone(storage: Artifacts) -
 
 
 def test_an_invalid_file_is_named_in_a_warning_and_the_rest_import(storage: Artifacts) -> None:
-    store, poster = FakeBulletins(), Poster()
+    store, poster = fakes.FakeClient(), Poster()
     feed = feed_controller(store, poster)
     files = [*vendored(), ("advisories/2026/broken.json", b"{")]
     publish(feed, storage, feed_tarball(files), "main@sha1:1111")
     run(feed)
-    assert len(store.objects) == 6
+    assert len(bulletins(store)) == 6
     (warning,) = poster.messages("InvalidAdvisory")
     assert warning.startswith("advisories/2026/broken.json: not valid JSON: ")
     assert warning.endswith("(revision main@sha1:1111); the other advisories were imported")
@@ -460,7 +418,7 @@ def test_an_invalid_file_is_named_in_a_warning_and_the_rest_import(storage: Arti
 
 
 def test_download_failures_are_retried_and_reported_once(storage: Artifacts) -> None:
-    store, poster = FakeBulletins(), Poster()
+    store, poster = fakes.FakeClient(), Poster()
     feed = feed_controller(store, poster)
     publish(feed, storage, feed_tarball(), "main@sha1:1111")
     storage.fail = True
@@ -472,7 +430,7 @@ def test_download_failures_are_retried_and_reported_once(storage: Artifacts) -> 
     assert len(feed.scheduler) == 1, "a retry is scheduled"
     storage.fail = False
     run(feed)
-    assert len(store.objects) == 6
+    assert len(bulletins(store)) == 6
     assert collected(feed)["fluxsupport_advisory_feed_up"] == 1
     # A digest that does not match what is served: nothing is read.
     publish(feed, storage, feed_tarball([]), "main@sha1:2222", digest=sha256(b"other"))
@@ -487,7 +445,7 @@ def test_download_failures_are_retried_and_reported_once(storage: Artifacts) -> 
 
 
 def test_an_empty_path_is_a_warning_not_a_failure(storage: Artifacts) -> None:
-    store, poster = FakeBulletins(), Poster()
+    store, poster = fakes.FakeClient(), Poster()
     feed = feed_controller(store, poster)
     publish(feed, storage, tarball({"README.md": b"x"}), "main@sha1:1111")
     run(feed)
@@ -497,7 +455,7 @@ def test_an_empty_path_is_a_warning_not_a_failure(storage: Artifacts) -> None:
 
 
 def test_an_api_error_while_writing_is_retried_with_backoff(storage: Artifacts) -> None:
-    store, poster = FakeBulletins(), Poster()
+    store, poster = fakes.FakeClient(), Poster()
     feed = feed_controller(store, poster)
     publish(feed, storage, feed_tarball(), "main@sha1:1111")
     original = store.request
@@ -516,12 +474,12 @@ def test_an_api_error_while_writing_is_retried_with_backoff(storage: Artifacts) 
         run(feed)
     # What the scheduler does with a reconcile that raised: retry with backoff, report it.
     asyncio.run(feed.scheduler.failed(controller.KEY, raised.value))
-    assert len(store.objects) == 1
+    assert len(bulletins(store)) == 1
     assert collected(feed)["fluxsupport_advisory_feed_up"] == 0
     assert poster.reasons() == ["ImportFailed"]
     assert len(feed.scheduler) == 1
     run(feed)  # the retry: what was written is unchanged, the rest is created
-    assert len(store.objects) == 6
+    assert len(bulletins(store)) == 6
     assert poster.messages("AdvisoriesImported")[0].startswith(
         "5 created, 0 updated, 1 unchanged")
 
@@ -530,7 +488,7 @@ def test_an_oci_source_in_another_namespace_is_watched_there() -> None:
     settings = load_policy("advisories: {sourceRef: {kind: OCIRepository, name: osv, "
                            "namespace: tenant-flux}, path: .}").advisories
     assert settings is not None
-    feed = controller.AdvisoryFeed(cast(api.Client, FakeBulletins()), ("flux-system",),
+    feed = controller.AdvisoryFeed(fakes.FakeClient(), ("flux-system",),
                                    settings, poster=cast(EventPoster, Poster()))
     assert feed.source == "OCIRepository tenant-flux/osv"
     assert feed.label == "tenant-flux.osv"

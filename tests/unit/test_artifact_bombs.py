@@ -24,13 +24,14 @@ import pytest
 from fluxsupport.controllers import advisories as feed_controller
 from fluxsupport.controllers import updates as updates_controller
 from fluxsupport.domain.policy import load_policy
-from fluxsupport.kube import api
 from fluxsupport.kube.events import EventPoster
+from fluxsupport.sources import artifacts
+from tests import fakes
 from tests.unit.test_advisory_feed import (
     ADVISORIES,
     Artifacts,
-    FakeBulletins,
     Poster,
+    bulletins,
     collected,
     document,
     publish,
@@ -139,19 +140,19 @@ def storage(monkeypatch: pytest.MonkeyPatch) -> Artifacts:
     return served
 
 
-def feed(store: FakeBulletins, poster: Poster) -> feed_controller.AdvisoryFeed:
+def feed(store: fakes.FakeClient, poster: Poster) -> feed_controller.AdvisoryFeed:
     settings = load_policy("advisories: {sourceRef: {kind: GitRepository, name: feed}}"
                            ).advisories
     assert settings is not None
-    made = feed_controller.AdvisoryFeed(cast(api.Client, store), ("flux-system",), settings,
+    made = feed_controller.AdvisoryFeed(store, ("flux-system",), settings,
                                         poster=cast(EventPoster, poster))
     made.source_watch.synced.set()
     return made
 
 
-def import_feed(storage: Artifacts, content: bytes) -> tuple[FakeBulletins, Poster, Cost,
+def import_feed(storage: Artifacts, content: bytes) -> tuple[fakes.FakeClient, Poster, Cost,
                                                              feed_controller.AdvisoryFeed]:
-    store, poster, cost = FakeBulletins(), Poster(), Cost()
+    store, poster, cost = fakes.FakeClient(), Poster(), Cost()
     controller = feed(store, poster)
     publish(controller, storage, content, "main@sha1:1111")
     measured(controller._scheduled(feed_controller.KEY), cost)
@@ -196,7 +197,7 @@ def test_a_large_advisory_is_named_not_read_and_the_rest_import(storage: Artifac
     assert len(large) > 20 * MIB
     content = tar_gz([*vendored(), ("advisories/2026/large.json", large)])
     store, poster, cost, _ = import_feed(storage, content)
-    assert len(store.objects) == 6
+    assert len(bulletins(store)) == 6
     (warning,) = poster.messages("InvalidAdvisory")
     assert warning.startswith(f"advisories/2026/large.json: not read: {len(large)} bytes, "
                               "more than the 256 KiB read from one file")
@@ -210,7 +211,7 @@ def test_an_advisory_of_fifteen_hundred_packages_is_read_off_the_event_loop(
     content = tar_gz([*vendored(), ("advisories/2026/wide.json", wide)])
     store, poster, cost, _ = import_feed(storage, content)
     # A valid advisory of no Flux component: skipped, the other six imported.
-    assert len(store.objects) == 6
+    assert len(bulletins(store)) == 6
     assert poster.messages("AdvisoriesImported")[0].startswith(
         "6 created, 0 updated, 0 unchanged, 1 skipped")
     assert cost.peak < 48 * MIB, cost.peak
@@ -227,14 +228,14 @@ def test_a_file_of_a_hundred_thousand_schema_errors_keeps_a_few(storage: Artifac
     (warning,) = poster.messages("InvalidAdvisory")
     assert warning.startswith("advisories/wrong.json: not an OSV advisory: aliases[0]: 0 is "
                               "not of type 'string'")
-    assert len(store.objects) == 6
+    assert len(bulletins(store)) == 6
     assert cost.peak < 48 * MIB, cost.peak
 
 
 def test_the_vendored_feed_still_imports_within_the_bounds(storage: Artifacts) -> None:
     """The bounds refuse none of the real advisories."""
     store, poster, _, _ = import_feed(storage, tar_gz(vendored()))
-    assert sorted(store.objects) == sorted(p.stem.lower() for p in ADVISORIES.glob("*.json")
+    assert sorted(bulletins(store)) == sorted(p.stem.lower() for p in ADVISORIES.glob("*.json")
                                            if "xwf3" not in p.name)
     assert poster.messages("InvalidAdvisory") == []
 
@@ -257,8 +258,8 @@ def release_data_of(content: bytes, monkeypatch: pytest.MonkeyPatch, cost: Cost)
     async def read() -> Any:
         assert controller.source_watch is not None
         try:
-            return await controller._artifact_data(controller.source_watch)
-        except updates_controller._NotReady as not_ready:
+            return await controller._artifact_data()
+        except artifacts.Unreadable as not_ready:
             return not_ready
     return measured(read(), cost)
 
@@ -269,7 +270,7 @@ def test_a_zero_bomb_in_place_of_release_data_is_a_condition_reason(
               for p in sorted((ADVISORIES.parent / "images").rglob("*")) if p.is_file()]
     cost = Cost()
     result = release_data_of(zero_bomb(after=images), monkeypatch, cost)
-    assert isinstance(result, updates_controller._NotReady), result
+    assert isinstance(result, artifacts.Unreadable), result
     assert result.reason == "ArtifactTooLarge"
     assert result.message == (
         "GitRepository flux-system/source artifact main@sha1:3333: the artifact unpacks to "

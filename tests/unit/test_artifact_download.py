@@ -24,12 +24,12 @@ from fluxsupport.controllers import advisories as feed_controller
 from fluxsupport.controllers import updates as updates_controller
 from fluxsupport.domain import artifact
 from fluxsupport.domain.policy import load_policy
-from fluxsupport.kube import api, reflector
+from fluxsupport.kube import reflector
 from fluxsupport.kube.events import EventPoster
 from fluxsupport.sources import artifacts
 from fluxsupport.sources.inventory import Inventory
-from tests import fixtures, realsize
-from tests.unit.test_advisory_feed import FakeBulletins, Poster, collected
+from tests import fakes, fixtures, realsize
+from tests.unit.test_advisory_feed import Poster, bulletins, collected
 
 MIB = 1024 * 1024
 
@@ -132,11 +132,11 @@ def test_the_advisory_feed_imports_a_thousand_advisories_from_a_multi_mb_artifac
         tmp_path: pathlib.Path) -> None:
     expected, content = feed_repository(tmp_path)
     assert len(content) > 4 * MIB
-    store, poster = FakeBulletins(), Poster()
+    store, poster = fakes.FakeClient(), Poster()
     settings = load_policy("advisories: {sourceRef: {kind: GitRepository, name: source}}"
                            ).advisories
     assert settings is not None
-    feed = feed_controller.AdvisoryFeed(cast(api.Client, store), ("flux-system",), settings,
+    feed = feed_controller.AdvisoryFeed(store, ("flux-system",), settings,
                                         poster=cast(EventPoster, poster))
     feed.source_watch.synced.set()
 
@@ -150,20 +150,20 @@ def test_the_advisory_feed_imports_a_thousand_advisories_from_a_multi_mb_artifac
     asyncio.run(run())
 
     assert poster.messages("ArtifactDigestMismatch") == []
-    assert sorted(store.objects) == sorted(expected.bulletins)
+    assert sorted(bulletins(store)) == sorted(expected.bulletins)
     assert poster.messages("AdvisoriesImported") == [
         f"{len(expected.bulletins)} created, 0 updated, 0 unchanged, {len(expected.skipped)} "
         "skipped (no Flux component), 0 invalid, 0 left alone (not written by the feed), "
         "from revision main@sha1:1111"]
     for name, components in expected.bulletins.items():
-        spec = store.objects[name]["spec"]
+        spec = bulletins(store)[name]["spec"]
         assert [a["component"] for a in spec["affectedVersions"]] == components, name
         component, first = expected.first_range[name]
         ranges = next(a["ranges"] for a in spec["affectedVersions"]
                       if a["component"] == component)
         assert ranges[0] == first, name
     for name in expected.superseded & set(expected.bulletins):
-        assert "older copy" not in store.objects[name]["spec"]["title"]
+        assert "older copy" not in bulletins(store)[name]["spec"]["title"]
     values = collected(feed)
     assert values["fluxsupport_advisory_feed_up"] == 1
     assert values["fluxsupport_advisory_feed_advisories{outcome=created}"] == \
@@ -172,18 +172,11 @@ def test_the_advisory_feed_imports_a_thousand_advisories_from_a_multi_mb_artifac
 
 # --- the update check -----------------------------------------------------------------------
 
-class _Client:
-    def on_recovery(self, listener: Any) -> None:
-        pass
-
-    async def request(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        raise AssertionError("no API request expected")
-
-
 def update_check() -> updates_controller.UpdateController:
     settings = load_policy("updates: {sourceRef: {kind: GitRepository, name: source}}").updates
     assert settings is not None
-    client = cast(api.Client, _Client())
+    client = fakes.FakeClient()
+    client.no_requests = True  # reading the artifact asks nothing of the API server
     controller = updates_controller.UpdateController(
         client, Inventory(client, ("flux-system",)),
         reflector.Watch(client, "/api/v1/namespaces/fluxsupport-system/configmaps",
@@ -204,8 +197,8 @@ def release_data(controller: updates_controller.UpdateController) -> Any:
     """The release data, or the reason the check cannot run."""
     assert controller.source_watch is not None
     try:
-        return asyncio.run(controller._artifact_data(controller.source_watch))
-    except updates_controller._NotReady as not_ready:
+        return asyncio.run(controller._artifact_data())
+    except artifacts.Unreadable as not_ready:
         return not_ready
 
 
@@ -221,7 +214,7 @@ def test_the_update_check_reads_a_distribution_snapshot_of_several_mb(
         async with serving(Storage(content, length=True)) as storage:
             publish(controller, storage.url, sha256(content))
             assert controller.source_watch is not None
-            return await controller._artifact_data(controller.source_watch)
+            return await controller._artifact_data()
     data = asyncio.run(run())
     assert data.latest == "v2.9.4"
     # The real releases and the generated older ones, four variants each.
@@ -238,8 +231,8 @@ def test_the_update_check_retries_a_digest_mismatch_with_backoff(tmp_path: pathl
         publish(controller, storage.url, digest)
         assert controller.source_watch is not None
         try:
-            return await controller._artifact_data(controller.source_watch)
-        except updates_controller._NotReady as not_ready:
+            return await controller._artifact_data()
+        except artifacts.Unreadable as not_ready:
             return not_ready
 
     async def run() -> None:
@@ -280,8 +273,8 @@ def test_an_artifact_too_large_is_a_reason_and_not_downloaded_again(
             publish(controller, storage.url, sha256(content))
             assert controller.source_watch is not None
             for _ in range(2):
-                with pytest.raises(updates_controller._NotReady) as raised:
-                    await controller._artifact_data(controller.source_watch)
+                with pytest.raises(artifacts.Unreadable) as raised:
+                    await controller._artifact_data()
                 assert raised.value.reason == "ArtifactTooLarge"
                 assert "spec.ignore" in raised.value.message
             assert storage.requests == 1, "the same digest is not downloaded again"

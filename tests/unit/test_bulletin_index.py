@@ -21,8 +21,7 @@ from fluxsupport.controllers.bulletin import BulletinController
 from fluxsupport.domain import bulletin, inventory, vex
 from fluxsupport.kube import reflector
 from fluxsupport.sources.inventory import Inventory
-from tests import fixtures
-from tests.unit.test_writes import FakeApi
+from tests import fakes, fixtures
 
 PRE = fixtures.images(fixtures.PRE_FIX_V275)
 FIX = fixtures.images(fixtures.FIX_V275)
@@ -205,15 +204,14 @@ class Harness:
     set by the test, and every evaluation is recorded."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.fake = FakeApi()
-        self.inventory = Inventory(self.fake, ("flux-system",))  # type: ignore[arg-type]
+        self.fake = fakes.FakeClient()
+        self.inventory = Inventory(self.fake, ("flux-system",))
         self.deployments = {d["metadata"]["name"]: d
                             for d in fixtures.deployments_running(FIX, "v2.7.5")}
         self.inventory.deployments["flux-system"].objects = self.deployments
-        self.configmaps = reflector.Watch(self.fake, "/unused",  # type: ignore[arg-type]
-                                          lambda: None)
-        self.controller = BulletinController(self.fake, self.inventory,  # type: ignore[arg-type]
-                                             self.configmaps, NAMESPACE)
+        self.configmaps = reflector.Watch(self.fake, "/unused", lambda: None)
+        self.controller = BulletinController(self.fake, self.inventory, self.configmaps,
+                                             NAMESPACE)
         self.evaluated: list[str] = []
         self.parses = 0
         evaluate = self.controller._evaluate

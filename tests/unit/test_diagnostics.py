@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
-from typing import Any
 
 import pytest
 
 from fluxsupport.controllers import snapshots
 from fluxsupport.domain import diagnostics
-from fluxsupport.kube import api
+from tests import fakes
 
 DIGEST = "sha256:" + "1" * 64
 COLLECTED = {
@@ -48,43 +47,22 @@ def test_the_case_keeps_versions_and_readiness_and_points_at_the_rest() -> None:
     assert "collectedAt" not in stored
 
 
-class FakeClient:
-    """Records requests; answers a POST of an existing name with 409, as the API server does."""
-
-    def __init__(self, existing: list[dict[str, Any]] | None = None) -> None:
-        self.existing = {item["metadata"]["name"]: item for item in existing or []}
-        self.requests: list[tuple[str, str]] = []
-
-    async def request(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        self.requests.append((method, path))
-        if method == "POST":
-            name = body["metadata"]["name"]
-            if name in self.existing:
-                raise api.ApiError(409, "already exists")
-            self.existing[name] = {**body, "metadata": {
-                **body["metadata"], "creationTimestamp": "2026-12-02T10:00:00Z"}}
-            return body
-        if method == "GET":
-            assert "labelSelector=" in path
-            return {"items": list(self.existing.values())}
-        if method == "DELETE":
-            self.existing.pop(path.rsplit("/", 1)[1], None)
-            return {}
-        raise AssertionError(method)
+#: Where the snapshots live in the fake API server.
+CONFIGMAPS = "/api/v1/namespaces/fluxsupport-system/configmaps"
 
 
 def test_ensure_creates_an_immutable_configmap_once() -> None:
-    client = FakeClient()
-    store = snapshots.Snapshots(client, "fluxsupport-system")  # type: ignore[arg-type]
+    client = fakes.FakeClient()
+    store = snapshots.Snapshots(client, "fluxsupport-system")
     name = asyncio.run(store.ensure(dict(COLLECTED)))
     assert asyncio.run(store.ensure(dict(COLLECTED))) == name
     assert [m for m, _ in client.requests] == ["POST"], "known names are not posted again"
-    created = client.existing[name]
+    created = client.named(CONFIGMAPS)[name]
     assert created["immutable"] is True
     assert created["metadata"]["labels"][snapshots.LABEL] == "snapshot"
 
     # A restarted operator (empty memory) meets the existing one: 409 is success.
-    again = snapshots.Snapshots(client, "fluxsupport-system")  # type: ignore[arg-type]
+    again = snapshots.Snapshots(client, "fluxsupport-system")
     assert asyncio.run(again.ensure(dict(COLLECTED))) == name
 
 
@@ -92,28 +70,28 @@ def test_ensure_creates_an_immutable_configmap_once() -> None:
     (7200, False, True), (7200, True, False), (60, False, False)])
 def test_sweep_deletes_only_old_unreferenced_snapshots(age_s: int, referenced: bool,
                                                         deleted: bool) -> None:
-    client = FakeClient()
-    store = snapshots.Snapshots(client, "fluxsupport-system")  # type: ignore[arg-type]
+    client = fakes.FakeClient()
+    store = snapshots.Snapshots(client, "fluxsupport-system")
     name = asyncio.run(store.ensure(dict(COLLECTED)))
     now = datetime.datetime(2026, 12, 2, 10, tzinfo=datetime.UTC) + datetime.timedelta(
         seconds=age_s)
     gone = asyncio.run(store.sweep({name} if referenced else set(), now))
     assert (gone == [name]) is deleted
-    assert (name not in client.existing) is deleted
+    assert (name not in client.named(CONFIGMAPS)) is deleted
 
 
 def test_a_snapshot_deleted_under_its_cases_is_found_and_made_again() -> None:
     """Deleted by hand, or by the other replica's sweep: the check names it, forgets that it
     existed, and the next ensure() creates it again instead of trusting its memory."""
-    client = FakeClient()
-    store = snapshots.Snapshots(client, "fluxsupport-system")  # type: ignore[arg-type]
+    client = fakes.FakeClient()
+    store = snapshots.Snapshots(client, "fluxsupport-system")
     name = asyncio.run(store.ensure(dict(COLLECTED)))
     assert asyncio.run(store.check({name})) == set()
-    del client.existing[name]
+    del client.objects[f"{CONFIGMAPS}/{name}"]
     assert asyncio.run(store.check({name, "fluxsupport-diagnostics-other"})) == {
         name, "fluxsupport-diagnostics-other"}
     assert asyncio.run(store.ensure(dict(COLLECTED))) == name
-    assert name in client.existing
+    assert name in client.named(CONFIGMAPS)
     assert [m for m, _ in client.requests] == ["POST", "GET", "GET", "POST"]
 
 
@@ -128,21 +106,10 @@ def test_cases_naming_a_lost_snapshot_collect_again_and_point_at_one_that_exists
 
     inventory = json.loads(json.dumps(COLLECTED))
 
-    class Kube(channelkit.FakeKube):
-        def __init__(self) -> None:
-            super().__init__()
-            self.configmaps = FakeClient()
-
-        async def request(self, method: str, path: str, body: Any = None,
-                          content_type: str = "application/json") -> dict[str, Any]:
-            if "/configmaps" in path:
-                return await self.configmaps.request(method, path, body)
-            return await super().request(method, path, body, content_type)
-
     async def scenario() -> tuple[str, str, str, bool, int, set[str]]:
-        kube = Kube()
-        store = snapshots.Snapshots(kube, "fluxsupport-system")  # type: ignore[arg-type]
-        cases = CaseController(Policy(), kube,  # type: ignore[arg-type]
+        kube = channelkit.fake_kube()
+        store = snapshots.Snapshots(kube, "fluxsupport-system")
+        cases = CaseController(Policy(), kube,
                                diagnostics=lambda: json.loads(json.dumps(inventory)),
                                snapshots=store)
         scheduler = asyncio.create_task(cases.scheduler.run())
@@ -151,15 +118,15 @@ def test_cases_naming_a_lost_snapshot_collect_again_and_point_at_one_that_exists
         checking = asyncio.create_task(store.run_sweeps(cases.snapshots_referenced,
                                                         lost=cases.snapshots_lost))
         try:
-            del kube.configmaps.existing[first]  # by hand
+            del kube.objects[f"{CONFIGMAPS}/{first}"]  # by hand
             for _ in range(200):
                 await asyncio.sleep(0.01)
-                if first in kube.configmaps.existing:
+                if first in kube.named(CONFIGMAPS):
                     break
-            again = first in kube.configmaps.existing
+            again = first in kube.named(CONFIGMAPS)
             # Flux changed meanwhile, and the snapshot goes again: the cases move on.
             inventory["components"][0]["digests"] = ["sha256:" + "2" * 64]
-            del kube.configmaps.existing[first]
+            del kube.objects[f"{CONFIGMAPS}/{first}"]
             for _ in range(200):
                 await asyncio.sleep(0.01)
                 named = {cases.cases[key].status["diagnostics"]["snapshot"] for key in keys}
@@ -167,7 +134,7 @@ def test_cases_naming_a_lost_snapshot_collect_again_and_point_at_one_that_exists
                     break
             second = cases.cases[keys[1]].status["diagnostics"]["snapshot"]
             return (first, second, cases.cases[keys[0]].status["diagnostics"]["snapshot"],
-                    again, len(cases._recollect), set(kube.configmaps.existing))
+                    again, len(cases._recollect), set(kube.named(CONFIGMAPS)))
         finally:
             checking.cancel()
             scheduler.cancel()

@@ -120,7 +120,7 @@ def test_an_answer_that_is_not_json_costs_no_event_and_health_reports_the_worker
         async with Proxy() as proxy:
             client = proxy.client()
             poster = events.EventPoster(client)
-            poster.start()
+            await poster.start()
             health = endpoints.HealthState()
             health.checks.append(poster.problems)
             port = cluster.free_port()
@@ -141,7 +141,7 @@ def test_an_answer_that_is_not_json_costs_no_event_and_health_reports_the_worker
                 await posted_until(posted, 9)
                 assert poster.problems() == []
             finally:
-                await poster.close()
+                await poster.stop()
                 await client.close()
                 await http.cleanup()
             return posted, proxy, answers
@@ -171,7 +171,7 @@ def test_a_worker_stuck_in_one_attempt_fails_the_health_check() -> None:
             proxy.mode = "hang"
             client = proxy.client()
             poster = events.EventPoster(client, stuck_after=0.5)
-            poster.start()
+            await poster.start()
             try:
                 assert poster.submit(REF, pending(), lambda _: None)
 
@@ -180,7 +180,7 @@ def test_a_worker_stuck_in_one_attempt_fails_the_health_check() -> None:
 
                 return list(await until(stuck, "the stuck worker reported"))
             finally:
-                await poster.close()
+                await poster.stop()
                 await client.close()
 
     [problem] = asyncio.run(scenario())
@@ -194,7 +194,7 @@ def test_events_queued_behind_a_login_page_are_all_posted_once_it_lets_them_thro
         async with Proxy() as proxy:
             client = proxy.client()
             poster = events.EventPoster(client)
-            poster.start()
+            await poster.start()
             posted: list[str] = []
             queued = [pending(f"Reason{index}") for index in range(events.EVENT_WORKERS * 2)]
             try:
@@ -212,7 +212,7 @@ def test_events_queued_behind_a_login_page_are_all_posted_once_it_lets_them_thro
 
                 await until(all_posted, "every Event posted")
             finally:
-                await poster.close()
+                await poster.stop()
                 await client.close()
             return posted, [event.name for event in queued], proxy
 

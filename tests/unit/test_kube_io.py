@@ -16,6 +16,7 @@ from aiohttp import web
 from fluxsupport.kube import api, reflector
 from fluxsupport.observability import metrics
 from fluxsupport.sources import inventory
+from tests import fakes
 
 
 def _requests(method: str, code: str) -> float:
@@ -103,18 +104,22 @@ def test_every_request_and_watch_is_counted_by_method_and_code() -> None:
                      ("POST", "transport"): 1}
 
 
-class ScriptedClient:
-    """Answers lists from a script; every watch ends at once with 410 Gone (a relist)."""
+class ScriptedClient(fakes.FakeClient):
+    """Answers lists from a script, whatever their path (recorded in ``requests``); every
+    watch ends at once with 410 Gone (a relist)."""
 
-    def __init__(self, answers: list[dict[str, Any] | Exception]) -> None:
-        self.answers = answers
+    def __init__(self, script: list[dict[str, Any] | Exception]) -> None:
+        super().__init__()
+        self.script = script
         self.script_done = asyncio.Event()
 
-    async def request(self, method: str, path: str) -> dict[str, Any]:
-        if not self.answers:
+    async def request(self, method: str, path: str, body: Any = None,
+                      content_type: str = "application/json") -> dict[str, Any]:
+        self.requests.append((method, path))
+        if not self.script:
             self.script_done.set()
             await asyncio.Event().wait()  # the state after the script stays as it is
-        answer = self.answers.pop(0)
+        answer = self.script.pop(0)
         if isinstance(answer, Exception):
             raise answer
         return answer
@@ -123,9 +128,6 @@ class ScriptedClient:
                           read_timeout: float) -> AsyncIterator[dict[str, Any]]:
         raise api.ApiError(410, "Gone")
         yield {}  # an async generator, like the real one
-
-    async def wait_recovery(self, timeout: float) -> None:
-        await asyncio.sleep(0)
 
 
 def _listing(*names: str) -> dict[str, Any]:
@@ -136,7 +138,7 @@ def _listing(*names: str) -> dict[str, Any]:
 def _run_watch(client: ScriptedClient, optional: bool) -> tuple[reflector.Watch, list[int]]:
     async def scenario() -> tuple[reflector.Watch, list[int]]:
         sizes: list[int] = []
-        watch = reflector.Watch(client, "/apis/x/v1/namespaces/f/fluxreports",  # type: ignore[arg-type]
+        watch = reflector.Watch(client, "/apis/x/v1/namespaces/f/fluxreports",
                                 lambda: sizes.append(len(watch.objects)), optional=optional)
         task = asyncio.create_task(watch.run())
         await asyncio.wait_for(client.script_done.wait(), 10)
@@ -166,18 +168,6 @@ def test_an_optional_kind_absent_from_the_start_notifies_nothing(
     assert (watch.objects, sizes, watch.synced.is_set()) == ({}, [], True)
 
 
-class PagedClient(ScriptedClient):
-    """Records the paths it is asked for."""
-
-    def __init__(self, answers: list[dict[str, Any] | Exception]) -> None:
-        super().__init__(answers)
-        self.paths: list[str] = []
-
-    async def request(self, method: str, path: str) -> dict[str, Any]:
-        self.paths.append(path)
-        return await super().request(method, path)
-
-
 def _case(namespace: str, name: str) -> dict[str, Any]:
     return {"metadata": {"namespace": namespace, "name": name, "uid": f"uid-{name}"},
             "spec": {"title": "x"}, "status": {}}
@@ -192,7 +182,7 @@ def test_an_event_watch_pages_hands_over_objects_and_reports_what_a_relist_lost(
     second = {"metadata": {"resourceVersion": "5"}, "items": [_case("a", "other")]}
     relist = {"metadata": {"resourceVersion": "9"},
               "items": [_case("a", "same"), _case("a", "bad")]}
-    client = PagedClient([first, second, relist])
+    client = ScriptedClient([first, second, relist])
     seen: list[tuple[str, str, bool]] = []
 
     def on_event(kind: str, obj: Mapping[str, Any]) -> None:
@@ -202,8 +192,8 @@ def test_an_event_watch_pages_hands_over_objects_and_reports_what_a_relist_lost(
         seen.append((kind, name, "spec" in obj))  # the whole object; identity when DELETED
 
     async def scenario() -> reflector.Watch:
-        watch = reflector.Watch(client, "/apis/x/v1/supportcases",  # type: ignore[arg-type]
-                                lambda: None, on_event=on_event, page_size=2)
+        watch = reflector.Watch(client, "/apis/x/v1/supportcases", lambda: None,
+                                on_event=on_event, page_size=2)
         task = asyncio.create_task(watch.run())
         await asyncio.wait_for(client.script_done.wait(), 10)
         task.cancel()
@@ -211,7 +201,7 @@ def test_an_event_watch_pages_hands_over_objects_and_reports_what_a_relist_lost(
         return watch
 
     watch = asyncio.run(scenario())
-    assert client.paths[:2] == ["/apis/x/v1/supportcases?limit=2",
+    assert [path for _, path in client.requests][:2] == ["/apis/x/v1/supportcases?limit=2",
                                 "/apis/x/v1/supportcases?limit=2&continue=page+2"]
     assert seen == [("ADDED", "a/same", True), ("ADDED", "b/same", True),
                     ("ADDED", "a/other", True), ("ADDED", "a/same", True),
@@ -224,11 +214,7 @@ def test_an_event_watch_pages_hands_over_objects_and_reports_what_a_relist_lost(
 class RecoveringClient(ScriptedClient):
     """Its API server is down during the first two waits and comes back during the third."""
 
-    def __init__(self, answers: list[dict[str, Any] | Exception]) -> None:
-        super().__init__(answers)
-        self.waits: list[float] = []
-
-    async def wait_recovery(self, timeout: float) -> bool:  # type: ignore[override]
+    async def wait_recovery(self, timeout: float) -> bool:
         self.waits.append(timeout)
         await asyncio.sleep(0)
         return len(self.waits) == 3
@@ -255,20 +241,11 @@ def test_a_required_kind_keeps_its_objects_on_a_404(monkeypatch: pytest.MonkeyPa
     assert watch.error == "HTTP 404: x"
 
 
-class VersionClient:
-    def __init__(self, answers: list[dict[str, Any] | Exception]) -> None:
-        self.answers = answers
-        self.waits: list[float] = []
-
-    async def request(self, method: str, path: str) -> dict[str, Any]:
-        assert (method, path) == ("GET", "/version")
-        answer = self.answers.pop(0)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    async def wait_recovery(self, timeout: float) -> None:
-        self.waits.append(timeout)
+def version_client(answers: list[dict[str, Any] | Exception]) -> fakes.FakeClient:
+    """The fake API server, whose ``/version`` answers ``answers`` in turn."""
+    client = fakes.FakeClient()
+    client.answers["/version"] = answers
+    return client
 
 
 @pytest.mark.parametrize("error", [
@@ -277,8 +254,8 @@ class VersionClient:
     api.ApiError(503, "unavailable")], ids=type)
 def test_the_server_version_never_crashes_the_start_up(error: Exception) -> None:
     """aiohttp errors that are not OSError do not end the start-up."""
-    client = VersionClient([error, {"gitVersion": "v1.35.0"}])
-    flux = inventory.Inventory(client, ("flux-system",))  # type: ignore[arg-type]
+    client = version_client([error, {"gitVersion": "v1.35.0"}])
+    flux = inventory.Inventory(client, ("flux-system",))
     assert asyncio.run(flux.load_server_version()) is False
     assert flux.kubernetes_version == ""
     # ... and it is read later, as soon as the API server answers.
@@ -288,15 +265,15 @@ def test_the_server_version_never_crashes_the_start_up(error: Exception) -> None
 
 def test_the_server_version_retries_with_a_growing_delay() -> None:
     down = aiohttp.ServerDisconnectedError()
-    client = VersionClient([down, down, down, {"gitVersion": "v1.35.0"}])
-    flux = inventory.Inventory(client, ("flux-system",))  # type: ignore[arg-type]
+    client = version_client([down, down, down, {"gitVersion": "v1.35.0"}])
+    flux = inventory.Inventory(client, ("flux-system",))
     asyncio.run(flux._retry_server_version())
     assert (flux.kubernetes_version, client.waits) == ("v1.35.0", [1.0, 2.0, 4.0])
 
 
 def test_deployments_of_every_flux_namespace_are_kept() -> None:
     """``deployments`` holds one watch per Flux namespace."""
-    flux = inventory.Inventory(VersionClient([]), ("flux-system", "flux-extra"))  # type: ignore[arg-type]
+    flux = inventory.Inventory(version_client([]), ("flux-system", "flux-extra"))
     assert {ns: w.path for ns, w in flux.deployments.items()} == {
         "flux-system": "/apis/apps/v1/namespaces/flux-system/deployments",
         "flux-extra": "/apis/apps/v1/namespaces/flux-extra/deployments"}

@@ -7,11 +7,10 @@ case's status holds what the operator wrote, as on the API server.
 from __future__ import annotations
 
 import asyncio
-import copy
 import datetime
 import time
 import zoneinfo
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import prometheus_client
@@ -23,6 +22,7 @@ from fluxsupport.controllers.supportcase import CaseController
 from fluxsupport.domain.policy import Policy
 from fluxsupport.kube import api
 from fluxsupport.observability import metrics
+from tests import fakes
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -31,40 +31,11 @@ CREATED = "2025-12-01T10:00:00Z"
 RESPONDED = "2025-12-01T11:00:00Z"
 
 
-def merge(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
-    for key, value in patch.items():
-        if value is None:
-            target.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(target.get(key), dict):
-            merge(target[key], value)
-        else:
-            target[key] = copy.deepcopy(value)
-
-
-class FakeClient:
-    """What CaseController needs of api.Client; status writes fail while ``failures`` > 0."""
-
-    def __init__(self) -> None:
-        self.status: dict[str, dict[str, Any]] = {}
-        self.version = 100
-        self.failures = 0
-
-    def on_recovery(self, listener: Callable[[], None]) -> None:
-        pass
-
-    async def patch_status(self, ref: api.ObjectRef, patch: Mapping[str, Any],
-                           resource_version: str | None) -> dict[str, Any]:
-        if self.failures:
-            self.failures -= 1
-            raise api.ApiError(500, "etcd is slow")
-        status = self.status.setdefault(ref.uid, {})
-        merge(status, patch)
-        self.version += 1
-        return {"metadata": {"resourceVersion": str(self.version)},
-                "status": copy.deepcopy(status)}
-
-    def post_event_soon(self, ref: api.ObjectRef, type_: str, reason: str, message: str) -> None:
-        pass
+def fake_client() -> fakes.FakeClient:
+    """The fake API server; its status writes fail with a 500 while ``failures`` > 0."""
+    client = fakes.FakeClient()
+    client.failure = api.ApiError(500, "etcd is slow")
+    return client
 
 
 def case(name: str, uid: str, responded: str | None = RESPONDED,
@@ -82,8 +53,8 @@ def case(name: str, uid: str, responded: str | None = RESPONDED,
     }
 
 
-def controller(client: FakeClient | None = None) -> CaseController:
-    return CaseController(Policy(), client or FakeClient())  # type: ignore[arg-type]
+def controller(client: fakes.FakeClient | None = None) -> CaseController:
+    return CaseController(Policy(), client or fake_client())
 
 
 def handle(cases: CaseController, body: Mapping[str, Any]) -> None:
@@ -130,7 +101,7 @@ def test_deleting_a_case_never_lowers_the_counter_or_the_histogram() -> None:
 
 
 def test_re_observing_the_same_case_does_not_count_it_again() -> None:
-    client = FakeClient()
+    client = fake_client()
     cases = controller(client)
     handle(cases, case("answered", "uid-1"))
     assert responses(cases) == 1
@@ -148,7 +119,7 @@ def test_re_observing_the_same_case_does_not_count_it_again() -> None:
 
 
 def test_a_restarted_operator_counts_only_responses_it_records() -> None:
-    before = FakeClient()
+    before = fake_client()
     handle(controller(before), case("answered", "uid-1"))
     recorded = before.status["uid-1"]
     # The new process lists the case whose response the old one recorded, and one answered
@@ -168,7 +139,7 @@ def test_a_late_response_counts_as_breached() -> None:
 
 
 def test_a_failed_write_counts_the_response_when_it_is_written() -> None:
-    client = FakeClient()
+    client = fake_client()
     client.failures = 1
     cases = controller(client)
     handle(cases, case("answered", "uid-1"))

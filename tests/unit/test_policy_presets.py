@@ -21,7 +21,7 @@ from fluxsupport.domain import casestatus, conditions, evaluation, supportcase, 
 from fluxsupport.domain.calendar import BusinessCalendar
 from fluxsupport.domain.policy import LEVEL_NAMES, Policy, PolicyError, load_policy
 from fluxsupport.observability import metrics
-from tests.unit.test_metrics import FakeClient, handle, samples
+from tests.unit.test_metrics import fake_client, handle, samples
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "sla-policy.md"
@@ -333,7 +333,7 @@ def test_report_compliance_groups_cases_by_month_of_creation_in_the_policy_zone(
 def test_collector_exports_monthly_compliance_and_resolution_series() -> None:
     from fluxsupport.controllers.supportcase import CaseController
 
-    cases = CaseController(EMEA, FakeClient())  # type: ignore[arg-type]
+    cases = CaseController(EMEA, fake_client())
     now = time.time()
     this_month, previous_month = metrics.month_starts(now, cases.calendar.zone)
     created = datetime.datetime.fromtimestamp(now - 120, datetime.UTC)

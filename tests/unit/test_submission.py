@@ -319,7 +319,7 @@ def test_the_sync_reads_again_a_ticket_whose_record_failed(
     """A conflict or an API blip while storing a reply loses nothing: the ticket is not marked
     read, and the sync reports itself incomplete, so that ``since`` stays put."""
     async def scenario() -> tuple[list[object], dict[str, object]]:
-        kube = channelkit.FakeKube()
+        kube = channelkit.fake_kube()
         cases, submissions = channelkit.controllers(kube, "https://rt/")
         key = await channelkit.add(cases, channelkit.case_body("replied", ticket="7"))
         fake = FakePortal([rt_ticket("7", channelkit.uid("replied"), minutes=20)],
@@ -340,7 +340,7 @@ def test_the_sync_reads_again_a_ticket_whose_record_failed(
 def test_since_moves_only_past_a_complete_sync_and_the_first_waits_for_the_case_list(
         monkeypatch: pytest.MonkeyPatch) -> None:
     async def scenario() -> tuple[list[datetime.datetime | None], int, dict[str, object]]:
-        kube = channelkit.FakeKube()
+        kube = channelkit.fake_kube()
         listed = asyncio.Event()
         rules = channelkit.policy("https://rt/")
         fast = rules.channels.model_copy(update={"portal": rules.channels.portal.model_copy(
@@ -376,7 +376,7 @@ def test_resolved_at_comes_from_the_resolving_change(monkeypatch: pytest.MonkeyP
     """A comment after the resolution moves the ticket's LastUpdated, not when it was
     resolved."""
     async def scenario() -> tuple[dict[str, object], dict[str, object]]:
-        kube = channelkit.FakeKube()
+        kube = channelkit.fake_kube()
         cases, submissions = channelkit.controllers(kube, "https://rt/")
         key = await channelkit.add(cases, channelkit.case_body("resolved", ticket="7"))
         history = [transaction("Create", "fluxsupport-operator", 0), REPLY,
@@ -398,7 +398,7 @@ def test_resolved_at_comes_from_the_resolving_change(monkeypatch: pytest.MonkeyP
 
 def test_the_sync_forgets_the_tickets_of_deleted_cases(monkeypatch: pytest.MonkeyPatch) -> None:
     async def scenario() -> tuple[set[str], set[str], int]:
-        kube = channelkit.FakeKube()
+        kube = channelkit.fake_kube()
         cases, submissions = channelkit.controllers(kube, "https://rt/")
         for name, ticket in (("kept", "7"), ("deleted", "8")):
             await channelkit.add(cases, channelkit.case_body(name, ticket=ticket))
@@ -437,7 +437,7 @@ def test_refused_updates_back_off_and_never_hold_up_new_cases(
         await rt.start()
         rt.refused = dict.fromkeys(stuck, status)
         rt.delay = 0.3
-        kube = channelkit.FakeKube()
+        kube = channelkit.fake_kube()
         cases, submissions = channelkit.controllers(kube, rt.url)
         runner = asyncio.create_task(submissions.scheduler.run())
         try:
@@ -493,7 +493,7 @@ def test_an_unreachable_portal_is_asked_again_after_a_backoff(
 
     async def scenario() -> tuple[int, dict[str, Any], dict[str, Any] | None]:
         server, url, connections = await channelkit.closing_server()
-        kube = channelkit.FakeKube()
+        kube = channelkit.fake_kube()
         cases, submissions = channelkit.controllers(kube, url)
         runner = asyncio.create_task(submissions.scheduler.run())
         try:
@@ -530,7 +530,7 @@ def test_a_success_ends_the_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
         rt = channelkit.LoopbackRT()
         await rt.start()
         rt.refused = {"7": 404}
-        kube = channelkit.FakeKube()
+        kube = channelkit.fake_kube()
         cases, submissions = channelkit.controllers(kube, rt.url)
         try:
             key = await channelkit.add(cases, channelkit.case_body(
@@ -568,7 +568,7 @@ def test_a_failure_with_nothing_left_to_post_clears() -> None:
     """The customer removed the comment the ticket refused: the condition does not stay
     False for an update nobody wants any more, and the portal is not asked."""
     async def scenario() -> tuple[bool, dict[str, object], dict[str, object] | None]:
-        kube = channelkit.FakeKube()
+        kube = channelkit.fake_kube()
         cases, submissions = channelkit.controllers(kube, "http://127.0.0.1:9/")
         body = channelkit.case_body("removed", ticket="7")
         body["status"]["submission"].update(

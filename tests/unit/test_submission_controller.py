@@ -18,7 +18,7 @@ from fluxsupport.channels import mail, portal
 from fluxsupport.controllers import submission as controller_module
 from fluxsupport.controllers.supportcase import CaseSnapshot
 from fluxsupport.domain import policy, submission
-from fluxsupport.kube import api
+from tests import fakes
 
 UID = "0c6f1c8e-5d0b-4a8e-9a43-3f7f2f1d9b10"
 KEY = ("team-a", "stuck")
@@ -32,7 +32,7 @@ SPEC = {
 
 
 class Cases:
-    """The CaseController's part the submission controller uses: the cached cases and
+    """The CaseController's part the submission controller uses: get, items, subscribe and
     record_submission, which compares ``expect`` as the real one does."""
 
     def __init__(self, refuse: Callable[[Mapping[str, Any]], bool] = lambda _: False) -> None:
@@ -42,10 +42,17 @@ class Cases:
                          "resourceVersion": "1", "generation": 1,
                          "creationTimestamp": created},
             "spec": SPEC, "status": {"level": 1}})}
-        self.diagnostics = None
-        self.on_stored: Any = None
         self.refuse = refuse
         self.records: list[dict[str, Any]] = []
+
+    def get(self, key: tuple[str, str]) -> CaseSnapshot | None:
+        return self.cases.get(key)
+
+    def items(self) -> list[tuple[tuple[str, str], CaseSnapshot]]:
+        return list(self.cases.items())
+
+    def subscribe(self, listener: Callable[[tuple[str, str]], None]) -> None:
+        pass
 
     async def record_submission(self, key: tuple[str, str], record: Mapping[str, Any],
                                 expect: Mapping[str, Any] | None = None) -> bool:
@@ -60,11 +67,6 @@ class Cases:
 
     def submission(self) -> dict[str, Any]:
         return dict(self.cases[KEY].status.get("submission") or {})
-
-
-class NoSecret:
-    async def request(self, method: str, path: str, *args: Any) -> Any:
-        raise api.ApiError(404, "not found")
 
 
 @pytest.fixture
@@ -98,8 +100,9 @@ def email_channels(port: int) -> policy.Channels:
 def act(cases: Cases, channels: policy.Channels, setup: Callable[[Any], None] = lambda _: None
         ) -> None:
     async def main() -> None:
+        # No Secret in the fake API server: email without SMTP authentication.
         controller = controller_module.SubmissionController(
-            cases, channels, NoSecret(), "fluxsupport-system")  # type: ignore[arg-type]
+            cases, channels, fakes.FakeClient(), "fluxsupport-system")
         setup(controller)
         await controller._act(KEY)
     asyncio.run(main())

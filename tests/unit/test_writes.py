@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import re
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,58 +14,15 @@ from fluxsupport import constants
 from fluxsupport.controllers import supportcase, writes
 from fluxsupport.controllers.bulletin import BulletinController
 from fluxsupport.domain.policy import Policy
-from fluxsupport.kube import api, events, reflector
+from fluxsupport.kube import events, reflector
 from fluxsupport.observability import metrics
 from fluxsupport.sources.inventory import Inventory
-from tests import patches
+from tests import fakes
 
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
-class FakeApi:
-    """Status merge patches and Event creates, as the API server answers them."""
-
-    def __init__(self) -> None:
-        self.status: dict[str, dict[str, Any]] = {}
-        self.events: dict[str, dict[str, Any]] = {}
-        self.posts = 0
-        #: Event creates to fail with 503 before one gets through.
-        self.outage = 0
-        self.version = 1
-        self.recovery: list[Callable[[], None]] = []
-
-    async def patch_status(self, ref: api.ObjectRef, patch: dict[str, Any],
-                           resource_version: str | None) -> dict[str, Any]:
-        self.status[ref.name] = patches.merge(self.status.get(ref.name, {}), patch)
-        self.version += 1
-        return {"status": self.status[ref.name],
-                "metadata": {"resourceVersion": str(self.version)}}
-
-    async def request(self, method: str, path: str, body: Any = None,
-                      content_type: str = "application/json") -> dict[str, Any]:
-        assert method == "POST"
-        assert path.endswith("/events")
-        self.posts += 1
-        if self.outage:
-            self.outage -= 1
-            raise api.ApiError(503, "etcd is down")
-        name = body["metadata"]["name"]
-        if name in self.events:
-            raise api.ApiError(409, f'events "{name}" already exists')
-        self.events[name] = body
-        return body
-
-    def on_recovery(self, listener: Callable[[], None]) -> None:
-        self.recovery.append(listener)
-
-    async def writes_idle(self) -> None:
-        return None
-
-    async def wait_recovery(self, timeout: float) -> None:
-        await asyncio.sleep(0)
-
-
-def case_body(fake: FakeApi, name: str = "late-case") -> dict[str, Any]:
+def case_body(fake: fakes.FakeClient, name: str = "late-case") -> dict[str, Any]:
     return {
         "metadata": {"namespace": "team", "name": name, "uid": f"uid-{name}",
                      "resourceVersion": str(fake.version), "generation": 1,
@@ -79,11 +35,11 @@ def case_body(fake: FakeApi, name: str = "late-case") -> dict[str, Any]:
     }
 
 
-def controller(fake: FakeApi, poster: events.EventPoster) -> supportcase.CaseController:
-    return supportcase.CaseController(Policy(), fake, poster=poster)  # type: ignore[arg-type]
+def controller(fake: fakes.FakeClient, poster: events.EventPoster) -> supportcase.CaseController:
+    return supportcase.CaseController(Policy(), fake, poster=poster)
 
 
-async def settle(poster: events.EventPoster, fake: FakeApi) -> None:
+async def settle(poster: events.EventPoster, fake: fakes.FakeClient) -> None:
     """Let the workers post what is queued (bounded: a few hundred loop turns)."""
     for _ in range(200):
         await asyncio.sleep(0)
@@ -104,7 +60,7 @@ def test_status_patch_removes_top_level_keys_the_desired_status_lacks() -> None:
 
 def test_an_invalid_spec_leaves_no_components_counts_or_metrics() -> None:
     """The same, through the bulletin controller."""
-    fake = FakeApi()
+    fake = fakes.FakeClient()
     spec = {"title": "t", "severity": "High", "publishedAt": "2026-06-01T12:00:00Z",
             "vulnerabilities": [{"id": "CVE-2026-1", "components": ["source-controller"]}],
             "fixes": []}
@@ -115,10 +71,9 @@ def test_an_invalid_spec_leaves_no_components_counts_or_metrics() -> None:
                 "spec": bulletin_spec, "status": fake.status.get("b", {})}
 
     async def scenario() -> tuple[dict[str, Any], dict[str, Any], bool]:
-        inventory = Inventory(fake, ("flux-system",))  # type: ignore[arg-type]
-        configmaps = reflector.Watch(fake, "/unused", lambda: None)  # type: ignore[arg-type]
-        bulletins = BulletinController(fake, inventory, configmaps,  # type: ignore[arg-type]
-                                       "fluxsupport-system")
+        inventory = Inventory(fake, ("flux-system",))
+        configmaps = reflector.Watch(fake, "/unused", lambda: None)
+        bulletins = BulletinController(fake, inventory, configmaps, "fluxsupport-system")
         bulletins.observe(body(1, spec))
         await bulletins.reconcile("b")
         valid = dict(fake.status["b"])
@@ -153,23 +108,23 @@ def test_a_restarted_operator_posts_what_a_kill_interrupted_exactly_once() -> No
     """The crash test's 79 lost Events: the transition is written with its Event in the
     outbox; a new process (its poster never ran) sees the outbox, posts the same name; a
     repeat is a 409 that counts as posted; the clear then empties the outbox."""
-    fake = FakeApi()
+    fake = fakes.FakeClient()
     posted = metrics.EVENTS_POSTED._value.get()
 
     async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
-        first = controller(fake, events.EventPoster(fake))  # type: ignore[arg-type]
+        first = controller(fake, events.EventPoster(fake))
         first.observe(case_body(fake))
         await first.reconcile(("team", "late-case"))
         written = dict(fake.status["late-case"])
         # SIGKILL here: the Event was queued in memory only, never posted.
         for _ in range(2):  # a second restart finds it posted already: 409
-            poster = events.EventPoster(fake)  # type: ignore[arg-type]
+            poster = events.EventPoster(fake)
             again = controller(fake, poster)
             again.observe(case_body(fake))
             await again.reconcile(("team", "late-case"))
-            poster.start()
+            await poster.start()
             await settle(poster, fake)
-            await poster.close()
+            await poster.stop()
         # The low-priority clear, as the scheduler would run it CLEAR_DELAY_S later.
         assert again.writer._posted
         await again._locked(("team", "late-case"))
@@ -181,7 +136,7 @@ def test_a_restarted_operator_posts_what_a_kill_interrupted_exactly_once() -> No
     assert written["firstResponse"]["state"] == "Breached"
     assert list(fake.events) == [owed["name"]]
     assert fake.events[owed["name"]]["firstTimestamp"] == owed["at"]
-    assert fake.posts == 2
+    assert fake.count("POST", "/events") == 2
     assert metrics.EVENTS_POSTED._value.get() == posted + 2
     assert "pendingEvents" not in cleared
     assert cleared["firstResponse"] == written["firstResponse"]
@@ -190,20 +145,20 @@ def test_a_restarted_operator_posts_what_a_kill_interrupted_exactly_once() -> No
 def test_events_survive_a_long_outage_and_a_full_queue() -> None:
     """An Event is not dropped on a timer during an outage; the queue is bounded, a drop is
     counted, and the Event is still posted from the outbox once the queue drains."""
-    fake = FakeApi()
+    fake = fakes.FakeClient()
     fake.outage = 12  # more failed attempts than the old EVENT_ATTEMPTS (5) allowed
     dropped = metrics.EVENTS_DROPPED.labels(reason="queue_full")
     before = dropped._value.get()
 
     async def scenario() -> tuple[int, int, set[str]]:
-        poster = events.EventPoster(fake, queue_limit=1)  # type: ignore[arg-type]
+        poster = events.EventPoster(fake, queue_limit=1)
         cases = controller(fake, poster)
         for name in ("one", "two", "three"):
             cases.observe(case_body(fake, name))
             await cases.reconcile(("team", name))
         owed = set(cases.writer._owed)
         queued = poster._queue.qsize()
-        poster.start()
+        await poster.start()
         await settle(poster, fake)
         # The queue drained: the owed cases were rescheduled at low priority...
         low = set(cases.scheduler._low_due)
@@ -211,7 +166,7 @@ def test_events_survive_a_long_outage_and_a_full_queue() -> None:
         for key in sorted(low):  # ...and their reconciles queue the outbox again.
             await cases._locked(key)  # type: ignore[arg-type]
             await settle(poster, fake)
-        await poster.close()
+        await poster.stop()
         return queued, len(owed), {body["involvedObject"]["name"]
                                    for body in fake.events.values()}
 
@@ -226,7 +181,7 @@ def test_a_failing_reconcile_shows_in_ready_once_a_write_succeeds(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The error of a reconcile that raises is in Ready (reason ReconcileError),
     counted, and the key is retried."""
-    fake = FakeApi()
+    fake = fakes.FakeClient()
     failures = metrics.SCHEDULED_FAILURES.labels(kind=constants.SUPPORTCASE_KIND)
     before = failures._value.get()
 
@@ -234,7 +189,7 @@ def test_a_failing_reconcile_shows_in_ready_once_a_write_succeeds(
         raise ValueError("calendar exploded")
 
     async def scenario() -> tuple[dict[str, Any], bool]:
-        cases = controller(fake, events.EventPoster(fake))  # type: ignore[arg-type]
+        cases = controller(fake, events.EventPoster(fake))
         cases.observe(case_body(fake))
         await cases.reconcile(("team", "late-case"))  # a good status first
         monkeypatch.setattr("fluxsupport.domain.supportcase.evaluate", broken)
@@ -254,7 +209,7 @@ def test_a_failing_reconcile_shows_in_ready_once_a_write_succeeds(
 
 
 def test_the_write_path_is_instrumented_by_kind() -> None:
-    fake = FakeApi()
+    fake = fakes.FakeClient()
     reconciles = metrics.RECONCILES.labels(kind=constants.SUPPORTCASE_KIND, result="success")
     before = reconciles._value.get()
     writes_before = sum(sample.value for sample in metrics.STATUS_WRITE_SECONDS.collect()[0]
@@ -262,7 +217,7 @@ def test_the_write_path_is_instrumented_by_kind() -> None:
                         and sample.labels["kind"] == constants.SUPPORTCASE_KIND)
 
     async def scenario() -> None:
-        cases = controller(fake, events.EventPoster(fake))  # type: ignore[arg-type]
+        cases = controller(fake, events.EventPoster(fake))
         cases.observe(case_body(fake))
         await cases.reconcile(("team", "late-case"))
         await cases.reconcile(("team", "late-case"))  # nothing to write

@@ -1,7 +1,8 @@
 """What the operator needs from a helpdesk, whichever it is.
 
-The controller talks to this protocol only, so that another helpdesk (Zendesk, Jira Service
-Management) is one more module beside ``rt.py``, not a change to the controller.
+The controller talks to this protocol only, and finds the implementation through the
+registry of ``portals.py`` by the policy's ``channels.portal.type``: another helpdesk (Zendesk,
+Jira Service Management) is one more module beside ``rt.py``, not a change to the controller.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from typing import Any
 import aiohttp
 
 from fluxsupport.channels.portal import NewTicket, PortalError, Ticket, Transaction
+from fluxsupport.domain import policy
 from fluxsupport.domain.ticketsla import SlaFields
 
 #: Page size of searches and histories (REST 2.0 caps it at 100).
@@ -70,6 +71,12 @@ class RequestTracker:
                                   transient=False) from error
         self._session: aiohttp.ClientSession | None = None
         self._login: str | None = None
+
+    @classmethod
+    def connect(cls, config: policy.Portal, token: str) -> RequestTracker:
+        """The client of ``channels.portal`` (type ``rt``) with the Secret's portal-token."""
+        return cls(config.base_url, config.queue, token, timeout=config.timeout,
+                   ca_bundle=config.ca_bundle)
 
     # -- Portal -----------------------------------------------------------------------------
 

@@ -37,8 +37,7 @@ def list_bulletins(
     """List SecurityBulletins with their verdict counts."""
     api = custom_api(kubeconfig)
     try:
-        listing = api.list_cluster_custom_object(constants.GROUP, constants.VERSION,
-                                                 constants.BULLETIN_PLURAL)
+        listing = api.list(constants.BULLETIN_PLURAL)
     except CLIENT_ERRORS as error:
         raise api_error(error, "securitybulletins") from error
     rows = bulletin_rows(listing.get("items") or [])

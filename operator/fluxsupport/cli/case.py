@@ -8,9 +8,7 @@ import secrets
 import time
 from typing import Annotated, Any, ClassVar
 
-import kubernetes
 import typer
-import urllib3
 
 from fluxsupport import constants
 from fluxsupport.cli import output
@@ -19,7 +17,8 @@ from fluxsupport.domain import caselifecycle, conditions, timing
 from fluxsupport.kube import blocking
 
 #: What a failed API call raises: an HTTP error, or urllib3's give-up after its retries.
-CLIENT_ERRORS = (kubernetes.client.ApiException, OSError, urllib3.exceptions.HTTPError)
+CLIENT_ERRORS = blocking.CLIENT_ERRORS
+PLURAL = constants.SUPPORTCASE_PLURAL
 
 
 class _Group(LazyGroup):
@@ -39,17 +38,17 @@ At = Annotated[str | None, typer.Option(
 By = Annotated[str | None, typer.Option("--by", help="Who did it (free text).")]
 
 
-def custom_api(kubeconfig: pathlib.Path | None) -> Any:
+def custom_api(kubeconfig: pathlib.Path | None) -> blocking.CustomObjects:
     if kubeconfig is not None and not kubeconfig.exists():
         raise output.fail(f"kubeconfig {kubeconfig} does not exist")
     try:
-        return kubernetes.client.CustomObjectsApi(blocking.api_client(kubeconfig))
-    except kubernetes.config.ConfigException as error:
+        return blocking.custom_objects(kubeconfig)
+    except blocking.ConfigError as error:
         raise output.fail(f"no usable kubeconfig: {error}", 1) from error
 
 
 def api_error(error: Exception, what: str) -> typer.Exit:
-    if isinstance(error, kubernetes.client.ApiException):
+    if isinstance(error, blocking.ApiError):
         if error.status == 404:
             return output.fail(f"{what} not found")
         if error.status == 422:
@@ -77,13 +76,12 @@ def _time(value: str | None) -> str:
     return conditions.rfc3339(moment)
 
 
-def _patch(api: Any, namespace: str, name: str, metadata: dict[str, Any], verb: str) -> None:
+def _patch(api: blocking.CustomObjects, namespace: str, name: str, metadata: dict[str, Any],
+           verb: str) -> None:
     try:
-        api.patch_namespaced_custom_object(
-            constants.GROUP, constants.VERSION, namespace, constants.SUPPORTCASE_PLURAL, name,
-            {"metadata": metadata})
+        api.patch(PLURAL, name, {"metadata": metadata}, namespace)
     except CLIENT_ERRORS as error:
-        if isinstance(error, kubernetes.client.ApiException) and error.status == 409:
+        if isinstance(error, blocking.ApiError) and error.status == 409:
             raise output.fail(f"supportcase {namespace}/{name} changed while it was being "
                               f"{verb}; run the command again", 1) from error
         raise api_error(error, f"supportcase {namespace}/{name}") from error
@@ -113,8 +111,7 @@ def respond(name: str, namespace: Namespace = "default", at: At = None, by: By =
     api = custom_api(kubeconfig)
     what = f"supportcase {namespace}/{name}"
     try:
-        obj = api.get_namespaced_custom_object(
-            constants.GROUP, constants.VERSION, namespace, constants.SUPPORTCASE_PLURAL, name)
+        obj = api.get(PLURAL, name, namespace)
     except CLIENT_ERRORS as error:
         raise api_error(error, what) from error
     metadata = obj.get("metadata") or {}
@@ -201,8 +198,7 @@ def create(
         return
     api = custom_api(kubeconfig)
     try:
-        api.create_namespaced_custom_object(constants.GROUP, constants.VERSION, namespace,
-                                            constants.SUPPORTCASE_PLURAL, body)
+        api.create(PLURAL, body, namespace)
     except CLIENT_ERRORS as error:
         raise api_error(error, f"supportcase {namespace}/{name}") from error
     typer.echo(f"supportcase {namespace}/{name} created")
@@ -210,15 +206,14 @@ def create(
         _show_submission(api, namespace, name, wait)
 
 
-def _show_submission(api: Any, namespace: str, name: str, wait: float) -> None:
+def _show_submission(api: blocking.CustomObjects, namespace: str, name: str,
+                     wait: float) -> None:
     """Print the ticket once the operator has submitted the case, or why it has not."""
     deadline = time.monotonic() + wait
     reason, message = "", "the operator has not reconciled the case yet"
     while True:
         try:
-            status = api.get_namespaced_custom_object(
-                constants.GROUP, constants.VERSION, namespace, constants.SUPPORTCASE_PLURAL,
-                name).get("status") or {}
+            status = api.get(PLURAL, name, namespace).get("status") or {}
         except CLIENT_ERRORS:
             status = {}
         submission = status.get("submission") or {}
@@ -271,12 +266,7 @@ def list_cases(
     """List SupportCases with level, state and deadline."""
     api = custom_api(kubeconfig)
     try:
-        if all_namespaces or namespace is None:
-            listing = api.list_cluster_custom_object(
-                constants.GROUP, constants.VERSION, constants.SUPPORTCASE_PLURAL)
-        else:
-            listing = api.list_namespaced_custom_object(
-                constants.GROUP, constants.VERSION, namespace, constants.SUPPORTCASE_PLURAL)
+        listing = api.list(PLURAL, None if all_namespaces else namespace)
     except CLIENT_ERRORS as error:
         raise api_error(error, "supportcases") from error
     rows = case_rows(listing.get("items") or [])

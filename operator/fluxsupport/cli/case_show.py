@@ -59,8 +59,7 @@ def show(
     """
     what = f"supportcase {namespace}/{name}"
     try:
-        case = custom_api(kubeconfig).get_namespaced_custom_object(
-            constants.GROUP, constants.VERSION, namespace, constants.SUPPORTCASE_PLURAL, name)
+        case = custom_api(kubeconfig).get(constants.SUPPORTCASE_PLURAL, name, namespace)
     except CLIENT_ERRORS as error:
         raise api_error(error, what) from error
     ticket_id = str(((case.get("status") or {}).get("submission") or {}).get("ticketId") or "")

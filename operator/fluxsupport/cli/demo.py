@@ -177,7 +177,7 @@ def _node_demo(once: bool, state_dir: pathlib.Path) -> None:
         seed.apply_samples(client, OPERATOR_NAMESPACE)
         seed.wait_reconciled(client, submitted=support is not None, timeout_s=120)
         typer.echo("")
-        report.render(report.collect(seed.custom_objects(client), Policy(),
+        report.render(report.collect(blocking.CustomObjects(client), Policy(),
                                      datetime.datetime.now(datetime.UTC)))
         if support is not None:
             _show_mailbox(support)
@@ -254,7 +254,7 @@ def demo(
             _gitops(stack, client, plane.kubeconfig, state_dir / "gitops")
         seed.wait_reconciled(client, submitted=support is not None)
         typer.echo("")
-        report.render(report.collect(seed.custom_objects(client), Policy(),
+        report.render(report.collect(blocking.CustomObjects(client), Policy(),
                                      datetime.datetime.now(datetime.UTC)))
         if support is not None:
             _show_mailbox(support)

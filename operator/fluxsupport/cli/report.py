@@ -28,17 +28,13 @@ from fluxsupport.kube import blocking
 PARTIAL = 3
 
 
-def _list(api: Any, plural: str, namespace: str | None,
+def _list(api: blocking.CustomObjects, plural: str, namespace: str | None,
           unreadable: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
     """The objects of one kind, or None when the API server forbids listing them (recorded
     in ``unreadable``). Any other error fails the report."""
     try:
-        if namespace is None:
-            listing = api.list_cluster_custom_object(constants.GROUP, constants.VERSION, plural)
-        else:
-            listing = api.list_namespaced_custom_object(constants.GROUP, constants.VERSION,
-                                                        namespace, plural)
-    except case_command.CLIENT_ERRORS as error:
+        listing = api.list(plural, namespace)
+    except blocking.CLIENT_ERRORS as error:
         if getattr(error, "status", None) != 403:
             raise
         unreadable.append({"resource": plural, "namespace": namespace or "",
@@ -62,13 +58,14 @@ def embargoed(item: dict[str, Any], now: datetime.datetime) -> bool:
         return True
 
 
-def collect(api: Any, policy: policy_module.Policy, now: datetime.datetime,
+def collect(api: blocking.CustomObjects, policy: policy_module.Policy, now: datetime.datetime,
             namespace: str | None = None, include_embargoed: bool = False) -> dict[str, Any]:
     """The report as data: what ``-o json`` prints and the tables show."""
     return collect_counted(api, policy, now, namespace, include_embargoed)[0]
 
 
-def collect_counted(api: Any, policy: policy_module.Policy, now: datetime.datetime,
+def collect_counted(api: blocking.CustomObjects, policy: policy_module.Policy,
+                    now: datetime.datetime,
                     namespace: str | None = None, include_embargoed: bool = False
                     ) -> tuple[dict[str, Any], int]:
     """The report as data, and how many bulletins under embargo it leaves out. A kind that

@@ -26,12 +26,11 @@ from typing import Any
 
 import jsonschema
 
-from fluxsupport import constants, resources
+from fluxsupport import constants, lifecycle, resources
 from fluxsupport.controllers.scheduler import Scheduler
-from fluxsupport.controllers.updates import SOURCE_API, SOURCE_PLURALS, ArtifactFailures
 from fluxsupport.domain import advisory, artifact
 from fluxsupport.domain import policy as policy_module
-from fluxsupport.kube import api, reflector
+from fluxsupport.kube import api, objects
 from fluxsupport.kube.events import EventPoster, PendingEvent
 from fluxsupport.sources import artifacts
 
@@ -39,7 +38,6 @@ logger = logging.getLogger(__name__)
 
 KEY = "advisory-feed"
 KIND = "AdvisoryFeed"
-BULLETINS = f"/apis/{constants.API_VERSION}/{constants.BULLETIN_PLURAL}"
 #: Warning Events per import for invalid files; the rest are summed up in one more.
 MAX_INVALID_EVENTS = 10
 #: Label values are at most 63 characters.
@@ -71,32 +69,21 @@ class FeedView:
     counts: tuple[tuple[str, int], ...] = ()
 
 
-class _Failed(Exception):
-    """The artifact cannot be read now; the feed says why, and tries again ``retry_in``
-    seconds later if that may help."""
-
-    def __init__(self, reason: str, message: str, retry_in: float | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.retry_in = retry_in
-
-
 class AdvisoryFeed:
-    def __init__(self, client: api.Client, flux_namespaces: Sequence[str],
+    def __init__(self, client: api.KubeClient, flux_namespaces: Sequence[str],
                  settings: policy_module.Advisories, gate: asyncio.Event | None = None,
                  poster: EventPoster | None = None) -> None:
         self.client = client
         self.settings = settings
-        ref = settings.source_ref
-        self.namespace = ref.namespace or flux_namespaces[0]
-        self.label = feed_label(self.namespace, ref.name)
+        self.artifact = artifacts.SourceArtifact(client, settings.source_ref, flux_namespaces[0],
+                                                 "advisories.sourceRef", self.reconcile_soon)
+        self.namespace = self.artifact.namespace
+        self.label = feed_label(self.namespace, settings.source_ref.name)
+        self.bulletins = objects.Objects(client, objects.BULLETINS)
         self.poster = poster or EventPoster(client)
         self.scheduler = Scheduler(self._scheduled, gate=gate, kind=KIND,
                                    on_error=self._report_error)
-        self.source_watch = reflector.Watch(
-            client, f"{SOURCE_API}/namespaces/{self.namespace}/{SOURCE_PLURALS[ref.kind]}",
-            self.reconcile_soon, optional=True)
+        self.source_watch = self.artifact.watch
         self._osv = jsonschema.Draft202012Validator(resources.osv_schema())
         crd = next(doc for doc in resources.crd_documents()
                    if doc["spec"]["names"]["kind"] == constants.BULLETIN_KIND)
@@ -105,19 +92,22 @@ class AdvisoryFeed:
             format_checker=jsonschema.FormatChecker())
         #: The digest whose advisories are all written: nothing to do until the next one.
         self._imported: str | None = None
-        self.artifact_failures = ArtifactFailures()
         #: The message of the last failure Event, so that a retry loop posts it once.
         self._failure: str | None = None
         self.view = FeedView()
         self._lock = asyncio.Lock()
+        self._tasks = lifecycle.Tasks()
 
     @property
     def source(self) -> str:
-        return f"{self.settings.source_ref.kind} {self.namespace}/{self.settings.source_ref.name}"
+        return self.artifact.name
 
-    def tasks(self) -> list[asyncio.Task[None]]:
-        return [asyncio.create_task(self.scheduler.run(), name="advisory-feed-scheduler"),
-                asyncio.create_task(self.source_watch.run(), name="advisory-feed-source-watch")]
+    async def start(self) -> None:
+        self._tasks.spawn(self.scheduler.run(), name="advisory-feed-scheduler")
+        self._tasks.spawn(self.source_watch.run(), name="advisory-feed-source-watch")
+
+    async def stop(self) -> None:
+        await self._tasks.cancel()
 
     def reconcile_soon(self) -> None:
         self.scheduler.schedule(KEY, time.time())
@@ -126,7 +116,7 @@ class AdvisoryFeed:
         async with self._lock:
             try:
                 await self._reconcile()
-            except _Failed as failed:
+            except artifacts.Unreadable as failed:
                 self._fail(failed)
                 if failed.retry_in is not None:
                     self.scheduler.schedule(KEY, time.time() + failed.retry_in)
@@ -135,14 +125,8 @@ class AdvisoryFeed:
 
     async def _report_error(self, key: Hashable, error: Exception) -> None:
         # The scheduler retries with backoff: an API outage, a conflict while writing.
-        self._fail(_Failed("ImportFailed", f"writing the bulletins of {self.source} failed: "
-                           f"{error}; retrying"))
-
-    def _source_ref(self, source: dict[str, Any]) -> api.ObjectRef:
-        ref = self.settings.source_ref
-        return api.ObjectRef(SOURCE_API.removeprefix("/apis/"), ref.kind,
-                             SOURCE_PLURALS[ref.kind], ref.name, self.namespace,
-                             (source.get("metadata") or {}).get("uid"))
+        self._fail(artifacts.Unreadable("ImportFailed", f"writing the bulletins of "
+                                        f"{self.source} failed: {error}; retrying"))
 
     def _post(self, ref: api.ObjectRef, type_: str, reason: str, message: str, *,
               once: bool = True) -> None:
@@ -156,67 +140,25 @@ class AdvisoryFeed:
             logger.warning("advisory feed: Event %s not posted (queue full): %s", reason,
                            message)
 
-    def _fail(self, failed: _Failed) -> None:
+    def _fail(self, failed: artifacts.Unreadable) -> None:
         self.view = dataclasses.replace(self.view, up=False)
         if failed.message == self._failure:
             return
         self._failure = failed.message
         logger.warning("advisory feed %s: %s", self.source, failed.message)
-        held = self.source_watch.objects.get(self.settings.source_ref.name)
+        held = self.artifact.current()
         if held is not None:
-            self._post(self._source_ref(held), "Warning", failed.reason, failed.message,
+            self._post(self.artifact.object_ref(held), "Warning", failed.reason, failed.message,
                        once=False)
 
-    async def _artifact(self) -> tuple[dict[str, Any], str, str, artifact.Content]:
-        """The source, its digest and revision, and the verified artifact."""
-        watch = self.source_watch
+    async def _artifact(self) -> artifacts.Artifact:
+        """The source and its verified artifact; no content when its digest is imported."""
         try:
-            await asyncio.wait_for(watch.synced.wait(), 30)
+            return await self.artifact.read(known=self._imported)
         except TimeoutError as error:
-            raise _Failed("SourceUnavailable", f"cannot list {self.source} yet",
-                          retry_in=self.artifact_failures.retry_delay()) from error
-        if watch.error:
-            # The watch calls back when it lists again.
-            raise _Failed("SourceUnavailable", f"cannot read {self.source}: {watch.error}")
-        source = watch.objects.get(self.settings.source_ref.name)
-        if source is None:
-            raise _Failed("SourceNotFound", f"{self.source} not found (advisories.sourceRef)")
-        found = (source.get("status") or {}).get("artifact") or {}
-        url, digest = str(found.get("url") or ""), str(found.get("digest") or "")
-        revision = str(found.get("revision") or "")
-        if not url or not digest:
-            raise _Failed("ArtifactNotReady", f"{self.source} has no artifact yet; see its "
-                          "Ready condition")
-        if digest == self._imported:
-            return source, digest, revision, b""  # not downloaded again
-        failures = self.artifact_failures
-        refused = failures.refused(digest)
-        if refused is not None:
-            raise _Failed(*refused)
-        try:
-            content = await artifacts.download(url)
-        except artifacts.ArtifactTooLarge as error:
-            raise self._refuse(digest, _Failed(
-                "ArtifactTooLarge", f"cannot read the artifact of {self.source}: {error}")
-                ) from error
-        except artifacts.ArtifactError as error:
-            raise _Failed("ArtifactUnavailable", f"cannot download the artifact of "
-                          f"{self.source}: {error}; retrying",
-                          retry_in=failures.retry_delay()) from error
-        try:
-            # Hashing megabytes is CPU work: off the event loop.
-            await asyncio.to_thread(artifact.verify_digest, content, digest)
-        except artifact.ArtifactError as error:
-            # source-controller may be replacing the file: the next attempt may match.
-            raise _Failed("ArtifactDigestMismatch", f"{self.source} artifact {url}: {error}; "
-                          "retrying", retry_in=failures.retry_delay()) from error
-        failures.succeeded()
-        return source, digest, revision, content
-
-    def _refuse(self, digest: str, failed: _Failed) -> _Failed:
-        """Refused for what the artifact is: not downloaded again until its digest changes."""
-        self.artifact_failures.refuse(digest, failed.reason, failed.message)
-        return failed
+            raise artifacts.Unreadable(
+                "SourceUnavailable", f"cannot list {self.source} yet",
+                self.artifact.failures.retry_delay()) from error
 
     def _read(self, content: artifact.Content) -> advisory.Feed:
         """The artifact's advisories; CPU work over untrusted input, bounded by
@@ -226,8 +168,11 @@ class AdvisoryFeed:
             self._crd)
 
     async def _reconcile(self) -> None:
-        source, digest, revision, content = await self._artifact()
-        if digest == self._imported:
+        found = await self._artifact()
+        source, digest, revision = found.source, found.digest, found.revision
+        content = found.content
+        del found  # the content goes once read (below)
+        if content is None:
             # The source is readable again after a failure, with the artifact already read.
             self.view = dataclasses.replace(self.view, up=True)
             self._failure = None
@@ -237,10 +182,10 @@ class AdvisoryFeed:
             # CPU: in a thread, so that the event loop goes on serving everything else.
             feed = await asyncio.to_thread(self._read, content)
         except artifact.ArtifactError as error:
-            raise self._refuse(digest, _Failed(
+            raise self.artifact.refuse(digest, artifacts.Unreadable(
                 error.reason, f"{self.source} revision {revision}: {error}")) from error
         del content  # the bulletins are what is kept, not the artifact
-        ref = self._source_ref(source)
+        ref = self.artifact.object_ref(source)
         counts = dict.fromkeys(OUTCOMES, 0)
         counts["skipped"] = len(feed.skipped)
         invalid = list(feed.invalid)
@@ -289,9 +234,8 @@ class AdvisoryFeed:
     async def _existing(self) -> dict[str, dict[str, Any]]:
         """The bulletins this feed wrote: one list per import, not a watch, since the feed acts
         on a new artifact only."""
-        listing = await self.client.request(
-            "GET", f"{BULLETINS}?labelSelector={constants.ADVISORY_FEED_LABEL}%3D{self.label}")
-        return {item["metadata"]["name"]: item for item in listing.get("items") or []}
+        listed = await self.bulletins.list(f"{constants.ADVISORY_FEED_LABEL}={self.label}")
+        return {item["metadata"]["name"]: item for item in listed}
 
     async def _apply(self, imported: advisory.Imported, current: dict[str, Any] | None,
                      revision: str) -> tuple[str, str]:
@@ -301,18 +245,15 @@ class AdvisoryFeed:
         name = imported.converted.name
         if current is None:
             try:
-                await self.client.request("POST", BULLETINS, desired)
-            except api.ApiError as error:
-                if error.status in (400, 422):
-                    return "invalid", f"the API server refused the bulletin: {error}"
-                if error.status != 409:
-                    raise
-                # Written meanwhile, or a person's (outside the label selector).
-                current = await self.client.request("GET", f"{BULLETINS}/{name}")
-            else:
+                created = await self.bulletins.create(desired)
+            except objects.Invalid as error:
+                return "invalid", f"the API server refused the bulletin: {error}"
+            if created is not None:
                 logger.info("advisory feed: SecurityBulletin %s created from %s", name,
                             imported.path)
                 return "created", ""
+            # Written meanwhile, or a person's (outside the label selector).
+            current = await self.bulletins.get(name)
         labels = (current.get("metadata") or {}).get("labels") or {}
         if labels.get(constants.ADVISORY_FEED_LABEL) != self.label:
             return "not_owned", ""
@@ -326,12 +267,8 @@ class AdvisoryFeed:
         # A PUT with the listed resourceVersion: a concurrent edit (a person removing the
         # label) fails it with 409, and the import is retried against the new object.
         try:
-            await self.client.request("PUT", f"{BULLETINS}/{name}",
-                                      {**body, "metadata": metadata,
-                                       "spec": desired["spec"]})
-        except api.ApiError as error:
-            if error.status in (400, 422):
-                return "invalid", f"the API server refused the bulletin: {error}"
-            raise
+            await self.bulletins.replace({**body, "metadata": metadata, "spec": desired["spec"]})
+        except objects.Invalid as error:
+            return "invalid", f"the API server refused the bulletin: {error}"
         logger.info("advisory feed: SecurityBulletin %s updated from %s", name, imported.path)
         return "updated", ""

@@ -24,7 +24,7 @@ from typing import Any
 
 from fluxsupport import constants
 from fluxsupport.domain import diagnostics
-from fluxsupport.kube import api
+from fluxsupport.kube import api, objects
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +37,10 @@ CHECK_INTERVAL_S = 60.0
 
 
 class Snapshots:
-    def __init__(self, client: api.Client, namespace: str) -> None:
+    def __init__(self, client: api.KubeClient, namespace: str) -> None:
         self.client = client
         self.namespace = namespace
-        self.path = f"/api/v1/namespaces/{namespace}/configmaps"
+        self.configmaps = objects.Objects(client, objects.CONFIGMAPS, namespace)
         #: Names known to exist: most cases of a cluster share a handful of snapshots.
         #: Every check forgets the ones that no longer do.
         self._known: set[str] = set()
@@ -56,17 +56,12 @@ class Snapshots:
                              "labels": {LABEL: "snapshot",
                                         "app.kubernetes.io/managed-by": "fluxsupport"}},
                 "data": diagnostics.snapshot_data(collected)}
-        try:
-            await self.client.request("POST", self.path, body)
-        except api.ApiError as error:
-            if error.status != 409:
-                raise
+        await self.configmaps.create(body)  # None: it exists (a crash, the other replica)
         self._known.add(name)
         return name
 
     async def _list(self) -> list[dict[str, Any]]:
-        listing = await self.client.request("GET", f"{self.path}?labelSelector={SELECTOR}")
-        return list(listing.get("items") or [])
+        return await self.configmaps.list(SELECTOR)
 
     async def check(self, referenced: Collection[str]) -> set[str]:
         """The snapshots in ``referenced`` that do not exist. The ones known to exist that
@@ -88,11 +83,7 @@ class Snapshots:
                 str(metadata.get("creationTimestamp", "")).replace("Z", "+00:00"))
             if name in referenced or (now - created).total_seconds() < SWEEP_AGE_S:
                 continue
-            try:
-                await self.client.request("DELETE", f"{self.path}/{name}")
-            except api.ApiError as error:
-                if error.status != 404:
-                    raise
+            await self.configmaps.delete(name)  # False: deleted by hand meanwhile
             self._known.discard(name)
             deleted.append(name)
         return deleted

@@ -15,35 +15,25 @@ whose records were all stored.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import datetime
 import logging
-import os
-import signal
 import time
-from collections.abc import AsyncIterator, Hashable, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
-from fluxsupport import constants
-from fluxsupport.channels import mail, portal, rt
-from fluxsupport.controllers.scheduler import Scheduler
-from fluxsupport.controllers.supportcase import CaseController, CaseKey, CaseSnapshot
+from fluxsupport import constants, failpoints, lifecycle
+from fluxsupport.channels import mail, portal, portals
+from fluxsupport.controllers import scheduler
 from fluxsupport.domain import conditions
 from fluxsupport.domain import policy as policy_module
 from fluxsupport.domain import submission as domain
-from fluxsupport.kube import api
+from fluxsupport.kube import api, secrets
 from fluxsupport.observability import metrics
 
 logger = logging.getLogger(__name__)
 
-#: Test hook: the operator SIGKILLs itself at the named step (the crashes the exactly-once
-#: design is about): ``before-ticket-create`` (the attempt is recorded), ``after-ticket-create``
-#: (RT made the ticket, status does not say so yet), ``before-email-send`` (the Message-ID is
-#: recorded), ``after-email-send`` (the SMTP server took it, status does not say so yet),
-#: ``before-update-post`` and ``after-update-post`` (around the comment of a ticket update).
-FAILPOINT = "FLUXSUPPORT_FAILPOINT"
 #: Seconds before each try to record how an email send ended.
 EMAIL_END_RETRY_S = (0.0, 0.5, 1.0, 2.0, 4.0)
 #: The fields of status.submission that record failed attempts to post updates.
@@ -55,17 +45,48 @@ SYNC_OVERLAP_S = 60
 SECRET_TTL_S = 300
 
 
-def _failpoint(name: str) -> None:
-    if os.environ.get(FAILPOINT) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
 def _rfc(moment: datetime.datetime) -> str:
     return conditions.rfc3339(moment)
+
+
+#: A case, by namespace and name.
+CaseKey = tuple[str, str]
+
+
+class Case(Protocol):
+    """What the channels read of a case: the case controller's snapshot of it."""
+
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def uid(self) -> str: ...
+    @property
+    def generation(self) -> int: ...
+    @property
+    def created(self) -> datetime.datetime: ...
+    @property
+    def annotations(self) -> Mapping[str, str]: ...
+    @property
+    def spec(self) -> dict[str, Any]: ...
+    @property
+    def status(self) -> dict[str, Any]: ...
+
+
+class Cases(Protocol):
+    """What the submission controller needs of the case controller: the cases, a word after
+    each stored status, and the one write path of status.submission."""
+
+    def get(self, key: CaseKey) -> Case | None: ...
+    def items(self) -> Sequence[tuple[CaseKey, Case]]: ...
+    def subscribe(self, listener: Callable[[CaseKey], None]) -> None: ...
+    async def record_submission(self, key: CaseKey, submission: Mapping[str, Any],
+                                expect: Mapping[str, Any] | None = None) -> bool: ...
 
 
 @dataclasses.dataclass
@@ -75,10 +96,13 @@ class _Held:
 
 
 class SubmissionController:
-    def __init__(self, cases: CaseController, channels: policy_module.Channels,
-                 client: api.Client, namespace: str, gate: asyncio.Event | None = None,
-                 listed: asyncio.Event | None = None) -> None:
+    def __init__(self, cases: Cases, channels: policy_module.Channels,
+                 client: api.KubeClient, namespace: str, gate: asyncio.Event | None = None,
+                 listed: asyncio.Event | None = None,
+                 diagnostics: Callable[[], dict[str, Any]] | None = None) -> None:
         self.cases = cases
+        #: What runs in the cluster now, for the message of a new ticket or email.
+        self.diagnostics = diagnostics
         self.channels = channels
         self.client = client
         self.namespace = namespace
@@ -86,7 +110,8 @@ class SubmissionController:
         #: Set once the case watch has listed every case: the first sync waits for it, or it
         #: would skip the tickets of cases not listed yet.
         self.listed = listed
-        self.scheduler = Scheduler(self._act, concurrency=4, gate=gate, kind="Submission")
+        self.scheduler = scheduler.Scheduler(self._act, concurrency=4, gate=gate,
+                                             kind="Submission")
         self.last_sync = 0.0
         self._portal: portal.Portal | None = None
         self._token = ""
@@ -100,13 +125,22 @@ class SubmissionController:
         #: Per ticket the sync recorded: its case's uid and LastUpdated when read. Entries of
         #: cases that are gone are dropped at each sync.
         self._seen: dict[str, tuple[str, datetime.datetime | None]] = {}
-        cases.on_stored = self.consider
+        self._tasks = lifecycle.Tasks()
+        cases.subscribe(self.consider)
+
+    async def start(self) -> None:
+        self._tasks.spawn(self.scheduler.run(), name="submission-scheduler")
+        self._tasks.spawn(self.run_sync(), name="portal-sync")
+
+    async def stop(self) -> None:
+        await self._tasks.cancel()
+        await self.close()
 
     # -- deciding ---------------------------------------------------------------------------
 
     def consider(self, key: CaseKey) -> None:
         """After a stored status: schedule what the case needs next from the channels."""
-        case = self.cases.cases.get(key)
+        case = self.cases.get(key)
         if case is None or not self.channels.enabled:
             return
         status = case.status
@@ -134,14 +168,15 @@ class SubmissionController:
     def _closed(status: Mapping[str, Any]) -> bool:
         return bool(status.get("closure"))
 
-    def pending_seconds(self, case: CaseSnapshot, now: float) -> float | None:
-        """Seconds since creation of a case that has reached no channel, for the metric."""
+    def pending(self, now: float) -> Iterator[tuple[CaseKey, float]]:
+        """The cases that have reached no channel, with the seconds since their creation (a
+        metric); none while every channel is off."""
         if not self.channels.enabled:
-            return None
-        status = case.status
-        if domain.delivered(status.get("submission") or {}) or self._closed(status):
-            return None
-        return max(0.0, now - case.created.timestamp())
+            return
+        for key, case in self.cases.items():
+            status = case.status
+            if not domain.delivered(status.get("submission") or {}) and not self._closed(status):
+                yield key, max(0.0, now - case.created.timestamp())
 
     # -- acting -----------------------------------------------------------------------------
 
@@ -162,7 +197,7 @@ class SubmissionController:
     async def _act(self, key: Hashable) -> None:
         assert isinstance(key, tuple)
         async with self._locked(key):
-            case = self.cases.cases.get(key)
+            case = self.cases.get(key)
             if case is None:  # deleted: nothing of it is kept
                 self._now_keys.discard(key)
                 self._sent.pop(key, None)
@@ -193,8 +228,8 @@ class SubmissionController:
             if done:
                 self.scheduler.succeeded(key)
 
-    def _message(self, case: CaseSnapshot, level: int) -> domain.Message:
-        diagnostics = self.cases.diagnostics() if self.cases.diagnostics else None
+    def _message(self, case: Case, level: int) -> domain.Message:
+        diagnostics = self.diagnostics() if self.diagnostics else None
         return domain.render(uid=case.uid, namespace=case.namespace, name=case.name,
                              cluster=self.channels.cluster, level=level, spec=case.spec,
                              diagnostics=diagnostics)
@@ -203,7 +238,7 @@ class SubmissionController:
         """Whether this replica leads (no gate: it runs alone)."""
         return self.gate is None or self.gate.is_set()
 
-    async def _via_portal(self, key: CaseKey, case: CaseSnapshot,
+    async def _via_portal(self, key: CaseKey, case: Case,
                           submission: dict[str, Any], level: int) -> None:
         """Link the case's ticket, or create it. The attempt to create is recorded first,
         only if status.submission is still what this decision was made from (a write with
@@ -234,9 +269,11 @@ class SubmissionController:
                                 "since (another replica, or a write that failed)", *key)
                     return
                 # As the API server stored it: the next write expects exactly that.
-                stored = dict(self.cases.cases[key].status.get("submission") or {})
+                recorded = self.cases.get(key)
+                assert recorded is not None  # stored just now, with no await since
+                stored = dict(recorded.status.get("submission") or {})
                 submission = dict(stored)
-                _failpoint("before-ticket-create")
+                failpoints.reach("before-ticket-create")
                 if not self._active() or not domain.may_create(began, _now(), self.channels):
                     # Paused or taken over meanwhile: whoever acts now waits for this
                     # attempt to settle, then looks for the ticket again.
@@ -248,7 +285,7 @@ class SubmissionController:
                 ticket = await helpdesk.create(portal.NewTicket(
                     message.subject, message.body, requestor))
                 outcome = "submitted"
-                _failpoint("after-ticket-create")
+                failpoints.reach("after-ticket-create")
         except portal.PortalError as error:
             if not error.transient:
                 self._secret = None  # a fixed Secret takes effect at the next attempt
@@ -283,7 +320,7 @@ class SubmissionController:
             self._count(case, "portal", outcome, now)
             logger.info("SupportCase %s/%s: %s ticket %s", *key, outcome, ticket.id)
 
-    async def _via_email(self, key: CaseKey, case: CaseSnapshot,
+    async def _via_email(self, key: CaseKey, case: Case,
                          submission: dict[str, Any], level: int) -> None:
         config = self.channels.email
         now = _now()
@@ -310,7 +347,7 @@ class SubmissionController:
                         "(another replica, or a write that failed)", *key)
             return
         submission = intent
-        _failpoint("before-email-send")
+        failpoints.reach("before-email-send")
         try:
             secret = await self._secret_data(optional=True)
             await mail.send(config, mail_message, secret.get("smtp-username"),
@@ -331,7 +368,7 @@ class SubmissionController:
                 "emailAttempts": int(submission.get("emailAttempts") or 0) + 1,
                 "lastEmailAttemptAt": _rfc(now), "lastError": f"email: {error}"[:1024]})
             return
-        _failpoint("after-email-send")
+        failpoints.reach("after-email-send")
         self._sent[key] = _rfc(now)
         if await self._record_email_end(key, message_id, {"submittedAt": _rfc(now)}):
             self._count(case, "email", "submitted", now)
@@ -349,7 +386,7 @@ class SubmissionController:
         later from ``_sent``."""
         for delay in EMAIL_END_RETRY_S:
             await asyncio.sleep(delay)
-            case = self.cases.cases.get(key)
+            case = self.cases.get(key)
             if case is None:
                 self._sent.pop(key, None)
                 return False
@@ -380,14 +417,14 @@ class SubmissionController:
         await self._record_email_end(key, message_id, {"lastError": domain.EMAIL_STOPPED})
 
     @staticmethod
-    def _count(case: CaseSnapshot, channel: str, outcome: str, now: datetime.datetime) -> None:
+    def _count(case: Case, channel: str, outcome: str, now: datetime.datetime) -> None:
         metrics.SUBMISSIONS.labels(channel=channel, outcome=outcome).inc()
         metrics.SUBMISSION_LATENCY.labels(channel=channel).observe(
             max(0.0, (now - case.created).total_seconds()))
 
     # -- updates ----------------------------------------------------------------------------
 
-    def _updates(self, case: CaseSnapshot, submission: Mapping[str, Any]) -> list[tuple[str, str]]:
+    def _updates(self, case: Case, submission: Mapping[str, Any]) -> list[tuple[str, str]]:
         """Updates the ticket has not had yet: a severity change and new comments."""
         if not submission.get("ticketId") or not self.channels.portal.enabled:
             return []
@@ -404,7 +441,7 @@ class SubmissionController:
                    for update_id, text in comments.items()]
         return [(update_id, text) for update_id, text in wanted if update_id not in posted]
 
-    async def _post_updates(self, key: CaseKey, case: CaseSnapshot,
+    async def _post_updates(self, key: CaseKey, case: Case,
                             submission: dict[str, Any], *, hurry: bool = False) -> bool:
         """Post what the ticket lacks; False when not even the outcome could be stored. A
         failure is recorded in status (updateFailures, updateError) and its backoff waited
@@ -426,11 +463,11 @@ class SubmissionController:
             submission["updates"] = submission["updates"][-256:]
         if await self.cases.record_submission(key, submission):
             return True
-        if key in self.cases.cases:
+        if self.cases.get(key) is not None:
             self.scheduler.retry(key)  # the record is lost, so is its backoff: keep one here
         return False
 
-    async def _post(self, key: CaseKey, case: CaseSnapshot, submission: dict[str, Any],
+    async def _post(self, key: CaseKey, case: Case, submission: dict[str, Any],
                     todo: list[tuple[str, str]]) -> None:
         """Post ``todo`` to the ticket unless its history has them; the outcome goes into
         ``submission``: the ids posted, or the failure."""
@@ -441,9 +478,9 @@ class SubmissionController:
             history = await helpdesk.history(ticket)
             for update_id, text in todo:
                 if not domain.posted(history, update_id):
-                    _failpoint("before-update-post")
+                    failpoints.reach("before-update-post")
                     await helpdesk.comment(ticket, domain.update_text(update_id, text))
-                    _failpoint("after-update-post")
+                    failpoints.reach("after-update-post")
                 submission["updates"] = [*(submission.get("updates") or []), update_id]
                 if update_id.startswith("level-"):
                     submission["level"] = int(case.status.get("level") or 0)
@@ -497,7 +534,7 @@ class SubmissionController:
     def _retry_waiting_now(self) -> None:
         """The portal answers again: cases waiting out a backoff go now, submissions and
         updates alike."""
-        for key, case in list(self.cases.cases.items()):
+        for key, case in self.cases.items():
             record = case.status.get("submission") or {}
             if (record.get("attempts") and not domain.delivered(record)) or (
                     record.get("updateFailures") and self._updates(case, record)):
@@ -509,7 +546,7 @@ class SubmissionController:
         of a known case is stored."""
         helpdesk = await self._helpdesk()
         tickets = await helpdesk.updated_since(domain.TAG_PREFIX, since)
-        by_uid = {case.uid: key for key, case in self.cases.cases.items()}
+        by_uid = {case.uid: key for key, case in self.cases.items()}
         own = await helpdesk.whoami()
         complete = True
         for ticket in tickets:
@@ -522,12 +559,12 @@ class SubmissionController:
                                and self._seen.get(ticket.id) == (uid, ticket.last_updated)):
                 continue
             async with self._locked(key):
-                case = self.cases.cases.get(key)
+                case = self.cases.get(key)
                 if case is None or case.uid != uid:
                     continue
                 if await self._track(key, case, ticket, helpdesk, own):
                     self._seen[ticket.id] = (uid, ticket.last_updated)
-                elif key in self.cases.cases:
+                elif self.cases.get(key) is not None:
                     complete = False
                     logger.warning("SupportCase %s/%s: could not store what ticket %s says; "
                                    "the next sync reads it again", *key, ticket.id)
@@ -535,7 +572,7 @@ class SubmissionController:
             del self._seen[ticket_id]
         return complete
 
-    async def _track(self, key: CaseKey, case: CaseSnapshot, ticket: portal.Ticket,
+    async def _track(self, key: CaseKey, case: Case, ticket: portal.Ticket,
                      helpdesk: portal.Portal, own: str) -> bool:
         """Store what the ticket says about the case; True once stored (or nothing new)."""
         old = dict(case.status.get("submission") or {})
@@ -585,8 +622,7 @@ class SubmissionController:
             return self._secret[1]
         name = self.channels.secret_name
         try:
-            body = await self.client.request(
-                "GET", f"/api/v1/namespaces/{self.namespace}/secrets/{name}")
+            data = await secrets.read(self.client, self.namespace, name)
         except api.ApiError as error:
             if optional and error.status in (403, 404):
                 return {}
@@ -600,8 +636,6 @@ class SubmissionController:
         except api.TRANSPORT_ERRORS as error:
             raise portal.PortalError(f"reading Secret {self.namespace}/{name}: {error}") \
                 from error
-        data = {key: base64.b64decode(value).decode()
-                for key, value in (body.get("data") or {}).items()}
         self._secret = (time.time(), data)
         return data
 
@@ -617,10 +651,7 @@ class SubmissionController:
         if self._portal is None or self._token != token:
             if self._portal is not None:
                 await self._portal.close()
-            config = self.channels.portal
-            self._portal = rt.RequestTracker(config.base_url, config.queue, token,
-                                             timeout=config.timeout,
-                                             ca_bundle=config.ca_bundle)
+            self._portal = portals.connect(self.channels.portal, token)
             self._token = token
         return self._portal
 

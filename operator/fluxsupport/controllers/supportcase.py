@@ -1,6 +1,6 @@
 """Reconcile SupportCases: keep the latest body of each, evaluate it, patch what changed.
 
-The operator's own watch (kube/reflector.py, started by app/runner.py) hands every event to
+The controller's own watch (kube/reflector.py, as for every kind) hands every event to
 ``on_event``: a changed case is kept as a compact snapshot and scheduled at once. The
 scheduler reconciles it then, and again at the case's warning point and deadline, or after a
 failed write. domain/supportcase.py computes the status, Events and metric values.
@@ -17,19 +17,22 @@ import time
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
-from fluxsupport import constants
+from fluxsupport import constants, lifecycle
 from fluxsupport.controllers import scheduler, writes
 from fluxsupport.controllers import snapshots as snapshots_module
 from fluxsupport.domain import calendar as calendar_module
 from fluxsupport.domain import casestatus, scope, supportcase, timing, updates
 from fluxsupport.domain import diagnostics as diagnostics_module
 from fluxsupport.domain import policy as policy_module
-from fluxsupport.kube import api, events
+from fluxsupport.kube import api, events, objects
 from fluxsupport.observability import metrics
 
 logger = logging.getLogger(__name__)
 
 CaseKey = tuple[str, str]
+#: SupportCases per list request when the operator starts or lists again: one 10,000-case
+#: list parsed at once leaves the process 200 MB larger.
+PAGE_SIZE = 500
 OUR_ANNOTATIONS = f"{constants.GROUP}/"
 #: Kept when the desired status lacks them: diagnostics are collected once per request, and
 #: the deadline record (with a breach, which is final) survives a spec that became invalid.
@@ -97,15 +100,14 @@ class CaseSnapshot:
 
     @property
     def ref(self) -> api.ObjectRef:
-        return api.ObjectRef(constants.API_VERSION, constants.SUPPORTCASE_KIND,
-                             constants.SUPPORTCASE_PLURAL, self.name, self.namespace, self.uid)
+        return objects.SUPPORTCASES.ref(self.name, self.namespace, self.uid)
 
 
 Diagnostics = Callable[[], dict[str, Any]]
 
 
 class CaseController:
-    def __init__(self, policy: policy_module.Policy, client: api.Client,
+    def __init__(self, policy: policy_module.Policy, client: api.KubeClient,
                  diagnostics: Diagnostics | None = None,
                  gate: asyncio.Event | None = None, poster: events.EventPoster | None = None,
                  snapshots: snapshots_module.Snapshots | None = None) -> None:
@@ -116,6 +118,7 @@ class CaseController:
         #: Where the full diagnostics go; without it (or when writing one fails) the case
         #: holds them itself.
         self.snapshots = snapshots
+        self.gate = gate
         # Few writes in flight: the API server completes a wave of them sooner that way.
         self.scheduler = scheduler.Scheduler(self._scheduled, concurrency=8, gate=gate,
                                              kind=constants.SUPPORTCASE_KIND,
@@ -134,8 +137,38 @@ class CaseController:
         self._locks: dict[CaseKey, asyncio.Lock] = {}
         #: Cases whose diagnostics snapshot is gone: their next reconcile collects again.
         self._recollect: set[CaseKey] = set()
-        #: Told after every stored status: the submission controller decides what to send.
-        self.on_stored: Callable[[CaseKey], None] | None = None
+        #: Told after every stored status (subscribe): the submission controller decides
+        #: what to send.
+        self._listeners: list[Callable[[CaseKey], None]] = []
+        #: Every SupportCase of every namespace, handed to on_event (the watch itself keeps
+        #: names only); ``watch.synced`` is set once all are listed.
+        self.watch = objects.Objects(client, objects.SUPPORTCASES).watch(
+            lambda: None, on_event=self.on_event, page_size=PAGE_SIZE)
+        self._tasks = lifecycle.Tasks()
+
+    async def start(self) -> None:
+        self._tasks.spawn(self.scheduler.run(), name="supportcase-scheduler")
+        self._tasks.spawn(self.watch.run(), name="supportcase-watch")
+        if self.snapshots is not None:
+            self._tasks.spawn(self.snapshots.run_sweeps(self.snapshots_referenced, self.gate,
+                                                        self.snapshots_lost),
+                              name="diagnostics-snapshot-sweep")
+
+    async def stop(self) -> None:
+        await self._tasks.cancel()
+
+    def get(self, key: CaseKey) -> CaseSnapshot | None:
+        """The case as last stored or seen, or None once it is deleted."""
+        return self.cases.get(key)
+
+    def items(self) -> list[tuple[CaseKey, CaseSnapshot]]:
+        """Every case known now: a copy, which the caller may walk while cases come and go."""
+        return list(self.cases.items())
+
+    def subscribe(self, listener: Callable[[CaseKey], None]) -> None:
+        """Call ``listener(key)`` after every status of a case that is stored (or found
+        already stored): the case's channels decide what it needs next."""
+        self._listeners.append(listener)
 
     def observe(self, body: Mapping[str, Any]) -> tuple[CaseKey, bool]:
         """Keep the newest body; say whether it is news (not the echo of our own write)."""
@@ -264,8 +297,8 @@ class CaseController:
         when = evaluation.next_transition
         self.scheduler.replace(key, when.timestamp() if when else None)
         self.writer.clear_later(key)
-        if self.on_stored is not None:
-            self.on_stored(key)
+        for listener in self._listeners:
+            listener(key)
         return True
 
     @staticmethod

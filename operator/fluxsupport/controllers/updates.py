@@ -18,63 +18,21 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from fluxsupport import constants
+from fluxsupport import constants, lifecycle
 from fluxsupport.controllers import scheduler, writes
 from fluxsupport.domain import evaluation, updatecheck, updates
 from fluxsupport.domain import policy as policy_module
-from fluxsupport.kube import api, events, reflector
+from fluxsupport.kube import api, events, objects, reflector
 from fluxsupport.sources import artifacts
 from fluxsupport.sources import inventory as inventory_source
 
 logger = logging.getLogger(__name__)
 
 KEY = constants.UPDATECHECK_NAME
-PATH = f"/apis/{constants.API_VERSION}/{constants.UPDATECHECK_PLURAL}"
-SOURCE_API = "/apis/source.toolkit.fluxcd.io/v1"
-SOURCE_PLURALS = {"GitRepository": "gitrepositories", "OCIRepository": "ocirepositories"}
-#: A failed download, or an artifact that does not match its digest, is tried again after
-#: these delays by the number of consecutive failures: source-controller may be restarting or
-#: replacing the file, and an artifact that keeps failing is not downloaded every few seconds
-#: for ever. A success starts again from the first.
-ARTIFACT_RETRY_S = (15.0, 30.0, 60.0, 120.0, 300.0)
-
-
-class ArtifactFailures:
-    """The failures of one source's artifact: when to try again, and what not to try again.
-
-    An artifact refused for what it is (too large, not a tar.gz, not in the layout) is
-    refused again without a download until the source has a new digest: the bytes behind a
-    digest do not change. A failure that may pass is retried with backoff.
-    """
-
-    def __init__(self) -> None:
-        self._consecutive = 0
-        #: (digest, reason, message): not the exception, whose traceback would keep the
-        #: artifact's bytes alive.
-        self._refused: tuple[str, str, str] | None = None
-
-    def refused(self, digest: str) -> tuple[str, str] | None:
-        """The reason and message this digest was refused with, if it was."""
-        if self._refused is not None and self._refused[0] == digest:
-            return self._refused[1], self._refused[2]
-        return None
-
-    def refuse(self, digest: str, reason: str, message: str) -> None:
-        self._refused = (digest, reason, message)
-
-    def retry_delay(self) -> float:
-        """The delay before the next attempt after one more failure."""
-        delay = ARTIFACT_RETRY_S[min(self._consecutive, len(ARTIFACT_RETRY_S) - 1)]
-        self._consecutive += 1
-        return delay
-
-    def succeeded(self) -> None:
-        self._consecutive = 0
-        self._refused = None
 
 
 class UpdateController:
-    def __init__(self, client: api.Client, inventory: inventory_source.Inventory,
+    def __init__(self, client: api.KubeClient, inventory: inventory_source.Inventory,
                  configmaps: reflector.Watch, operator_namespace: str,
                  settings: policy_module.Updates, gate: asyncio.Event | None = None,
                  poster: events.EventPoster | None = None) -> None:
@@ -88,19 +46,19 @@ class UpdateController:
                                              on_error=self._report_error)
         self.writer = writes.StatusWriter(client, poster or events.EventPoster(client),
                                           self.scheduler, constants.UPDATECHECK_KIND, logger)
+        self.checks = objects.Objects(client, objects.UPDATECHECKS)
         #: The FluxUpdateCheck objects (only ``cluster`` is ours), kept current by a watch.
-        self.objects = reflector.Watch(client, PATH, self.reconcile_soon)
-        #: The Flux source named by updates.sourceRef, if any (absent CRD: no objects).
+        self.objects = self.checks.watch(self.reconcile_soon)
+        #: The artifact of the Flux source named by updates.sourceRef, if any.
+        self.artifact: artifacts.SourceArtifact | None = None
         self.source_watch: reflector.Watch | None = None
-        ref = settings.source_ref
-        if ref is not None:
-            self.source_namespace = ref.namespace or inventory.namespaces[0]
-            self.source_watch = reflector.Watch(
-                client, f"{SOURCE_API}/namespaces/{self.source_namespace}/"
-                f"{SOURCE_PLURALS[ref.kind]}", self.reconcile_soon, optional=True)
+        if settings.source_ref is not None:
+            self.artifact = artifacts.SourceArtifact(
+                client, settings.source_ref, inventory.namespaces[0], "updates.sourceRef",
+                self.reconcile_soon)
+            self.source_watch = self.artifact.watch
         #: The release data of the last artifact read, by its digest.
         self._artifact: tuple[str, updates.ReleaseData] | None = None
-        self.artifact_failures = ArtifactFailures()
         #: The release data of the ConfigMap, or (reason, message), by its resourceVersion.
         self._configmap: tuple[str, updates.ReleaseData | tuple[str, str]] | None = None
         #: The metric values of the last check that ran; None while it cannot run.
@@ -110,6 +68,7 @@ class UpdateController:
         self._written: dict[str, Any] | None = None
         #: Called with the release data each time a check reads it.
         self._readers: list[Callable[[updates.ReleaseData], None]] = []
+        self._tasks = lifecycle.Tasks()
         inventory.subscribe(self.reconcile_soon)
 
     def subscribe(self, callback: Callable[[updates.ReleaseData], None]) -> None:
@@ -118,18 +77,18 @@ class UpdateController:
 
     @property
     def source(self) -> str:
-        ref = self.settings.source_ref
-        if ref is not None:
-            return f"{ref.kind} {self.source_namespace}/{ref.name}"
+        if self.artifact is not None:
+            return self.artifact.name
         return f"ConfigMap {self.operator_namespace}/{self.settings.config_map}"
 
-    def tasks(self) -> list[asyncio.Task[None]]:
-        tasks = [asyncio.create_task(self.scheduler.run(), name="updatecheck-scheduler"),
-                 asyncio.create_task(self.objects.run(), name="updatecheck-watch")]
+    async def start(self) -> None:
+        self._tasks.spawn(self.scheduler.run(), name="updatecheck-scheduler")
+        self._tasks.spawn(self.objects.run(), name="updatecheck-watch")
         if self.source_watch is not None:
-            tasks.append(asyncio.create_task(self.source_watch.run(),
-                                             name="updatecheck-source-watch"))
-        return tasks
+            self._tasks.spawn(self.source_watch.run(), name="updatecheck-source-watch")
+
+    async def stop(self) -> None:
+        await self._tasks.cancel()
 
     def reconcile_soon(self) -> None:
         self.scheduler.schedule(KEY, time.time())
@@ -162,12 +121,9 @@ class UpdateController:
             return current
         body = {"apiVersion": constants.API_VERSION, "kind": constants.UPDATECHECK_KIND,
                 "metadata": {"name": KEY}, "spec": {}}
-        try:
-            created = await self.client.request("POST", PATH, body)
-        except api.ApiError as error:
-            if error.status != 409:
-                raise
-            created = await self.client.request("GET", f"{PATH}/{KEY}")
+        created = await self.checks.create(body)
+        if created is None:  # created meanwhile (another replica), not seen yet
+            created = await self.checks.get(KEY)
         else:
             logger.info("FluxUpdateCheck %s created", KEY)
         self._written = created
@@ -176,13 +132,12 @@ class UpdateController:
     async def _reconcile(self) -> None:
         body = await self._ensure()
         metadata = body.get("metadata") or {}
-        ref = api.ObjectRef(constants.API_VERSION, constants.UPDATECHECK_KIND,
-                            constants.UPDATECHECK_PLURAL, KEY, None, metadata.get("uid"))
+        ref = self.checks.ref(KEY, metadata.get("uid"))
         current = dict(body.get("status") or {})
         generation = int(metadata.get("generation") or 0)
         try:
             data: updates.ReleaseData | updatecheck.NotReady = await self._release_data()
-        except _NotReady as not_ready:
+        except (_NotReady, artifacts.Unreadable) as not_ready:
             data = updatecheck.NotReady(not_ready.reason, not_ready.message)
         if isinstance(data, updates.ReleaseData):
             for reader in self._readers:
@@ -210,15 +165,14 @@ class UpdateController:
             if body is None:
                 return
             metadata = body.get("metadata") or {}
-            ref = api.ObjectRef(constants.API_VERSION, constants.UPDATECHECK_KIND,
-                                constants.UPDATECHECK_PLURAL, KEY, None, metadata.get("uid"))
+            ref = self.checks.ref(KEY, metadata.get("uid"))
             await self.writer.write_error(KEY, ref, dict(body.get("status") or {}),
                                           str(metadata.get("resourceVersion", "")),
                                           int(metadata.get("generation") or 0), error)
 
     async def _release_data(self) -> updates.ReleaseData:
-        if self.source_watch is not None:
-            return await self._artifact_data(self.source_watch)
+        if self.artifact is not None:
+            return await self._artifact_data()
         configmap = self.configmaps.objects.get(str(self.settings.config_map))
         if configmap is None:
             raise _NotReady("ReleaseDataNotFound",
@@ -238,64 +192,30 @@ class UpdateController:
             raise _NotReady(*held)
         return held
 
-    async def _artifact_data(self, watch: reflector.Watch) -> updates.ReleaseData:
-        """The release data of the source's current artifact, downloaded once per digest."""
-        ref = self.settings.source_ref
-        assert ref is not None
-        await asyncio.wait_for(watch.synced.wait(), 30)
-        if watch.error:
-            raise _NotReady("SourceUnavailable", f"cannot read {self.source}: {watch.error}")
-        source = watch.objects.get(ref.name)
-        if source is None:
-            raise _NotReady("SourceNotFound", f"{self.source} not found (updates.sourceRef)")
-        artifact = (source.get("status") or {}).get("artifact") or {}
-        url, digest = str(artifact.get("url") or ""), str(artifact.get("digest") or "")
-        revision = str(artifact.get("revision") or "")
-        if not url or not digest:
-            raise _NotReady("ArtifactNotReady", f"{self.source} has no artifact yet; see its "
-                            "Ready condition")
-        if self._artifact is not None and self._artifact[0] == digest:
+    async def _artifact_data(self) -> updates.ReleaseData:
+        """The release data of the source's current artifact, read once per digest. A
+        failure that may pass schedules the next attempt after its backoff."""
+        assert self.artifact is not None
+        try:
+            found = await self.artifact.read(self._artifact[0] if self._artifact else None)
+        except artifacts.Unreadable as unreadable:
+            if unreadable.retry_in is not None:
+                self.scheduler.schedule(KEY, time.time() + unreadable.retry_in)
+            raise
+        if found.content is None:  # the digest read last time
+            assert self._artifact is not None
             return self._artifact[1]
-        failures = self.artifact_failures
-        refused = failures.refused(digest)
-        if refused is not None:
-            raise _NotReady(*refused)
         try:
-            content = await artifacts.download(url)
-        except artifacts.ArtifactTooLarge as error:
-            raise self._refuse(digest, _NotReady(
-                "ArtifactTooLarge", f"cannot read the artifact of {self.source}: {error}")
-                ) from error
-        except artifacts.ArtifactError as error:
-            raise self._retry(_NotReady("ArtifactUnavailable",
-                                        f"cannot download the artifact of {self.source}: "
-                                        f"{error}; retrying")) from error
-        try:
-            # Hashing and unpacking megabytes is CPU work: off the event loop.
-            await asyncio.to_thread(updates.verify_digest, content, digest)
+            # Unpacking megabytes is CPU work: off the event loop.
+            data = await asyncio.to_thread(updates.parse_archive, found.content,
+                                           self.settings.path)
         except updates.ReleaseDataError as error:
-            # source-controller may be replacing the file: the next attempt may match.
-            raise self._retry(_NotReady("ArtifactDigestMismatch",
-                                        f"{self.source} artifact {url}: {error}; retrying")
-                              ) from error
-        failures.succeeded()
-        try:
-            data = await asyncio.to_thread(updates.parse_archive, content, self.settings.path)
-        except updates.ReleaseDataError as error:
-            raise self._refuse(digest, _NotReady(
-                error.reason, f"{self.source} artifact {revision}: {error}")) from error
+            raise self.artifact.refuse(found.digest, artifacts.Unreadable(
+                error.reason, f"{self.source} artifact {found.revision}: {error}")) from error
         logger.info("FluxUpdateCheck: release data of %s at %s (%s)", self.source,
-                    revision, digest)
-        self._artifact = (digest, data)
+                    found.revision, found.digest)
+        self._artifact = (found.digest, data)
         return data
-
-    def _retry(self, not_ready: _NotReady) -> _NotReady:
-        self.scheduler.schedule(KEY, time.time() + self.artifact_failures.retry_delay())
-        return not_ready
-
-    def _refuse(self, digest: str, not_ready: _NotReady) -> _NotReady:
-        self.artifact_failures.refuse(digest, not_ready.reason, not_ready.message)
-        return not_ready
 
     def _evaluate(self, current: dict[str, Any], generation: int, now: datetime.datetime,
                   data: updates.ReleaseData | updatecheck.NotReady
@@ -309,6 +229,8 @@ class UpdateController:
 
 
 class _NotReady(Exception):
+    """The ConfigMap's release data cannot be read: Ready says why."""
+
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason

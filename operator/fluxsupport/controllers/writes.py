@@ -119,7 +119,7 @@ def reconcile_error(current: Mapping[str, Any], generation: int, error: Exceptio
 class StatusWriter:
     """Status writes, retries and Events of one kind of object (``kind``)."""
 
-    def __init__(self, client: api.Client, poster: EventPoster, scheduler: Scheduler,
+    def __init__(self, client: api.KubeClient, poster: EventPoster, scheduler: Scheduler,
                  kind: str, log: logging.Logger, keep: Collection[str] = ()) -> None:
         self.client = client
         self.poster = poster

@@ -1,11 +1,10 @@
-"""A small asyncio Kubernetes client: every write of the operator and its own watches.
+"""A small asyncio Kubernetes client: every read, watch and write of the operator.
 
-kopf delivers the SecurityBulletin watch events and runs their handler; the SupportCases
-come through the operator's own reflector (kube/reflector.py). The handlers, the deadline
-schedulers (which run outside any kopf handler), the SupportCase, Flux inventory and ConfigMap
-reflectors and the Events (kube/events.py) all go through this client, so that they share
-one connection pool, one outage probe and one metric of API requests. Credentials come
-from kube/credentials.py, the same loader kopf logs in with: one identity for reads and writes.
+The watches of every kind (kube/reflector.py), the controllers' writes (through
+kube/objects.py and the status write path) and the Events (kube/events.py) all go through this
+client, so that they share one connection pool, one outage probe and one metric of API
+requests. Only kopf's peering keep-alive does not (app/__init__.py). Credentials come from
+kube/credentials.py, the same loader kopf logs in with: one identity for reads and writes.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import json
 import logging
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -34,6 +33,8 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
+        #: The API server's own words (its Status message, else the body).
+        self.message = message
 
 
 #: What a request raises when the API server cannot be reached at all.
@@ -75,6 +76,26 @@ class ObjectRef:
         prefix = "/api/" if "/" not in group_version else "/apis/"
         scope = f"/namespaces/{self.namespace}" if self.namespace else ""
         return f"{prefix}{group_version}{scope}/{self.plural}/{self.name}"
+
+
+class KubeClient(Protocol):
+    """What the operator's modules use of the API server client: ``Client`` below, or the
+    in-memory API server of the unit tests (tests/fakes.py)."""
+
+    async def request(self, method: str, path: str, body: Any = None,
+                      content_type: str = "application/json") -> dict[str, Any]: ...
+
+    def watch_lines(self, path: str, params: Mapping[str, str],
+                    read_timeout: float) -> AsyncIterator[dict[str, Any]]: ...
+
+    async def patch_status(self, ref: ObjectRef, status: Mapping[str, Any],
+                           resource_version: str | None) -> dict[str, Any]: ...
+
+    async def writes_idle(self) -> None: ...
+
+    def on_recovery(self, listener: Callable[[], None]) -> None: ...
+
+    async def wait_recovery(self, timeout: float) -> bool: ...
 
 
 async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:

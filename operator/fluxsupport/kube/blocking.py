@@ -1,7 +1,8 @@
 """The blocking official client, for the CLI and the demo.
 
 The running operator uses the asyncio client of kube/api.py (and kopf) instead; all three log
-in through kube/credentials.py, so a command acts as the same user the operator would.
+in through kube/credentials.py, so a command acts as the same user the operator would. The
+commands see the client through this module only: ``CustomObjects`` and the errors below.
 """
 
 from __future__ import annotations
@@ -13,14 +14,72 @@ import time
 from typing import Any
 
 import kubernetes
+import urllib3
 
-from fluxsupport import resources
+from fluxsupport import constants, resources
 from fluxsupport.kube import credentials
+
+#: An answer of the API server that is an error; ``status`` holds its HTTP status.
+ApiError = kubernetes.client.ApiException
+#: No usable kubeconfig or in-cluster credentials.
+ConfigError = kubernetes.config.ConfigException
+#: What a failed call raises: an HTTP error, or urllib3's give-up after its retries.
+CLIENT_ERRORS = (ApiError, OSError, urllib3.exceptions.HTTPError)
 
 
 def api_client(kubeconfig: pathlib.Path | None = None) -> kubernetes.client.ApiClient:
     """A client for ``kubeconfig``, else by the precedence of kube/credentials.py."""
     return kubernetes.client.ApiClient(credentials.load(kubeconfig).configuration)
+
+
+class CustomObjects:
+    """The operator's custom resources (``support.fluxcd.controlplane.io``): what the case,
+    bulletin and report commands read and write. ``namespace`` None is cluster-wide: a
+    cluster-scoped kind, or every namespace of a namespaced one."""
+
+    def __init__(self, client: kubernetes.client.ApiClient) -> None:
+        self._api = kubernetes.client.CustomObjectsApi(client)
+
+    def get(self, plural: str, name: str, namespace: str | None = None) -> dict[str, Any]:
+        if namespace is None:
+            found: dict[str, Any] = self._api.get_cluster_custom_object(
+                constants.GROUP, constants.VERSION, plural, name)
+        else:
+            found = self._api.get_namespaced_custom_object(
+                constants.GROUP, constants.VERSION, namespace, plural, name)
+        return found
+
+    def list(self, plural: str, namespace: str | None = None) -> dict[str, Any]:
+        """The list answer: ``items`` and the list's ``metadata``."""
+        if namespace is None:
+            listing: dict[str, Any] = self._api.list_cluster_custom_object(
+                constants.GROUP, constants.VERSION, plural)
+        else:
+            listing = self._api.list_namespaced_custom_object(
+                constants.GROUP, constants.VERSION, namespace, plural)
+        return listing
+
+    def create(self, plural: str, body: dict[str, Any], namespace: str | None = None
+               ) -> dict[str, Any]:
+        if namespace is None:
+            created: dict[str, Any] = self._api.create_cluster_custom_object(
+                constants.GROUP, constants.VERSION, plural, body)
+        else:
+            created = self._api.create_namespaced_custom_object(
+                constants.GROUP, constants.VERSION, namespace, plural, body)
+        return created
+
+    def patch(self, plural: str, name: str, body: dict[str, Any], namespace: str
+              ) -> dict[str, Any]:
+        """Patch a namespaced object (a merge patch of ``body``)."""
+        patched: dict[str, Any] = self._api.patch_namespaced_custom_object(
+            constants.GROUP, constants.VERSION, namespace, plural, name, body)
+        return patched
+
+
+def custom_objects(kubeconfig: pathlib.Path | None = None) -> CustomObjects:
+    """``CustomObjects`` for ``kubeconfig``, else by the precedence of kube/credentials.py."""
+    return CustomObjects(api_client(kubeconfig))
 
 
 def install_crds(client: kubernetes.client.ApiClient, timeout_s: float = 60.0) -> None:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from fluxsupport.constants import REPORTING_COMPONENT
-from fluxsupport.kube import api
+from fluxsupport.kube import api, objects
 from fluxsupport.observability import metrics
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class EventPoster:
     takes: nothing is dropped on a timer.
     """
 
-    def __init__(self, client: api.Client, queue_limit: int = QUEUE_LIMIT,
+    def __init__(self, client: api.KubeClient, queue_limit: int = QUEUE_LIMIT,
                  stuck_after: float = STUCK_AFTER_S) -> None:
         self.client = client
         self._queue: asyncio.Queue[Item] = asyncio.Queue(maxsize=queue_limit)
@@ -171,7 +171,7 @@ class EventPoster:
         self._inflight.add(event.name)
         return True
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Start the workers, each under its supervisor. Before kopf starts: kopf waits 5 s
         at exit for any task created after it, and cancels them only then."""
         loop = asyncio.get_running_loop()
@@ -180,7 +180,7 @@ class EventPoster:
             worker.task = loop.create_task(self._supervise(worker),
                                            name=f"event-worker-{worker.index}")
 
-    async def close(self) -> None:
+    async def stop(self) -> None:
         tasks = [worker.task for worker in self._workers if worker.task is not None]
         for task in tasks:
             task.cancel()
@@ -219,14 +219,10 @@ class EventPoster:
         }
 
     async def post(self, ref: api.ObjectRef, event: PendingEvent) -> None:
-        """Post once; a 409 means an earlier attempt (this process or a killed one) did."""
-        namespace = ref.namespace or "default"
-        try:
-            await self.client.request("POST", f"/api/v1/namespaces/{namespace}/events",
-                                      self.body(ref, event))
-        except api.ApiError as error:
-            if error.status != 409:
-                raise
+        """Post once; an Event of that name means an earlier attempt (this process or a
+        killed one) posted it."""
+        await objects.Objects(self.client, objects.EVENTS, ref.namespace or "default").create(
+            self.body(ref, event))
 
     async def _supervise(self, worker: _Worker) -> None:
         """Run ``worker`` for as long as the poster runs: whatever it raises is logged, and

@@ -1,11 +1,12 @@
-"""Whether this replica may act: kopf's peering decision, applied to the operator's own writes.
+"""Whether this replica may act: kopf's peering rule, applied once to everything the operator
+does.
 
-With ``--peering`` kopf pauses its watch streams while a live peer of higher (or equal)
-priority exists, so no handler runs. But the deadline schedulers and the Event posters run
-outside kopf: without a gate, a replica that was active and then yielded to a higher-priority
-one would go on marking breaches and posting Events, next to the new leader. kopf keeps its
-pause state private, so ``PeeringGate`` watches the same ClusterKopfPeering object and applies
-kopf's rule to it (kopf/_core/engines/peering.py, ``process_peering_event``):
+With ``--peering`` kopf keeps each replica's keep-alive in a ClusterKopfPeering object, and
+pauses its own watch streams while a live peer of higher (or equal) priority exists. No kind of
+the operator's goes through kopf (app/__init__.py): the watches, the schedulers and the Event
+poster are the operator's own, and this gate is what stops them. kopf keeps its pause state
+private, so ``PeeringGate`` watches the same ClusterKopfPeering object and applies kopf's rule
+to it (kopf/_core/engines/peering.py, ``process_peering_event``):
 
 * a peer is alive until ``lastseen + lifetime``;
 * a live peer other than us with a higher priority pauses us;
@@ -30,11 +31,10 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-from fluxsupport.kube import api, reflector
+from fluxsupport import lifecycle
+from fluxsupport.kube import api, objects
 
 logger = logging.getLogger(__name__)
-
-PEERINGS_PATH = "/apis/kopf.dev/v1/clusterkopfpeerings"
 
 
 def own_identity() -> str:
@@ -76,7 +76,7 @@ def parse_peers(status: Mapping[str, Any], now: datetime.datetime) -> list[Peer]
 class PeeringGate:
     """Open (``active`` set) while this replica should act."""
 
-    def __init__(self, client: api.Client, *, identity: str, name: str, priority: int,
+    def __init__(self, client: api.KubeClient, *, identity: str, name: str, priority: int,
                  standalone: bool) -> None:
         self.identity = identity
         self.name = name
@@ -86,7 +86,9 @@ class PeeringGate:
         self._changed = asyncio.Event()
         self._blockers: list[Peer] = []
         self._missing_reported = False
-        self._watch = reflector.Watch(client, PEERINGS_PATH, self._changed.set, optional=True)
+        self._watch = objects.Objects(client, objects.PEERINGS).watch(self._changed.set,
+                                                                       optional=True)
+        self._tasks = lifecycle.Tasks()
         if standalone:
             self.active.set()
 
@@ -97,11 +99,13 @@ class PeeringGate:
             return "standalone"
         return "active" if self.active.is_set() else "standby"
 
-    def tasks(self) -> list[asyncio.Task[None]]:
-        if self.standalone:
-            return []
-        return [asyncio.create_task(self._watch.run(), name="peering watch"),
-                asyncio.create_task(self._decide(), name="peering gate")]
+    async def start(self) -> None:
+        if not self.standalone:
+            self._tasks.spawn(self._watch.run(), name="peering watch")
+            self._tasks.spawn(self._decide(), name="peering gate")
+
+    async def stop(self) -> None:
+        await self._tasks.cancel()
 
     def evaluate(self, now: datetime.datetime) -> datetime.datetime | None:
         """Open or close the gate from the current peering object; return when to look again

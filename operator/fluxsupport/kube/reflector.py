@@ -5,8 +5,9 @@ operator needs no cluster-wide read on Deployments and Pods. A 410 Gone or a bro
 stream leads to a fresh list, as client-go's reflector does.
 
 With ``on_event`` a watch hands every object to its owner and keeps only names: how the
-SupportCases are watched. kopf's own work per event, beside the handlers, was 29% of the
-operator's CPU in a burst of new cases (bench/RESULTS.md).
+SupportCases and SecurityBulletins are watched, by their controllers. It is the operator's one
+watch mechanism: kopf's own work per event, beside the handlers, was 29% of the operator's CPU
+in a burst of new cases (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from fluxsupport import lifecycle
 from fluxsupport.kube import api
 
 logger = logging.getLogger(__name__)
@@ -48,7 +50,7 @@ class Watch:
     """One list+watch loop; ``objects`` maps name to the latest projection (with
     ``on_event``: namespace/name to the object's identity)."""
 
-    def __init__(self, client: api.Client, path: str, on_change: Callable[[], None], *,
+    def __init__(self, client: api.KubeClient, path: str, on_change: Callable[[], None], *,
                  optional: bool = False, projection: Projection = default_projection,
                  on_event: EventHandler | None = None, page_size: int = 0) -> None:
         self.client = client
@@ -64,6 +66,13 @@ class Watch:
         self.synced = asyncio.Event()
         #: Why the last list or watch failed, until a list succeeds again.
         self.error: str | None = None
+        self._tasks = lifecycle.Tasks()
+
+    async def start(self) -> None:
+        self._tasks.spawn(self.run(), name=f"watch {self.path}")
+
+    async def stop(self) -> None:
+        await self._tasks.cancel()
 
     async def run(self) -> None:
         backoff = 0.5

@@ -21,10 +21,6 @@ from fluxsupport import constants, resources
 API_ERRORS = (kubernetes.client.ApiException,)
 
 
-def custom_objects(client: kubernetes.client.ApiClient) -> Any:
-    return kubernetes.client.CustomObjectsApi(client)
-
-
 def _ensure_namespace(core: Any, name: str) -> None:
     with contextlib.suppress(kubernetes.client.ApiException):
         core.create_namespace({"metadata": {"name": name}})

@@ -13,7 +13,7 @@ from fluxsupport.observability import metrics
 
 
 class HealthState:
-    """What the probes report. Ready once kopf has run the startup handlers; healthy while
+    """What the probes report. Ready once kopf has run its startup handler; healthy while
     the event loop answers and no registered check reports a problem."""
 
     def __init__(self) -> None:
@@ -33,6 +33,26 @@ class HealthState:
 
     def problems(self) -> list[str]:
         return [problem for check in self.checks for problem in check()]
+
+
+class Server:
+    """The HTTP server of the endpoints. ``start`` fails (OSError) when the port is taken:
+    the run loop starts it before kopf, so that the process stops with a clear error instead
+    of a startup handler retrying for ever."""
+
+    def __init__(self, host: str, port: int, health: HealthState) -> None:
+        self.host = host
+        self.port = port
+        self.health = health
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        self._runner = await start(self.host, self.port, self.health)
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
 
 
 async def start(host: str, port: int, health: HealthState) -> web.AppRunner:

@@ -17,8 +17,8 @@ import datetime
 import time
 import zoneinfo
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
+from typing import Protocol
 
 import prometheus_client
 from prometheus_client.core import (
@@ -374,44 +374,33 @@ def register_cases(cases: Cases) -> None:
     QUEUES.queues[constants.SUPPORTCASE_KIND] = cases.scheduler
 
 
-class CaseTable(Protocol):
-    """The cases the submission controller knows, and their metric values."""
-
-    @property
-    def cases(self) -> Mapping[CaseKey, Any]: ...
-    @property
-    def views(self) -> Mapping[CaseKey, casestatus.CaseMetrics]: ...
-
-
 class Submissions(Protocol):
     """What SubmissionCollector reads of the submission controller."""
 
     @property
-    def cases(self) -> CaseTable: ...
-    @property
     def last_sync(self) -> float: ...
     @property
     def scheduler(self) -> Sized: ...
-    def pending_seconds(self, case: Any, now: float) -> float | None: ...
+    def pending(self, now: float) -> Iterable[tuple[CaseKey, float]]: ...
 
 
 class SubmissionCollector(Collector):
-    """Per case while it has reached no channel; the portal sync's last success."""
+    """Per case while it has reached no channel; the portal sync's last success. The level
+    is the case's, as the case controller evaluated it."""
 
-    def __init__(self, submissions: Submissions) -> None:
+    def __init__(self, submissions: Submissions, cases: Cases) -> None:
         self.submissions = submissions
+        self.cases = cases
 
     def collect(self) -> Iterator[Metric]:
         pending = GaugeMetricFamily(
             "fluxsupport_supportcase_submission_pending_seconds",
             "Seconds since creation of a case that has reached no channel yet (only while a "
             "channel is enabled).", labels=["namespace", "supportcase", "level"])
-        now = time.time()
-        cases = self.submissions.cases
-        for (namespace, name), case in list(cases.cases.items()):
-            view = cases.views.get((namespace, name))
-            seconds = self.submissions.pending_seconds(case, now)
-            if view is not None and seconds is not None:
+        views = self.cases.views
+        for (namespace, name), seconds in self.submissions.pending(time.time()):
+            view = views.get((namespace, name))
+            if view is not None:
                 pending.add_metric([namespace, name, str(view.level)], seconds)
         synced = GaugeMetricFamily(
             "fluxsupport_portal_last_sync_timestamp_seconds",
@@ -421,8 +410,8 @@ class SubmissionCollector(Collector):
         yield synced
 
 
-def register_submissions(submissions: Submissions) -> None:
-    REGISTRY.register(SubmissionCollector(submissions))
+def register_submissions(submissions: Submissions, cases: Cases) -> None:
+    REGISTRY.register(SubmissionCollector(submissions, cases))
     QUEUES.queues["Submission"] = submissions.scheduler
 
 

@@ -3,15 +3,15 @@ FluxInstances, turned into RunningComponents on demand."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from fluxsupport import lifecycle
 from fluxsupport.domain import inventory as domain
 from fluxsupport.domain.conditions import rfc3339
-from fluxsupport.kube import api, reflector
+from fluxsupport.kube import api, objects, reflector
 
 logger = logging.getLogger(__name__)
 
@@ -30,26 +30,24 @@ def _pod_projection(pod: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class Inventory:
-    def __init__(self, client: api.Client, namespaces: tuple[str, ...]) -> None:
+    def __init__(self, client: api.KubeClient, namespaces: tuple[str, ...]) -> None:
         self.client = client
         self.namespaces = namespaces
         self._listeners: list[Callable[[], None]] = []
         self._cache: list[domain.RunningComponent] | None = None
         self.watches: list[reflector.Watch] = []
+        self._tasks = lifecycle.Tasks()
         self.kubernetes_version = ""
         #: The Deployment watch of each Flux namespace.
         self.deployments: dict[str, reflector.Watch] = {}
         for namespace in namespaces:
-            self.deployments[namespace] = self._watch(
-                f"/apis/apps/v1/namespaces/{namespace}/deployments")
-            self._watch(f"/api/v1/namespaces/{namespace}/pods", projection=_pod_projection)
-            self._watch(f"/apis/fluxcd.controlplane.io/v1/namespaces/{namespace}/fluxreports",
-                        optional=True)
-            self._watch(f"/apis/fluxcd.controlplane.io/v1/namespaces/{namespace}/fluxinstances",
-                        optional=True)
+            self.deployments[namespace] = self._watch(objects.DEPLOYMENTS, namespace)
+            self._watch(objects.PODS, namespace, projection=_pod_projection)
+            self._watch(objects.FLUXREPORTS, namespace, optional=True)
+            self._watch(objects.FLUXINSTANCES, namespace, optional=True)
 
-    def _watch(self, path: str, **kwargs: Any) -> reflector.Watch:
-        watch = reflector.Watch(self.client, path, self._changed, **kwargs)
+    def _watch(self, kind: objects.Kind, namespace: str, **options: Any) -> reflector.Watch:
+        watch = objects.Objects(self.client, kind, namespace).watch(self._changed, **options)
         self.watches.append(watch)
         return watch
 
@@ -61,16 +59,17 @@ class Inventory:
         for listener in self._listeners:
             listener()
 
-    def tasks(self) -> list[asyncio.Task[None]]:
-        tasks = [asyncio.create_task(w.run(), name=f"watch {w.path}") for w in self.watches]
-        if not self.kubernetes_version:
-            tasks.append(asyncio.create_task(self._retry_server_version(),
-                                             name="kubernetes-version"))
-        return tasks
+    async def start(self) -> None:
+        """Read the API server's version (again later, if it fails now) and start the
+        watches."""
+        loaded = await self.load_server_version()
+        for watch in self.watches:
+            self._tasks.spawn(watch.run(), name=f"watch {watch.path}")
+        if not loaded:
+            self._tasks.spawn(self._retry_server_version(), name="kubernetes-version")
 
-    async def wait_synced(self, timeout: float = 30.0) -> None:
-        await asyncio.wait_for(asyncio.gather(*(w.synced.wait() for w in self.watches)),
-                               timeout=timeout)
+    async def stop(self) -> None:
+        await self._tasks.cancel()
 
     def problems(self) -> list[str]:
         """Watches that cannot list: their objects are missing from the inventory."""
@@ -94,7 +93,7 @@ class Inventory:
         diagnostics, and the start-up must not end on it (``tasks`` retries it).
         """
         try:
-            version = await self.client.request("GET", "/version")
+            version = await objects.server_version(self.client)
         except (api.ApiError, *api.TRANSPORT_ERRORS, ValueError) as error:
             logger.warning("cannot read the Kubernetes version yet: %s",
                            str(error) or type(error).__name__)
