@@ -158,9 +158,9 @@ def _with_tofu_controller() -> updates.ReleaseData:
 
 def test_the_case_controller_judges_scope_by_the_release_data_the_update_check_read() -> None:
     from fluxsupport.controllers.supportcase import CaseController
-    from tests.unit.test_metrics import FakeClient, handle
+    from tests.unit.test_metrics import fake_client, handle
 
-    cases = CaseController(Policy(), FakeClient())  # type: ignore[arg-type]
+    cases = CaseController(Policy(), fake_client())
     stamp = "2026-11-30T10:00:00Z"
     body = {"metadata": {"namespace": "team-a", "name": "tofu", "uid": "uid-1",
                          "resourceVersion": "1", "generation": 1, "creationTimestamp": stamp},
