@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export FLUXSUPPORT_CACHE ?= $(HOME)/.cache/fluxsupport
 PYTEST_ARGS ?=
 
-.PHONY: all venv tools lint test test-unit demo bench bench-cli bench-profile bench-size lock clean help
+.PHONY: all venv tools lint test test-unit demo bench bench-cli bench-profile bench-size graph lock clean help
 
 help:
 	@echo "make demo    build what is missing, start a local control plane, run the operator"
@@ -22,6 +22,7 @@ help:
 	@echo "make bench-cli   CLI start-up against python -c pass (part of make bench too)"
 	@echo "make bench-profile   where the API server spends a wave of breach writes"
 	@echo "make bench-size   bytes etcd stores per case, and the cost of each patch type"
+	@echo "make graph   draw the import graph in docs/architecture.md again"
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -61,6 +62,9 @@ bench-profile: tools
 
 bench-size: tools
 	$(BIN)/python -m bench.object_size
+
+graph: venv
+	$(BIN)/python hack/gen-import-graph.py
 
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv

@@ -11,10 +11,6 @@ SUPPORTCASE_PLURAL: Final = "supportcases"
 BULLETIN_KIND: Final = "SecurityBulletin"
 BULLETIN_PLURAL: Final = "securitybulletins"
 
-#: kopf's own bookkeeping lives under our group, never under kopf.zalando.org.
-KOPF_PREFIX: Final = f"kopf.{GROUP}"
-FINALIZER: Final = f"{GROUP}/finalizer"
-
 #: The ClusterKopfPeering object that replicas share with --peering (the chart creates it).
 PEERING_NAME: Final = "fluxsupport"
 

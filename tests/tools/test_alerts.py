@@ -45,6 +45,8 @@ KNOWN_METRICS = frozenset({
     "fluxsupport_bulletin_components",
     "fluxsupport_component_vulnerable",
     "fluxsupport_bulletin_patch_overdue",
+    "fluxsupport_bulletin_vendor_remediation_due_timestamp_seconds",
+    "fluxsupport_bulletin_vendor_remediation_overdue",
     "fluxsupport_flux_minors_behind",
     "fluxsupport_flux_supported",
     "fluxsupport_flux_component_newer_build",
@@ -132,7 +134,8 @@ def test_every_alert_has_a_firing_and_a_quiet_case_in_tests_yaml() -> None:
         "SupportCaseMonthlyComplianceLow", "FluxReleaseUnsupported",
         "FluxComponentNewerBuildAvailable", "FluxSupportAdvisoryFeedFailing",
         "SupportCaseWaitingOnCustomerLong",
-        "SupportCaseEscalated", "SupportCaseRootCauseAnalysisOverdue"}
+        "SupportCaseEscalated", "SupportCaseRootCauseAnalysisOverdue",
+        "SecurityBulletinVendorRemediationOverdue"}
     main_file = yaml.safe_load(TEST_FILES[0].read_text())
     cases = [case for test in main_file["tests"] for case in test.get("alert_rule_test") or []]
     firing = {case["alertname"] for case in cases if case.get("exp_alerts")}
@@ -220,6 +223,9 @@ def test_operator_down_uses_absent_and_the_compliance_rule_has_its_guards() -> N
                  id="monthly-compliance-fires-at-exactly-the-target"),
     pytest.param("supportcase_compliance_target_ratio{job=\"fluxsupport\"}", "0.8",
                  id="monthly-compliance-fixed-threshold-instead-of-the-policy"),
+    pytest.param("vendor_remediation_overdue{job=\"fluxsupport\"} == 1",
+                 "vendor_remediation_overdue{job=\"fluxsupport\"} >= 0",
+                 id="vendor-remediation-fires-before-the-due-time"),
     pytest.param("fluxsupport_portal_last_sync_timestamp_seconds{job=\"fluxsupport\"} > 0\n",
                  "fluxsupport_portal_last_sync_timestamp_seconds{job=\"fluxsupport\"} >= 0\n",
                  id="portal-sync-stale-before-the-first-sync"),

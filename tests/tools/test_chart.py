@@ -271,7 +271,7 @@ def test_the_2026_preset_with_a_region_is_expressible(helm: pathlib.Path) -> Non
         assert message in result.stderr, result.stderr
 
 
-def test_the_escalation_rca_and_add_on_sections_are_expressible(
+def test_the_escalation_rca_remediation_and_add_on_sections_are_expressible(
         helm: pathlib.Path, tmp_path: pathlib.Path) -> None:
     values = tmp_path / "values.yaml"
     sections = {
@@ -280,6 +280,7 @@ def test_the_escalation_rca_and_add_on_sections_are_expressible(
                        "contacts": {"executiveSponsor": ["sponsor@example.com"]},
                        "commentOnTicket": False},
         "rootCauseAnalysis": {"levels": [1], "days": 5},
+        "remediationFramework": "upstream-patch",
         "addOns": ["flux-operator-mcp"]}
     email = {"enabled": True, "host": "smtp.example.com", "from": "a@example.com",
              "to": "b@example.com"}
@@ -293,6 +294,7 @@ def test_the_escalation_rca_and_add_on_sections_are_expressible(
     assert policy.root_cause_analysis is not None
     assert policy.root_cause_analysis.days == 5
     assert policy.add_ons == ("flux-operator-mcp",)
+    assert policy.remediation_framework == "upstream-patch"
     # The preset's sections stay unless the values turn them off.
     assert rendered_policy(render(helm, "--set", "policy.preset=support-policy-2026",
                                   "--set", "policy.region=EMEA")).escalation is not None
@@ -303,7 +305,9 @@ def test_the_escalation_rca_and_add_on_sections_are_expressible(
              "at '/policy/escalation/repeatedSeverity1/count'"),
             (["--set", "policy.rootCauseAnalysis.levels={5}"],
              "at '/policy/rootCauseAnalysis/levels/0'"),
-            (["--set", "policy.addOns={Flux_MCP}"], "at '/policy/addOns/0'")):
+            (["--set", "policy.addOns={Flux_MCP}"], "at '/policy/addOns/0'"),
+            (["--set", "policy.remediationFramework=weekly"],
+             "at '/policy/remediationFramework'")):
         result = run_helm(helm, "template", "fluxsupport", str(CHART), *args)
         assert result.returncode != 0, args
         assert message in result.stderr, result.stderr
@@ -519,6 +523,8 @@ def test_the_advisory_feed_may_create_and_update_bulletins_and_read_sources(
 # --- support channels ------------------------------------------------------------------------
 
 CHANNELS_ROLE = "fluxsupport-channels-secret"
+# The shape of a private CA's PEM block; the chart must carry its line breaks intact.
+CA_BUNDLE = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUAA==\n-----END CERTIFICATE-----\n"
 PORTAL_ON = ["--set", "policy.channels.portal.enabled=true",
              "--set", "policy.channels.portal.url=https://rt.example.com/"]
 EMAIL_ON = ["--set", "policy.channels.email.enabled=true",
@@ -571,7 +577,8 @@ def test_every_channels_field_is_rendered_into_the_policy(helm: pathlib.Path,
     channels = {
         "cluster": "prod-eu-1", "secretName": "helpdesk",
         "portal": {"enabled": True, "type": "rt", "url": "https://rt.example.com/rt/",
-                   "queue": "Flux", "syncInterval": "2m", "timeout": "15s"},
+                   "queue": "Flux", "syncInterval": "2m", "timeout": "15s",
+                   "caBundle": CA_BUNDLE},
         "email": {"enabled": True, "host": "smtp.example.com", "port": 465, "tls": "implicit",
                   "from": "fluxsupport@example.com", "to": "support@example.com",
                   "timeout": "30s"},
@@ -586,6 +593,7 @@ def test_every_channels_field_is_rendered_into_the_policy(helm: pathlib.Path,
     assert (rendered.portal.enabled, rendered.portal.url, rendered.portal.queue) == \
         (True, "https://rt.example.com/rt/", "Flux")
     assert (rendered.portal.sync_interval, rendered.portal.timeout) == (120, 15)
+    assert rendered.portal.ca_bundle == CA_BUNDLE
     assert (rendered.email.host, rendered.email.port, rendered.email.tls) == \
         ("smtp.example.com", 465, "implicit")
     assert (rendered.email.sender, rendered.email.to, rendered.email.timeout) == \

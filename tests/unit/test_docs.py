@@ -14,7 +14,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 GENERATOR = ROOT / "hack" / "gen-crd-reference.py"
 REFERENCE = ROOT / "docs" / "crd-reference.md"
-MARKDOWN = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
+MARKDOWN = sorted([ROOT / "README.md", ROOT / "CONTRIBUTING.md", *(ROOT / "docs").glob("*.md")])
 
 #: Inline links and images, ``[text](target "title")``; the target ends at space or ")".
 _INLINE_LINK = re.compile(r"!?\[(?:[^\]\\]|\\.)*\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"]*\")?\s*\)")

@@ -3,6 +3,7 @@ InScope condition a SupportCase gets."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import itertools
 import pathlib
@@ -145,3 +146,37 @@ def test_a_case_carries_the_condition_and_an_event_when_out_of_scope(
     assert (found["status"], found["reason"]) == (status, reason)
     warned = [event.reason for event in result.events if event.type == "Warning"]
     assert (reason in warned) == (status == "False")
+
+
+def _with_tofu_controller() -> updates.ReleaseData:
+    data = release_data()
+    return data.model_copy(update={"releases": (*data.releases, updates.Release(
+        version="v2.10.0", variant="enterprise-distroless", images=(updates.ImageEntry(
+            name="ghcr.io/controlplaneio-fluxcd/distroless/tofu-controller", newTag="v1.0.0",
+            digest="sha256:" + "a" * 64),)))})
+
+
+def test_the_case_controller_judges_scope_by_the_release_data_the_update_check_read() -> None:
+    from fluxsupport.controllers.supportcase import CaseController
+    from tests.unit.test_metrics import fake_client, handle
+
+    cases = CaseController(Policy(), fake_client())
+    stamp = "2026-11-30T10:00:00Z"
+    body = {"metadata": {"namespace": "team-a", "name": "tofu", "uid": "uid-1",
+                         "resourceVersion": "1", "generation": 1, "creationTimestamp": stamp},
+            "spec": _spec("tofu-controller"), "status": {}}
+    handle(cases, body)
+
+    def in_scope() -> tuple[str, str]:
+        status = cases.cases[("team-a", "tofu")].status
+        found = next(c for c in status["conditions"] if c["type"] == "InScope")
+        return found["status"], found["reason"]
+    assert in_scope() == ("False", "UnknownComponent")
+    assert cases.scheduler.heap_size == 0
+
+    cases.use_release_data(release_data())  # the same controllers as the built-in list
+    assert cases.scheduler.heap_size == 0, "nothing changed, nothing re-checked"
+    cases.use_release_data(_with_tofu_controller())
+    assert cases.scheduler.heap_size == 1, "every case re-checked"
+    asyncio.run(cases.reconcile(("team-a", "tofu")))
+    assert in_scope() == ("True", "FluxComponent")

@@ -1,10 +1,12 @@
-"""Run the operator in this process."""
+"""Run the operator in this process: build its components, start them in order, run kopf
+until the process is told to stop, stop them in reverse order (lifecycle.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import kopf
@@ -15,12 +17,10 @@ from fluxsupport.constants import PEERING_NAME
 from fluxsupport.controllers import advisories, bulletin, snapshots, submission, supportcase
 from fluxsupport.controllers import updates as updates_controller
 from fluxsupport.domain import policy as policy_module
+from fluxsupport.domain import remediation
 from fluxsupport.kube import api, events, objects, peering
 from fluxsupport.observability import endpoints, metrics
 from fluxsupport.sources import inventory
-
-#: SupportCases per list request when the operator starts or relists.
-CASE_PAGE_SIZE = 500
 
 
 def run(operator_config: config.OperatorConfig, policy: policy_module.Policy, *,
@@ -30,7 +30,7 @@ def run(operator_config: config.OperatorConfig, policy: policy_module.Policy, *,
     kopf.configure(debug=False, verbose=verbose, log_format=kopf.LogFormat.FULL)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     if not verbose:
-        # kopf reports every handled watch event at INFO; a thousand bulletins drown the log.
+        # kopf's per-object lines (its peering object's) at INFO are noise in the log.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     asyncio.run(_operate(operator_config, policy))
 
@@ -39,9 +39,21 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
     health = endpoints.HealthState()
     metrics.BUILD_INFO.info({"version": __version__})
     client = api.Client()
+    try:
+        components, synced = _components(operator_config, policy, client, health)
+        await _run(components, lambda: _serve(operator_config, health, synced))
+    finally:
+        await client.close()
+
+
+def _components(operator_config: config.OperatorConfig, policy: policy_module.Policy,
+                client: api.Client, health: endpoints.HealthState
+                ) -> tuple[list[lifecycle.Component], list[asyncio.Event]]:
+    """What the operator runs, in the order it starts; and the watches whose first list the
+    verdicts wait for."""
     identity = peering.own_identity()
-    # kopf pauses only its own watch streams for a higher-priority peer; the gate stops the
-    # schedulers and the Event posters, which run outside kopf, at the same time.
+    # The one decision whether this replica acts: every scheduler and the Event poster wait
+    # for it (kopf keeps the keep-alive it reads, and pauses nothing of ours).
     gate = peering.PeeringGate(client, identity=identity, name=PEERING_NAME,
                                priority=operator_config.priority,
                                standalone=operator_config.standalone)
@@ -49,7 +61,6 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
     health.identity = identity
     poster = events.EventPoster(client)
     poster.set_gate(gate.active, identity)
-    await poster.start()
     health.checks.append(poster.problems)
     flux = inventory.Inventory(client, operator_config.flux_namespaces)
     update_check: updates_controller.UpdateController | None = None
@@ -64,68 +75,67 @@ async def _operate(operator_config: config.OperatorConfig, policy: policy_module
     configmaps = objects.Objects(client, objects.CONFIGMAPS, operator_config.namespace).watch(
         configmaps_changed, label_selector=f"{snapshots.LABEL}!=snapshot")
     bulletins = bulletin.BulletinController(client, flux, configmaps, operator_config.namespace,
-                                            gate=gate.active, poster=poster)
+                                            gate=gate.active, poster=poster,
+                                            clock=remediation.Clock.of(policy))
+    metrics.register_bulletins(bulletins)
+    cases = supportcase.CaseController(
+        policy, client, diagnostics=flux.diagnostics, gate=gate.active, poster=poster,
+        snapshots=snapshots.Snapshots(client, operator_config.namespace))
+    metrics.register_cases(cases)
+    submissions = submission.SubmissionController(cases, policy.channels, client,
+                                                  operator_config.namespace, gate=gate.active,
+                                                  listed=cases.watch.synced,
+                                                  diagnostics=flux.diagnostics, policy=policy)
+    metrics.register_submissions(submissions, cases)
+    components: list[lifecycle.Component] = [
+        # First: a port already in use stops the process with a clear error at once.
+        endpoints.Server(operator_config.metrics_host, operator_config.metrics_port, health),
+        poster, gate, flux, configmaps, bulletins, cases, submissions]
     if policy.updates is not None:
         update_check = updates_controller.UpdateController(
             client, flux, configmaps, operator_config.namespace, policy.updates,
             gate=gate.active, poster=poster)
         metrics.register_updates(update_check)
-    feed: advisories.AdvisoryFeed | None = None
+        # Cases are judged in scope by the controllers the release data lists.
+        update_check.subscribe(cases.use_release_data)
+        components.append(update_check)
     if policy.advisories is not None:
         feed = advisories.AdvisoryFeed(client, operator_config.flux_namespaces,
                                        policy.advisories, gate=gate.active, poster=poster)
         metrics.register_advisories(feed)
-    diagnostics_snapshots = snapshots.Snapshots(client, operator_config.namespace)
-    cases = supportcase.CaseController(policy, client, diagnostics=flux.diagnostics,
-                                       gate=gate.active, poster=poster,
-                                       snapshots=diagnostics_snapshots)
-    metrics.register_cases(cases)
-    case_watch = objects.Objects(client, objects.SUPPORTCASES).watch(
-        lambda: None, on_event=cases.on_event, page_size=CASE_PAGE_SIZE)
-    submissions = submission.SubmissionController(cases, policy.channels, client,
-                                                  operator_config.namespace, gate=gate.active,
-                                                  listed=case_watch.synced,
-                                                  diagnostics=flux.diagnostics,
-                                                  policy=policy)
-    metrics.register_submissions(submissions, cases)
-    metrics.register_bulletins(bulletins)
-    components: list[lifecycle.Component] = [
-        flux, gate, configmaps, case_watch, *([feed] if feed is not None else [])]
-    for component in components:
-        await component.start()
-    background = [
-        asyncio.create_task(cases.scheduler.run(), name="supportcase-scheduler"),
-        asyncio.create_task(bulletins.scheduler.run(), name="bulletin-scheduler"),
-        asyncio.create_task(submissions.scheduler.run(), name="submission-scheduler"),
-        asyncio.create_task(submissions.run_sync(), name="portal-sync"),
-        asyncio.create_task(diagnostics_snapshots.run_sweeps(cases.snapshots_referenced,
-                                                             gate.active, cases.snapshots_lost),
-                            name="diagnostics-snapshot-sweep"),
-        *(update_check.tasks() if update_check is not None else ()),
-    ]
-    # Verdicts computed from a half-listed inventory would flap: wait for the first lists.
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.gather(flux.wait_synced(), configmaps.synced.wait()), 30)
-    # Before kopf starts, so that a port already in use stops the process with a clear
-    # error instead of a startup handler retrying forever.
-    http = await endpoints.start(operator_config.metrics_host, operator_config.metrics_port, health)
+        components.append(feed)
+    return components, [*(watch.synced for watch in flux.watches), configmaps.synced]
+
+
+async def _run(components: list[lifecycle.Component],
+               main: Callable[[], Awaitable[None]]) -> None:
+    """Start ``components`` in order, run ``main`` until it returns, and stop what started,
+    in reverse order: also when a start fails or ``main`` raises."""
+    started: list[lifecycle.Component] = []
     try:
-        await kopf.operator(
-            clusterwide=True,
-            # The gate must know which keep-alive in the peering object is ours.
-            identity=cast(Any, identity),
-            standalone=operator_config.standalone,
-            priority=operator_config.priority,
-            ready_flag=health.ready_flag,
-            memo=kopf.Memo(config=operator_config, health=health, bulletins=bulletins),
-        )
+        for component in components:
+            await component.start()
+            started.append(component)
+        await main()
     finally:
-        for task in background:
-            task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
-        for component in reversed(components):
+        for component in reversed(started):
             await component.stop()
-        await poster.stop()
-        await submissions.close()
-        await client.close()
-        await http.cleanup()
+
+
+async def _serve(operator_config: config.OperatorConfig, health: endpoints.HealthState,
+                 synced: list[asyncio.Event]) -> None:
+    """Once the first lists are in, kopf until the process is told to stop: the login, and
+    with --peering this replica's keep-alive (app/__init__.py)."""
+    # Ready (kopf sets the flag) once the inventory and the ConfigMaps are listed, as the
+    # bulletins' first list waits for them too (controllers/bulletin.py).
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*(event.wait() for event in synced)), 30)
+    await kopf.operator(
+        clusterwide=True,
+        # The gate must know which keep-alive in the peering object is ours.
+        identity=cast(Any, health.identity),
+        standalone=operator_config.standalone,
+        priority=operator_config.priority,
+        ready_flag=health.ready_flag,
+        memo=kopf.Memo(config=operator_config),
+    )

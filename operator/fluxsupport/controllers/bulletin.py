@@ -1,15 +1,17 @@
 """Reconcile SecurityBulletins against the live inventory and the OpenVEX ConfigMaps.
 
-kopf's event handler (app/registrations.py) feeds ``observe`` and ``forget``; a bulletin is
-re-checked when its spec, the running components it concerns, an OpenVEX ConfigMap or a
-bulletin whose fixes may count for it (the rebuild rule) changes, and at its embargoUntil
-and patchBy. domain/securitybulletin.py computes the status, Events and metric values; this
-module decides what to re-check and when, and writes.
+The controller's own watch (kube/reflector.py, as for every kind) feeds ``on_event``; a
+bulletin is re-checked when it changes, when the running components it concerns, an OpenVEX
+ConfigMap or a bulletin whose fixes may count for it (the rebuild rule) change, and at its
+embargoUntil, patchBy and the vendor's remediation due times. domain/securitybulletin.py
+computes the status, Events and metric values; this module decides what to re-check and when,
+and writes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import itertools
@@ -20,9 +22,9 @@ from typing import Any
 
 import pydantic
 
-from fluxsupport import constants
+from fluxsupport import constants, lifecycle
 from fluxsupport.controllers import scheduler, writes
-from fluxsupport.domain import bulletin, evaluation, securitybulletin
+from fluxsupport.domain import bulletin, evaluation, remediation, securitybulletin
 from fluxsupport.domain import inventory as inventory_module
 from fluxsupport.kube import api, events, objects, reflector
 from fluxsupport.sources import inventory as inventory_source
@@ -34,6 +36,10 @@ logger = logging.getLogger(__name__)
 #: How long re-checks caused by another bulletin's arrival wait, so that a burst of arrivals
 #: (a restart lists them all) re-checks each bulletin once rather than once per arrival.
 COALESCE_S = 1.0
+#: Bulletins per list request when the operator starts or lists again.
+PAGE_SIZE = 500
+#: How long the bulletins' first list waits for the inventory's and the ConfigMaps' first.
+FIRST_LISTS_S = 30.0
 
 
 @dataclasses.dataclass
@@ -118,9 +124,12 @@ class BulletinController:
     def __init__(self, client: api.KubeClient, inventory: inventory_source.Inventory,
                  configmaps: reflector.Watch, operator_namespace: str,
                  gate: asyncio.Event | None = None,
-                 poster: events.EventPoster | None = None) -> None:
+                 poster: events.EventPoster | None = None,
+                 clock: remediation.Clock | None = None) -> None:
         self.client = client
         self.inventory = inventory
+        #: The vendor's remediation clock of the policy; None when it names no framework.
+        self.clock = clock
         self.configmaps = configmaps
         self.operator_namespace = operator_namespace
         self.scheduler = scheduler.Scheduler(self._scheduled, gate=gate,
@@ -157,6 +166,37 @@ class BulletinController:
                                     dict[str, tuple[inventory_module.RunningComponent, ...]]
                                     ] | None = None
         inventory.subscribe(self.inventory_changed)
+        #: Every SecurityBulletin, handed to on_event (the watch itself keeps names only).
+        self.watch = objects.Objects(client, objects.BULLETINS).watch(
+            lambda: None, on_event=self.on_event, page_size=PAGE_SIZE)
+        self._tasks = lifecycle.Tasks()
+
+    async def start(self) -> None:
+        self._tasks.spawn(self.scheduler.run(), name="bulletin-scheduler")
+        self._tasks.spawn(self._watch(), name="bulletin-watch")
+
+    async def stop(self) -> None:
+        await self._tasks.cancel()
+
+    async def _watch(self) -> None:
+        """Verdicts computed from a half-listed inventory would flap, and post Events: the
+        bulletins are listed once the inventory and the OpenVEX ConfigMaps are (or
+        FIRST_LISTS_S later, when one of them cannot list)."""
+        synced = [*(watch.synced for watch in self.inventory.watches), self.configmaps.synced]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(event.wait() for event in synced)),
+                                   FIRST_LISTS_S)
+        await self.watch.run()
+
+    def on_event(self, kind: str, body: Mapping[str, Any]) -> None:
+        """A watch event. A changed bulletin is reconciled through the scheduler, as a case
+        is: on a standby replica (the gate closed) once it takes over."""
+        if kind == "DELETED":
+            self.forget((body.get("metadata") or {})["name"])
+            return
+        name, changed = self.observe(body)
+        if changed:
+            self._reconcile_soon({name})
 
     def observe(self, body: Mapping[str, Any]) -> tuple[str, bool]:
         """Keep the newest body; say whether it is news (not the echo of our own write)."""
@@ -269,7 +309,7 @@ class BulletinController:
         await self._locked(key)
 
     async def reconcile(self, name: str) -> None:
-        """Reconcile now (from a watch event); a failure is retried like a scheduled one."""
+        """Reconcile now, as a scheduled instant would; a failure is retried like one."""
         try:
             await self._locked(name)
         except Exception as error:  # retried with backoff and shown in Ready
@@ -382,4 +422,4 @@ class BulletinController:
             generation=snapshot.generation, previous=snapshot.status,
             components=self.inventory.components(), inventory_problems=self.inventory.problems(),
             namespaces=self.inventory.namespaces, fixes=self._fixes, cited=cited,
-            compact=snapshot.name in self._oversized, now=now)
+            compact=snapshot.name in self._oversized, now=now, clock=self.clock)

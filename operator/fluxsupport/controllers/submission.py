@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
-from fluxsupport import constants, failpoints
+from fluxsupport import constants, failpoints, lifecycle
 from fluxsupport.channels import mail, portal, portals
 from fluxsupport.controllers import scheduler
 from fluxsupport.domain import caseescalation, conditions, conversation, ticketrecord, ticketsla
@@ -134,7 +134,16 @@ class SubmissionController:
         #: Per ticket the sync recorded: its case's uid and LastUpdated when read. Entries of
         #: cases that are gone are dropped at each sync.
         self._seen: dict[str, tuple[str, datetime.datetime | None]] = {}
+        self._tasks = lifecycle.Tasks()
         cases.subscribe(self.consider)
+
+    async def start(self) -> None:
+        self._tasks.spawn(self.scheduler.run(), name="submission-scheduler")
+        self._tasks.spawn(self.run_sync(), name="portal-sync")
+
+    async def stop(self) -> None:
+        await self._tasks.cancel()
+        await self.close()
 
     # -- deciding ---------------------------------------------------------------------------
 

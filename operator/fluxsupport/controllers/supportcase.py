@@ -1,6 +1,6 @@
 """Reconcile SupportCases: keep the latest body of each, evaluate it, patch what changed.
 
-The operator's own watch (kube/reflector.py, started by app/runner.py) hands every event to
+The controller's own watch (kube/reflector.py, as for every kind) hands every event to
 ``on_event``: a changed case is kept as a compact snapshot and scheduled at once. The
 scheduler reconciles it then, and again at the case's warning point and deadline, or after a
 failed write. domain/supportcase.py computes the status, Events and metric values.
@@ -17,11 +17,19 @@ import time
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
-from fluxsupport import constants
+from fluxsupport import constants, lifecycle
 from fluxsupport.controllers import scheduler, writes
 from fluxsupport.controllers import snapshots as snapshots_module
 from fluxsupport.domain import calendar as calendar_module
-from fluxsupport.domain import caseescalation, casestatus, escalation, supportcase, timing
+from fluxsupport.domain import (
+    caseescalation,
+    casestatus,
+    escalation,
+    scope,
+    supportcase,
+    timing,
+    updates,
+)
 from fluxsupport.domain import diagnostics as diagnostics_module
 from fluxsupport.domain import policy as policy_module
 from fluxsupport.kube import api, events, objects
@@ -30,6 +38,9 @@ from fluxsupport.observability import metrics
 logger = logging.getLogger(__name__)
 
 CaseKey = tuple[str, str]
+#: SupportCases per list request when the operator starts or lists again: one 10,000-case
+#: list parsed at once leaves the process 200 MB larger.
+PAGE_SIZE = 500
 OUR_ANNOTATIONS = f"{constants.GROUP}/"
 #: Kept when the desired status lacks them: diagnostics are collected once per request, and
 #: the deadline record (with a breach, which is final) survives a spec that became invalid.
@@ -118,6 +129,7 @@ class CaseController:
         #: Where the full diagnostics go; without it (or when writing one fails) the case
         #: holds them itself.
         self.snapshots = snapshots
+        self.gate = gate
         # Few writes in flight: the API server completes a wave of them sooner that way.
         self.scheduler = scheduler.Scheduler(self._scheduled, concurrency=8, gate=gate,
                                              kind=constants.SUPPORTCASE_KIND,
@@ -127,6 +139,8 @@ class CaseController:
                                           keep=KEPT_STATUS)
         self.cases: dict[CaseKey, CaseSnapshot] = {}
         self.views: dict[CaseKey, casestatus.CaseMetrics] = {}
+        #: The components in scope: from release data once the update check has read it.
+        self.supported = scope.supported(policy)
         #: The first-response counter and histogram; they never go down (see FirstResponses).
         self.first_responses = metrics.FirstResponses()
         #: The same for resolutions, where the policy sets resolution targets.
@@ -141,6 +155,22 @@ class CaseController:
         #: repeated-Severity-1 escalation tier: kept as cases are stored, not found by a walk
         #: of every case at every reconcile.
         self.severity1: dict[CaseKey, datetime.datetime] = {}
+        #: Every SupportCase of every namespace, handed to on_event (the watch itself keeps
+        #: names only); ``watch.synced`` is set once all are listed.
+        self.watch = objects.Objects(client, objects.SUPPORTCASES).watch(
+            lambda: None, on_event=self.on_event, page_size=PAGE_SIZE)
+        self._tasks = lifecycle.Tasks()
+
+    async def start(self) -> None:
+        self._tasks.spawn(self.scheduler.run(), name="supportcase-scheduler")
+        self._tasks.spawn(self.watch.run(), name="supportcase-watch")
+        if self.snapshots is not None:
+            self._tasks.spawn(self.snapshots.run_sweeps(self.snapshots_referenced, self.gate,
+                                                        self.snapshots_lost),
+                              name="diagnostics-snapshot-sweep")
+
+    async def stop(self) -> None:
+        await self._tasks.cancel()
 
     def get(self, key: CaseKey) -> CaseSnapshot | None:
         """The case as last stored or seen, or None once it is deleted."""
@@ -210,6 +240,16 @@ class CaseController:
         if changed:
             self.scheduler.schedule(key, time.time())
 
+    def use_release_data(self, data: updates.ReleaseData) -> None:
+        """Judge the cases' scope by the controllers ``data`` lists; every case is checked
+        again when that list changes (a release adds or drops a controller)."""
+        supported = scope.supported(self.policy, data)
+        if supported.controllers == self.supported.controllers:
+            return
+        self.supported = supported
+        for key in self.cases:
+            self.scheduler.schedule_low(key, time.time())
+
     def forget(self, namespace: str, name: str) -> None:
         key = (namespace, name)
         case = self.cases.pop(key, None)
@@ -268,7 +308,8 @@ class CaseController:
         evaluation = supportcase.evaluate(
             spec=case.spec, annotations=case.annotations, created=case.created,
             generation=case.generation, previous=previous, policy=self.policy,
-            calendar=self.calendar, now=now, other_severity1_openings=self._other_severity1(key))
+            calendar=self.calendar, now=now, supported=self.supported,
+            other_severity1_openings=self._other_severity1(key))
         desired = dict(evaluation.status)
         if submission is not None:
             desired["submission"] = submission

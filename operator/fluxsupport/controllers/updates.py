@@ -15,10 +15,10 @@ import asyncio
 import datetime
 import logging
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
-from fluxsupport import constants
+from fluxsupport import constants, lifecycle
 from fluxsupport.controllers import scheduler, writes
 from fluxsupport.domain import evaluation, updatecheck, updates
 from fluxsupport.domain import policy as policy_module
@@ -66,7 +66,14 @@ class UpdateController:
         self._lock = asyncio.Lock()
         #: The stored body after our last write: newer than the watch until its echo arrives.
         self._written: dict[str, Any] | None = None
+        #: Called with the release data each time a check reads it.
+        self._readers: list[Callable[[updates.ReleaseData], None]] = []
+        self._tasks = lifecycle.Tasks()
         inventory.subscribe(self.reconcile_soon)
+
+    def subscribe(self, callback: Callable[[updates.ReleaseData], None]) -> None:
+        """Call ``callback`` with the release data each time a check has read it."""
+        self._readers.append(callback)
 
     @property
     def source(self) -> str:
@@ -74,13 +81,14 @@ class UpdateController:
             return self.artifact.name
         return f"ConfigMap {self.operator_namespace}/{self.settings.config_map}"
 
-    def tasks(self) -> list[asyncio.Task[None]]:
-        tasks = [asyncio.create_task(self.scheduler.run(), name="updatecheck-scheduler"),
-                 asyncio.create_task(self.objects.run(), name="updatecheck-watch")]
+    async def start(self) -> None:
+        self._tasks.spawn(self.scheduler.run(), name="updatecheck-scheduler")
+        self._tasks.spawn(self.objects.run(), name="updatecheck-watch")
         if self.source_watch is not None:
-            tasks.append(asyncio.create_task(self.source_watch.run(),
-                                             name="updatecheck-source-watch"))
-        return tasks
+            self._tasks.spawn(self.source_watch.run(), name="updatecheck-source-watch")
+
+    async def stop(self) -> None:
+        await self._tasks.cancel()
 
     def reconcile_soon(self) -> None:
         self.scheduler.schedule(KEY, time.time())
@@ -131,6 +139,9 @@ class UpdateController:
             data: updates.ReleaseData | updatecheck.NotReady = await self._release_data()
         except (_NotReady, artifacts.Unreadable) as not_ready:
             data = updatecheck.NotReady(not_ready.reason, not_ready.message)
+        if isinstance(data, updates.ReleaseData):
+            for reader in self._readers:
+                reader(data)
         now = datetime.datetime.now(datetime.UTC)
         evaluated = self._evaluate(current, generation, now, data)
         self.view = evaluated.metrics

@@ -237,7 +237,8 @@ class Email(pydantic.BaseModel):
     enabled: bool = False
     host: str = ""
     port: int = pydantic.Field(587, ge=1, le=65535)
-    #: STARTTLS after connecting, TLS from the first byte (port 465), or none (loopback only).
+    #: STARTTLS after connecting, TLS from the first byte (port 465), or none (for a relay on
+    #: the same host or node: the password would cross the network in clear).
     tls: Literal["starttls", "implicit", "none"] = "starttls"
     sender: str = pydantic.Field("", alias="from")
     to: str = ""

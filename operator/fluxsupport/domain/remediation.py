@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import decimal
+import functools
 import zoneinfo
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -55,8 +56,10 @@ class CvssError(ValueError):
     """A vector the CVSS library cannot score; the message says why."""
 
 
+@functools.lru_cache(maxsize=4096)
 def base_score(vector: str) -> float:
-    """The CVSS base score of a v3.0, v3.1 or v4.0 vector, 0.0 to 10.0."""
+    """The CVSS base score of a v3.0, v3.1 or v4.0 vector, 0.0 to 10.0. Cached: the operator
+    scores a bulletin's vectors at each of its evaluations."""
     import cvss  # only where a vector is scored: `sla due` and `bulletin check` need none
 
     text = vector.strip()
@@ -173,25 +176,164 @@ def clock_start(framework: Framework, vulnerability: bulletin.Vulnerability,
     return vulnerability.identified_at or published_at
 
 
+def score_of(vulnerability: bulletin.Vulnerability) -> float | None:
+    """The vulnerability's cvssScore, else the score of its cvssVector; None when neither
+    gives one (the severity then decides; ``bulletin import`` reports the vector)."""
+    if vulnerability.cvss_score is not None or vulnerability.cvss_vector is None:
+        return vulnerability.cvss_score
+    try:
+        return base_score(vulnerability.cvss_vector)
+    except CvssError:
+        return None
+
+
+def countable(moment: datetime.datetime) -> bool:
+    """Whether the calendar counts from ``moment``: its years are those of the case clocks
+    (timing.MIN_YEAR to MAX_YEAR, with the year after for the deadline)."""
+    from fluxsupport.domain import timing  # with the policy and calendar, already loaded
+
+    return timing.MIN_YEAR <= moment.astimezone(datetime.UTC).year < timing.MAX_YEAR
+
+
 def bulletin_dues(spec: bulletin.BulletinSpec, framework: Framework, policy: Policy,
                   calendar: BusinessCalendar) -> dict[str, Due | None]:
     """The vendor's deadline per vulnerability id of a bulletin, None where none runs; none
     for a withdrawn advisory, which no longer stands."""
     dues: dict[str, Due | None] = {}
     for vulnerability in spec.vulnerabilities:
-        if spec.withdrawn_at is not None:
+        start = clock_start(framework, vulnerability, spec.published_at)
+        if spec.withdrawn_at is not None or start is None or not countable(start):
             dues[vulnerability.id] = None
             continue
-        start = clock_start(framework, vulnerability, spec.published_at)
-        score = vulnerability.cvss_score
-        if score is None and vulnerability.cvss_vector is not None:
-            try:
-                score = base_score(vulnerability.cvss_vector)
-            except CvssError:
-                score = None  # the severity decides; the bulletin's reader reports the vector
-        dues[vulnerability.id] = None if start is None else due(
-            framework, start, score, vulnerability.severity or spec.severity, policy, calendar)
+        dues[vulnerability.id] = due(framework, start, score_of(vulnerability),
+                                     vulnerability.severity or spec.severity, policy, calendar)
     return dues
+
+
+# --- the clock of a bulletin, as its status shows it ----------------------------------------
+
+State = Literal["Pending", "Overdue", "Met", "Late", "FixListed", "NoDeadline"]
+#: Why a vulnerability has no deadline (state NoDeadline).
+NoDeadlineReason = Literal["AdvisoryWithdrawn", "CvssNone", "NoPatchAvailable",
+                           "ClockStartOutOfRange"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Clock:
+    """The vendor's remediation clock as the operator's policy sets it (remediationFramework,
+    with the policy's calendar for Support Days)."""
+
+    framework: Framework
+    policy: Policy
+    calendar: BusinessCalendar
+
+    @classmethod
+    def of(cls, policy: Policy) -> Clock | None:
+        """The clock the policy's remediationFramework names; None without one."""
+        if policy.remediation_framework is None:
+            return None
+        from fluxsupport.domain.calendar import BusinessCalendar  # see the imports above
+        return cls(policy.remediation_framework, policy, BusinessCalendar(policy))
+
+
+@dataclasses.dataclass(frozen=True)
+class Tracked:
+    """One vulnerability's remediation clock at an instant.
+
+    * Pending: no fix listed, due ahead. Overdue: no fix listed, due passed.
+    * Met: the fix was first seen listed at or before the due time; Late: after it.
+    * FixListed: the fix was listed when the operator first saw the vulnerability, after its
+      due time: when it was listed is unknown, so neither Met nor Late is claimed.
+    * NoDeadline: no clock runs (``no_deadline`` says why).
+    """
+
+    id: str
+    state: State
+    score: float | None = None
+    due: Due | None = None
+    #: When the operator first saw a fixed digest listed for every component of the
+    #: vulnerability (Met, Late).
+    fix_listed_at: datetime.datetime | None = None
+    no_deadline: NoDeadlineReason | None = None
+    #: The components the bulletin lists no fixed digest for.
+    unfixed: tuple[str, ...] = ()
+
+    @property
+    def open(self) -> bool:
+        """The deadline runs or has passed and no fix is listed."""
+        return self.state in ("Pending", "Overdue")
+
+
+def unfixed_components(spec: bulletin.BulletinSpec,
+                       vulnerability: bulletin.Vulnerability) -> tuple[str, ...]:
+    """The components of ``vulnerability`` the bulletin lists no fixed image digest for. The
+    vendor's fix is listed when there is none left: a ``fixes`` entry per component (each
+    holds at least one digest). A fixed version in ``affectedVersions`` is the upstream
+    release, not the vendor's build."""
+    fixed = {fix.component for fix in spec.fixes if fix.images}
+    return tuple(name for name in vulnerability.components if name not in fixed)
+
+
+def track(spec: bulletin.BulletinSpec, clock: Clock,
+          previous: Mapping[str, Mapping[str, Any]],
+          now: datetime.datetime) -> list[Tracked]:
+    """Each vulnerability's clock under ``clock`` at ``now``. ``previous``: the entries of
+    the stored status by vulnerability id, whose ``fixListedAt`` and ``state`` say what the
+    operator saw before (the bulletin records no time for its fixes)."""
+    found = []
+    for vulnerability in spec.vulnerabilities:
+        score = score_of(vulnerability)
+        unfixed = unfixed_components(spec, vulnerability)
+        start = clock_start(clock.framework, vulnerability, spec.published_at)
+        reason: NoDeadlineReason | None = None
+        deadline = None
+        if spec.withdrawn_at is not None:
+            reason = "AdvisoryWithdrawn"
+        elif start is None:
+            reason = "NoPatchAvailable"
+        elif not countable(start):
+            reason = "ClockStartOutOfRange"
+        else:
+            deadline = due(clock.framework, start, score,
+                           vulnerability.severity or spec.severity, clock.policy, clock.calendar)
+            if deadline is None:
+                reason = "CvssNone"
+        if deadline is None:
+            found.append(Tracked(vulnerability.id, "NoDeadline", score, None, None, reason,
+                                 unfixed))
+            continue
+        if unfixed:
+            state: State = "Overdue" if now >= deadline.due_at else "Pending"
+            found.append(Tracked(vulnerability.id, state, score, deadline, None, None, unfixed))
+            continue
+        listed_at = _fix_listed_at(previous.get(vulnerability.id) or {}, deadline, now)
+        if listed_at is None:
+            found.append(Tracked(vulnerability.id, "FixListed", score, deadline))
+        else:
+            found.append(Tracked(vulnerability.id,
+                                 "Met" if listed_at <= deadline.due_at else "Late", score,
+                                 deadline, listed_at))
+    return found
+
+
+def _fix_listed_at(before: Mapping[str, Any], deadline: Due,
+                   now: datetime.datetime) -> datetime.datetime | None:
+    """When the fix was first seen listed: as stored, else now if the operator saw the
+    vulnerability without its fix before or ``now`` is still in time; None when it was
+    listed at the first sight, after the due time (FixListed: when is unknown)."""
+    from fluxsupport.domain import timing  # with the policy and calendar, already loaded
+
+    stored = before.get("fixListedAt")
+    if isinstance(stored, str):
+        try:
+            return timing.parse_time(stored)
+        except ValueError:
+            pass  # not ours: decided again below
+    if before.get("state") == "FixListed":
+        return None
+    if before.get("state") in ("Pending", "Overdue", "NoDeadline") or now <= deadline.due_at:
+        return now
+    return None
 
 
 # --- what an OSV advisory tells about the clock ---------------------------------------------

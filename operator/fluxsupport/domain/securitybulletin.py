@@ -9,6 +9,13 @@ supplied: condition messages are fixed texts (``withheld``), Event messages name
 runs in the cluster and fixed words. A message built from the spec or an OpenVEX document
 cannot be filtered reliably (a CVE id in lower case or JSON-escaped, a title cut in the
 middle, a ConfigMap named after the advisory), so none is used.
+
+Two parts are evaluated only when their input is there, so that a bulletin without them keeps
+the status it always had: the vendor's remediation clock (``vendorRemediation`` and the
+VendorRemediationOverdue condition) when the policy names a ``remediationFramework``
+(domain/remediation.py), and the Withdrawn condition when ``spec.withdrawnAt`` is set. A
+withdrawn advisory no longer stands: its verdicts are still shown, but it is Compliant, never
+PatchOverdue, and its alerting metrics count no component as vulnerable.
 """
 
 from __future__ import annotations
@@ -20,7 +27,15 @@ from typing import Any
 
 import pydantic
 
-from fluxsupport.domain import bulletin, conditions, evaluation, inventory, timing, vex
+from fluxsupport.domain import (
+    bulletin,
+    conditions,
+    evaluation,
+    inventory,
+    remediation,
+    timing,
+    vex,
+)
 
 #: Ready when the full status does not fit (``compact``): the controller learns it from the
 #: API server's refusal.
@@ -43,6 +58,11 @@ WITHHELD = {
                   "bulletin check --vex FILE` on each document names the problem.",
     "PatchByPassed": "patchBy has passed and a component is still vulnerable.",
     "NotOverdue": "patchBy has not passed, or no component is vulnerable.",
+    "RemediationDuePassed": "The vendor's fix for a vulnerability of the bulletin is past its "
+                            "remediation due time and no fixed digest is listed; "
+                            "status.vendorRemediation names it and since when.",
+    "WithinRemediationTime": "No vulnerability of the bulletin is past its remediation due "
+                             "time; status.vendorRemediation has the due times.",
 }
 #: For a reason not listed above (a condition added later, say).
 WITHHELD_DEFAULT = "The details are withheld while the bulletin is under embargo."
@@ -50,7 +70,8 @@ WITHHELD_DEFAULT = "The details are withheld while the bulletin is under embargo
 #: itself reads (its Flux namespaces, the API server's answers): kept under embargo.
 OWN_WORDS = frozenset({"Evaluated", "InventoryUnavailable", "NoFluxComponents",
                        "VulnerableComponents", "UnknownDigests", "NoVulnerableComponents",
-                       "NoPatchBy", "StatusTooLarge"})
+                       "NoPatchBy", "StatusTooLarge", "AdvisoryWithdrawn", "FixesListed",
+                       "NoRemediationDeadline"})
 
 #: status.counts keys by verdict.
 _COUNT_FIELDS = {"Vulnerable": "vulnerable", "NotAffected": "notAffected", "Fixed": "fixed",
@@ -65,6 +86,11 @@ class BulletinMetrics:
     counts: dict[str, int]
     vulnerable: tuple[tuple[str, str, bool], ...]  # namespace, component, vulnerable
     patch_overdue: bool
+    #: The earliest due time (epoch seconds) of the vendor's fixes not listed yet; None when
+    #: none runs (no framework, every fix listed, withdrawn).
+    vendor_due: float | None = None
+    #: A vendor's fix past its due time; None when the policy names no framework.
+    vendor_overdue: bool | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,13 +165,15 @@ def evaluate(*, name: str, spec: Mapping[str, Any],
              previous: Mapping[str, Any], components: Sequence[inventory.RunningComponent],
              inventory_problems: Sequence[str], namespaces: Sequence[str],
              fixes: bulletin.FixIndex, cited: CitedVex, compact: bool,
-             now: datetime.datetime) -> evaluation.Evaluation[BulletinMetrics]:
+             now: datetime.datetime, clock: remediation.Clock | None = None
+             ) -> evaluation.Evaluation[BulletinMetrics]:
     """The whole status of the bulletin ``name``.
 
     ``spec`` is the spec as stored, ``validated`` what it validated to (or why not);
     ``previous`` the stored status; ``components``, ``inventory_problems`` and ``namespaces``
     what the inventory shows; ``fixes`` the fix digests of every valid bulletin (the rebuild
-    rule); ``compact``: the full status did not fit, leave the per-CVE details out.
+    rule); ``compact``: the full status did not fit, leave the per-CVE details out;
+    ``clock``: the vendor's remediation clock of the policy, None when it names no framework.
     """
     old_conditions = list(previous.get("conditions") or [])
     if isinstance(validated, pydantic.ValidationError):
@@ -158,16 +186,29 @@ def evaluate(*, name: str, spec: Mapping[str, Any],
     verdicts = bulletin.evaluate(bulletin.Bulletin(name, validated), components, fixes,
                                  cited.documents, now=now)
     embargoed = validated.embargoed(now)
+    withdrawn = validated.withdrawn_at is not None
     counts = {"vulnerable": 0, "notAffected": 0, "fixed": 0, "unknown": 0}
     for verdict in verdicts:
         counts[_COUNT_FIELDS[verdict.verdict]] += 1
-    overdue = bool(validated.patch_by and now >= validated.patch_by and counts["vulnerable"])
+    overdue = bool(validated.patch_by and now >= validated.patch_by and counts["vulnerable"]
+                   and not withdrawn)
 
     current = [_ready([*cited.problems, *inventory_problems], cited.warnings, verdicts,
                       namespaces),
-               _compliant(counts, bool(components), namespaces),
-               _patch_overdue(validated, overdue, counts),
+               WITHDRAWN_COMPLIANT if withdrawn else _compliant(counts, bool(components),
+                                                                  namespaces),
+               WITHDRAWN_NOT_OVERDUE if withdrawn else _patch_overdue(validated, overdue,
+                                                                      counts),
                vex_warning(len(validated.vex), cited.deviations)]
+    if withdrawn:
+        current.append(WITHDRAWN)
+    tracked = None
+    if clock is not None:
+        stored = (previous.get("vendorRemediation") or {}).get("vulnerabilities") or []
+        tracked = remediation.track(
+            validated, clock, {str(item.get("id")): item for item in stored
+                               if isinstance(item, Mapping)}, now)
+        current.append(_vendor_overdue(tracked))
     if embargoed:
         current = [withheld(condition) for condition in current]
     items = [_component_status(v) for v in verdicts]
@@ -188,13 +229,110 @@ def evaluate(*, name: str, spec: Mapping[str, Any],
     }
     events = _events(previous, validated, items, current, embargoed)
     upcoming = [t for t in (validated.embargo_until, validated.patch_by) if t and t > now]
+    vendor_due = None
+    if clock is not None and tracked is not None:
+        status["vendorRemediation"] = vendor_status(clock.framework, tracked)
+        open_dues = [t.due.due_at for t in tracked if t.open and t.due is not None]
+        vendor_due = min(open_dues) if open_dues else None
+        # Overdue flips at the due time without another event.
+        upcoming += [due for due in open_dues if due > now]
     metrics = BulletinMetrics(
         counts={label: counts[key] for label, key in _COUNT_FIELDS.items()},
         vulnerable=tuple((v.component.namespace, v.component.component,
-                          v.verdict == "Vulnerable") for v in verdicts),
-        patch_overdue=overdue)
+                          v.verdict == "Vulnerable" and not withdrawn) for v in verdicts),
+        patch_overdue=overdue,
+        vendor_due=vendor_due.timestamp() if vendor_due is not None else None,
+        vendor_overdue=(any(t.state == "Overdue" for t in tracked)
+                        if tracked is not None else None))
     return evaluation.Evaluation(status, tuple(events), min(upcoming) if upcoming else None,
                                  metrics)
+
+
+#: The conditions of a withdrawn advisory: fixed texts, since they quote nothing of it.
+WITHDRAWN = conditions.Condition(
+    type="Withdrawn", status="True", reason="AdvisoryWithdrawn",
+    message="The public advisory was withdrawn (spec.withdrawnAt): its verdicts no longer "
+            "count. The bulletin is Compliant, never PatchOverdue, has no vendor remediation "
+            "deadline, and its metrics count no component as vulnerable.")
+WITHDRAWN_COMPLIANT = conditions.Condition(
+    type="Compliant", status="True", reason="AdvisoryWithdrawn",
+    message="The advisory was withdrawn: no component counts as vulnerable by it.")
+WITHDRAWN_NOT_OVERDUE = conditions.Condition(
+    type="PatchOverdue", status="False", reason="AdvisoryWithdrawn",
+    message="The advisory was withdrawn: patchBy no longer applies.")
+
+
+def vendor_status(framework: remediation.Framework,
+                  tracked: Sequence[remediation.Tracked]) -> dict[str, Any]:
+    """status.vendorRemediation: the framework, the earliest due time of a fix not listed
+    yet (nextDueAt, absent when none), and each vulnerability's clock."""
+    items = []
+    for entry in tracked:
+        item: dict[str, Any] = {"id": entry.id, "state": entry.state}
+        if entry.score is not None:
+            item["cvssScore"] = entry.score
+        if entry.due is not None:
+            item.update({"band": entry.due.band, "budget": entry.due.budget,
+                         "startedAt": conditions.rfc3339(entry.due.started_at),
+                         "dueAt": conditions.rfc3339(entry.due.due_at)})
+        if entry.fix_listed_at is not None:
+            item["fixListedAt"] = conditions.rfc3339(entry.fix_listed_at)
+        if entry.no_deadline is not None:
+            item["reason"] = entry.no_deadline
+        if entry.open:
+            item["unfixedComponents"] = list(entry.unfixed)
+        items.append(item)
+    block: dict[str, Any] = {"framework": framework}
+    open_dues = [entry.due.due_at for entry in tracked if entry.open and entry.due is not None]
+    if open_dues:
+        block["nextDueAt"] = conditions.rfc3339(min(open_dues))
+    block["vulnerabilities"] = items
+    return block
+
+
+def _vendor_overdue(tracked: Sequence[remediation.Tracked]) -> conditions.Condition:
+    """VendorRemediationOverdue: True while a vulnerability's fix is past the vendor's due
+    time with no fixed digest listed. The customer's view of the vendor's promise; patchBy
+    (PatchOverdue) is the customer's own deadline."""
+    def due_of(entry: remediation.Tracked) -> remediation.Due:
+        assert entry.due is not None  # Pending and Overdue have one
+        return entry.due
+
+    def described(entry: remediation.Tracked) -> str:
+        due = due_of(entry)
+        return (f"{entry.id} (due {conditions.rfc3339(due.due_at)}: {due.band}, {due.budget} "
+                f"from {conditions.rfc3339(due.started_at)} under the {due.framework} "
+                f"framework; no fixed digest for {', '.join(entry.unfixed)})")
+
+    late = sorted((t for t in tracked if t.state == "Overdue"),
+                  key=lambda t: (due_of(t).due_at, t.id))
+    if late:
+        return conditions.Condition(
+            type="VendorRemediationOverdue", status="True", reason="RemediationDuePassed",
+            message="The vendor's fix is past its remediation due time for "
+                    + "; ".join(described(entry) for entry in late) + ".")
+    pending = sorted((t for t in tracked if t.state == "Pending"),
+                     key=lambda t: (due_of(t).due_at, t.id))
+    if pending:
+        return conditions.Condition(
+            type="VendorRemediationOverdue", status="False", reason="WithinRemediationTime",
+            message="No vulnerability is past its remediation due time; next: "
+                    + described(pending[0]) + ".")
+    if any(t.no_deadline == "AdvisoryWithdrawn" for t in tracked):
+        return conditions.Condition(
+            type="VendorRemediationOverdue", status="False", reason="AdvisoryWithdrawn",
+            message="The advisory was withdrawn: the vendor owes no fix.")
+    listed = [t for t in tracked if t.state in ("Met", "Late", "FixListed")]
+    if listed:
+        late_count = sum(1 for t in listed if t.state == "Late")
+        return conditions.Condition(
+            type="VendorRemediationOverdue", status="False", reason="FixesListed",
+            message=f"A fixed digest is listed for each of the {len(listed)} vulnerabilities "
+                    f"with a remediation deadline ({late_count} listed after it).")
+    return conditions.Condition(
+        type="VendorRemediationOverdue", status="False", reason="NoRemediationDeadline",
+        message="No vulnerability has a remediation deadline: "
+                "status.vendorRemediation.vulnerabilities[].reason says why for each.")
 
 
 def _component_status(verdict: bulletin.ComponentVerdict) -> dict[str, Any]:

@@ -65,12 +65,14 @@ CONVERSATION_FIELDS = ("supportReplies", "lastSupportReplyAt", "lastSupportReply
 def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
              created: datetime.datetime, generation: int, previous: Mapping[str, Any],
              policy: policy_module.Policy, calendar: calendar_module.BusinessCalendar,
-             now: datetime.datetime,
+             now: datetime.datetime, supported: scope.Supported | None = None,
              other_severity1_openings: Sequence[datetime.datetime] = (),
              ) -> evaluation.Evaluation[casestatus.CaseMetrics]:
-    """Compute the whole status of a case; see the module docstring.
-    ``other_severity1_openings``: when the other open or resolved Severity 1 cases of the
-    case's escalation scope were opened (the repeated-Severity-1 tier)."""
+    """Compute the whole status of a case; see the module docstring. ``supported``: the
+    components in scope, from release data where the operator reads it (default: the
+    built-in list and the policy's add-ons). ``other_severity1_openings``: when the other
+    open or resolved Severity 1 cases of the case's escalation scope were opened (the
+    repeated-Severity-1 tier)."""
     old_conditions = list(previous.get("conditions") or [])
     try:
         case = casespec.CaseSpec.model_validate(spec)
@@ -123,7 +125,7 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
     resolution = caseclocks.resolution_block(resolution_timing, closure, previous, now, calendar,
                                              created)
     current = _conditions(case, level, assessed, state, timing, lifecycle, policy,
-                          severity_note, responded_at)
+                          severity_note, responded_at, supported or scope.supported(policy))
     current += [*_resolution_conditions(resolution, resolution_timing, policy),
                 *_workaround_condition(case, level, policy),
                 *_waiting_condition(waits, timing if awaiting else None,
@@ -379,7 +381,8 @@ def _resolution_events(previous: Mapping[str, Any],
 def _conditions(case: casespec.CaseSpec, level: int, assessed: int, state: casestatus.State,
                 timing: timing_module.Timing, lifecycle: caselifecycle.Lifecycle,
                 policy: policy_module.Policy, severity_note: str,
-                responded_at: datetime.datetime | None) -> list[conditions.Condition]:
+                responded_at: datetime.datetime | None,
+                covered: scope.Supported) -> list[conditions.Condition]:
     condition = conditions.Condition
     result = []
     if lifecycle.problems:
@@ -409,7 +412,7 @@ def _conditions(case: casespec.CaseSpec, level: int, assessed: int, state: cases
             message=f"{casespec.describe_level(level)}: {summary}.{severity_note}"))
 
     result.append(scope.condition(case.component, case.requires_infrastructure_access, policy,
-                                  scope.supported(policy)))
+                                  covered))
 
     impact = case.impact
     criticality = "business-critical" if impact.business_critical else "not business-critical"

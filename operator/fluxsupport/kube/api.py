@@ -1,11 +1,10 @@
-"""A small asyncio Kubernetes client: every write of the operator and its own watches.
+"""A small asyncio Kubernetes client: every read, watch and write of the operator.
 
-kopf delivers the SecurityBulletin watch events and runs their handler; the SupportCases
-come through the operator's own reflector (kube/reflector.py). The handlers, the deadline
-schedulers (which run outside any kopf handler), the SupportCase, Flux inventory and ConfigMap
-reflectors and the Events (kube/events.py) all go through this client, so that they share
-one connection pool, one outage probe and one metric of API requests. Credentials come
-from kube/credentials.py, the same loader kopf logs in with: one identity for reads and writes.
+The watches of every kind (kube/reflector.py), the controllers' writes (through
+kube/objects.py and the status write path) and the Events (kube/events.py) all go through this
+client, so that they share one connection pool, one outage probe and one metric of API
+requests. Only kopf's peering keep-alive does not (app/__init__.py). Credentials come from
+kube/credentials.py, the same loader kopf logs in with: one identity for reads and writes.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The one credential loader: whoever asks (kopf's watches, the async client that writes, the
-CLI's blocking client) gets the same identity.
+"""The one credential loader: whoever asks (kopf's peering keep-alive, the async client that
+reads and writes, the CLI's blocking client) gets the same identity.
 
 Precedence, the same as kubectl's:
 

@@ -1,11 +1,12 @@
-"""Whether this replica may act: kopf's peering decision, applied to the operator's own writes.
+"""Whether this replica may act: kopf's peering rule, applied once to everything the operator
+does.
 
-With ``--peering`` kopf pauses its watch streams while a live peer of higher (or equal)
-priority exists, so no handler runs. But the deadline schedulers and the Event posters run
-outside kopf: without a gate, a replica that was active and then yielded to a higher-priority
-one would go on marking breaches and posting Events, next to the new leader. kopf keeps its
-pause state private, so ``PeeringGate`` watches the same ClusterKopfPeering object and applies
-kopf's rule to it (kopf/_core/engines/peering.py, ``process_peering_event``):
+With ``--peering`` kopf keeps each replica's keep-alive in a ClusterKopfPeering object, and
+pauses its own watch streams while a live peer of higher (or equal) priority exists. No kind of
+the operator's goes through kopf (app/__init__.py): the watches, the schedulers and the Event
+poster are the operator's own, and this gate is what stops them. kopf keeps its pause state
+private, so ``PeeringGate`` watches the same ClusterKopfPeering object and applies kopf's rule
+to it (kopf/_core/engines/peering.py, ``process_peering_event``):
 
 * a peer is alive until ``lastseen + lifetime``;
 * a live peer other than us with a higher priority pauses us;

@@ -5,8 +5,9 @@ operator needs no cluster-wide read on Deployments and Pods. A 410 Gone or a bro
 stream leads to a fresh list, as client-go's reflector does.
 
 With ``on_event`` a watch hands every object to its owner and keeps only names: how the
-SupportCases are watched. kopf's own work per event, beside the handlers, was 29% of the
-operator's CPU in a burst of new cases (bench/RESULTS.md).
+SupportCases and SecurityBulletins are watched, by their controllers. It is the operator's one
+watch mechanism: kopf's own work per event, beside the handlers, was 29% of the operator's CPU
+in a burst of new cases (bench/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from fluxsupport.observability import metrics
 
 
 class HealthState:
-    """What the probes report. Ready once kopf has run the startup handlers; healthy while
+    """What the probes report. Ready once kopf has run its startup handler; healthy while
     the event loop answers and no registered check reports a problem."""
 
     def __init__(self) -> None:

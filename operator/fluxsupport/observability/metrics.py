@@ -358,15 +358,30 @@ class BulletinCollector(Collector):
             "fluxsupport_bulletin_patch_overdue",
             "1 when patchBy has passed and a component is still vulnerable.",
             labels=["bulletin"])
+        vendor_due = GaugeMetricFamily(
+            "fluxsupport_bulletin_vendor_remediation_due_timestamp_seconds",
+            "The earliest due time of the vendor's fixes the bulletin lists no digest for yet "
+            "(policy remediationFramework only).", labels=["bulletin"])
+        vendor_overdue = GaugeMetricFamily(
+            "fluxsupport_bulletin_vendor_remediation_overdue",
+            "1 when the vendor's fix for a vulnerability of the bulletin is past its due time "
+            "and no fixed digest is listed (policy remediationFramework only).",
+            labels=["bulletin"])
         for name, view in list(self.bulletins.views.items()):
             for verdict, count in view.counts.items():
                 components.add_metric([name, verdict], count)
             for namespace, component, is_vulnerable in view.vulnerable:
                 vulnerable.add_metric([namespace, component, name], 1 if is_vulnerable else 0)
             overdue.add_metric([name], 1 if view.patch_overdue else 0)
+            if view.vendor_due is not None:
+                vendor_due.add_metric([name], view.vendor_due)
+            if view.vendor_overdue is not None:
+                vendor_overdue.add_metric([name], 1 if view.vendor_overdue else 0)
         yield components
         yield vulnerable
         yield overdue
+        yield vendor_due
+        yield vendor_overdue
 
 
 def register_bulletins(bulletins: Bulletins) -> None:

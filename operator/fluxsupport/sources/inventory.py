@@ -3,7 +3,6 @@ FluxInstances, turned into RunningComponents on demand."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import logging
 from collections.abc import Callable, Mapping
@@ -71,10 +70,6 @@ class Inventory:
 
     async def stop(self) -> None:
         await self._tasks.cancel()
-
-    async def wait_synced(self, timeout: float = 30.0) -> None:
-        await asyncio.wait_for(asyncio.gather(*(w.synced.wait() for w in self.watches)),
-                               timeout=timeout)
 
     def problems(self) -> list[str]:
         """Watches that cannot list: their objects are missing from the inventory."""
