@@ -114,6 +114,8 @@ class LoopbackRT:
         self.delay = 0.0
         self.tickets: dict[str, dict[str, Any]] = {}
         self.comments: dict[str, list[str]] = collections.defaultdict(list)
+        #: Priority, FinalPriority and Due of tickets not in ``tickets``.
+        self.fields: dict[str, dict[str, Any]] = collections.defaultdict(dict)
         self.requests: collections.Counter[str] = collections.Counter()
         self.url = ""
         self._next_id = 100
@@ -125,6 +127,7 @@ class LoopbackRT:
         app.router.add_get("/REST/2.0/tickets", self._search)
         app.router.add_post("/REST/2.0/ticket", self._create)
         app.router.add_get("/REST/2.0/ticket/{id}", self._ticket)
+        app.router.add_put("/REST/2.0/ticket/{id}", self._update)
         app.router.add_get("/REST/2.0/ticket/{id}/history", self._history)
         app.router.add_get("/REST/2.0/ticket/{id}/attachments", self._attachments)
         app.router.add_post("/REST/2.0/ticket/{id}/comment", self._comment)
@@ -166,9 +169,25 @@ class LoopbackRT:
     async def _ticket(self, request: web.Request) -> web.Response:
         ticket_id = request.match_info["id"]
         self.requests[ticket_id] += 1
-        if ticket_id not in self.tickets:
+        if ticket_id in self.tickets:
+            return web.json_response(self.tickets[ticket_id])
+        if ticket_id in self.refused or ticket_id not in self.comments:
             return web.json_response({"message": "Resource does not exist"}, status=404)
-        return web.json_response(self.tickets[ticket_id])
+        # A ticket the test put only in a case's status, then commented on: its fields.
+        return web.json_response({"id": ticket_id, **self.fields[ticket_id]})
+
+    async def _update(self, request: web.Request) -> web.Response:
+        """Priority, FinalPriority and Due (set_sla), as RT stores them."""
+        ticket_id = request.match_info["id"]
+        refusal = await self._refusal(ticket_id)
+        if refusal is not None:
+            return refusal
+        body = await request.json()
+        if "Due" in body:  # written as "2026-12-07 17:00:00" (UTC), read as RFC 3339
+            body["Due"] = body["Due"].replace(" ", "T") + "Z"
+        held = self.tickets.get(ticket_id, self.fields[ticket_id])
+        held.update(body)
+        return web.json_response([f"Ticket {ticket_id}: {key} changed" for key in body])
 
     async def _refusal(self, ticket_id: str) -> web.Response | None:
         self.requests[ticket_id] += 1

@@ -25,8 +25,14 @@ RESOLVED_BY: Final = f"{GROUP}/resolved-by"
 DISMISSED_AT: Final = f"{GROUP}/dismissed-at"
 DISMISSED_BY: Final = f"{GROUP}/dismissed-by"
 DISMISS_REASON: Final = f"{GROUP}/dismiss-reason"
+#: The customer's side records the root-cause analysis as delivered (RFC 3339, free text).
+RCA_DELIVERED_AT: Final = f"{GROUP}/rca-delivered-at"
+RCA_DELIVERED_BY: Final = f"{GROUP}/rca-delivered-by"
 #: Any new value asks the operator to collect the cluster diagnostics again.
 COLLECT_DIAGNOSTICS: Final = f"{GROUP}/collect-diagnostics"
+#: The customer's side marks a wait on itself (RFC 3339 START, or START/END once over): the
+#: SLA clocks pause (docs/sla-policy.md, "Waiting on the customer").
+WAITING_ON_CUSTOMER: Final = f"{GROUP}/waiting-on-customer"
 
 UPDATECHECK_KIND: Final = "FluxUpdateCheck"
 UPDATECHECK_PLURAL: Final = "fluxupdatechecks"

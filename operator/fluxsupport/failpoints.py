@@ -7,7 +7,9 @@ reaches the step ``name``: the crashes the exactly-once design is about. The ste
 - ``after-ticket-create``: the portal made the ticket, status does not say so yet;
 - ``before-email-send``: the Message-ID is recorded, the email is not sent yet;
 - ``after-email-send``: the SMTP server took it, status does not say so yet;
-- ``before-update-post`` and ``after-update-post``: around the comment of a ticket update.
+- ``before-update-post`` and ``after-update-post``: around the comment of a ticket update
+  (an escalation tier's comment is one);
+- ``before-escalation-email-send``: an escalation email's intent is recorded, it is not sent.
 
 Unset (always, outside the tests) it costs one dictionary lookup per step.
 """

@@ -326,6 +326,9 @@ def test_an_update_rt_refuses_backs_off_shows_why_and_goes_once_allowed(
     create(api, namespace, "moved", "Low")
     ticket = harness.wait_for(lambda: submission(api, namespace, "moved").get("ticketId"),
                               timeout=60, what="a ticket")
+    # The ticket has its Priority and Due before it moves: the refusal is the comment's.
+    harness.wait_for(lambda: submission(api, namespace, "moved").get("sla"), timeout=60,
+                     what="Priority and Due set")
     elsewhere = f"Elsewhere-{namespace}"
     rt.rest("POST", "queue", {"Name": elsewhere})
     rt.rest("PUT", f"ticket/{ticket}", {"Queue": elsewhere})

@@ -49,11 +49,15 @@ def conditions_of(check: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in (check.get("status") or {}).get("conditions") or []}
 
 
-def wait_check(api: harness.Api, what: str, **expected: tuple[str, str]) -> dict[str, Any]:
-    """Until every condition type in ``expected`` has that (status, reason)."""
+def wait_check(api: harness.Api, what: str, running: str | None = None,
+               **expected: tuple[str, str]) -> dict[str, Any]:
+    """Until every condition type in ``expected`` has that (status, reason), and the check
+    has seen the ``running`` version if one is given."""
     def probe() -> dict[str, Any] | None:
         check = get_check(api)
         if check is None:
+            return None
+        if running is not None and (check.get("status") or {}).get("running") != running:
             return None
         found = conditions_of(check)
         for kind, (status, reason) in expected.items():
@@ -272,7 +276,8 @@ def test_release_data_from_the_whole_distribution_repository_of_several_mb(
         # Packing and serving 3,000 files takes source-controller a while on a busy machine.
         harness.wait_for(lambda: artifact_of(api).get("digest"), timeout=120,
                          what="source-controller's artifact of the snapshot")
-        checked = wait_check(api, "v2.8.8 from the multi-MB artifact", Ready=("True", "Checked"),
+        checked = wait_check(api, "v2.8.8 from the multi-MB artifact", running="v2.8.8",
+                             Ready=("True", "Checked"),
                              Supported=("True", "MinorSupported"),
                              UpToDate=("False", "MinorAvailable"))
         status = checked["status"]
@@ -293,7 +298,8 @@ def test_release_data_from_a_source_controller_artifact(
             api.apps.patch_namespaced_deployment(
                 deployment["metadata"]["name"], "flux-system",
                 {"metadata": {"labels": {"app.kubernetes.io/version": "v2.8.8"}}})
-        checked = wait_check(api, "v2.8.8 from the artifact", Ready=("True", "Checked"),
+        checked = wait_check(api, "v2.8.8 from the artifact", running="v2.8.8",
+                             Ready=("True", "Checked"),
                              Supported=("True", "MinorSupported"),
                              UpToDate=("False", "MinorAvailable"))
         status = checked["status"]

@@ -33,10 +33,13 @@ KNOWN_METRICS = frozenset({
     "supportcase_resolution_deadline_timestamp_seconds",
     "supportcase_resolution_warning_timestamp_seconds",
     "supportcase_resolutions_total",
+    "supportcase_waiting_on_customer_since_timestamp_seconds",
     "supportcase_resolution_business_seconds_bucket",
     "supportcase_resolution_business_seconds_sum",
     "supportcase_resolution_business_seconds_count",
     "supportcase_monthly_cases",
+    "supportcase_escalation_tier",
+    "supportcase_root_cause_analysis_due_timestamp_seconds",
     "supportcase_monthly_compliance_ratio",
     "supportcase_compliance_target_ratio",
     "fluxsupport_bulletin_components",
@@ -130,6 +133,8 @@ def test_every_alert_has_a_firing_and_a_quiet_case_in_tests_yaml() -> None:
         "SupportCaseResolutionAtRisk", "SupportCaseResolutionBreached",
         "SupportCaseMonthlyComplianceLow", "FluxReleaseUnsupported",
         "FluxComponentNewerBuildAvailable", "FluxSupportAdvisoryFeedFailing",
+        "SupportCaseWaitingOnCustomerLong",
+        "SupportCaseEscalated", "SupportCaseRootCauseAnalysisOverdue",
         "SecurityBulletinVendorRemediationOverdue"}
     main_file = yaml.safe_load(TEST_FILES[0].read_text())
     cases = [case for test in main_file["tests"] for case in test.get("alert_rule_test") or []]

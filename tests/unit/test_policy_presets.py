@@ -239,7 +239,8 @@ def test_resolved_in_time_meets_every_target() -> None:
     assert result.metrics is not None
     assert (result.metrics.resolution_outcome, result.metrics.resolution_business_seconds) == \
         ("met", 5 * 3600)
-    assert result.next_transition is None
+    # Nothing left to time but the root-cause analysis Severity 2 is owed: 10 days on.
+    assert result.next_transition == at("2026-12-10T15:00:00Z")
 
 
 def test_severity_1_runs_around_the_clock_for_both_targets() -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from fluxsupport.controllers import scheduler as scheduler_module
 from fluxsupport.controllers.scheduler import STALE_SLACK, Scheduler
+from fluxsupport.kube import api
 from fluxsupport.observability import metrics
 
 
@@ -178,3 +179,22 @@ def test_low_priority_instants_wait_for_ordinary_reconciles() -> None:
 
     assert asyncio.run(scenario()) == [
         "start breach", "|", "start breach", "end breach", "start clear", "end clear"]
+
+
+@pytest.mark.parametrize(("error", "traceback"), [
+    (api.ApiError(500, "etcdserver: request timed out"), False),
+    (TimeoutError(), False),
+    (KeyError("status"), True),
+])
+def test_an_api_failure_is_logged_in_a_line_and_a_defect_with_its_traceback(
+        error: Exception, traceback: bool, caplog: pytest.LogCaptureFixture) -> None:
+    async def callback(key: Hashable) -> None:
+        raise AssertionError("not run")
+
+    scheduler = Scheduler(callback, kind="SupportCase")
+    asyncio.run(scheduler.failed("case", error))
+    [record] = [r for r in caplog.records if r.name == scheduler_module.__name__]
+    assert record.getMessage().startswith("reconcile of SupportCase case failed")
+    assert (record.exc_info is not None) == traceback
+    if not traceback:
+        assert str(error) in record.getMessage()

@@ -573,7 +573,9 @@ def test_a_failure_with_nothing_left_to_post_clears() -> None:
         body = channelkit.case_body("removed", ticket="7")
         body["status"]["submission"].update(
             updateFailures=4, lastUpdateAttemptAt=at(0), updatePermanent=True,
-            updateError="RT refused GET ticket/7/history (404: Resource does not exist)")
+            updateError="RT refused GET ticket/7/history (404: Resource does not exist)",
+            # The ticket has its Priority and Due already: nothing at all is left to send.
+            sla={"priority": 75, "due": "2026-12-07T17:00:00Z"})
         key = await channelkit.add(cases, body)
         scheduled = key in submissions.scheduler._due
         await submissions._act(key)

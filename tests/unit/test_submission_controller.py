@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import email
+import email.policy
 import json
 import socket
 import time
@@ -254,3 +256,88 @@ def test_a_replica_paused_after_recording_its_attempt_does_not_create(
     assert helpdesk.created == []
     [attempt] = cases.records
     assert attempt["createAttemptAt"] == submission.precise(start)
+
+
+def escalated_cases() -> Cases:
+    """A case already submitted by email that reached tiers 1 and 2."""
+    cases = Cases()
+    case = cases.cases[KEY]
+    case.status_json = json.dumps({
+        "level": 1,
+        "submission": {"channel": "email", "messageId": submission.message_id(UID),
+                       "submittedAt": "2026-11-30T10:00:00Z", "level": 1},
+        "escalation": {"tier": 2, "tiers": [
+            {"tier": 1, "contact": "account manager", "reachedAt": "2026-11-30T10:45:00Z",
+             "trigger": "TargetAtRisk", "detail": "the first response target is at risk"},
+            {"tier": 2, "contact": "head of customer success",
+             "reachedAt": "2026-12-02T11:00:00Z", "trigger": "NotProgressing",
+             "detail": "no reply from support for 16h"}]}})
+    return cases
+
+
+def escalation_policy(port: int) -> policy.Policy:
+    return policy.Policy.model_validate({
+        "preset": "support-policy-2026", "region": "EMEA",
+        "channels": {"email": {"enabled": True, "host": "127.0.0.1", "port": port,
+                               "tls": "none", "timeout": "10s",
+                               "from": "ops@customer.example", "to": "support@vendor.example"}},
+        "escalation": {"contacts": {"accountManager": ["am@vendor.example"],
+                                    "headOfCustomerSuccess": ["hcs@vendor.example",
+                                                              "cs@vendor.example"]}}})
+
+
+def act_with_policy(cases: Cases, rules: policy.Policy) -> None:
+    async def main() -> None:
+        controller = controller_module.SubmissionController(
+            cases, rules.channels, fakes.FakeClient(), "fluxsupport-system", policy=rules)
+        await controller._act(KEY)
+    asyncio.run(main())
+
+
+def test_each_tier_reached_is_emailed_to_its_contacts_once(
+        smtp: tuple[list[bytes], int]) -> None:
+    received, port = smtp
+    cases = escalated_cases()
+    rules = escalation_policy(port)
+    act_with_policy(cases, rules)
+    act_with_policy(cases, rules)
+    assert len(received) == 2
+    first, second = (email.message_from_bytes(message, policy=email.policy.default)
+                     for message in received)
+    assert first["Message-ID"] == f"<case-{UID}-tier1@fluxsupport>"
+    assert first["To"] == "am@vendor.example"
+    body = first.get_body()
+    assert body is not None
+    assert "Escalated to tier 1 (account manager)" in body.get_content()
+    assert second["To"] == "hcs@vendor.example, cs@vendor.example"
+    emails = cases.submission()["escalationEmails"]
+    assert [(entry["tier"], "sentAt" in entry) for entry in emails] == [(1, True), (2, True)]
+    # The intent of each was stored before its send.
+    assert [entry.get("sentAt") for entry in cases.records[0]["escalationEmails"]] == [None]
+
+
+def test_a_tier_email_whose_intent_was_not_stored_is_not_sent(
+        smtp: tuple[list[bytes], int]) -> None:
+    received, port = smtp
+    cases = escalated_cases()
+    cases.refuse = lambda record: "escalationEmails" in record
+    act_with_policy(cases, escalation_policy(port))
+    assert received == []
+
+
+def test_a_tier_email_recorded_as_being_sent_is_never_sent_again(
+        smtp: tuple[list[bytes], int]) -> None:
+    """The operator stopped between the intent and the send: the tier is not emailed again
+    (at most once); the other tier is."""
+    received, port = smtp
+    cases = escalated_cases()
+    case = cases.cases[KEY]
+    status = case.status
+    status["submission"]["escalationEmails"] = [
+        {"tier": 1, "messageId": f"<case-{UID}-tier1@fluxsupport>",
+         "attemptedAt": "2026-11-30T10:46:00Z"}]
+    case.status_json = json.dumps(status)
+    act_with_policy(cases, escalation_policy(port))
+    assert len(received) == 1
+    assert email.message_from_bytes(received[0])["Message-ID"].strip() == \
+        f"<case-{UID}-tier2@fluxsupport>"

@@ -402,7 +402,8 @@ def test_a_severity_change_after_the_response_moves_only_the_resolution_clock() 
                     raised.status, "2026-11-30T14:31:00+00:00")
     assert resolved.status["resolution"]["state"] == "Late"
     assert resolved.status["firstResponse"]["state"] == "Met"
-    assert [event.reason for event in resolved.events] == ["ResolvedLate"]
+    # The 2026 preset escalates: the resolution's warning point (13:00) passed unresolved.
+    assert [event.reason for event in resolved.events] == ["ResolvedLate", "EscalatedTier1"]
 
 
 def test_a_corrected_response_time_is_judged_against_the_decided_deadline() -> None:

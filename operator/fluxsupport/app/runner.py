@@ -85,7 +85,7 @@ def _components(operator_config: config.OperatorConfig, policy: policy_module.Po
     submissions = submission.SubmissionController(cases, policy.channels, client,
                                                   operator_config.namespace, gate=gate.active,
                                                   listed=cases.watch.synced,
-                                                  diagnostics=flux.diagnostics)
+                                                  diagnostics=flux.diagnostics, policy=policy)
     metrics.register_submissions(submissions, cases)
     components: list[lifecycle.Component] = [
         # First: a port already in use stops the process with a clear error at once.

@@ -10,6 +10,7 @@ import email.errors
 import email.headerregistry
 import email.message
 import email.utils
+from collections.abc import Sequence
 
 import aiosmtplib
 
@@ -48,6 +49,20 @@ def build(config: policy_module.Email, message: submission.Message, uid: str,
     return mail
 
 
+def build_notice(config: policy_module.Email, subject: str, body: str, message_id: str,
+                 recipients: Sequence[str]) -> email.message.EmailMessage:
+    """A notice of the operator to ``recipients`` (escalation contacts), not to the
+    support address."""
+    mail = email.message.EmailMessage()
+    mail["From"] = config.sender
+    mail["To"] = ", ".join(recipients)
+    mail["Subject"] = submission.one_line(subject)
+    mail["Message-ID"] = message_id
+    mail["Date"] = email.utils.formatdate(usegmt=True)
+    mail.set_content(body)
+    return mail
+
+
 def plain_address(text: str) -> bool:
     """Whether ``text`` is one address, ``local@domain``, that is safe in a header."""
     if not text or submission.HEADER_UNSAFE.search(text):
@@ -60,10 +75,12 @@ def plain_address(text: str) -> bool:
 
 
 async def send(config: policy_module.Email, mail: email.message.EmailMessage,
-               username: str | None = None, password: str | None = None) -> None:
-    """Send ``mail`` to ``config.to``, step by step so that a failure says whether the
-    server may have the message: refusals of the envelope or of the body (an SMTP reply
-    code) mean it does not; a lost connection or a timeout during DATA means it may."""
+               username: str | None = None, password: str | None = None,
+               recipients: Sequence[str] = ()) -> None:
+    """Send ``mail`` to ``recipients``, by default ``config.to``, step by step so that a
+    failure says whether the server may have the message: refusals of the envelope or of
+    the body (an SMTP reply code) mean it does not; a lost connection or a timeout during
+    DATA means it may."""
     client = aiosmtplib.SMTP(
         hostname=config.host, port=config.port, timeout=config.timeout,
         use_tls=config.tls == "implicit", start_tls=config.tls == "starttls",
@@ -72,7 +89,8 @@ async def send(config: policy_module.Email, mail: email.message.EmailMessage,
     try:
         async with client:  # connects, negotiates TLS and logs in; QUIT errors are ignored
             await client.mail(config.sender)
-            await client.rcpt(config.to)
+            for recipient in recipients or (config.to,):
+                await client.rcpt(recipient)
             in_data = True
             await client.data(mail.as_bytes())
             in_data = False

@@ -16,7 +16,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
 
+from fluxsupport.kube import api
 from fluxsupport.observability import metrics
+
+#: An answer of the API server or a broken connection: expected on a busy or restarting
+#: control plane, and its text says all there is. Any other error is a defect of the operator
+#: and is logged with its traceback.
+EXPECTED_ERRORS = (api.ApiError, *api.TRANSPORT_ERRORS)
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +124,12 @@ class Scheduler:
         controller show the error on the object. A breach must not be missed silently."""
         metrics.SCHEDULED_FAILURES.labels(kind=self.kind).inc()
         delay = self.retry(key)
-        logger.error("reconcile of %s %s failed; retrying in %ss", self.kind, key, delay,
-                     exc_info=error)
+        if isinstance(error, EXPECTED_ERRORS):
+            logger.error("reconcile of %s %s failed: %s; retrying in %ss", self.kind, key,
+                         error, delay)
+        else:
+            logger.error("reconcile of %s %s failed; retrying in %ss", self.kind, key, delay,
+                         exc_info=error)
         if self._on_error is not None:
             try:
                 await self._on_error(key, error)

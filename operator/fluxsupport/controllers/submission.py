@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from fluxsupport import constants, failpoints, lifecycle
 from fluxsupport.channels import mail, portal, portals
 from fluxsupport.controllers import scheduler
-from fluxsupport.domain import conditions
+from fluxsupport.domain import caseescalation, conditions, conversation, ticketrecord, ticketsla
 from fluxsupport.domain import policy as policy_module
 from fluxsupport.domain import submission as domain
 from fluxsupport.kube import api, secrets
@@ -99,8 +99,17 @@ class SubmissionController:
     def __init__(self, cases: Cases, channels: policy_module.Channels,
                  client: api.KubeClient, namespace: str, gate: asyncio.Event | None = None,
                  listed: asyncio.Event | None = None,
-                 diagnostics: Callable[[], dict[str, Any]] | None = None) -> None:
+                 diagnostics: Callable[[], dict[str, Any]] | None = None,
+                 policy: policy_module.Policy | None = None) -> None:
         self.cases = cases
+        #: The escalation tiers, whose ticket comments and emails this controller sends;
+        #: None: none.
+        self.escalation = policy.escalation if policy is not None and \
+            policy.escalation is not None and policy.escalation.enabled else None
+        #: Whether the sync reads support's latest reply and the RCA's delivery from each
+        #: changed ticket (for the not-progressing tier and the RCA).
+        self.conversation = self.escalation is not None or (
+            policy is not None and policy.root_cause_analysis is not None)
         #: What runs in the cluster now, for the message of a new ticket or email.
         self.diagnostics = diagnostics
         self.channels = channels
@@ -152,7 +161,7 @@ class SubmissionController:
         step = domain.plan(submission, level, self.channels, self._closed(status), now)
         if step.action is not domain.Action.NONE:
             self.scheduler.schedule(key, (step.at or now).timestamp())
-        elif self._updates(case, submission):
+        elif self._updates(case, submission) or self._sla(case, submission):
             due = (domain.update_due(submission, now) or now).timestamp()
             if submission.get("updateFailures"):
                 # A ticket that refuses its updates waits for its backoff, and behind the
@@ -162,6 +171,8 @@ class SubmissionController:
                 self.scheduler.schedule(key, due)
         elif any(field in submission for field in UPDATE_FAILURE_FIELDS):
             # Nothing is left to post (the comment was removed): clear the failure.
+            self.scheduler.schedule(key, now.timestamp())
+        elif self._tier_emails(case):
             self.scheduler.schedule(key, now.timestamp())
 
     @staticmethod
@@ -225,6 +236,8 @@ class SubmissionController:
                 self.scheduler.schedule(key, step.at.timestamp())
             else:
                 done = await self._post_updates(key, case, submission, hurry=hurry)
+                if done:
+                    await self._email_tiers(key)
             if done:
                 self.scheduler.succeeded(key)
 
@@ -439,6 +452,8 @@ class SubmissionController:
         comments = domain.comment_updates(case.annotations, f"{constants.GROUP}/")
         wanted += [(update_id, f"Comment from the customer:\n\n{text}")
                    for update_id, text in comments.items()]
+        if self.escalation is not None and self.escalation.comment_on_ticket:
+            wanted += caseescalation.tier_comments(status)
         return [(update_id, text) for update_id, text in wanted if update_id not in posted]
 
     async def _post_updates(self, key: CaseKey, case: Case,
@@ -448,12 +463,13 @@ class SubmissionController:
         out (unless ``hurry``: the portal is back): a deleted ticket or a portal that
         refuses is not asked in a loop."""
         todo = self._updates(case, submission)
-        if todo:
+        sla = self._sla(case, submission)
+        if todo or sla:
             due = domain.update_due(submission, _now())
             if due is not None and not hurry:
                 self.scheduler.schedule_low(key, due.timestamp())
                 return True
-            await self._post(key, case, submission, todo)
+            await self._post(key, case, submission, todo, sla)
         elif any(field in submission for field in UPDATE_FAILURE_FIELDS):
             for field in UPDATE_FAILURE_FIELDS:  # nothing is left to post (comment removed)
                 submission.pop(field, None)
@@ -467,15 +483,27 @@ class SubmissionController:
             self.scheduler.retry(key)  # the record is lost, so is its backoff: keep one here
         return False
 
+    def _sla(self, case: Case, submission: Mapping[str, Any]) -> portal.SlaFields | None:
+        """The ticket's Priority and Due (domain/ticketsla.py) when they differ from what it
+        was given last (status.submission.sla): after the submission, a severity change, a
+        wait that holds or moves a clock, the first response."""
+        if not submission.get("ticketId") or not self.channels.portal.enabled:
+            return None
+        wanted = ticketsla.from_status(case.status)
+        if wanted is None or submission.get("sla") == ticketsla.as_record(wanted):
+            return None
+        return wanted
+
     async def _post(self, key: CaseKey, case: Case, submission: dict[str, Any],
-                    todo: list[tuple[str, str]]) -> None:
-        """Post ``todo`` to the ticket unless its history has them; the outcome goes into
-        ``submission``: the ids posted, or the failure."""
+                    todo: list[tuple[str, str]], sla: portal.SlaFields | None = None) -> None:
+        """Post ``todo`` to the ticket unless its history has them, and give it ``sla``
+        (written only where the ticket differs); the outcome goes into ``submission``: the
+        ids posted and the fields given, or the failure."""
         ticket = str(submission["ticketId"])
         now = _now()
         try:
             helpdesk = await self._helpdesk()
-            history = await helpdesk.history(ticket)
+            history = await helpdesk.history(ticket) if todo else []
             for update_id, text in todo:
                 if not domain.posted(history, update_id):
                     failpoints.reach("before-update-post")
@@ -484,6 +512,9 @@ class SubmissionController:
                 submission["updates"] = [*(submission.get("updates") or []), update_id]
                 if update_id.startswith("level-"):
                     submission["level"] = int(case.status.get("level") or 0)
+            if sla is not None:
+                await helpdesk.set_sla(ticket, sla)
+                submission["sla"] = ticketsla.as_record(sla)
         except portal.PortalError as error:
             if not error.transient:
                 self._secret = None  # a fixed Secret takes effect at the next attempt
@@ -495,6 +526,72 @@ class SubmissionController:
             return
         for field in UPDATE_FAILURE_FIELDS:
             submission.pop(field, None)
+
+    # -- escalation emails -----------------------------------------------------------------
+
+    def _tier_emails(self, case: Case) -> list[caseescalation.TierEmail]:
+        if not self.channels.email.enabled:
+            return []
+        return caseescalation.tier_emails(self.escalation, uid=case.uid,
+                                          namespace=case.namespace, name=case.name,
+                                          cluster=self.channels.cluster, status=case.status)
+
+    async def _email_tiers(self, key: CaseKey) -> None:
+        """Email the contacts of each tier reached, at most once: the intent (the tier and
+        its Message-ID) is stored in status.submission.escalationEmails before the send, and
+        a tier with a record is never sent again, whatever happens after."""
+        case = self.cases.get(key)
+        for notice in self._tier_emails(case) if case is not None else ():
+            case = self.cases.get(key)
+            if case is None:
+                return
+            stored = dict(case.status.get("submission") or {})
+            entries = list(stored.get("escalationEmails") or [])
+            try:
+                message = mail.build_notice(self.channels.email, notice.subject, notice.body,
+                                            notice.message_id, notice.recipients)
+            except (ValueError, TypeError) as error:
+                logger.error("SupportCase %s/%s: the tier %d email could not be built: %s",
+                             *key, notice.tier, error)
+                return
+            intent = {"tier": notice.tier, "messageId": notice.message_id,
+                      "attemptedAt": _rfc(_now())}
+            if not await self.cases.record_submission(
+                    key, {**stored, "escalationEmails": [*entries, intent]}, expect=stored):
+                logger.info("SupportCase %s/%s: not sending the tier %d email: the case "
+                            "changed since", *key, notice.tier)
+                return
+            failpoints.reach("before-escalation-email-send")
+            end: dict[str, Any]
+            try:
+                secret = await self._secret_data(optional=True)
+                await mail.send(self.channels.email, message, secret.get("smtp-username"),
+                                secret.get("smtp-password"), recipients=notice.recipients)
+            except (mail.EmailError, portal.PortalError) as error:
+                logger.warning("SupportCase %s/%s: the tier %d email failed; it is not sent "
+                               "again: %s", *key, notice.tier, error)
+                end = {"error": f"email: {error}"[:1024]}
+            else:
+                end = {"sentAt": _rfc(_now())}
+                logger.info("SupportCase %s/%s: tier %d escalation emailed to %s", *key,
+                            notice.tier, ", ".join(notice.recipients))
+            await self._record_tier_email_end(key, notice.tier, end)
+
+    async def _record_tier_email_end(self, key: CaseKey, tier: int,
+                                     end: Mapping[str, Any]) -> None:
+        for delay in EMAIL_END_RETRY_S:
+            await asyncio.sleep(delay)
+            case = self.cases.get(key)
+            if case is None:
+                return
+            current = dict(case.status.get("submission") or {})
+            entries = [dict(entry) for entry in current.get("escalationEmails") or []]
+            for entry in entries:
+                if entry.get("tier") == tier:
+                    entry.update(end)
+            if await self.cases.record_submission(
+                    key, {**current, "escalationEmails": entries}, expect=current):
+                return
 
     # -- tracking ---------------------------------------------------------------------------
 
@@ -537,7 +634,8 @@ class SubmissionController:
         for key, case in self.cases.items():
             record = case.status.get("submission") or {}
             if (record.get("attempts") and not domain.delivered(record)) or (
-                    record.get("updateFailures") and self._updates(case, record)):
+                    record.get("updateFailures") and (self._updates(case, record)
+                                                      or self._sla(case, record))):
                 self._now_keys.add(key)
                 self.scheduler.schedule(key, time.time())
 
@@ -586,23 +684,31 @@ class SubmissionController:
             new.setdefault("submittedAt", _rfc(now))
             new.setdefault("level", int(case.status.get("level") or 0) or 4)
         new["ticketStatus"] = ticket.status
-        history: list[portal.Transaction] | None = None
+        # The whole history, whenever the ticket changed: the waits, the conversation, a
+        # reopening or a rejection are derived from all of it (domain/ticketrecord.py).
+        history = await helpdesk.history(ticket.id)
         if not new.get("firstReply"):
-            history = await helpdesk.history(ticket.id)
             not_replies = [own, *ticket.requestors, self.channels.email.sender]
             reply = domain.first_reply(history, not_replies)
             if reply is not None:
                 new["firstReply"] = {"at": _rfc(reply.at), "by": reply.by}
-        if ticket.status in domain.RESOLVED_STATUSES and not new.get("resolvedAt"):
-            if history is None:
-                history = await helpdesk.history(ticket.id)
-            resolved = domain.resolution(history)
-            if resolved is None:  # no status change the operator's user may see
-                new["resolvedAt"] = _rfc(ticket.last_updated or now)
-            else:
-                new["resolvedAt"] = _rfc(resolved.at)
-                if resolved.by:
-                    new["resolvedBy"] = resolved.by
+        people = conversation.People.of(
+            own, [*ticket.requestors, *ticket.ccs, self.channels.email.sender])
+        found = ticketrecord.record(history, people)
+        for field in ticketrecord.OWNED:
+            new.pop(field, None)
+        if ticketrecord.reopened(history, people) or ticket.status == "rejected":
+            new.pop("resolvedAt", None)  # the case is open again (or dismissed)
+            new.pop("resolvedBy", None)
+        if "resolvedAt" in found:
+            new.pop("resolvedBy", None)
+        elif ticket.status in domain.RESOLVED_STATUSES and not new.get("resolvedAt"):
+            # No change of status the operator's user may see.
+            new["resolvedAt"] = _rfc(ticket.last_updated or now)
+        new.update(found)
+        if self.conversation:
+            # Support's latest reply and a reply that delivers the RCA (escalation, RCA).
+            new.update(caseescalation.ticket_facts(history, people))
         if new == old:
             return True
         if not await self.cases.record_submission(key, new):

@@ -21,7 +21,15 @@ from fluxsupport import constants, lifecycle
 from fluxsupport.controllers import scheduler, writes
 from fluxsupport.controllers import snapshots as snapshots_module
 from fluxsupport.domain import calendar as calendar_module
-from fluxsupport.domain import casestatus, scope, supportcase, timing, updates
+from fluxsupport.domain import (
+    caseescalation,
+    casestatus,
+    escalation,
+    scope,
+    supportcase,
+    timing,
+    updates,
+)
 from fluxsupport.domain import diagnostics as diagnostics_module
 from fluxsupport.domain import policy as policy_module
 from fluxsupport.kube import api, events, objects
@@ -37,8 +45,11 @@ OUR_ANNOTATIONS = f"{constants.GROUP}/"
 #: Kept when the desired status lacks them: diagnostics are collected once per request, and
 #: the deadline record (with a breach, which is final) survives a spec that became invalid.
 #: The submission record is the channels' (controllers/submission.py): a reconcile carries it.
+#: The waits and the conversation stay too: the replies they count gave their Events, and a
+#: wait marked by the annotation is remembered nowhere else.
 KEPT_STATUS = ("diagnostics", "firstResponse", "resolution", "level", "assessedLevel",
-               "closure", "submission")
+               "closure", "submission", "pauses", "conversation", "escalation",
+               "rootCauseAnalysis")
 
 
 def _compact(data: Mapping[str, Any]) -> str:
@@ -140,6 +151,10 @@ class CaseController:
         #: Told after every stored status (subscribe): the submission controller decides
         #: what to send.
         self._listeners: list[Callable[[CaseKey], None]] = []
+        #: The openings of the cases stored at level 1 and not dismissed, for the
+        #: repeated-Severity-1 escalation tier: kept as cases are stored, not found by a walk
+        #: of every case at every reconcile.
+        self.severity1: dict[CaseKey, datetime.datetime] = {}
         #: Every SupportCase of every namespace, handed to on_event (the watch itself keeps
         #: names only); ``watch.synced`` is set once all are listed.
         self.watch = objects.Objects(client, objects.SUPPORTCASES).watch(
@@ -182,7 +197,35 @@ class CaseController:
                 or not writes.newer_or_equal(version, held.resource_version)):
             return key, False
         self.cases[key] = CaseSnapshot.from_body(body)
+        self._index_severity1(key, self.cases[key])
         return key, True
+
+    def _index_severity1(self, key: CaseKey, case: CaseSnapshot) -> None:
+        """Keep ``severity1`` current; a case that joins it has the other open Severity 1
+        cases of its scope reconciled, since it may complete their count (tier 3)."""
+        settings = self.policy.escalation
+        if settings is None or not settings.enabled:
+            return
+        status = case.status
+        counts = status.get("level") == 1 and (
+            status.get("closure") or {}).get("outcome") != "Dismissed"
+        if not counts:
+            self.severity1.pop(key, None)
+            return
+        joined = key not in self.severity1
+        self.severity1[key] = case.created
+        if not joined:
+            return
+        for other in self.severity1:
+            held = self.cases.get(other)
+            if other != key and held is not None and not held.status.get("closure") and \
+                    escalation.same_scope(settings, key[0], other[0]):
+                self.scheduler.schedule(other, time.time())
+
+    def _other_severity1(self, key: CaseKey) -> list[datetime.datetime]:
+        others = [(other[0], opened) for other, opened in self.severity1.items()
+                  if other != key]
+        return caseescalation.severity1_openings(key[0], others, self.policy.escalation)
 
     def on_event(self, kind: str, body: Mapping[str, Any]) -> None:
         """A watch event. A changed case is reconciled through the scheduler: a burst of new
@@ -215,6 +258,7 @@ class CaseController:
         self.scheduler.cancel(key)
         self.writer.forget(key)
         self.views.pop(key, None)
+        self.severity1.pop(key, None)
         if case is not None:
             self.first_responses.forget(case.uid)
             self.resolutions.forget(case.uid)
@@ -264,7 +308,8 @@ class CaseController:
         evaluation = supportcase.evaluate(
             spec=case.spec, annotations=case.annotations, created=case.created,
             generation=case.generation, previous=previous, policy=self.policy,
-            calendar=self.calendar, now=now, supported=self.supported)
+            calendar=self.calendar, now=now, supported=self.supported,
+            other_severity1_openings=self._other_severity1(key))
         desired = dict(evaluation.status)
         if submission is not None:
             desired["submission"] = submission
@@ -301,10 +346,10 @@ class CaseController:
             listener(key)
         return True
 
-    @staticmethod
-    def _stored(case: CaseSnapshot, result: writes.Result) -> None:
+    def _stored(self, case: CaseSnapshot, result: writes.Result) -> None:
         case.status_json = _compact_status(result.status or {})
         case.resource_version = result.resource_version or case.resource_version
+        self._index_severity1((case.namespace, case.name), case)
 
     async def _report_error(self, key: Hashable, error: Exception) -> None:
         assert isinstance(key, tuple)

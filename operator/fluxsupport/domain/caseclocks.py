@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from fluxsupport.domain import calendar as calendar_module
-from fluxsupport.domain import casespec, casestatus, conditions, evaluation, timing
+from fluxsupport.domain import casespec, casestatus, conditions, evaluation, pause, timing
 from fluxsupport.domain import policy as policy_module
 
 
@@ -55,7 +55,7 @@ class _Clock:
 
 
 def _clock(previous: Mapping[str, Any], block: str, level: int, stopped: bool,
-           compute: Callable[[int], timing.Timing | None]) -> _Clock:
+           compute: Callable[[int], timing.Timing | None], paused: bool = False) -> _Clock:
     """The clock ``block`` for a case of ``level``; ``stopped``: its facts stop it now.
 
     Computed once and stored. When the level changes, a running clock is recomputed from
@@ -68,25 +68,62 @@ def _clock(previous: Mapping[str, Any], block: str, level: int, stopped: bool,
     stored = _stored_timing(previous, block)
     if stored is None:
         return _Clock(compute(level), "new")
+    held = previous.get(block) or {}
+    paused = paused or "pausedSeconds" in held or "pausedSince" in held
     if stored.level == level:
-        return _Clock(stored, "same")
+        # Waits move the deadline: it is computed again from the opening and every wait
+        # (domain/pause.py), which leaves a decided outcome decided.
+        return _Clock(compute(level) if paused else stored, "same")
     if stopped and _decided(previous.get(block) or {}):
         return _Clock(stored, "kept", stored)
     return _Clock(compute(level), "recomputed", stored)
 
 
+def paused_timing(base: timing.Timing | None, created: datetime.datetime,
+                  calendar: calendar_module.BusinessCalendar, ratio: float,
+                  pauses: Sequence[pause.Pause],
+                  stopped_at: datetime.datetime | None) -> timing.Timing | None:
+    """``base`` moved by ``pauses`` (none: ``base`` itself). While a wait without an end
+    holds it, its warning point and deadline are those in force when the wait began."""
+    if base is None or not pauses:
+        return base
+    level_calendar = calendar.for_level(base.level)
+    moved = pause.clock(level_calendar, created, base.target_seconds, ratio, pauses, stopped_at)
+
+    def at(budget: pause.Budget, seconds: int) -> datetime.datetime:
+        if budget.due is not None:
+            return budget.due
+        return level_calendar.add(created, seconds + budget.paused_seconds)
+
+    return dataclasses.replace(
+        base, warning_at=at(moved.warning, round(base.target_seconds * ratio)),
+        deadline=at(moved.deadline, base.target_seconds),
+        paused_seconds=moved.deadline.paused_seconds, paused_since=moved.deadline.paused_since,
+        remaining_seconds=moved.deadline.remaining_seconds)
+
+
 def clocks(previous: Mapping[str, Any], created: datetime.datetime, level: int,
            policy: policy_module.Policy, calendar: calendar_module.BusinessCalendar,
-           responded: bool, closed: bool
+           responded: bool, closed: bool, waits: Sequence[pause.Pause] = (),
+           reopenings: Sequence[pause.Pause] = (),
+           responded_at: datetime.datetime | None = None,
+           closed_at: datetime.datetime | None = None,
            ) -> tuple[timing.Timing, timing.Timing | None, evaluation.Event | None, str]:
     """Both clocks of a case of ``level``, with the Event and the note (led by a space) of
     a level change; ``responded``: the first response is given (or the case dismissed);
-    ``closed``: the case is resolved or dismissed."""
+    ``closed``: the case is resolved or dismissed. ``waits`` (on the customer) move both
+    clocks, ``reopenings`` (closed, then reopened) the resolution clock only; each stops
+    counting them at ``responded_at`` and ``closed_at``."""
+    ratio = policy.warning_ratio
+    both = [*waits, *reopenings]
     first = _clock(previous, "firstResponse", level, responded,
-                   lambda at: timing.compute_timing(created, at, policy, calendar))
+                   lambda at: paused_timing(timing.compute_timing(created, at, policy, calendar),
+                                            created, calendar, ratio, waits, responded_at),
+                   bool(waits))
     resolution = _clock(previous, "resolution", level, closed,
-                        lambda at: timing.compute_resolution_timing(created, at, policy,
-                                                                    calendar))
+                        lambda at: paused_timing(
+                            timing.compute_resolution_timing(created, at, policy, calendar),
+                            created, calendar, ratio, both, closed_at), bool(both))
     event, note = _recalculation(previous, level, first, resolution)
     assert first.current is not None  # every level has a first-response target
     return first.current, resolution.current, event, f" {note}" if note else ""
@@ -150,6 +187,9 @@ def state(clock: timing.Timing, responded_at: datetime.datetime | None,
     """A breach is final: lowering the severity afterwards moves the deadline, not the fact
     that a deadline was missed."""
     deadline = min(clock.deadline, breached) if breached else clock.deadline
+    if clock.paused_since is not None and breached is None:
+        # Held by a wait on the customer: the clock stands where it was when the wait began.
+        now = min(now, clock.paused_since)
     if responded_at is not None:
         return casestatus.State.MET if responded_at <= deadline else casestatus.State.LATE
     if dismissed_at is not None:
@@ -180,14 +220,32 @@ def resolution_block(clock: timing.Timing | None, closure: Mapping[str, Any] | N
         "deadline": conditions.rfc3339(clock.deadline), "targetSeconds": clock.target_seconds,
         "state": current.value, "calendar": clock.calendar, "level": clock.level,
     }
+    block.update(pause_fields(clock))
     if current in (casestatus.State.BREACHED, casestatus.State.LATE):
         block["breachedAt"] = conditions.rfc3339(breached or min(clock.deadline, now))
     if closed_at is not None:
         block["businessSeconds"] = max(0, int(calendar.for_level(clock.level).elapsed(
-            created, closed_at)))
+            created, closed_at) - clock.paused_seconds))
     if resolved_at is not None:
         block["resolvedAt"] = conditions.rfc3339(resolved_at)
     return block
+
+
+def pause_fields(clock: timing.Timing) -> dict[str, Any]:
+    """pausedSeconds, pausedSince and remainingSeconds of a clock block, where they apply:
+    a clock no wait ever moved has none of them."""
+    fields: dict[str, Any] = {}
+    if clock.paused_seconds:
+        fields["pausedSeconds"] = int(clock.paused_seconds)
+    if clock.paused_since is not None:
+        fields["pausedSince"] = conditions.rfc3339(clock.paused_since)
+        fields["remainingSeconds"] = int(clock.remaining_seconds or 0)
+    return fields
+
+
+def running(clock: timing.Timing | None) -> timing.Timing | None:
+    """The clock unless a wait holds it: a held clock has no instant ahead."""
+    return clock if clock is not None and clock.paused_since is None else None
 
 
 def next_transition(now: datetime.datetime, response: timing.Timing | None,

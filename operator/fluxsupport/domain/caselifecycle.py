@@ -125,6 +125,10 @@ class PortalFacts:
     replied_by: str | None = None
     resolved_at: datetime.datetime | None = None
     resolved_by: str | None = None
+    #: The ticket was rejected: when, by whom, and the support team's reason.
+    rejected_at: datetime.datetime | None = None
+    rejected_by: str | None = None
+    reject_reason: str | None = None
 
 
 def portal_facts(submission: Mapping[str, Any]) -> PortalFacts:
@@ -136,9 +140,12 @@ def portal_facts(submission: Mapping[str, Any]) -> PortalFacts:
         except ValueError:
             return None
 
+    rejected = submission.get("rejected") or {}
     return PortalFacts(moment(reply.get("at")), reply.get("by") or None,
                        moment(submission.get("resolvedAt")),
-                       submission.get("resolvedBy") or None)
+                       submission.get("resolvedBy") or None,
+                       moment(rejected.get("at")), rejected.get("by") or None,
+                       rejected.get("reason") or None)
 
 
 def first_response(lifecycle: Lifecycle, portal: PortalFacts
@@ -175,5 +182,13 @@ def closure(lifecycle: Lifecycle, portal: PortalFacts) -> dict[str, Any] | None:
                   "source": "portal"}
         if portal.resolved_by:
             closed["by"] = portal.resolved_by
+        return closed
+    if portal.rejected_at is not None:
+        closed = {"outcome": "Dismissed", "at": conditions.rfc3339(portal.rejected_at),
+                  "source": "portal"}
+        if portal.rejected_by:
+            closed["by"] = portal.rejected_by
+        if portal.reject_reason:
+            closed["reason"] = portal.reject_reason
         return closed
     return None

@@ -59,6 +59,15 @@ class CaseMetrics:
     resolution_warning: float | None = None
     resolution_outcome: Literal["met", "breached"] | None = None
     resolution_business_seconds: float | None = None
+    #: A wait on the customer holds the first-response clock: its deadline series is left
+    #: out, so its alerts stay quiet.
+    paused: bool = False
+    #: When the case began waiting on the customer, while it waits and is open.
+    waiting_since: float | None = None
     #: When the case was created, and how it stands for the monthly compliance.
     created: float = 0.0
     compliance: Compliance | None = None
+    #: The highest escalation tier reached (0: none); None while the policy has no tiers.
+    escalation_tier: int | None = None
+    #: When the root-cause analysis is due, while it is owed and not delivered.
+    rca_due: float | None = None

@@ -11,8 +11,9 @@ puts them together: the status blocks, the conditions and the Events.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import pydantic
@@ -20,13 +21,17 @@ import pydantic
 from fluxsupport.domain import calendar as calendar_module
 from fluxsupport.domain import (
     caseclocks,
+    caseescalation,
     caselifecycle,
+    casepauses,
     casespec,
     casestatus,
     conditions,
     evaluation,
+    pause,
     scope,
 )
+from fluxsupport.domain import escalation as escalation_module
 from fluxsupport.domain import policy as policy_module
 from fluxsupport.domain import submission as submission_module
 from fluxsupport.domain import timing as timing_module
@@ -51,14 +56,23 @@ _RESOLUTION_BREACHED_REASONS = {
     casestatus.State.LATE: "ResolvedLate", casestatus.State.CLOSED: "Dismissed"}
 
 
+#: status.conversation: what the portal's sync found in the ticket's thread (the sync keeps
+#: the same fields, with the ids of the replies, in status.submission.conversation).
+CONVERSATION_FIELDS = ("supportReplies", "lastSupportReplyAt", "lastSupportReplyBy",
+                       "lastCustomerMessageAt", "waitingOn", "rcaDeliveredAt", "rcaDeliveredBy")
+
+
 def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
              created: datetime.datetime, generation: int, previous: Mapping[str, Any],
              policy: policy_module.Policy, calendar: calendar_module.BusinessCalendar,
-             now: datetime.datetime, supported: scope.Supported | None = None
+             now: datetime.datetime, supported: scope.Supported | None = None,
+             other_severity1_openings: Sequence[datetime.datetime] = (),
              ) -> evaluation.Evaluation[casestatus.CaseMetrics]:
     """Compute the whole status of a case; see the module docstring. ``supported``: the
     components in scope, from release data where the operator reads it (default: the
-    built-in list and the policy's add-ons)."""
+    built-in list and the policy's add-ons). ``other_severity1_openings``: when the other
+    open or resolved Severity 1 cases of the case's escalation scope were opened (the
+    repeated-Severity-1 tier)."""
     old_conditions = list(previous.get("conditions") or [])
     try:
         case = casespec.CaseSpec.model_validate(spec)
@@ -71,14 +85,16 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
     assessed = casespec.assess_level(case.impact)
 
     submission = previous.get("submission") or {}
+    waits, lifecycle = _waits(annotations, submission, previous, now, lifecycle)
     portal = caselifecycle.portal_facts(submission)
     responded_at, responded_by, source = caselifecycle.first_response(lifecycle, portal)
-    dismissed_at = lifecycle.dismissed_at
-    awaiting = responded_at is None and dismissed_at is None
     closure = caselifecycle.closure(lifecycle, portal)
+    dismissed_at, closed_at = _closed_at(lifecycle, closure)
+    awaiting = responded_at is None and dismissed_at is None
 
     timing, resolution_timing, timing_event, severity_note = caseclocks.clocks(
-        previous, created, level, policy, calendar, not awaiting, closure is not None)
+        previous, created, level, policy, calendar, not awaiting, closure is not None,
+        waits.waits, waits.reopenings, responded_at or dismissed_at, closed_at)
     breached_at = caseclocks.breached_at(previous)
     state = caseclocks.state(timing, responded_at, dismissed_at, now, breached_at)
 
@@ -86,6 +102,7 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
         "startedAt": _rfc(timing.started_at), "warningAt": _rfc(timing.warning_at),
         "deadline": _rfc(timing.deadline), "targetSeconds": timing.target_seconds,
         "state": state.value, "calendar": timing.calendar, "level": timing.level,
+        **caseclocks.pause_fields(timing),
     }
     if severity_note:
         first_response["recalculation"] = severity_note.strip()
@@ -96,8 +113,8 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
         # Only once the clock has stopped: a ticking value would rewrite status forever.
         clock_end = responded_at or dismissed_at
         assert clock_end is not None
-        business_seconds = max(0, int(calendar.for_level(timing.level).elapsed(created,
-                                                                               clock_end)))
+        business_seconds = max(0, int(calendar.for_level(timing.level).elapsed(
+            created, clock_end) - timing.paused_seconds))
         first_response["businessSeconds"] = business_seconds
     if responded_at is not None:
         first_response["respondedAt"] = _rfc(responded_at)
@@ -109,14 +126,22 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
                                              created)
     current = _conditions(case, level, assessed, state, timing, lifecycle, policy,
                           severity_note, responded_at, supported or scope.supported(policy))
-    current += _resolution_conditions(resolution, resolution_timing, policy)
-    current += _workaround_condition(case, level, policy)
+    current += [*_resolution_conditions(resolution, resolution_timing, policy),
+                *_workaround_condition(case, level, policy),
+                *_waiting_condition(waits, timing if awaiting else None,
+                                    resolution_timing if closure is None else None)]
     submitted = submission_module.condition(
         submission, level, policy.channels, closure is not None or dismissed_at is not None, now)
     current += [submitted, *submission_module.update_conditions(submission, policy.channels, now)]
-    events = [timing_event] if timing_event else []
-    events += [*_transition_events(previous, state, current, timing, responded_at),
-               *_resolution_events(previous, resolution)]
+    events = [*([timing_event] if timing_event else []),
+              *_transition_events(previous, state, current, timing, responded_at),
+              *_resolution_events(previous, resolution),
+              *_portal_events(previous, closure, submission)]
+    escalated = caseescalation.evaluate(
+        policy, calendar, previous, annotations,
+        _escalation_facts(created, level, timing, resolution_timing, responded_at, closure,
+                          submission, other_severity1_openings, waits.waits),
+        submission.get("rootCauseAnalysis"), now)
 
     status: dict[str, Any] = {
         "observedGeneration": generation,
@@ -124,26 +149,57 @@ def evaluate(*, spec: Mapping[str, Any], annotations: Mapping[str, str],
         "assessedLevel": assessed,
         "firstResponse": first_response,
         "closure": closure,
-        "conditions": conditions.merge(old_conditions, current, generation, now),
+        "conditions": conditions.merge(old_conditions, [*current, *escalated.conditions],
+                                       generation, now),
+        **_portal_blocks(waits, submission),
+        **escalated.blocks,
     }
     if resolution is not None or previous.get("resolution"):
         # None drops a clock stored for a level that had a resolution target.
         status["resolution"] = resolution
     awaited = resolution_timing if closure is None else None
-    next_transition = caseclocks.next_transition(now, timing if awaiting else None, awaited,
-                                                 lifecycle.future_until)
+    next_transition = caseclocks.next_transition(
+        now, caseclocks.running(timing if awaiting else None), caseclocks.running(awaited),
+        lifecycle.future_until)
     outcome: Literal["met", "breached"] | None = None
     if responded_at is not None:
         outcome = "met" if state is casestatus.State.MET else "breached"
     metrics = casestatus.CaseMetrics(
         level=level, state=state, awaiting_response=awaiting, open=closure is None,
+        paused=timing.paused_since is not None,
+        waiting_since=_waiting_since(waits, closure),
         deadline=timing.deadline.timestamp(), warning=timing.warning_at.timestamp(),
         outcome=outcome,
         response_business_seconds=business_seconds if responded_at is not None else None,
         created=created.timestamp(), compliance=casestatus.compliance_outcome(status),
-        **_resolution_metrics(awaited, resolution),
+        escalation_tier=escalated.tier, rca_due=escalated.rca_due,
+        **_resolution_metrics(caseclocks.running(awaited), resolution),
     )
-    return evaluation.Evaluation(status, tuple(events), next_transition, metrics)
+    return evaluation.Evaluation(
+        status, (*events, *escalated.events),
+        min(filter(None, (next_transition, escalated.next_at)), default=None), metrics)
+
+
+def _escalation_facts(created: datetime.datetime, level: int, first: timing_module.Timing,
+                      resolution: timing_module.Timing | None,
+                      responded_at: datetime.datetime | None,
+                      closure: Mapping[str, Any] | None, submission: Mapping[str, Any],
+                      other_severity1_openings: Sequence[datetime.datetime],
+                      waits: Sequence[pause.Pause]) -> caseescalation.Facts:
+    """The facts the escalation tiers and the RCA read, from the clocks just computed."""
+    closed_at = timing_module.parse_time(closure["at"]) if closure else None
+    answered = min(filter(None, (responded_at, closed_at)), default=None)
+    targets = [escalation_module.Target("first response", first.warning_at, answered)]
+    if resolution is not None:
+        targets.append(escalation_module.Target("resolution", resolution.warning_at,
+                                                closed_at))
+    resolved = closure is not None and closure.get("outcome") == "Resolved"
+    return caseescalation.Facts(
+        opened=created, level=level, targets=targets, first_response=responded_at,
+        replies=caseescalation.support_replies(submission), closed_at=closed_at,
+        resolved_at=closed_at if resolved else None,
+        dismissed=closure is not None and not resolved,
+        other_severity1_openings=other_severity1_openings, pauses=waits)
 
 
 def _resolution_metrics(awaited: timing_module.Timing | None,
@@ -180,6 +236,111 @@ def _resolution_conditions(block: Mapping[str, Any] | None, timing: timing_modul
             reason=_RESOLUTION_BREACHED_REASONS[state],
             message=f"Resolution deadline {_rfc(timing.deadline)}."),
     ]
+
+
+def _waits(annotations: Mapping[str, str], submission: Mapping[str, Any],
+           previous: Mapping[str, Any], now: datetime.datetime,
+           lifecycle: caselifecycle.Lifecycle
+           ) -> tuple[casepauses.CasePauses, caselifecycle.Lifecycle]:
+    """The case's waits on the customer, and the lifecycle with what is wrong with them."""
+    waits = casepauses.case_pauses(annotations, submission, previous, now)
+    if waits.problems:
+        lifecycle = dataclasses.replace(lifecycle,
+                                        problems=lifecycle.problems + waits.problems)
+    return waits, lifecycle
+
+
+def _waiting_since(waits: casepauses.CasePauses,
+                   closure: Mapping[str, Any] | None) -> float | None:
+    since = waits.waiting_since if closure is None else None
+    return since.timestamp() if since else None
+
+
+def _closed_at(lifecycle: caselifecycle.Lifecycle, closure: Mapping[str, Any] | None
+               ) -> tuple[datetime.datetime | None, datetime.datetime | None]:
+    """When the case was dismissed (by the annotation, or a rejected ticket), and closed."""
+    closed_at = timing_module.parse_time(closure["at"]) if closure else None
+    dismissed_at = lifecycle.dismissed_at
+    if dismissed_at is None and closure is not None and closure["outcome"] == "Dismissed":
+        dismissed_at = closed_at
+    return dismissed_at, closed_at
+
+
+def _portal_blocks(waits: casepauses.CasePauses,
+                   submission: Mapping[str, Any]) -> dict[str, Any]:
+    """status.pauses and status.conversation, where the case has them."""
+    blocks: dict[str, Any] = {}
+    if waits.recorded:
+        blocks["pauses"] = list(waits.recorded)
+    conversation = submission.get("conversation")
+    if isinstance(conversation, Mapping) and conversation:
+        blocks["conversation"] = {key: value for key, value in conversation.items()
+                                  if key in CONVERSATION_FIELDS}
+    return blocks
+
+
+def _waiting_condition(waits: casepauses.CasePauses, first: timing_module.Timing | None,
+                       resolution: timing_module.Timing | None) -> list[conditions.Condition]:
+    """Waiting, for a case that ever waited on the customer: True while it waits, with what
+    the held clocks have left."""
+    if not waits.recorded:
+        return []
+    since = waits.waiting_since
+    if since is None:
+        last = max(wait.end for wait in waits.waits if wait.end is not None)
+        return [conditions.Condition(
+            type="Waiting", status="False", reason="NotWaiting",
+            message=f"The last wait on the customer ended at {_rfc(last)}; the clocks run.")]
+    held = [f"{name} has {_hours(clock.remaining_seconds or 0)} of business time left"
+            for name, clock in (("the first response", first), ("the resolution", resolution))
+            if clock is not None and clock.paused_since is not None]
+    source = next((entry["source"] for entry in waits.recorded
+                   if "end" not in entry and entry["start"] == _rfc(since)), "portal")
+    how = "the ticket is stalled" if source == "portal" else \
+        "the waiting-on-customer annotation is set"
+    return [conditions.Condition(
+        type="Waiting", status="True", reason="WaitingOnCustomer",
+        message=f"Waiting on the customer since {_rfc(since)} ({how}); "
+                + ("; ".join(held) if held else "no clock is running") + ".")]
+
+
+def _hours(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _portal_events(previous: Mapping[str, Any], closure: Mapping[str, Any] | None,
+                   submission: Mapping[str, Any]) -> list[evaluation.Event]:
+    """An Event per support reply the portal's sync found (its transaction id, when, who:
+    never its text), a reopening and a rejection. Each follows from what this write records
+    (status.conversation.supportReplies, status.closure), so it is owed exactly once."""
+    events = []
+    told = int((previous.get("conversation") or {}).get("supportReplies") or 0)
+    conversation = submission.get("conversation") or {}
+    count = int(conversation.get("supportReplies") or 0)
+    replies = [reply for reply in conversation.get("replies") or []
+               if isinstance(reply, Mapping)]
+    ticket = submission.get("ticketId", "")
+    for number, reply in enumerate(replies, start=count - len(replies) + 1):
+        if number > told:
+            events.append(evaluation.Event(
+                "Normal", "SupportReplied",
+                f"Reply {number} of the support team in ticket {ticket} (transaction "
+                f"{reply.get('id')}) at {reply.get('at')} by {reply.get('by')}."))
+    before = previous.get("closure") or {}
+    if before.get("source") == "portal" and closure is None:
+        events.append(evaluation.Event(
+            "Normal", "Reopened", f"Ticket {ticket} was reopened: the case is open again; the "
+                                  "time it was closed does not count."))
+    if closure is not None and closure.get("source") == "portal" and \
+            closure["outcome"] == "Dismissed" and before.get("outcome") != "Dismissed":
+        reason = closure.get("reason")
+        events.append(evaluation.Event(
+            "Normal", "Rejected", f"Ticket {ticket} was rejected by {closure.get('by')}: the "
+                                  "case is dismissed" + (" with the support team's reason "
+                                                         "in status.closure.reason."
+                                                         if reason else ".")))
+    return events
 
 
 def _workaround_condition(case: casespec.CaseSpec, level: int,

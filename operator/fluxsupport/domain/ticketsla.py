@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+from collections.abc import Mapping
+from typing import Any
 
-from fluxsupport.domain import pause
+from fluxsupport.domain import conditions, pause, timing
 
 #: RT Priority per level.
 PRIORITIES: dict[int, int] = {1: 100, 2: 75, 3: 50, 4: 25}
@@ -48,3 +50,34 @@ def fields(level: int, first_response: pause.Clock, resolution: pause.Clock | No
     due = running.deadline.due if running is not None else None
     # RT keeps whole seconds: the deadline rounded down, so Due is never later than it.
     return SlaFields(priority(level), due.replace(microsecond=0) if due else None)
+
+
+def _deadline(block: Mapping[str, Any]) -> datetime.datetime | None:
+    """A clock block's deadline, None while a wait holds it (or it has none)."""
+    if "pausedSince" in block or not block.get("deadline"):
+        return None
+    try:
+        return timing.parse_time(str(block["deadline"])).replace(microsecond=0)
+    except ValueError:
+        return None
+
+
+def from_status(status: Mapping[str, Any]) -> SlaFields | None:
+    """The ticket's fields as a SupportCase's status gives them (the clocks there are already
+    moved by the waits); None for a case that is closed or cannot be evaluated: its ticket
+    keeps what it has."""
+    level = status.get("level")
+    if level not in PRIORITIES or status.get("closure"):
+        return None
+    first = status.get("firstResponse") or {}
+    if "respondedAt" not in first:
+        return SlaFields(priority(level), _deadline(first))
+    return SlaFields(priority(level), _deadline(status.get("resolution") or {}))
+
+
+def as_record(fields: SlaFields) -> dict[str, Any]:
+    """status.submission.sla: what the ticket was given last."""
+    record: dict[str, Any] = {"priority": fields.priority}
+    if fields.due is not None:
+        record["due"] = conditions.rfc3339(fields.due)
+    return record

@@ -47,6 +47,13 @@ class Timing:
     #: The level whose target and calendar the clock follows. A case's level may change
     #: after a clock's outcome was decided; the clock keeps the level it was decided at.
     level: int
+    #: Business seconds of the waits on the customer that moved the clock.
+    paused_seconds: float = 0.0
+    #: While a wait without an end holds the clock: since when. The warning point and the
+    #: deadline are then those in force when the wait began, and stand still.
+    paused_since: datetime.datetime | None = None
+    #: Business seconds of the budget left when that wait began.
+    remaining_seconds: float | None = None
 
 
 def _clock(created: datetime.datetime, level: int, target: int, policy: Policy,

@@ -226,9 +226,28 @@ class CaseCollector(Collector):
             "supportcase_resolution_warning_timestamp_seconds",
             "When an open case with a resolution target becomes at risk of missing it.",
             labels=labels)
+        waiting = GaugeMetricFamily(
+            "supportcase_waiting_on_customer_since_timestamp_seconds",
+            "When an open case began waiting on the customer (while it waits; its clocks are "
+            "paused and their deadline series absent).", labels=labels)
+        tier = GaugeMetricFamily(
+            "supportcase_escalation_tier",
+            "The highest escalation tier an open case reached (0: none; 1 account manager, 2 "
+            "head of customer success, 3 executive sponsor), where the policy has tiers.",
+            labels=labels)
+        rca_due = GaugeMetricFamily(
+            "supportcase_root_cause_analysis_due_timestamp_seconds",
+            "When the root-cause analysis of a resolved case is due, while it is owed and not "
+            "delivered (past: overdue).", labels=labels)
         for (namespace, name), view in list(self.cases.views.items()):
             level = str(view.level)
-            if view.awaiting_response:
+            if view.waiting_since is not None:
+                waiting.add_metric([namespace, name, level], view.waiting_since)
+            if view.escalation_tier is not None and view.open:
+                tier.add_metric([namespace, name, level], view.escalation_tier)
+            if view.rca_due is not None:
+                rca_due.add_metric([namespace, name, level], view.rca_due)
+            if view.awaiting_response and not view.paused:
                 deadline.add_metric([namespace, name, level], view.deadline)
                 warning.add_metric([namespace, name, level], view.warning)
             if view.resolution_deadline is not None and view.resolution_warning is not None:
@@ -238,6 +257,9 @@ class CaseCollector(Collector):
         yield warning
         yield resolution_deadline
         yield resolution_warning
+        yield waiting
+        yield tier
+        yield rca_due
 
     def summary(self) -> Iterator[Metric]:
         """Counts over all cases, a fixed number of series."""

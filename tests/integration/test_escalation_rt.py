@@ -1,0 +1,158 @@
+"""Escalation tiers and root-cause analyses with the real Request Tracker 5 (tests/rt.py).
+
+The operator runs with a policy that has escalation tiers and root-cause analyses on the test
+calendar (24x7, Urgent due in 4 s with its warning point at 2 s: tier 1 within seconds). The
+tier's comment reaches the ticket once across a SIGKILL right after RT took it; a support
+reply marked "RCA:" delivers the RCA into the case.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+from tests import harness
+from tests.integration.test_channels import create, submission, tickets_for
+from tests.integration.test_channels_exactly_once import (  # noqa: F401
+    Operators,
+    channels_policy,
+    operators,
+    prepared,
+)
+from tests.rt import MailGateway, RequestTracker
+
+#: Repeated Severity 1 counts per namespace: the Urgent cases of other tests do not count.
+ESCALATION = """\
+escalation:
+  notProgressingAfter: 1h
+  commentOnTicket: true
+  repeatedSeverity1: {scope: namespace}
+  contacts: {accountManager: [am@vendor.example]}
+rootCauseAnalysis: {levels: [1, 2], days: 10}
+"""
+ACCOUNT_MANAGER = "am@vendor.example"
+
+
+def policy(rt: RequestTracker, gateway: MailGateway) -> str:
+    return channels_policy(rt.url, rt, gateway) + ESCALATION
+
+
+def status(api: harness.Api, namespace: str, name: str) -> dict[str, Any]:
+    return dict(api.get_case(namespace, name).get("status") or {})
+
+
+def reasons(api: harness.Api, namespace: str, name: str) -> collections.Counter[str]:
+    return collections.Counter(event.reason for event in api.events_for(namespace, name))
+
+
+def tier_mails(gateway: MailGateway, uid: str) -> list[list[str]]:
+    """The recipients of each tier 1 email of the case the gateway received."""
+    marker = f"<case-{uid}-tier1@fluxsupport>".encode()
+    return [recipients for _, recipients, data in gateway.messages if marker in data]
+
+
+def tier_comments(rt: RequestTracker, ticket: str) -> int:
+    return rt.ticket_text(ticket).count("[fluxsupport-update:escalation-tier-1]")
+
+
+def test_a_tiers_comment_reaches_the_ticket_once_across_a_sigkill(
+        operators: Operators,  # noqa: F811
+        rt: RequestTracker, gateway: MailGateway, api: harness.Api, namespace: str) -> None:
+    rules = policy(rt, gateway)
+    process = operators.start("killed", rules, FLUXSUPPORT_FAILPOINT="after-update-post")
+    uid = create(api, namespace, "escalated", "Urgent")["metadata"]["uid"]
+    harness.wait_for(lambda: not process.alive(), timeout=90,
+                     what="the operator killed right after posting the tier's comment")
+    assert process.process is not None
+    assert process.process.returncode == -9
+    [(ticket, _)] = tickets_for(rt, uid)
+    assert tier_comments(rt, ticket) == 1
+    assert "escalation-tier-1" not in (submission(api, namespace, "escalated").get("updates")
+                                       or [])
+    escalation = status(api, namespace, "escalated")["escalation"]
+    assert escalation["tiers"][0]["trigger"] == "TargetAtRisk"
+    operators.start("restarted", rules)
+    harness.wait_for(
+        lambda: "escalation-tier-1" in (submission(api, namespace, "escalated").get("updates")
+                                        or []),
+        timeout=90, what="the tier's comment recorded after the restart")
+    assert tier_comments(rt, ticket) == 1
+    text = rt.ticket_text(ticket)
+    assert "Escalated to tier 1 (account manager)" in text
+    # The tier keeps the instant first recorded, and its Event was posted once.
+    assert status(api, namespace, "escalated")["escalation"]["tiers"][0] == \
+        escalation["tiers"][0]
+    harness.wait_for(lambda: reasons(api, namespace, "escalated")["EscalatedTier1"],
+                     timeout=30, what="the EscalatedTier1 Event")
+    assert reasons(api, namespace, "escalated")["EscalatedTier1"] == 1
+    condition = harness.condition(api.get_case(namespace, "escalated"), "Escalated")
+    assert condition is not None
+    assert (condition["status"], condition["reason"]) == ("True", "Tier1TargetAtRisk")
+
+
+def test_a_support_reply_marked_rca_delivers_the_root_cause_analysis(
+        operators: Operators,  # noqa: F811
+        rt: RequestTracker, gateway: MailGateway, api: harness.Api, namespace: str) -> None:
+    operators.start("rca", policy(rt, gateway))
+    create(api, namespace, "incident", "High")
+    ticket = harness.wait_for(lambda: submission(api, namespace, "incident").get("ticketId"),
+                              timeout=60, what="a ticket")
+    rt.reply_as_support(ticket, "Looking into it.")
+    rt.resolve(ticket)
+    pending = harness.wait_for(
+        lambda: (status(api, namespace, "incident").get("rootCauseAnalysis") or {}).get(
+            "dueAt") and status(api, namespace, "incident")["rootCauseAnalysis"],
+        timeout=60, what="the RCA due after the resolution")
+    assert pending["state"] == "Pending"
+    assert "deliveredAt" not in pending
+    rt.reply_as_support(ticket, "RCA: the helm-controller upgrade outage\n\nTimeline ...")
+    # RT reopens a resolved ticket on any correspondence (its "On Correspond Open Inactive
+    # Tickets" scrip), and the case with it; support resolves it again.
+    harness.wait_for(lambda: "resolvedAt" not in submission(api, namespace, "incident"),
+                     timeout=60, what="the case reopened with its ticket")
+    rt.resolve(ticket)
+    delivered = harness.wait_for(
+        lambda: (rca := status(api, namespace, "incident").get("rootCauseAnalysis") or {}).get(
+            "deliveredAt") and rca.get("dueAt") and rca,
+        timeout=60, what="the RCA delivered through the ticket")
+    assert (delivered["state"], delivered["source"]) == ("Delivered", "portal")
+    assert delivered["dueAt"] >= pending["dueAt"]  # from the later resolution
+    record = submission(api, namespace, "incident")
+    assert record["rootCauseAnalysis"]["at"] == delivered["deliveredAt"]
+    assert record["lastReply"]["at"] == delivered["deliveredAt"]
+    condition = harness.condition(api.get_case(namespace, "incident"),
+                                  "RootCauseAnalysisOverdue")
+    assert condition is not None
+    assert (condition["status"], condition["reason"]) == ("False", "Delivered")
+    harness.wait_for(lambda: reasons(api, namespace, "incident")["RootCauseAnalysisDelivered"],
+                     timeout=30, what="the RootCauseAnalysisDelivered Event")
+    assert reasons(api, namespace, "incident")["RootCauseAnalysisDelivered"] == 1
+
+
+def test_a_tier_email_goes_to_its_contacts_at_most_once_across_a_sigkill(
+        operators: Operators,  # noqa: F811
+        rt: RequestTracker, gateway: MailGateway, api: harness.Api, namespace: str) -> None:
+    rules = policy(rt, gateway)
+    process = operators.start("killed", rules,
+                              FLUXSUPPORT_FAILPOINT="before-escalation-email-send")
+    killed = create(api, namespace, "unsent", "Urgent")["metadata"]["uid"]
+    harness.wait_for(lambda: not process.alive(), timeout=90,
+                     what="the operator killed right before the tier's email")
+    [intent] = submission(api, namespace, "unsent")["escalationEmails"]
+    assert (intent["tier"], intent["messageId"]) == (1, f"<case-{killed}-tier1@fluxsupport>")
+    assert "sentAt" not in intent
+    assert tier_mails(gateway, killed) == []
+    operators.start("restarted", rules)
+    sent = create(api, namespace, "sent", "Urgent")["metadata"]["uid"]
+    record = harness.wait_for(
+        lambda: next((entry for entry in submission(api, namespace, "sent").get(
+            "escalationEmails") or [] if entry.get("sentAt")), None),
+        timeout=90, what="the tier's email sent")
+    assert record["tier"] == 1
+    assert tier_mails(gateway, sent) == [[ACCOUNT_MANAGER]]
+    # The email whose send was interrupted is not sent again: at most once.
+    harness.wait_for(lambda: "escalation-tier-1" in (
+        submission(api, namespace, "unsent").get("updates") or []),
+        timeout=90, what="the restarted operator acting on the interrupted case")
+    assert tier_mails(gateway, killed) == []
+    assert submission(api, namespace, "unsent")["escalationEmails"] == [intent]
