@@ -11,6 +11,9 @@ reaches the step ``name``: the crashes the exactly-once design is about. The ste
   (an escalation tier's comment is one);
 - ``before-escalation-email-send``: an escalation email's intent is recorded, it is not sent.
 
+With ``FLUXSUPPORT_FAILPOINT_CASE=<namespace>/<name>`` as well, only that case's step counts:
+a test's operator also acts on the cases other tests left in the cluster.
+
 Unset (always, outside the tests) it costs one dictionary lookup per step.
 """
 
@@ -21,9 +24,16 @@ import signal
 
 #: The environment variable that names the step to crash at.
 VARIABLE = "FLUXSUPPORT_FAILPOINT"
+#: The one that limits it to one case, ``<namespace>/<name>``.
+CASE_VARIABLE = "FLUXSUPPORT_FAILPOINT_CASE"
 
 
-def reach(step: str) -> None:
-    """Die here, at once and without cleanup, if the environment names ``step``."""
-    if os.environ.get(VARIABLE) == step:
-        os.kill(os.getpid(), signal.SIGKILL)
+def reach(step: str, case: tuple[str, str]) -> None:
+    """Die here, at once and without cleanup, if the environment names ``step`` (and, if it
+    names one, ``case``)."""
+    if os.environ.get(VARIABLE) != step:
+        return
+    only = os.environ.get(CASE_VARIABLE)
+    if only and only != "/".join(case):
+        return
+    os.kill(os.getpid(), signal.SIGKILL)

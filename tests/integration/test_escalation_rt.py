@@ -59,7 +59,9 @@ def test_a_tiers_comment_reaches_the_ticket_once_across_a_sigkill(
         operators: Operators,  # noqa: F811
         rt: RequestTracker, gateway: MailGateway, api: harness.Api, namespace: str) -> None:
     rules = policy(rt, gateway)
-    process = operators.start("killed", rules, FLUXSUPPORT_FAILPOINT="after-update-post")
+    # Only this case: other tests' Urgent cases escalate, and get comments, too.
+    process = operators.start("killed", rules, FLUXSUPPORT_FAILPOINT="after-update-post",
+                              FLUXSUPPORT_FAILPOINT_CASE=f"{namespace}/escalated")
     uid = create(api, namespace, "escalated", "Urgent")["metadata"]["uid"]
     harness.wait_for(lambda: not process.alive(), timeout=90,
                      what="the operator killed right after posting the tier's comment")
@@ -134,7 +136,8 @@ def test_a_tier_email_goes_to_its_contacts_at_most_once_across_a_sigkill(
         rt: RequestTracker, gateway: MailGateway, api: harness.Api, namespace: str) -> None:
     rules = policy(rt, gateway)
     process = operators.start("killed", rules,
-                              FLUXSUPPORT_FAILPOINT="before-escalation-email-send")
+                              FLUXSUPPORT_FAILPOINT="before-escalation-email-send",
+                              FLUXSUPPORT_FAILPOINT_CASE=f"{namespace}/unsent")
     killed = create(api, namespace, "unsent", "Urgent")["metadata"]["uid"]
     harness.wait_for(lambda: not process.alive(), timeout=90,
                      what="the operator killed right before the tier's email")

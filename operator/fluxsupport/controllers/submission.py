@@ -286,7 +286,7 @@ class SubmissionController:
                 assert recorded is not None  # stored just now, with no await since
                 stored = dict(recorded.status.get("submission") or {})
                 submission = dict(stored)
-                failpoints.reach("before-ticket-create")
+                failpoints.reach("before-ticket-create", key)
                 if not self._active() or not domain.may_create(began, _now(), self.channels):
                     # Paused or taken over meanwhile: whoever acts now waits for this
                     # attempt to settle, then looks for the ticket again.
@@ -298,7 +298,7 @@ class SubmissionController:
                 ticket = await helpdesk.create(portal.NewTicket(
                     message.subject, message.body, requestor))
                 outcome = "submitted"
-                failpoints.reach("after-ticket-create")
+                failpoints.reach("after-ticket-create", key)
         except portal.PortalError as error:
             if not error.transient:
                 self._secret = None  # a fixed Secret takes effect at the next attempt
@@ -360,7 +360,7 @@ class SubmissionController:
                         "(another replica, or a write that failed)", *key)
             return
         submission = intent
-        failpoints.reach("before-email-send")
+        failpoints.reach("before-email-send", key)
         try:
             secret = await self._secret_data(optional=True)
             await mail.send(config, mail_message, secret.get("smtp-username"),
@@ -381,7 +381,7 @@ class SubmissionController:
                 "emailAttempts": int(submission.get("emailAttempts") or 0) + 1,
                 "lastEmailAttemptAt": _rfc(now), "lastError": f"email: {error}"[:1024]})
             return
-        failpoints.reach("after-email-send")
+        failpoints.reach("after-email-send", key)
         self._sent[key] = _rfc(now)
         if await self._record_email_end(key, message_id, {"submittedAt": _rfc(now)}):
             self._count(case, "email", "submitted", now)
@@ -506,9 +506,9 @@ class SubmissionController:
             history = await helpdesk.history(ticket) if todo else []
             for update_id, text in todo:
                 if not domain.posted(history, update_id):
-                    failpoints.reach("before-update-post")
+                    failpoints.reach("before-update-post", key)
                     await helpdesk.comment(ticket, domain.update_text(update_id, text))
-                    failpoints.reach("after-update-post")
+                    failpoints.reach("after-update-post", key)
                 submission["updates"] = [*(submission.get("updates") or []), update_id]
                 if update_id.startswith("level-"):
                     submission["level"] = int(case.status.get("level") or 0)
@@ -561,7 +561,7 @@ class SubmissionController:
                 logger.info("SupportCase %s/%s: not sending the tier %d email: the case "
                             "changed since", *key, notice.tier)
                 return
-            failpoints.reach("before-escalation-email-send")
+            failpoints.reach("before-escalation-email-send", key)
             end: dict[str, Any]
             try:
                 secret = await self._secret_data(optional=True)
