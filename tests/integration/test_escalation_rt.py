@@ -121,7 +121,9 @@ def test_a_support_reply_marked_rca_delivers_the_root_cause_analysis(
     assert delivered["dueAt"] >= pending["dueAt"]  # from the later resolution
     record = submission(api, namespace, "incident")
     assert record["rootCauseAnalysis"]["at"] == delivered["deliveredAt"]
-    assert record["lastReply"]["at"] == delivered["deliveredAt"]
+    # Support's latest reply is recorded once, in the conversation the tiers read.
+    assert record["conversation"]["lastSupportReplyAt"] == delivered["deliveredAt"]
+    assert "lastReply" not in record
     condition = harness.condition(api.get_case(namespace, "incident"),
                                   "RootCauseAnalysisOverdue")
     assert condition is not None

@@ -21,6 +21,7 @@ from fluxsupport.domain import (
     conversation,
     evaluation,
     supportcase,
+    ticketrecord,
     timing,
 )
 from fluxsupport.domain.calendar import BusinessCalendar
@@ -119,8 +120,9 @@ def test_tier_2_follows_the_support_replies_the_portal_recorded() -> None:
     assert kinds(stuck)["Escalated"] == ("True", "Tier2NotProgressing")
     assert reasons(stuck) == ["EscalatedTier2"]
     # A later reply of support moves the limit instead.
-    replied = {"submission": {**previous["submission"],
-                              "lastReply": {"at": "2026-12-01T16:00:00Z", "by": "bob"}}}
+    replied = {"submission": {**previous["submission"], "conversation": {
+        "supportReplies": 2, "lastSupportReplyAt": "2026-12-01T16:00:00Z",
+        "lastSupportReplyBy": "bob"}}}
     moving = evaluate("2026-12-02T11:00:00Z", previous={**waiting.status, **replied},
                       severity="Low")
     assert moving.status["escalation"]["tiers"] == []
@@ -232,7 +234,8 @@ def test_the_controller_counts_the_other_severity_1_cases_and_exports_the_tier()
     assert found[("supportcase_escalation_tier", "one")] == 3
 
 
-def test_the_ticket_gives_the_latest_support_reply_and_the_rca_delivery() -> None:
+def test_the_ticket_gives_the_rca_delivery_and_no_second_record_of_the_latest_reply(
+        ) -> None:
     people = conversation.People.of("fluxsupport", ["carol@customer.example"])
     history = [
         Transaction("1", "Create", "fluxsupport", at("2026-11-30T10:00:00Z"), content="..."),
@@ -247,10 +250,15 @@ def test_the_ticket_gives_the_latest_support_reply_and_the_rca_delivery() -> Non
         Transaction("6", "Correspond", "alice", at("2026-12-04T09:00:00Z"), content="Bye"),
     ]
     assert caseescalation.ticket_facts(history, people) == {
-        "lastReply": {"at": "2026-12-04T09:00:00Z", "by": "alice"},
         "rootCauseAnalysis": {"at": "2026-12-03T09:00:00Z", "by": "bob"}}
-    assert caseescalation.ticket_facts(history[:3], people) == {
-        "lastReply": {"at": "2026-11-30T11:00:00Z", "by": "alice"}}
+    assert caseescalation.ticket_facts(history[:3], people) == {}
+    # The latest reply is the conversation's, which the tiers read.
+    said = ticketrecord.record(history, people)["conversation"]
+    assert (said["lastSupportReplyAt"], said["lastSupportReplyBy"]) == (
+        "2026-12-04T09:00:00Z", "alice")
+    replies = caseescalation.support_replies({
+        "firstReply": {"at": "2026-11-30T11:00:00Z", "by": "alice"}, "conversation": said})
+    assert replies == [at("2026-11-30T11:00:00Z"), at("2026-12-04T09:00:00Z")]
 
 
 def test_each_tier_recorded_has_one_ticket_comment() -> None:
@@ -288,7 +296,8 @@ def test_worked_example_of_a_cases_escalation_and_rca() -> None:
         submission: dict[str, Any] = {"ticketId": "7",
                                       "firstReply": {"at": _doc_time(first), "by": "alice"}}
         if _doc_time(last):
-            submission["lastReply"] = {"at": _doc_time(last), "by": "alice"}
+            submission["conversation"] = {"lastSupportReplyAt": _doc_time(last),
+                                          "lastSupportReplyBy": "alice"}
         if _doc_time(delivered):
             submission["rootCauseAnalysis"] = {"at": _doc_time(delivered), "by": "alice"}
         annotations = {constants.RESOLVED_AT: resolved_at} if (

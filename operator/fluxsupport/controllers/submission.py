@@ -106,10 +106,10 @@ class SubmissionController:
         #: None: none.
         self.escalation = policy.escalation if policy is not None and \
             policy.escalation is not None and policy.escalation.enabled else None
-        #: Whether the sync reads support's latest reply and the RCA's delivery from each
-        #: changed ticket (for the not-progressing tier and the RCA).
-        self.conversation = self.escalation is not None or (
-            policy is not None and policy.root_cause_analysis is not None)
+        #: Whether the sync records the reply that delivered the RCA. Support's latest
+        #: reply, which the not-progressing tier reads, is in the conversation the sync
+        #: always records (domain/ticketrecord.py).
+        self.rca = policy is not None and policy.root_cause_analysis is not None
         #: What runs in the cluster now, for the message of a new ticket or email.
         self.diagnostics = diagnostics
         self.channels = channels
@@ -706,8 +706,7 @@ class SubmissionController:
             # No change of status the operator's user may see.
             new["resolvedAt"] = _rfc(ticket.last_updated or now)
         new.update(found)
-        if self.conversation:
-            # Support's latest reply and a reply that delivers the RCA (escalation, RCA).
+        if self.rca:
             new.update(caseescalation.ticket_facts(history, people))
         if new == old:
             return True

@@ -230,20 +230,14 @@ def _delivery(annotations: Mapping[str, str], portal: Mapping[str, Any] | None,
 
 def ticket_facts(history: Iterable[submission_module.Transaction],
                  people: conversation.People) -> dict[str, Any]:
-    """What the tiers and the RCA take from the ticket's history, as status.submission
-    stores it: support's latest reply (``lastReply``) and the reply that delivered the RCA
-    (``rootCauseAnalysis``), each ``{at, by}``, when there is one."""
-    items = list(history)
-    facts: dict[str, Any] = {}
-    replies = conversation.replies(items, people)
-    if replies:
-        facts["lastReply"] = {"at": conditions.rfc3339(replies[-1].at),
-                              "by": replies[-1].author[:256]}
-    delivered = conversation.rca_delivery(items, people)
-    if delivered is not None:
-        facts["rootCauseAnalysis"] = {"at": conditions.rfc3339(delivered.at),
-                                      "by": delivered.author[:256]}
-    return facts
+    """What the RCA takes from the ticket's history, as status.submission stores it: the
+    reply that delivered it (``rootCauseAnalysis``, ``{at, by}``), when there is one.
+    Support's latest reply is in ``conversation`` (domain/ticketrecord.py)."""
+    delivered = conversation.rca_delivery(history, people)
+    if delivered is None:
+        return {}
+    return {"rootCauseAnalysis": {"at": conditions.rfc3339(delivered.at),
+                                  "by": delivered.author[:256]}}
 
 
 def tier_comments(status: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -302,15 +296,19 @@ def tier_emails(settings: policy_module.Escalation | None, *, uid: str, namespac
 
 def support_replies(submission: Mapping[str, Any]) -> list[datetime.datetime]:
     """Support's replies the portal sync recorded (status.submission): the first reply and
-    the latest one. The latest reply is all the not-progressing rule needs from now on; an
-    earlier gap that was long enough was recorded when it happened."""
+    the latest one (``conversation.lastSupportReplyAt``, domain/ticketrecord.py). The latest
+    reply is all the not-progressing rule needs from now on; an earlier gap that was long
+    enough was recorded when it happened."""
+    first = submission.get("firstReply")
+    said = submission.get("conversation")
+    found = (first.get("at") if isinstance(first, Mapping) else None,
+             said.get("lastSupportReplyAt") if isinstance(said, Mapping) else None)
     replies = []
-    for block in (submission.get("firstReply"), submission.get("lastReply")):
-        if isinstance(block, Mapping):
-            try:
-                replies.append(timing.parse_time(str(block.get("at") or "")))
-            except ValueError:
-                continue
+    for value in found:
+        try:
+            replies.append(timing.parse_time(str(value or "")))
+        except ValueError:
+            continue
     return replies
 
 
