@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import itertools
-import pathlib
 from typing import Any
 
 from fluxsupport import constants
@@ -25,12 +23,12 @@ from fluxsupport.domain import (
     timing,
 )
 from fluxsupport.domain.calendar import BusinessCalendar
-from fluxsupport.domain.policy import Policy, validate_policy
+from fluxsupport.domain.policy import Policy
 from fluxsupport.domain.submission import Transaction
 from fluxsupport.observability import metrics
 from tests import fakes
+from tests.fixtures import EMEA, SLA_POLICY_DOC, at, doc_moment, doc_table
 
-EMEA = validate_policy({"preset": "support-policy-2026", "region": "EMEA"})
 CREATED = timing.parse_time("2026-11-30T10:00:00Z")  # Monday 10:00 London
 
 
@@ -39,10 +37,6 @@ def spec(severity: str = "High") -> dict[str, Any]:
             "impact": {"statement": "Deploys blocked", "environment": "production",
                        "outage": "partial", "businessCritical": True},
             "component": "helm-controller", "category": "incident"}
-
-
-def at(text: str) -> datetime.datetime:
-    return timing.parse_time(text)
 
 
 def evaluate(now: str, annotations: dict[str, str] | None = None,
@@ -271,21 +265,13 @@ def test_each_tier_recorded_has_one_ticket_comment() -> None:
 
 
 def _doc_rows() -> list[list[str]]:
-    text = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "sla-policy.md").read_text()
-    section = text.split("### Worked example of a case's escalation and RCA", 1)[1]
-    lines = section.splitlines()
-    first = next(index for index, line in enumerate(lines) if line.startswith("|"))
-    table = itertools.takewhile(lambda line: line.startswith("|"), lines[first:])
-    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
-    assert rows[0] == ["Now", "First reply", "Last reply", "Resolved", "RCA reply", "Tier",
-                       "Escalated", "Events", "RCA", "RCA due"]
-    return rows[2:]
+    return doc_table(SLA_POLICY_DOC, "### Worked example of a case's escalation and RCA", [
+        "Now", "First reply", "Last reply", "Resolved", "RCA reply", "Tier", "Escalated",
+        "Events", "RCA", "RCA due"])
 
 
 def _doc_time(text: str) -> str | None:
-    if text == "none":
-        return None
-    return conditions.rfc3339(datetime.datetime.strptime(text, "%a %Y-%m-%d %H:%M %z"))
+    return None if text == "none" else conditions.rfc3339(doc_moment(text))
 
 
 def test_worked_example_of_a_cases_escalation_and_rca() -> None:
