@@ -394,6 +394,11 @@ class MailGateway:
         self.mailgate_runs: list[tuple[int, str]] = []
         #: Messages for RT that rt-mailgate could not hand over (RT down): see redeliver().
         self.deferred: list[bytes] = []
+        #: Messages to refuse with 554 before taking them, as a server that refuses a message
+        #: does: a byte string the message contains, and how many more times to refuse it.
+        self.refuse: dict[bytes, int] = {}
+        #: The messages refused so far.
+        self.refused: list[bytes] = []
         self._changed = threading.Condition()
         self._controller: Any = None
 
@@ -413,6 +418,11 @@ class MailGateway:
         """aiosmtpd's hook. Awaits rt-mailgate without blocking the loop: while RT handles
         the message it sends its autoreply back to this same server."""
         data: bytes = envelope.original_content or envelope.content
+        for marker, left in self.refuse.items():
+            if left and marker in data:
+                self.refuse[marker] = left - 1
+                self.refused.append(data)
+                return "554 5.7.1 message refused"
         recipients = [str(r) for r in envelope.rcpt_tos]
         reply = "250 OK"
         if self.rt_url and any(r.lower() == self.correspond_address for r in recipients):

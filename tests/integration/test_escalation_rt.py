@@ -3,7 +3,8 @@
 The operator runs with a policy that has escalation tiers and root-cause analyses on the test
 calendar (24x7, Urgent due in 4 s with its warning point at 2 s: tier 1 within seconds). The
 tier's comment reaches the ticket once across a SIGKILL right after RT took it; a support
-reply marked "RCA:" delivers the RCA into the case.
+reply marked "RCA:" delivers the RCA into the case. A tier's email the SMTP server refuses is
+sent again after its backoff and arrives once.
 """
 
 from __future__ import annotations
@@ -121,7 +122,9 @@ def test_a_support_reply_marked_rca_delivers_the_root_cause_analysis(
     assert delivered["dueAt"] >= pending["dueAt"]  # from the later resolution
     record = submission(api, namespace, "incident")
     assert record["rootCauseAnalysis"]["at"] == delivered["deliveredAt"]
-    assert record["lastReply"]["at"] == delivered["deliveredAt"]
+    # Support's latest reply is recorded once, in the conversation the tiers read.
+    assert record["conversation"]["lastSupportReplyAt"] == delivered["deliveredAt"]
+    assert "lastReply" not in record
     condition = harness.condition(api.get_case(namespace, "incident"),
                                   "RootCauseAnalysisOverdue")
     assert condition is not None
@@ -159,3 +162,28 @@ def test_a_tier_email_goes_to_its_contacts_at_most_once_across_a_sigkill(
         timeout=90, what="the restarted operator acting on the interrupted case")
     assert tier_mails(gateway, killed) == []
     assert submission(api, namespace, "unsent")["escalationEmails"] == [intent]
+
+
+def test_a_tier_email_the_server_refused_is_sent_again_and_arrives_once(
+        operators: Operators,  # noqa: F811
+        rt: RequestTracker, gateway: MailGateway, api: harness.Api, namespace: str) -> None:
+    # The subject names the case: the server refuses its first tier email, whenever it comes.
+    gateway.refuse[f"SupportCase {namespace}/refused".encode()] = 1
+    operators.start("refusals", policy(rt, gateway))
+    uid = create(api, namespace, "refused", "Urgent")["metadata"]["uid"]
+    record = harness.wait_for(
+        lambda: next((entry for entry in submission(api, namespace, "refused").get(
+            "escalationEmails") or [] if entry.get("sentAt")), None),
+        timeout=90, what="the tier's email sent after the refusal")
+    assert len([data for data in gateway.refused if uid.encode() in data]) == 1
+    assert (record["tier"], record["attempts"]) == (1, 1)
+    assert "554" in record["lastError"]
+    assert "retryAt" not in record
+    assert "error" not in record
+    assert tier_mails(gateway, uid) == [[ACCOUNT_MANAGER]]
+    # Sent: never again, whatever the operator does next (its comment on the ticket, the
+    # syncs of the ticket).
+    harness.wait_for(lambda: "escalation-tier-1" in (
+        submission(api, namespace, "refused").get("updates") or []),
+        timeout=90, what="the tier's ticket comment")
+    assert tier_mails(gateway, uid) == [[ACCOUNT_MANAGER]]

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import itertools
-import pathlib
 from typing import Any
 
 from fluxsupport import constants
@@ -21,15 +19,16 @@ from fluxsupport.domain import (
     conversation,
     evaluation,
     supportcase,
+    ticketrecord,
     timing,
 )
 from fluxsupport.domain.calendar import BusinessCalendar
-from fluxsupport.domain.policy import Policy, validate_policy
+from fluxsupport.domain.policy import Policy
 from fluxsupport.domain.submission import Transaction
 from fluxsupport.observability import metrics
 from tests import fakes
+from tests.fixtures import EMEA, SLA_POLICY_DOC, at, doc_moment, doc_table
 
-EMEA = validate_policy({"preset": "support-policy-2026", "region": "EMEA"})
 CREATED = timing.parse_time("2026-11-30T10:00:00Z")  # Monday 10:00 London
 
 
@@ -38,10 +37,6 @@ def spec(severity: str = "High") -> dict[str, Any]:
             "impact": {"statement": "Deploys blocked", "environment": "production",
                        "outage": "partial", "businessCritical": True},
             "component": "helm-controller", "category": "incident"}
-
-
-def at(text: str) -> datetime.datetime:
-    return timing.parse_time(text)
 
 
 def evaluate(now: str, annotations: dict[str, str] | None = None,
@@ -119,8 +114,9 @@ def test_tier_2_follows_the_support_replies_the_portal_recorded() -> None:
     assert kinds(stuck)["Escalated"] == ("True", "Tier2NotProgressing")
     assert reasons(stuck) == ["EscalatedTier2"]
     # A later reply of support moves the limit instead.
-    replied = {"submission": {**previous["submission"],
-                              "lastReply": {"at": "2026-12-01T16:00:00Z", "by": "bob"}}}
+    replied = {"submission": {**previous["submission"], "conversation": {
+        "supportReplies": 2, "lastSupportReplyAt": "2026-12-01T16:00:00Z",
+        "lastSupportReplyBy": "bob"}}}
     moving = evaluate("2026-12-02T11:00:00Z", previous={**waiting.status, **replied},
                       severity="Low")
     assert moving.status["escalation"]["tiers"] == []
@@ -232,7 +228,8 @@ def test_the_controller_counts_the_other_severity_1_cases_and_exports_the_tier()
     assert found[("supportcase_escalation_tier", "one")] == 3
 
 
-def test_the_ticket_gives_the_latest_support_reply_and_the_rca_delivery() -> None:
+def test_the_ticket_gives_the_rca_delivery_and_no_second_record_of_the_latest_reply(
+        ) -> None:
     people = conversation.People.of("fluxsupport", ["carol@customer.example"])
     history = [
         Transaction("1", "Create", "fluxsupport", at("2026-11-30T10:00:00Z"), content="..."),
@@ -247,10 +244,15 @@ def test_the_ticket_gives_the_latest_support_reply_and_the_rca_delivery() -> Non
         Transaction("6", "Correspond", "alice", at("2026-12-04T09:00:00Z"), content="Bye"),
     ]
     assert caseescalation.ticket_facts(history, people) == {
-        "lastReply": {"at": "2026-12-04T09:00:00Z", "by": "alice"},
         "rootCauseAnalysis": {"at": "2026-12-03T09:00:00Z", "by": "bob"}}
-    assert caseescalation.ticket_facts(history[:3], people) == {
-        "lastReply": {"at": "2026-11-30T11:00:00Z", "by": "alice"}}
+    assert caseescalation.ticket_facts(history[:3], people) == {}
+    # The latest reply is the conversation's, which the tiers read.
+    said = ticketrecord.record(history, people)["conversation"]
+    assert (said["lastSupportReplyAt"], said["lastSupportReplyBy"]) == (
+        "2026-12-04T09:00:00Z", "alice")
+    replies = caseescalation.support_replies({
+        "firstReply": {"at": "2026-11-30T11:00:00Z", "by": "alice"}, "conversation": said})
+    assert replies == [at("2026-11-30T11:00:00Z"), at("2026-12-04T09:00:00Z")]
 
 
 def test_each_tier_recorded_has_one_ticket_comment() -> None:
@@ -263,21 +265,13 @@ def test_each_tier_recorded_has_one_ticket_comment() -> None:
 
 
 def _doc_rows() -> list[list[str]]:
-    text = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "sla-policy.md").read_text()
-    section = text.split("### Worked example of a case's escalation and RCA", 1)[1]
-    lines = section.splitlines()
-    first = next(index for index, line in enumerate(lines) if line.startswith("|"))
-    table = itertools.takewhile(lambda line: line.startswith("|"), lines[first:])
-    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
-    assert rows[0] == ["Now", "First reply", "Last reply", "Resolved", "RCA reply", "Tier",
-                       "Escalated", "Events", "RCA", "RCA due"]
-    return rows[2:]
+    return doc_table(SLA_POLICY_DOC, "### Worked example of a case's escalation and RCA", [
+        "Now", "First reply", "Last reply", "Resolved", "RCA reply", "Tier", "Escalated",
+        "Events", "RCA", "RCA due"])
 
 
 def _doc_time(text: str) -> str | None:
-    if text == "none":
-        return None
-    return conditions.rfc3339(datetime.datetime.strptime(text, "%a %Y-%m-%d %H:%M %z"))
+    return None if text == "none" else conditions.rfc3339(doc_moment(text))
 
 
 def test_worked_example_of_a_cases_escalation_and_rca() -> None:
@@ -288,7 +282,8 @@ def test_worked_example_of_a_cases_escalation_and_rca() -> None:
         submission: dict[str, Any] = {"ticketId": "7",
                                       "firstReply": {"at": _doc_time(first), "by": "alice"}}
         if _doc_time(last):
-            submission["lastReply"] = {"at": _doc_time(last), "by": "alice"}
+            submission["conversation"] = {"lastSupportReplyAt": _doc_time(last),
+                                          "lastSupportReplyBy": "alice"}
         if _doc_time(delivered):
             submission["rootCauseAnalysis"] = {"at": _doc_time(delivered), "by": "alice"}
         annotations = {constants.RESOLVED_AT: resolved_at} if (

@@ -5,9 +5,6 @@ rejected tickets, one Event per support reply; and the worked examples of docs/s
 from __future__ import annotations
 
 import datetime
-import itertools
-import pathlib
-import re
 from typing import Any
 
 import pytest
@@ -15,13 +12,9 @@ import pytest
 from fluxsupport import constants
 from fluxsupport.domain import casestatus, evaluation, supportcase
 from fluxsupport.domain.calendar import BusinessCalendar
-from fluxsupport.domain.policy import Policy, load_policy
+from fluxsupport.domain.policy import Policy
+from tests.fixtures import MONDAY, POLICIES, SLA_POLICY_DOC, doc_moment, doc_table
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-DOC = ROOT / "docs" / "sla-policy.md"
-POLICIES = {"default": Policy(), "2026 EMEA": load_policy("preset: support-policy-2026\n"
-                                                          "region: EMEA\n")}
-MONDAY = datetime.datetime(2026, 11, 30, 10, 0, tzinfo=datetime.UTC)  # London, 09:00-18:00
 SPEC = {"title": "HelmReleases stuck", "description": "...", "severity": "High",
         "impact": {"statement": "Deploys blocked", "environment": "production",
                    "outage": "partial", "businessCritical": True},
@@ -194,28 +187,10 @@ def test_each_support_reply_gives_one_event_naming_no_text() -> None:
 
 # ---- the worked examples of docs/sla-policy.md ----------------------------------------------
 
-_MOMENT = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun) (\d{4}-\d\d-\d\d) (\d\d:\d\d) "
-                     r"([+-]\d\d:\d\d)$")
-
-
-def _moment(text: str) -> datetime.datetime:
-    match = _MOMENT.match(text.strip())
-    assert match, f"not a worked-example time: {text!r}"
-    moment = datetime.datetime.fromisoformat(f"{match[2]}T{match[3]}{match[4]}")
-    assert moment.strftime("%a") == match[1], f"{text}: wrong weekday"
-    return moment
-
-
 def worked_examples() -> list[list[str]]:
-    section = DOC.read_text().split("### Worked examples of a case that waits", 1)[1]
-    lines = section.splitlines()
-    first = next(index for index, line in enumerate(lines) if line.startswith("|"))
-    rows = list(itertools.takewhile(lambda line: line.startswith("|"), lines[first:]))
-    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
-    assert cells[0] == ["Policy", "Level", "Opened", "Waits", "Evaluated",
-                        "First response due", "First response", "Resolution due", "Resolution",
-                        "Waiting"]
-    return [row for row in cells[1:] if not set(row[0]) <= {"-"}]
+    return doc_table(SLA_POLICY_DOC, "### Worked examples of a case that waits", [
+        "Policy", "Level", "Opened", "Waits", "Evaluated", "First response due",
+        "First response", "Resolution due", "Resolution", "Waiting"])
 
 
 def _inputs(waits: str) -> tuple[dict[str, str], dict[str, Any]]:
@@ -225,8 +200,8 @@ def _inputs(waits: str) -> tuple[dict[str, str], dict[str, Any]]:
     for part in waits.split(";"):
         kind, _, rest = part.strip().partition(" ")
         start, _, end = rest.partition(" to ")
-        begun = rfc(_moment(start))
-        ended = None if end.strip() in ("", "(waiting)") else rfc(_moment(end))
+        begun = rfc(doc_moment(start))
+        ended = None if end.strip() in ("", "(waiting)") else rfc(doc_moment(end))
         if kind == "stalled":
             submission.setdefault("pauses", []).append(
                 {"start": begun, **({"end": ended} if ended else {})})
@@ -253,16 +228,16 @@ def test_worked_example(row: list[str]) -> None:
     name, level, opened, waits, evaluated, response_due, response, resolution_due, \
         resolution, waiting = row
     annotations, previous = _inputs(waits)
-    result = evaluate(annotations=annotations, previous=previous, now=_moment(evaluated),
-                      level=int(level), policy=name, opened=_moment(opened))
+    result = evaluate(annotations=annotations, previous=previous, now=doc_moment(evaluated),
+                      level=int(level), policy=name, opened=doc_moment(opened))
     first = result.status["firstResponse"]
-    assert (first["deadline"], first["state"]) == (rfc(_moment(response_due)), response)
+    assert (first["deadline"], first["state"]) == (rfc(doc_moment(response_due)), response)
     clock = result.status.get("resolution")
     if resolution_due == "none":
         assert clock is None
     else:
         assert clock is not None
-        assert (clock["deadline"], clock["state"]) == (rfc(_moment(resolution_due)), resolution)
+        assert (clock["deadline"], clock["state"]) == (rfc(doc_moment(resolution_due)), resolution)
     found = conditions(result).get("Waiting")
     assert (found["status"] if found else "-") == waiting
 

@@ -4,11 +4,6 @@ docs/sla-policy.md and the policy's escalation section."""
 from __future__ import annotations
 
 import datetime
-import hashlib
-import importlib.metadata
-import itertools
-import pathlib
-import re
 import time
 import typing
 
@@ -16,24 +11,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fluxsupport.domain import escalation, pause, remediation, timing
+from fluxsupport.domain import escalation, pause, remediation
 from fluxsupport.domain.calendar import BusinessCalendar
 from fluxsupport.domain.policy import Policy, PolicyError, load_policy
+from tests.fixtures import (
+    EMEA,
+    FINGERPRINTS,
+    MONDAY,
+    POLICIES,
+    SLA_POLICY_DOC,
+    at,
+    doc_moment,
+    doc_pauses,
+    doc_table,
+    preset_2026,
+)
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-DOC = ROOT / "docs" / "sla-policy.md"
-DEFAULT = Policy()
-EMEA = load_policy("preset: support-policy-2026\nregion: EMEA\n")
-POLICIES = {"default": DEFAULT, "2026 EMEA": EMEA,
-            "2026 AMER": load_policy("preset: support-policy-2026\nregion: AMER\n"),
-            "2026 APAC": load_policy("preset: support-policy-2026\nregion: APAC\n")}
+DEFAULT = POLICIES["default"]
 SETTINGS = EMEA.escalation
 CALENDAR = BusinessCalendar(EMEA)
-MONDAY = datetime.datetime(2026, 11, 30, 10, 0, tzinfo=datetime.UTC)
-
-
-def at(text: str) -> datetime.datetime:
-    return timing.parse_time(text)
 
 
 def hours(count: float) -> datetime.timedelta:
@@ -140,8 +136,7 @@ def test_a_case_closed_after_the_limit_had_reached_tier_2() -> None:
 
 
 def test_repeated_severity1_counts_only_the_scope_given_and_its_window() -> None:
-    custom = load_policy("preset: support-policy-2026\nregion: EMEA\n"
-                         "escalation: {repeatedSeverity1: {count: 3, window: 7d}}\n")
+    custom = preset_2026("EMEA", "escalation: {repeatedSeverity1: {count: 3, window: 7d}}\n")
     days = [MONDAY - datetime.timedelta(days=n) for n in (1, 6)]
     assert case(custom, level=1, others=(days[0],), now=MONDAY).tier(3) is None
     reached = case(custom, level=1, others=tuple(days), now=MONDAY).tier(3)
@@ -156,19 +151,18 @@ def test_repeated_severity1_counts_only_the_scope_given_and_its_window() -> None
                 now=MONDAY + hours(0.5)).tier(3) is None
     assert SETTINGS is not None
     assert escalation.same_scope(SETTINGS, "team-a", "team-b")
-    by_namespace = load_policy("preset: support-policy-2026\nregion: EMEA\n"
-                               "escalation: {repeatedSeverity1: {scope: namespace}}\n")
+    by_namespace = preset_2026("EMEA", "escalation: {repeatedSeverity1: {scope: namespace}}\n")
     assert by_namespace.escalation is not None
     assert not escalation.same_scope(by_namespace.escalation, "team-a", "team-b")
     assert escalation.same_scope(by_namespace.escalation, "team-a", "team-a")
 
 
 def test_a_disabled_section_escalates_nothing() -> None:
-    off = load_policy("preset: support-policy-2026\nregion: EMEA\nescalation: {enabled: false}\n")
+    off = preset_2026("EMEA", "escalation: {enabled: false}\n")
     assert off.escalation is not None
     assert case(off, level=1, others=(MONDAY,), now=MONDAY + hours(100)) == \
         escalation.Escalation()
-    gone = load_policy("preset: support-policy-2026\nregion: EMEA\nescalation: null\n")
+    gone = preset_2026("EMEA", "escalation: null\n")
     assert gone.escalation is None
     assert escalation.for_bulletin(None, {}, {}, now=MONDAY) == escalation.Escalation()
 
@@ -266,60 +260,27 @@ def test_a_long_thread_is_decided_quickly() -> None:
 
 # ---- the worked examples of docs/sla-policy.md -----------------------------------------------
 
-_MOMENT = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun) (\d{4}-\d\d-\d\d) (\d\d:\d\d) "
-                     r"([+-]\d\d:\d\d)$")
-
-
-def _moment(text: str) -> datetime.datetime:
-    match = _MOMENT.match(text.strip())
-    assert match, f"not a worked-example time: {text!r}"
-    moment = datetime.datetime.fromisoformat(f"{match[2]}T{match[3]}{match[4]}")
-    assert moment.strftime("%a") == match[1], f"{text}: wrong weekday"
-    return moment
-
-
 def _optional(text: str) -> datetime.datetime | None:
-    return None if text in ("none", "no") else _moment(text)
+    return None if text in ("none", "no") else doc_moment(text)
 
 
 def _moments(text: str) -> tuple[datetime.datetime, ...]:
-    return () if text == "none" else tuple(_moment(part) for part in text.split(";"))
-
-
-def _pauses(text: str) -> tuple[pause.Pause, ...]:
-    if text == "none":
-        return ()
-    found = []
-    for part in text.split(";"):
-        start, _, end = part.partition(" to ")
-        found.append(pause.Pause(_moment(start),
-                                 None if end.strip() == "(waiting)" else _moment(end)))
-    return tuple(found)
-
-
-def table(heading: str, header: list[str]) -> list[list[str]]:
-    section = DOC.read_text().split(heading, 1)[1]
-    lines = section.splitlines()
-    first = next(index for index, line in enumerate(lines) if line.startswith("|"))
-    rows = list(itertools.takewhile(lambda line: line.startswith("|"), lines[first:]))
-    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
-    assert cells[0][:len(header)] == header
-    return [row for row in cells[1:] if not set(row[0]) <= {"-"}]
+    return () if text == "none" else tuple(doc_moment(part) for part in text.split(";"))
 
 
 def progress_examples() -> list[list[str]]:
-    return table("Tiers 1 and 2:\n", ["Policy", "Level", "Opened", "First response",
-                                       "Later replies", "Paused", "Closed", "Now", "Tier 1",
-                                       "Tier 2", "Next"])
+    return doc_table(SLA_POLICY_DOC, "Tiers 1 and 2:\n", [
+        "Policy", "Level", "Opened", "First response", "Later replies", "Paused", "Closed",
+        "Now", "Tier 1", "Tier 2", "Next"])
 
 
 def repeated_examples() -> list[list[str]]:
-    return table("Tier 3 for repeated Severity 1 cases", [
+    return doc_table(SLA_POLICY_DOC, "Tier 3 for repeated Severity 1 cases", [
         "Level", "Opened", "Other Severity 1 openings", "Closed", "Now", "Tier 3"])
 
 
 def vulnerability_examples() -> list[list[str]]:
-    return table("Tier 3 for a SecurityBulletin's critical vulnerability", [
+    return doc_table(SLA_POLICY_DOC, "Tier 3 for a SecurityBulletin's critical vulnerability", [
         "Framework", "CVSS", "Clock start", "Fix listed", "Now", "Tier 3", "Next"])
 
 
@@ -333,7 +294,7 @@ def test_the_docs_have_an_example_of_each_rule() -> None:
     assert any(row[6] != "none" for row in progress)
     assert any(row[1] == "1" for row in progress)
     # One across a DST switch.
-    assert any(_moment(row[2]).utcoffset() != _moment(row[7]).utcoffset() for row in progress)
+    assert any(doc_moment(row[2]).utcoffset() != doc_moment(row[7]).utcoffset() for row in progress)
     repeated = repeated_examples()
     assert {row[5] == "no" for row in repeated} == {True, False}
     assert any(row[0] != "1" for row in repeated)
@@ -347,9 +308,9 @@ def test_the_docs_have_an_example_of_each_rule() -> None:
 def test_worked_example_of_tiers_1_and_2(row: list[str]) -> None:
     name, level, opened, responded, replies, paused, closed, now, one, two, following = row[:11]
     policy = POLICIES[name]
-    result = case(policy, level=int(level), opened=_moment(opened),
+    result = case(policy, level=int(level), opened=doc_moment(opened),
                   first_response=_optional(responded), replies=_moments(replies),
-                  pauses=_pauses(paused), closed_at=_optional(closed), now=_moment(now))
+                  pauses=doc_pauses(paused), closed_at=_optional(closed), now=doc_moment(now))
     for tier, expected in ((1, one), (2, two)):
         reached = result.tier(tier)
         assert (None if reached is None else reached.at) == _optional(expected), f"tier {tier}"
@@ -360,8 +321,8 @@ def test_worked_example_of_tiers_1_and_2(row: list[str]) -> None:
 @pytest.mark.parametrize("row", repeated_examples(), ids=lambda row: f"{row[0]}-{row[2]}-{row[3]}")
 def test_worked_example_of_repeated_severity1(row: list[str]) -> None:
     level, opened, others, closed, now, expected = row[:6]
-    result = case(EMEA, level=int(level), opened=_moment(opened), others=_moments(others),
-                  closed_at=_optional(closed), now=_moment(now))
+    result = case(EMEA, level=int(level), opened=doc_moment(opened), others=_moments(others),
+                  closed_at=_optional(closed), now=doc_moment(now))
     reached = result.tier(3)
     assert (None if reached is None else reached.at) == _optional(expected)
 
@@ -371,9 +332,9 @@ def test_worked_example_of_repeated_severity1(row: list[str]) -> None:
 def test_worked_example_of_an_unmitigated_critical_vulnerability(row: list[str]) -> None:
     framework = typing.cast(remediation.Framework, row[0])
     score, start, fixed, now, expected, following = row[1:7]
-    due = remediation.due(framework, _moment(start), float(score), None, EMEA, CALENDAR)
+    due = remediation.due(framework, doc_moment(start), float(score), None, EMEA, CALENDAR)
     result = escalation.for_bulletin(SETTINGS, {"CVE-2026-00001": due},
-                                     {"CVE-2026-00001": _optional(fixed)}, now=_moment(now))
+                                     {"CVE-2026-00001": _optional(fixed)}, now=doc_moment(now))
     reached = result.tier(3)
     assert (None if reached is None else reached.at) == _optional(expected)
     assert result.next_at == _optional(following)
@@ -381,27 +342,11 @@ def test_worked_example_of_an_unmitigated_critical_vulnerability(row: list[str])
 
 # ---- the policy setting ----------------------------------------------------------------------
 
-#: What the fingerprints of the default and the 2026 presets hashed before the escalation,
-#: root-cause and add-on settings existed (with the holidays release appended): deadlines
-#: stored with them stay.
-_FINGERPRINTED = {
-    "": '{"timezone":"Europe/London","holidays":"GB-ENG","closedDates":[],"businessHours":'
-        '{"alwaysOpen":false,"days":["Mon","Tue","Wed","Thu","Fri"],"start":"09:00","end":'
-        '"18:00"},"targets":{"Urgent":14400,"High":28800,"Medium":43200,"Low":86400},'
-        '"warningRatio":0.75}',
-    "preset: support-policy-2026\nregion: AMER\n":
-        '{"preset":"support-policy-2026","region":"AMER","timezone":"America/New_York",'
-        '"holidays":"US","closedDates":[],"businessHours":{"alwaysOpen":false,"days":["Mon",'
-        '"Tue","Wed","Thu","Fri"],"start":"09:00","end":"17:00"},"targets":{"Urgent":3600,'
-        '"High":14400,"Medium":28800,"Low":57600},"resolutionTargets":{"Urgent":14400,'
-        '"High":28800,"Medium":57600,"Low":144000},"alwaysOpenLevels":[1],'
-        '"workaroundLowersSeverity":true,"warningRatio":0.75}',
-}
 _EMAIL = ("channels: {email: {enabled: true, host: smtp.example.com, from: a@example.com, "
           "to: b@example.com}}\n")
 
 
-@pytest.mark.parametrize("text", sorted(_FINGERPRINTED))
+@pytest.mark.parametrize("text", sorted(FINGERPRINTS))
 @pytest.mark.parametrize("extra", [
     "", "escalation: null\n", "escalation: {enabled: false}\n",
     "escalation: {notProgressingAfter: 4h, repeatedSeverity1: {count: 5, window: 7d}}\n",
@@ -410,9 +355,7 @@ _EMAIL = ("channels: {email: {enabled: true, host: smtp.example.com, from: a@exa
     "addOns: [flux-operator-mcp]\n", "addOns: []\n",
 ])
 def test_the_new_settings_leave_the_fingerprint(text: str, extra: str) -> None:
-    material = _FINGERPRINTED[text] + importlib.metadata.version("holidays")
-    expected = hashlib.sha256(material.encode()).hexdigest()[:12]
-    assert load_policy(text + extra).fingerprint() == expected
+    assert load_policy(text + extra).fingerprint() == FINGERPRINTS[text]
 
 
 def test_the_default_policy_has_none_and_the_2026_preset_the_documented_values() -> None:
@@ -427,8 +370,7 @@ def test_the_default_policy_has_none_and_the_2026_preset_the_documented_values()
     assert EMEA.root_cause_analysis is not None
     assert (EMEA.root_cause_analysis.levels, EMEA.root_cause_analysis.days) == ((1, 2), 10)
     # A written section merges with the preset's, key by key.
-    merged = load_policy("preset: support-policy-2026\nregion: EMEA\n"
-                         "escalation: {notProgressingAfter: 8h}\n")
+    merged = preset_2026("EMEA", "escalation: {notProgressingAfter: 8h}\n")
     assert merged.escalation is not None
     assert merged.escalation.not_progressing_after == 8 * 3600
     assert merged.escalation.enabled

@@ -4,7 +4,6 @@ worked examples of docs/sla-policy.md and `sla due --paused`."""
 from __future__ import annotations
 
 import datetime
-import itertools
 import json
 import pathlib
 import re
@@ -17,21 +16,20 @@ from hypothesis import strategies as st
 
 from fluxsupport.domain import pause, timing
 from fluxsupport.domain.calendar import BusinessCalendar
-from fluxsupport.domain.policy import Policy, load_policy
+from tests.fixtures import (
+    DOC_MOMENT,
+    EMEA,
+    MONDAY,
+    POLICIES,
+    SLA_POLICY_DOC,
+    at,
+    doc_moment,
+    doc_pauses,
+    doc_table,
+)
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-DOC = ROOT / "docs" / "sla-policy.md"
-DEFAULT = Policy()
+DEFAULT = POLICIES["default"]
 CALENDAR = BusinessCalendar(DEFAULT)
-EMEA = load_policy("preset: support-policy-2026\nregion: EMEA\n")
-POLICIES = {"default": DEFAULT, "2026 EMEA": EMEA,
-            "2026 AMER": load_policy("preset: support-policy-2026\nregion: AMER\n"),
-            "2026 APAC": load_policy("preset: support-policy-2026\nregion: APAC\n")}
-MONDAY = datetime.datetime(2026, 11, 30, 10, 0, tzinfo=datetime.UTC)  # London, 09:00-18:00
-
-
-def at(text: str) -> datetime.datetime:
-    return timing.parse_time(text)
 
 
 def hours(count: float) -> datetime.timedelta:
@@ -233,37 +231,12 @@ def test_the_deadline_leaves_exactly_the_budget_unpaused(
 
 # ---- the worked examples of docs/sla-policy.md ----------------------------------------------
 
-_MOMENT = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun) (\d{4}-\d\d-\d\d) (\d\d:\d\d) "
-                     r"([+-]\d\d:\d\d)$")
 _LEFT = re.compile(r"^paused, (\d+(?:\.\d+)?) h left$")
 
 
-def _moment(text: str) -> datetime.datetime:
-    match = _MOMENT.match(text.strip())
-    assert match, f"not a worked-example time: {text!r}"
-    moment = datetime.datetime.fromisoformat(f"{match[2]}T{match[3]}{match[4]}")
-    assert moment.strftime("%a") == match[1], f"{text}: wrong weekday"
-    return moment
-
-
-def _pauses(text: str) -> list[pause.Pause]:
-    pauses = []
-    for part in text.split(";"):
-        start, _, end = part.partition(" to ")
-        pauses.append(pause.Pause(_moment(start),
-                                  None if end.strip() == "(waiting)" else _moment(end)))
-    return pauses
-
-
 def worked_examples() -> list[list[str]]:
-    section = DOC.read_text().split("### Worked examples with pauses", 1)[1]
-    lines = section.splitlines()
-    first = next(index for index, line in enumerate(lines) if line.startswith("|"))
-    rows = list(itertools.takewhile(lambda line: line.startswith("|"), lines[first:]))
-    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
-    assert cells[0][:6] == ["Policy", "Level", "Opened", "Paused", "First response due",
-                            "Resolution due"]
-    return [row for row in cells[1:] if not set(row[0]) <= {"-"}]
+    return doc_table(SLA_POLICY_DOC, "### Worked examples with pauses", [
+        "Policy", "Level", "Opened", "Paused", "First response due", "Resolution due"])
 
 
 def _check(expected: str, budget: pause.Budget | None, zone: datetime.tzinfo) -> None:
@@ -276,9 +249,9 @@ def _check(expected: str, budget: pause.Budget | None, zone: datetime.tzinfo) ->
         assert budget.due is None
         assert budget.remaining_seconds == float(left[1]) * 3600
         return
-    assert budget.due == _moment(expected)
+    assert budget.due == doc_moment(expected)
     # Shown in the policy's zone, the deadline has the offset the table writes.
-    assert budget.due.astimezone(zone).utcoffset() == _moment(expected).utcoffset()
+    assert budget.due.astimezone(zone).utcoffset() == doc_moment(expected).utcoffset()
 
 
 def test_the_docs_have_the_examples_the_rules_need() -> None:
@@ -288,8 +261,8 @@ def test_the_docs_have_the_examples_the_rules_need() -> None:
     assert any("(waiting)" in row[3] for row in examples)
     assert any(";" in row[3] for row in examples)
     # One across a DST switch.
-    assert any(_moment(row[2]).utcoffset() != _moment(row[4]).utcoffset() for row in examples
-               if _MOMENT.match(row[4]))
+    assert any(doc_moment(row[2]).utcoffset() != doc_moment(row[4]).utcoffset() for row in examples
+               if DOC_MOMENT.match(row[4]))
 
 
 @pytest.mark.parametrize("row", worked_examples(), ids=lambda row: f"{row[0]}-{row[1]}-{row[2]}")
@@ -297,10 +270,10 @@ def test_worked_example(row: list[str]) -> None:
     name, level, opened, paused, response, resolution = row[:6]
     policy = POLICIES[name]
     calendar = BusinessCalendar(policy)
-    pauses = _pauses(paused)
-    first = pause.first_response(_moment(opened), int(level), policy, calendar, pauses)
+    pauses = doc_pauses(paused)
+    first = pause.first_response(doc_moment(opened), int(level), policy, calendar, pauses)
     _check(response, first.deadline, calendar.zone)
-    second = pause.resolution(_moment(opened), int(level), policy, calendar, pauses)
+    second = pause.resolution(doc_moment(opened), int(level), policy, calendar, pauses)
     _check(resolution, None if second is None else second.deadline, calendar.zone)
 
 
@@ -318,7 +291,7 @@ def _console(document: str) -> list[tuple[list[str], str]]:
 
 def test_the_documented_commands_print_what_the_docs_say(tmp_path: pathlib.Path) -> None:
     (tmp_path / "policy-2026.yaml").write_text("preset: support-policy-2026\nregion: EMEA\n")
-    commands = _console(DOC.read_text())
+    commands = _console(SLA_POLICY_DOC.read_text())
     assert len(commands) >= 3
     for args, shown in commands:
         result = subprocess.run([sys.executable, "-m", "fluxsupport", *args],

@@ -4,10 +4,8 @@ docs/sla-policy.md, resolution targets, the workaround rule and monthly complian
 from __future__ import annotations
 
 import datetime
-import itertools
 import json
 import pathlib
-import re
 import subprocess
 import sys
 import time
@@ -21,11 +19,9 @@ from fluxsupport.domain import casestatus, conditions, evaluation, supportcase, 
 from fluxsupport.domain.calendar import BusinessCalendar
 from fluxsupport.domain.policy import LEVEL_NAMES, Policy, PolicyError, load_policy
 from fluxsupport.observability import metrics
+from tests.fixtures import EMEA, SLA_POLICY_DOC, at, doc_moment, doc_table, preset_2026
 from tests.unit.test_metrics import fake_client, handle, samples
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-DOC = ROOT / "docs" / "sla-policy.md"
-EMEA = load_policy("preset: support-policy-2026\nregion: EMEA\n")
 EMEA_CALENDAR = BusinessCalendar(EMEA)
 CREATED = datetime.datetime(2026, 11, 30, 10, 0, tzinfo=datetime.UTC)  # Monday, London
 
@@ -87,29 +83,9 @@ def test_preset_errors_name_the_problem(text: str, fragment: str) -> None:
 
 # ---- the worked examples of docs/sla-policy.md ----------------------------------------------
 
-_MOMENT = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun) (\d{4}-\d\d-\d\d) (\d\d:\d\d) "
-                     r"([+-]\d\d:\d\d)$")
-
-
-def _moment(text: str) -> datetime.datetime:
-    match = _MOMENT.match(text.strip())
-    assert match, f"not a worked-example time: {text!r}"
-    moment = datetime.datetime.fromisoformat(f"{match[2]}T{match[3]}{match[4]}")
-    assert moment.strftime("%a") == match[1], f"{text}: wrong weekday"
-    return moment
-
-
 def worked_examples() -> list[list[str]]:
-    text = DOC.read_text()
-    section = text.split("### Worked examples for support-policy-2026", 1)[1]
-    lines = section.splitlines()
-    first = next(index for index, line in enumerate(lines) if line.startswith("|"))
-    rows = list(itertools.takewhile(lambda line: line.startswith("|"), lines[first:]))
-    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
-    examples = [row for row in cells[1:] if not set(row[0]) <= {"-"}]
-    assert cells[0][:5] == ["Region", "Severity", "Opened", "First response due",
-                            "Resolution due"]
-    return examples
+    return doc_table(SLA_POLICY_DOC, "### Worked examples for support-policy-2026", [
+        "Region", "Severity", "Opened", "First response due", "Resolution due"])
 
 
 def test_the_docs_have_the_examples_the_issue_asks_for() -> None:
@@ -118,16 +94,16 @@ def test_the_docs_have_the_examples_the_issue_asks_for() -> None:
     regions = {row[0] for row in examples}
     assert regions == {"AMER", "EMEA", "APAC"}
     # A DST week in AMER: an offset change between opening and resolution.
-    assert any(row[0] == "AMER" and _moment(row[2]).utcoffset() != _moment(row[4]).utcoffset()
+    assert any(row[0] == "AMER" and doc_moment(row[2]).utcoffset() != doc_moment(row[4]).utcoffset()
                and row[1] != "1" for row in examples)
     # Severity 1 over a weekend.
-    assert any(row[1] == "1" and _moment(row[2]).weekday() >= 5 for row in examples)
+    assert any(row[1] == "1" and doc_moment(row[2]).weekday() >= 5 for row in examples)
 
 
 @pytest.mark.parametrize("row", worked_examples(), ids=lambda row: f"{row[0]}-{row[1]}-{row[2]}")
 def test_worked_example(row: list[str]) -> None:
     region, severity, opened, response, resolution = row[:5]
-    policy = load_policy(f"preset: support-policy-2026\nregion: {region}\n")
+    policy = preset_2026(region)
     calendar = BusinessCalendar(policy)
     level = int(severity.split()[0])
     spec = {"title": "t", "description": "d", "severity": LEVEL_NAMES[level],
@@ -135,15 +111,15 @@ def test_worked_example(row: list[str]) -> None:
                        "businessCritical": True},
             "component": "helm-controller", "category": "incident",
             "workaround": "workaround" in severity}
-    created = _moment(opened)
+    created = doc_moment(opened)
     result = supportcase.evaluate(spec=spec, annotations={}, created=created, generation=1,
                                   previous={}, policy=policy, calendar=calendar, now=created)
     status = result.status
-    assert timing.parse_time(status["firstResponse"]["deadline"]) == _moment(response)
-    assert timing.parse_time(status["resolution"]["deadline"]) == _moment(resolution)
+    assert timing.parse_time(status["firstResponse"]["deadline"]) == doc_moment(response)
+    assert timing.parse_time(status["resolution"]["deadline"]) == doc_moment(resolution)
     # Shown in local time, the deadlines have the offsets the table writes.
     local = timing.parse_time(status["resolution"]["deadline"]).astimezone(calendar.zone)
-    assert local.utcoffset() == _moment(resolution).utcoffset()
+    assert local.utcoffset() == doc_moment(resolution).utcoffset()
 
 
 def test_sla_due_reads_a_file_with_only_preset_and_region(tmp_path: pathlib.Path) -> None:
@@ -160,7 +136,7 @@ def test_sla_due_reads_a_file_with_only_preset_and_region(tmp_path: pathlib.Path
         "resolutionWarningAt": "2026-03-12T13:00:00-04:00",
         "resolutionDeadline": "2026-03-13T15:00:00-04:00"}
     # The same command is documented in docs/sla-policy.md.
-    assert result.stdout.strip() in DOC.read_text()
+    assert result.stdout.strip() in SLA_POLICY_DOC.read_text()
 
 
 # ---- resolution clock, workaround, compliance -----------------------------------------------
@@ -185,10 +161,6 @@ def evaluate(case_spec: dict[str, Any], now: datetime.datetime,
 
 def kinds(result: evaluation.Evaluation[casestatus.CaseMetrics]) -> dict[str, tuple[str, str]]:
     return {c["type"]: (c["status"], c["reason"]) for c in result.status["conditions"]}
-
-
-def at(text: str) -> datetime.datetime:
-    return timing.parse_time(text)
 
 
 def test_resolution_clock_pending_at_risk_breached() -> None:

@@ -4,29 +4,18 @@ docs/sla-policy.md."""
 from __future__ import annotations
 
 import datetime
-import itertools
-import pathlib
-import re
 import time
 import zoneinfo
 
 import pytest
 
-from fluxsupport.domain import rca, timing
-from fluxsupport.domain.policy import Policy, load_policy
+from fluxsupport.domain import rca
+from fluxsupport.domain.policy import load_policy
+from tests.fixtures import DOC_MOMENT, EMEA, POLICIES, SLA_POLICY_DOC, at, doc_moment, doc_table
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-DOC = ROOT / "docs" / "sla-policy.md"
-EMEA = load_policy("preset: support-policy-2026\nregion: EMEA\n")
-POLICIES = {"default": Policy(), "2026 EMEA": EMEA,
-            "2026 AMER": load_policy("preset: support-policy-2026\nregion: AMER\n")}
 SETTINGS = EMEA.root_cause_analysis
 RESOLVED = datetime.datetime(2026, 11, 30, 10, 0, tzinfo=datetime.UTC)
 DUE = datetime.datetime(2026, 12, 10, 10, 0, tzinfo=datetime.UTC)
-
-
-def at(text: str) -> datetime.datetime:
-    return timing.parse_time(text)
 
 
 def test_the_states_in_order() -> None:
@@ -67,36 +56,14 @@ def test_only_the_policys_levels_of_undismissed_cases_are_owed_one() -> None:
 
 # ---- the worked examples of docs/sla-policy.md -----------------------------------------------
 
-_MOMENT = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun) (\d{4}-\d\d-\d\d) (\d\d:\d\d) "
-                     r"([+-]\d\d:\d\d)$")
-
-
-def _moment(text: str) -> datetime.datetime:
-    match = _MOMENT.match(text.strip())
-    assert match, f"not a worked-example time: {text!r}"
-    moment = datetime.datetime.fromisoformat(f"{match[2]}T{match[3]}{match[4]}")
-    assert moment.strftime("%a") == match[1], f"{text}: wrong weekday"
-    return moment
-
-
-def table(heading: str, header: list[str]) -> list[list[str]]:
-    section = DOC.read_text().split(heading, 1)[1]
-    lines = section.splitlines()
-    first = next(index for index, line in enumerate(lines) if line.startswith("|"))
-    rows = list(itertools.takewhile(lambda line: line.startswith("|"), lines[first:]))
-    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
-    assert cells[0][:len(header)] == header
-    return [row for row in cells[1:] if not set(row[0]) <= {"-"}]
-
-
 def due_examples() -> list[list[str]]:
-    return table("### Worked examples of root-cause analyses", [
+    return doc_table(SLA_POLICY_DOC, "### Worked examples of root-cause analyses", [
         "Policy", "Level", "Resolved", "RCA delivered", "Now", "RCA due", "State"])
 
 
 def delivery_examples() -> list[list[str]]:
-    return table("Replies that deliver the RCA", ["Subject", "Text begins", "Attachments",
-                                                  "Delivers"])
+    return doc_table(SLA_POLICY_DOC, "Replies that deliver the RCA", [
+        "Subject", "Text begins", "Attachments", "Delivers"])
 
 
 def test_the_docs_have_an_example_of_each_rule() -> None:
@@ -105,8 +72,8 @@ def test_the_docs_have_an_example_of_each_rule() -> None:
     assert {row[0] for row in examples} >= {"default", "2026 EMEA", "2026 AMER"}
     assert any(row[2] == "dismissed" for row in examples)
     # Across a DST switch.
-    assert any(_MOMENT.match(row[2]) and _MOMENT.match(row[5])
-               and _moment(row[2]).utcoffset() != _moment(row[5]).utcoffset()
+    assert any(DOC_MOMENT.match(row[2]) and DOC_MOMENT.match(row[5])
+               and doc_moment(row[2]).utcoffset() != doc_moment(row[5]).utcoffset()
                for row in examples)
     deliveries = delivery_examples()
     assert {row[3] for row in deliveries} == {"yes", "no"}
@@ -119,19 +86,19 @@ def test_worked_example(row: list[str]) -> None:
     policy = POLICIES[name]
     result = rca.evaluate(
         policy.root_cause_analysis, policy.timezone, level=int(level),
-        resolved_at=None if resolved in ("not yet", "dismissed") else _moment(resolved),
+        resolved_at=None if resolved in ("not yet", "dismissed") else doc_moment(resolved),
         dismissed=resolved == "dismissed",
-        delivered_at=None if delivered == "none" else _moment(delivered), now=_moment(now))
+        delivered_at=None if delivered == "none" else doc_moment(delivered), now=doc_moment(now))
     if state == "none":
         assert result is None
         return
     assert result is not None
     assert result.state == state
-    assert result.due_at == (None if due == "none" else _moment(due))
+    assert result.due_at == (None if due == "none" else doc_moment(due))
     if result.due_at is not None:
         # Shown in the policy's zone, the due time has the offset the table writes.
         local = result.due_at.astimezone(zoneinfo.ZoneInfo(policy.timezone))
-        assert local.utcoffset() == _moment(due).utcoffset()
+        assert local.utcoffset() == doc_moment(due).utcoffset()
 
 
 @pytest.mark.parametrize("row", delivery_examples(), ids=lambda row: f"{row[0]}-{row[2]}")

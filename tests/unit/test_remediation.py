@@ -5,10 +5,6 @@ policy, the worked examples of docs/concepts.md, the policy setting, what `bulle
 from __future__ import annotations
 
 import copy
-import datetime
-import hashlib
-import importlib.metadata
-import itertools
 import json
 import pathlib
 import re
@@ -25,18 +21,14 @@ from fluxsupport import constants, resources
 from fluxsupport.domain import advisory, bulletin, remediation
 from fluxsupport.domain.calendar import BusinessCalendar
 from fluxsupport.domain.policy import Policy, PolicyError, load_policy
+from tests import fixtures
+from tests.fixtures import EMEA, FINGERPRINTS, at, doc_moment, doc_table, preset_2026
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "concepts.md"
 ADVISORIES = ROOT / "tests" / "data" / "upstream" / "advisories"
-EMEA = load_policy("preset: support-policy-2026\nregion: EMEA\n")
-POLICIES = {"2026 EMEA": EMEA,
-            "2026 AMER": load_policy("preset: support-policy-2026\nregion: AMER\n"),
-            "default": Policy()}
-
-
-def at(text: str) -> datetime.datetime:
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+#: The policies of the worked examples of docs/concepts.md, which name each of them.
+POLICIES = {name: fixtures.POLICIES[name] for name in ("2026 EMEA", "2026 AMER", "default")}
 
 
 def document(advisory_id: str) -> dict[str, Any]:
@@ -114,26 +106,9 @@ def test_a_support_day_is_one_business_day_of_the_policy() -> None:
 
 # ---- the worked examples of docs/concepts.md ------------------------------------------------
 
-_MOMENT = re.compile(r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun) (\d{4}-\d\d-\d\d) (\d\d:\d\d) "
-                     r"([+-]\d\d:\d\d)$")
-
-
-def _moment(text: str) -> datetime.datetime:
-    match = _MOMENT.match(text.strip())
-    assert match, f"not a worked-example time: {text!r}"
-    moment = datetime.datetime.fromisoformat(f"{match[2]}T{match[3]}{match[4]}")
-    assert moment.strftime("%a") == match[1], f"{text}: wrong weekday"
-    return moment
-
-
 def worked_examples() -> list[list[str]]:
-    section = DOC.read_text().split("#### Worked examples of the remediation deadline", 1)[1]
-    lines = section.splitlines()
-    first = next(index for index, line in enumerate(lines) if line.startswith("|"))
-    rows = list(itertools.takewhile(lambda line: line.startswith("|"), lines[first:]))
-    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
-    assert cells[0][:6] == ["Framework", "Policy", "CVSS", "Severity", "Clock start", "Due"]
-    return [row for row in cells[1:] if not set(row[0]) <= {"-"}]
+    return doc_table(DOC, "#### Worked examples of the remediation deadline", [
+        "Framework", "Policy", "CVSS", "Severity", "Clock start", "Due"])
 
 
 def _with_framework(name: str, framework: str) -> Policy:
@@ -150,7 +125,7 @@ def test_the_docs_have_an_example_of_each_rule() -> None:
     # Each framework crosses a DST switch.
     for framework in ("standard", "upstream-patch"):
         assert any(row[0] == framework and row[5] != "none"
-                   and _moment(row[4]).utcoffset() != _moment(row[5]).utcoffset()
+                   and doc_moment(row[4]).utcoffset() != doc_moment(row[5]).utcoffset()
                    for row in examples)
 
 
@@ -161,17 +136,17 @@ def test_worked_example(row: list[str]) -> None:
     policy = POLICIES[name]
     score = (None if cvss_text == "none" else remediation.base_score(cvss_text)
              if cvss_text.startswith("CVSS:") else float(cvss_text))
-    found = remediation.due(framework, _moment(start), score, severity, policy,
+    found = remediation.due(framework, doc_moment(start), score, severity, policy,
                             BusinessCalendar(policy))
     if expected == "none":
         assert found is None
         return
     assert found is not None
-    assert found.due_at == _moment(expected)
+    assert found.due_at == doc_moment(expected)
     zone = BusinessCalendar(policy).zone
-    assert found.due_at.astimezone(zone).utcoffset() == _moment(expected).utcoffset()
+    assert found.due_at.astimezone(zone).utcoffset() == doc_moment(expected).utcoffset()
     # The same through a bulletin, as `bulletin import --policy` and the operator compute it.
-    started = _moment(start).isoformat()
+    started = doc_moment(start).isoformat()
     vulnerability: dict[str, Any] = {"id": "CVE-2026-00001", "components": ["x"],
                                      "severity": severity}
     if cvss_text.startswith("CVSS:"):
@@ -217,42 +192,21 @@ def test_the_clock_starts_of_a_bulletin() -> None:
 
 # ---- the policy setting ----------------------------------------------------------------------
 
-#: What the fingerprints of the default and the 2026 presets hashed before the remediation
-#: framework existed (with the holidays release appended): deadlines stored with them stay.
-_FINGERPRINTED = {
-    "": '{"timezone":"Europe/London","holidays":"GB-ENG","closedDates":[],"businessHours":'
-        '{"alwaysOpen":false,"days":["Mon","Tue","Wed","Thu","Fri"],"start":"09:00","end":'
-        '"18:00"},"targets":{"Urgent":14400,"High":28800,"Medium":43200,"Low":86400},'
-        '"warningRatio":0.75}',
-    "preset: support-policy-2026\nregion: AMER\n":
-        '{"preset":"support-policy-2026","region":"AMER","timezone":"America/New_York",'
-        '"holidays":"US","closedDates":[],"businessHours":{"alwaysOpen":false,"days":["Mon",'
-        '"Tue","Wed","Thu","Fri"],"start":"09:00","end":"17:00"},"targets":{"Urgent":3600,'
-        '"High":14400,"Medium":28800,"Low":57600},"resolutionTargets":{"Urgent":14400,'
-        '"High":28800,"Medium":57600,"Low":144000},"alwaysOpenLevels":[1],'
-        '"workaroundLowersSeverity":true,"warningRatio":0.75}',
-}
-
-
-@pytest.mark.parametrize("text", sorted(_FINGERPRINTED))
+@pytest.mark.parametrize("text", sorted(FINGERPRINTS))
 def test_the_remediation_framework_leaves_the_fingerprint(text: str) -> None:
-    material = _FINGERPRINTED[text] + importlib.metadata.version("holidays")
-    expected = hashlib.sha256(material.encode()).hexdigest()[:12]
-    assert load_policy(text).fingerprint() == expected
+    assert load_policy(text).fingerprint() == FINGERPRINTS[text]
     for framework in ("standard", "upstream-patch", "null"):
         assert load_policy(f"{text}remediationFramework: {framework}\n").fingerprint() \
-            == expected
+            == FINGERPRINTS[text]
 
 
 def test_the_default_policy_tracks_no_remediation_and_the_2026_preset_the_standard() -> None:
     assert Policy().remediation_framework is None
     assert load_policy("").remediation_framework is None
     assert EMEA.remediation_framework == "standard"
-    assert load_policy("preset: support-policy-2026\nregion: APAC\n"
-                       "remediationFramework: upstream-patch\n").remediation_framework \
+    assert preset_2026("APAC", "remediationFramework: upstream-patch\n").remediation_framework \
         == "upstream-patch"
-    assert load_policy("preset: support-policy-2026\nregion: APAC\nremediationFramework: null\n"
-                       ).remediation_framework is None
+    assert preset_2026("APAC", "remediationFramework: null\n").remediation_framework is None
     assert load_policy("remediationFramework: standard\n").remediation_framework == "standard"
     with pytest.raises(PolicyError, match="remediationFramework: Input should be 'standard'"):
         load_policy("remediationFramework: fast\n")

@@ -19,7 +19,7 @@ import pytest
 from fluxsupport.channels import mail, portal
 from fluxsupport.controllers import submission as controller_module
 from fluxsupport.controllers.supportcase import CaseSnapshot
-from fluxsupport.domain import policy, submission
+from fluxsupport.domain import conditions, policy, submission, timing
 from tests import fakes
 
 UID = "0c6f1c8e-5d0b-4a8e-9a43-3f7f2f1d9b10"
@@ -71,26 +71,54 @@ class Cases:
         return dict(self.cases[KEY].status.get("submission") or {})
 
 
+class MailServer:
+    """aiosmtpd's handler: keeps each message it accepts. ``refusals`` lists what the next
+    messages meet, one each, first to last: ``RCPT`` (a recipient refused), ``DATA`` (the
+    message refused) or ``DROP`` (the connection closed while the message comes in)."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+        self.refusals: list[str] = []
+        self.port = 0
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          rcpt_options: list[str]) -> str:
+        if self.refusals and self.refusals[0] == "RCPT":
+            self.refusals.pop(0)
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        refusal = self.refusals.pop(0) if self.refusals else ""
+        if refusal == "DATA":
+            return "554 5.7.1 message refused"
+        if refusal == "DROP":
+            server.transport.close()
+            return "421 closing"
+        self.received.append(envelope.original_content or envelope.content)
+        return "250 OK"
+
+
 @pytest.fixture
-def smtp() -> Iterator[tuple[list[bytes], int]]:
+def mail_server() -> Iterator[MailServer]:
     from aiosmtpd.controller import Controller
 
-    received: list[bytes] = []
-
-    class Handler:
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-            received.append(envelope.original_content or envelope.content)
-            return "250 OK"
-
+    handler = MailServer()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = Controller(Handler(), hostname="127.0.0.1", port=port)
+        handler.port = probe.getsockname()[1]
+    server = Controller(handler, hostname="127.0.0.1", port=handler.port)
     server.start()
     try:
-        yield received, port
+        yield handler
     finally:
         server.stop()
+
+
+@pytest.fixture
+def smtp(mail_server: MailServer) -> tuple[list[bytes], int]:
+    return mail_server.received, mail_server.port
 
 
 def email_channels(port: int) -> policy.Channels:
@@ -286,12 +314,14 @@ def escalation_policy(port: int) -> policy.Policy:
                                                               "cs@vendor.example"]}}})
 
 
-def act_with_policy(cases: Cases, rules: policy.Policy) -> None:
-    async def main() -> None:
+def act_with_policy(cases: Cases, rules: policy.Policy) -> list[float]:
+    """One action on the case; the instants it scheduled the case at."""
+    async def main() -> list[float]:
         controller = controller_module.SubmissionController(
             cases, rules.channels, fakes.FakeClient(), "fluxsupport-system", policy=rules)
         await controller._act(KEY)
-    asyncio.run(main())
+        return sorted(controller.scheduler._due.values())
+    return asyncio.run(main())
 
 
 def test_each_tier_reached_is_emailed_to_its_contacts_once(
@@ -341,3 +371,89 @@ def test_a_tier_email_recorded_as_being_sent_is_never_sent_again(
     assert len(received) == 1
     assert email.message_from_bytes(received[0])["Message-ID"].strip() == \
         f"<case-{UID}-tier2@fluxsupport>"
+
+
+def tier_messages(received: list[bytes], tier: int) -> int:
+    marker = f"<case-{UID}-tier{tier}@fluxsupport>"
+    return sum(1 for data in received if email.message_from_bytes(data)["Message-ID"].strip()
+               == marker)
+
+
+@pytest.mark.parametrize("refusal", ["RCPT", "DATA"])
+def test_a_tier_email_the_server_refused_is_sent_again_after_its_backoff(
+        mail_server: MailServer, monkeypatch: pytest.MonkeyPatch, refusal: str) -> None:
+    """Refused before the server took it, nothing went out: the tier is tried again at its
+    retryAt, with its intent recorded again first, and arrives once."""
+    cases = escalated_cases()
+    rules = escalation_policy(mail_server.port)
+    mail_server.refusals = [refusal]  # tier 1's first send; tier 2 goes through
+    start = datetime.datetime.now(datetime.UTC)
+    scheduled = act_with_policy(cases, rules)
+    assert (tier_messages(mail_server.received, 1), tier_messages(mail_server.received, 2)) \
+        == (0, 1)
+    first, second = cases.submission()["escalationEmails"]
+    assert (first["tier"], first["attempts"]) == (1, 1)
+    assert ("550" if refusal == "RCPT" else "554") in first["lastError"]
+    assert not {"sentAt", "error"} & first.keys()
+    retry_at = timing.parse_time(first["retryAt"])
+    assert start + datetime.timedelta(seconds=4) <= retry_at \
+        <= datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=6)
+    assert retry_at.timestamp() in scheduled  # the case is woken for it
+    assert second["sentAt"]
+
+    # Before retryAt: nothing is sent; the case waits for it.
+    assert act_with_policy(cases, rules) == [retry_at.timestamp()]
+    assert tier_messages(mail_server.received, 1) == 0
+
+    later = retry_at + datetime.timedelta(seconds=1)
+    monkeypatch.setattr(controller_module, "_now", lambda: later)
+    writes = len(cases.records)
+    act_with_policy(cases, rules)
+    assert tier_messages(mail_server.received, 1) == 1
+    # The intent of the second send was stored before it, without retryAt.
+    intent = cases.records[writes]["escalationEmails"][0]
+    assert intent == {"tier": 1, "messageId": f"<case-{UID}-tier1@fluxsupport>",
+                      "attemptedAt": conditions.rfc3339(later), "attempts": 1,
+                      "lastError": first["lastError"]}
+    sent = cases.submission()["escalationEmails"][0]
+    assert sent == {**intent, "sentAt": conditions.rfc3339(later)}
+    # Sent once: never again, however often the case is acted on.
+    monkeypatch.setattr(controller_module, "_now",
+                        lambda: later + datetime.timedelta(hours=1))
+    act_with_policy(cases, rules)
+    assert (tier_messages(mail_server.received, 1), tier_messages(mail_server.received, 2)) \
+        == (1, 1)
+
+
+def test_a_tier_email_refused_again_backs_off_longer(
+        mail_server: MailServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    cases = escalated_cases()
+    rules = escalation_policy(mail_server.port)
+    mail_server.refusals = ["RCPT"]  # tier 1; tier 2 goes through
+    act_with_policy(cases, rules)
+    first = timing.parse_time(cases.submission()["escalationEmails"][0]["retryAt"])
+    monkeypatch.setattr(controller_module, "_now", lambda: first)
+    mail_server.refusals = ["RCPT"]
+    act_with_policy(cases, rules)
+    again = cases.submission()["escalationEmails"][0]
+    assert again["attempts"] == 2
+    assert timing.parse_time(again["retryAt"]) == first + datetime.timedelta(seconds=10)
+    assert tier_messages(mail_server.received, 1) == 0
+
+
+def test_a_tier_email_lost_while_the_server_took_it_is_never_sent_again(
+        mail_server: MailServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The connection closed during DATA: the server may have the message (at most once)."""
+    cases = escalated_cases()
+    rules = escalation_policy(mail_server.port)
+    mail_server.refusals = ["DROP"]
+    act_with_policy(cases, rules)
+    first = cases.submission()["escalationEmails"][0]
+    assert first["tier"] == 1
+    assert first["error"].startswith("email: ")
+    assert not {"retryAt", "attempts"} & first.keys()
+    monkeypatch.setattr(controller_module, "_now", lambda: datetime.datetime.now(
+        datetime.UTC) + datetime.timedelta(hours=1))
+    act_with_policy(cases, rules)
+    assert tier_messages(mail_server.received, 1) == 0
+    assert cases.submission()["escalationEmails"][0] == first

@@ -1,4 +1,6 @@
-"""``fluxsupport case show``: a case's ticket and its thread, read from the support portal.
+"""``fluxsupport case show``: a case's ticket and its thread, read from the support portal,
+with what the case's status says of its escalation, its root-cause analysis and its waits on
+the customer.
 
 Registered lazily by :mod:`fluxsupport.cli.case`. The case comes from the cluster (the CLI's
 client); the portal's URL, queue and timeout from the operator's policy (its ConfigMap, as the
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pathlib
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
@@ -53,7 +56,9 @@ def show(
     """Print a case's ticket and its thread from the support portal.
 
     The thread is what the customer may read: the case as filed, the replies of both sides
-    and the operator's updates, not the support team's internal comments.
+    and the operator's updates, not the support team's internal comments. The case's
+    escalation tiers, root-cause analysis and waits on the customer come from its status,
+    where it has them.
 
     Example: fluxsupport case show stuck -n team-a
     """
@@ -75,7 +80,7 @@ def show(
     customers = (*ticket.requestors, *ticket.ccs, channels.email.sender)
     people = conversation.People.of(_operator(history, own, customers), customers)
     data = _view(what, ticket, conversation.summarize(history, people),
-                 conversation.thread(history, people))
+                 conversation.thread(history, people), case.get("status") or {})
     if fmt is output.Format.table:
         _print(data)
     else:
@@ -148,8 +153,10 @@ def _time(moment: Any) -> str | None:
 
 
 def _view(what: str, ticket: portal.Ticket, summary: conversation.Summary,
-          thread: list[conversation.Message]) -> dict[str, Any]:
-    """What the command prints, as plain data (the JSON and YAML output)."""
+          thread: list[conversation.Message], status: Mapping[str, Any]) -> dict[str, Any]:
+    """What the command prints, as plain data (the JSON and YAML output). ``escalation``,
+    ``rootCauseAnalysis`` and ``pauses`` are the status's blocks as stored: None (no
+    pauses: an empty list) where the status has none."""
     last = summary.last_reply
     waiting = summary.pauses[-1] if summary.pauses and summary.pauses[-1].end is None else None
     rejection = summary.rejection
@@ -169,7 +176,15 @@ def _view(what: str, ticket: portal.Ticket, summary: conversation.Summary,
         "thread": [{"id": m.id, "at": _time(m.at), "side": str(m.side), "author": m.author,
                     "kind": m.kind, "subject": m.subject, "attachments": list(m.attachments),
                     "text": m.text} for m in thread],
+        "escalation": _block(status.get("escalation")),
+        "rootCauseAnalysis": _block(status.get("rootCauseAnalysis")),
+        "pauses": [dict(item) for item in status.get("pauses") or []
+                   if isinstance(item, Mapping)],
     }
+
+
+def _block(value: Any) -> dict[str, Any] | None:
+    return dict(value) if isinstance(value, Mapping) and value else None
 
 
 def _print(data: dict[str, Any]) -> None:
@@ -192,8 +207,15 @@ def _print(data: dict[str, Any]) -> None:
         rejection = data["rejection"]
         echo(f"rejected at {rejection['at']} by {rejection['by']}: "
              f"{rejection['reason'] or '(no reason given)'}")
-    if data["rootCauseAnalysisAt"]:
+    if data["rootCauseAnalysis"]:
+        echo(_rca_line(data["rootCauseAnalysis"]))
+    elif data["rootCauseAnalysisAt"]:
         echo(f"root-cause analysis delivered at {data['rootCauseAnalysisAt']}")
+    if data["escalation"]:
+        for line in _escalation_lines(data["escalation"]):
+            echo(line)
+    for line in _pause_lines(data["pauses"]):
+        echo(line)
     for message in data["thread"]:
         echo("")
         head = f"#{message['id']} {message['at']} {message['side']} {message['author']}"
@@ -203,3 +225,47 @@ def _print(data: dict[str, Any]) -> None:
             echo(f"    files: {', '.join(message['attachments'])}")
         for line in message["text"].rstrip().splitlines():
             echo(f"    {line}".rstrip())
+
+
+def _rca_line(block: Mapping[str, Any]) -> str:
+    """``root-cause analysis Pending, due ...`` or ``... Delivered at ... by ... (portal),
+    due ...``: the fields the status has."""
+    line = f"root-cause analysis {block.get('state', '?')}"
+    if block.get("deliveredAt"):
+        line += f" at {block['deliveredAt']}"
+        if block.get("deliveredBy"):
+            line += f" by {block['deliveredBy']}"
+        if block.get("source"):
+            line += f" ({block['source']})"
+    if block.get("dueAt"):
+        line += f", due {block['dueAt']}"
+    return line
+
+
+def _escalation_lines(block: Mapping[str, Any]) -> list[str]:
+    tiers = [item for item in block.get("tiers") or [] if isinstance(item, Mapping)]
+    if not tiers:
+        return ["escalation: no tier reached"]
+    lines = [f"escalation: tier {block.get('tier', tiers[-1].get('tier'))}"]
+    for item in tiers:
+        line = f"  tier {item.get('tier')}"
+        if item.get("contact"):
+            line += f" ({item['contact']})"
+        line += f" reached at {item.get('reachedAt', '?')}"
+        if item.get("trigger"):
+            line += f", {item['trigger']}"
+        if item.get("detail"):
+            line += f": {item['detail']}"
+        lines.append(line)
+    return lines
+
+
+def _pause_lines(pauses: list[Mapping[str, Any]]) -> list[str]:
+    if not pauses:
+        return []
+    lines = [f"waited on the customer {len(pauses)} time{'s' if len(pauses) > 1 else ''}"]
+    for item in pauses:
+        span = (f"{item.get('start', '?')} to {item['end']}" if item.get("end")
+                else f"since {item.get('start', '?')}")
+        lines.append(f"  {span}" + (f" ({item['source']})" if item.get("source") else ""))
+    return lines

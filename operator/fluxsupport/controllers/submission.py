@@ -106,10 +106,10 @@ class SubmissionController:
         #: None: none.
         self.escalation = policy.escalation if policy is not None and \
             policy.escalation is not None and policy.escalation.enabled else None
-        #: Whether the sync reads support's latest reply and the RCA's delivery from each
-        #: changed ticket (for the not-progressing tier and the RCA).
-        self.conversation = self.escalation is not None or (
-            policy is not None and policy.root_cause_analysis is not None)
+        #: Whether the sync records the reply that delivered the RCA. Support's latest
+        #: reply, which the not-progressing tier reads, is in the conversation the sync
+        #: always records (domain/ticketrecord.py).
+        self.rca = policy is not None and policy.root_cause_analysis is not None
         #: What runs in the cluster now, for the message of a new ticket or email.
         self.diagnostics = diagnostics
         self.channels = channels
@@ -172,8 +172,8 @@ class SubmissionController:
         elif any(field in submission for field in UPDATE_FAILURE_FIELDS):
             # Nothing is left to post (the comment was removed): clear the failure.
             self.scheduler.schedule(key, now.timestamp())
-        elif self._tier_emails(case):
-            self.scheduler.schedule(key, now.timestamp())
+        elif (email_due := self._tier_email_due(case)) is not None:
+            self.scheduler.schedule(key, email_due)
 
     @staticmethod
     def _closed(status: Mapping[str, Any]) -> bool:
@@ -536,17 +536,30 @@ class SubmissionController:
                                           namespace=case.namespace, name=case.name,
                                           cluster=self.channels.cluster, status=case.status)
 
+    def _tier_email_due(self, case: Case) -> float | None:
+        """When the next tier email of ``case`` is due (now, or after a refusal's backoff);
+        None: none is owed."""
+        return min(((notice.retry_at or _now()).timestamp()
+                    for notice in self._tier_emails(case)), default=None)
+
     async def _email_tiers(self, key: CaseKey) -> None:
         """Email the contacts of each tier reached, at most once: the intent (the tier and
-        its Message-ID) is stored in status.submission.escalationEmails before the send, and
-        a tier with a record is never sent again, whatever happens after."""
+        its Message-ID) is stored in status.submission.escalationEmails before each send. A
+        send the SMTP server refused (nothing went out) is recorded with its backoff
+        (``retryAt``) and tried again then, as the case's own email; a tier whose record
+        says sent, or perhaps sent, is never sent again."""
         case = self.cases.get(key)
         for notice in self._tier_emails(case) if case is not None else ():
+            now = _now()
+            if notice.retry_at is not None and notice.retry_at > now:
+                self.scheduler.schedule(key, notice.retry_at.timestamp())
+                continue
             case = self.cases.get(key)
             if case is None:
                 return
             stored = dict(case.status.get("submission") or {})
-            entries = list(stored.get("escalationEmails") or [])
+            entries = [entry for entry in stored.get("escalationEmails") or []
+                       if not isinstance(entry, Mapping) or entry.get("tier") != notice.tier]
             try:
                 message = mail.build_notice(self.channels.email, notice.subject, notice.body,
                                             notice.message_id, notice.recipients)
@@ -554,10 +567,11 @@ class SubmissionController:
                 logger.error("SupportCase %s/%s: the tier %d email could not be built: %s",
                              *key, notice.tier, error)
                 return
-            intent = {"tier": notice.tier, "messageId": notice.message_id,
-                      "attemptedAt": _rfc(_now())}
+            intent = notice.intent(now)
             if not await self.cases.record_submission(
-                    key, {**stored, "escalationEmails": [*entries, intent]}, expect=stored):
+                    key, {**stored, "escalationEmails": sorted(
+                        [*entries, intent], key=lambda entry: int(entry.get("tier") or 0))},
+                    expect=stored):
                 logger.info("SupportCase %s/%s: not sending the tier %d email: the case "
                             "changed since", *key, notice.tier)
                 return
@@ -568,9 +582,19 @@ class SubmissionController:
                 await mail.send(self.channels.email, message, secret.get("smtp-username"),
                                 secret.get("smtp-password"), recipients=notice.recipients)
             except (mail.EmailError, portal.PortalError) as error:
-                logger.warning("SupportCase %s/%s: the tier %d email failed; it is not sent "
-                               "again: %s", *key, notice.tier, error)
-                end = {"error": f"email: {error}"[:1024]}
+                if isinstance(error, mail.EmailError) and error.uncertain:
+                    logger.warning("SupportCase %s/%s: the tier %d email may or may not have "
+                                   "arrived; it is not sent again: %s", *key, notice.tier,
+                                   error)
+                    end = {"error": f"email: {error}"[:1024]}
+                else:
+                    # Refused before the server took the message: nothing went out.
+                    refused_at = _now()
+                    end = notice.refused(f"email: {error}", refused_at)
+                    logger.warning("SupportCase %s/%s: the tier %d email failed (%d in a "
+                                   "row), tried again at %s: %s", *key, notice.tier,
+                                   end["attempts"], end["retryAt"], error)
+                    self.scheduler.schedule(key, notice.next_try(refused_at).timestamp())
             else:
                 end = {"sentAt": _rfc(_now())}
                 logger.info("SupportCase %s/%s: tier %d escalation emailed to %s", *key,
@@ -706,8 +730,7 @@ class SubmissionController:
             # No change of status the operator's user may see.
             new["resolvedAt"] = _rfc(ticket.last_updated or now)
         new.update(found)
-        if self.conversation:
-            # Support's latest reply and a reply that delivers the RCA (escalation, RCA).
+        if self.rca:
             new.update(caseescalation.ticket_facts(history, people))
         if new == old:
             return True

@@ -230,20 +230,14 @@ def _delivery(annotations: Mapping[str, str], portal: Mapping[str, Any] | None,
 
 def ticket_facts(history: Iterable[submission_module.Transaction],
                  people: conversation.People) -> dict[str, Any]:
-    """What the tiers and the RCA take from the ticket's history, as status.submission
-    stores it: support's latest reply (``lastReply``) and the reply that delivered the RCA
-    (``rootCauseAnalysis``), each ``{at, by}``, when there is one."""
-    items = list(history)
-    facts: dict[str, Any] = {}
-    replies = conversation.replies(items, people)
-    if replies:
-        facts["lastReply"] = {"at": conditions.rfc3339(replies[-1].at),
-                              "by": replies[-1].author[:256]}
-    delivered = conversation.rca_delivery(items, people)
-    if delivered is not None:
-        facts["rootCauseAnalysis"] = {"at": conditions.rfc3339(delivered.at),
-                                      "by": delivered.author[:256]}
-    return facts
+    """What the RCA takes from the ticket's history, as status.submission stores it: the
+    reply that delivered it (``rootCauseAnalysis``, ``{at, by}``), when there is one.
+    Support's latest reply is in ``conversation`` (domain/ticketrecord.py)."""
+    delivered = conversation.rca_delivery(history, people)
+    if delivered is None:
+        return {}
+    return {"rootCauseAnalysis": {"at": conditions.rfc3339(delivered.at),
+                                  "by": delivered.author[:256]}}
 
 
 def tier_comments(status: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -272,22 +266,52 @@ class TierEmail:
     recipients: tuple[str, ...]
     subject: str
     body: str
+    #: Sends of it the SMTP server refused so far (nothing went out), and the last refusal.
+    refusals: int = 0
+    last_error: str = ""
+    #: When it may be tried again after a refusal; None: now.
+    retry_at: datetime.datetime | None = None
+
+    def intent(self, now: datetime.datetime) -> dict[str, Any]:
+        """The tier's record in status.submission.escalationEmails, stored before each
+        send: from then on the email is not sent again unless a refusal is recorded."""
+        entry: dict[str, Any] = {"tier": self.tier, "messageId": self.message_id,
+                                 "attemptedAt": conditions.rfc3339(now)}
+        if self.refusals:
+            entry.update(attempts=self.refusals, lastError=self.last_error)
+        return entry
+
+    def next_try(self, refused_at: datetime.datetime) -> datetime.datetime:
+        """When to try again after a refusal at ``refused_at``: the backoff of the case's
+        own email (domain/submission.py), to the second, as status stores it."""
+        moment = refused_at + submission_module.retry_delay(self.refusals + 1)
+        return moment.replace(microsecond=0)
+
+    def refused(self, error: str, refused_at: datetime.datetime) -> dict[str, Any]:
+        """What a refused send adds to the record: the count, the error and when the next
+        try is due."""
+        return {"attempts": self.refusals + 1, "lastError": error[:1024],
+                "retryAt": conditions.rfc3339(self.next_try(refused_at))}
 
 
 def tier_emails(settings: policy_module.Escalation | None, *, uid: str, namespace: str,
                 name: str, cluster: str, status: Mapping[str, Any]) -> list[TierEmail]:
     """The emails to the escalation contacts of the tiers recorded in ``status`` that have
-    contacts and no record in ``status.submission.escalationEmails`` yet."""
+    contacts and no record in ``status.submission.escalationEmails`` yet, or a record of a
+    send the SMTP server refused (``retryAt``). A record without ``retryAt`` is never sent
+    again: the email was sent, or may have been (at most once)."""
     if settings is None or not settings.enabled:
         return []
-    recorded = {entry.get("tier") for entry in
+    recorded = {entry.get("tier"): entry for entry in
                 (status.get("submission") or {}).get("escalationEmails") or []
                 if isinstance(entry, Mapping)}
     emails = []
     for item in _recorded(status):
         tier = int(item["tier"])
         recipients = settings.contacts.for_tier(tier)
-        if not recipients or tier in recorded:
+        entry = recorded.get(tier)
+        retry_at = _refused_until(entry)
+        if not recipients or (entry is not None and retry_at is None):
             continue
         where = f"{namespace}/{name}" + (f" in {cluster}" if cluster else "")
         ticket = (status.get("submission") or {}).get("url") or ""
@@ -296,21 +320,38 @@ def tier_emails(settings: policy_module.Escalation | None, *, uid: str, namespac
             submission_module.one_line(
                 f"[fluxsupport] Escalation tier {tier}: SupportCase {where}"),
             f"SupportCase {where}.\n\n{_notice(item)}\n"
-            + (f"\nTicket: {ticket}\n" if ticket else "")))
+            + (f"\nTicket: {ticket}\n" if ticket else ""),
+            refusals=int(entry.get("attempts") or 0) if entry else 0,
+            last_error=str(entry.get("lastError") or "") if entry else "",
+            retry_at=retry_at))
     return emails
+
+
+def _refused_until(entry: Mapping[str, Any] | None) -> datetime.datetime | None:
+    """The retryAt of a record whose last send was refused; None for any other record."""
+    if entry is None or entry.get("sentAt") or entry.get("error"):
+        return None
+    try:
+        return timing.parse_time(str(entry.get("retryAt") or ""))
+    except ValueError:
+        return None
 
 
 def support_replies(submission: Mapping[str, Any]) -> list[datetime.datetime]:
     """Support's replies the portal sync recorded (status.submission): the first reply and
-    the latest one. The latest reply is all the not-progressing rule needs from now on; an
-    earlier gap that was long enough was recorded when it happened."""
+    the latest one (``conversation.lastSupportReplyAt``, domain/ticketrecord.py). The latest
+    reply is all the not-progressing rule needs from now on; an earlier gap that was long
+    enough was recorded when it happened."""
+    first = submission.get("firstReply")
+    said = submission.get("conversation")
+    found = (first.get("at") if isinstance(first, Mapping) else None,
+             said.get("lastSupportReplyAt") if isinstance(said, Mapping) else None)
     replies = []
-    for block in (submission.get("firstReply"), submission.get("lastReply")):
-        if isinstance(block, Mapping):
-            try:
-                replies.append(timing.parse_time(str(block.get("at") or "")))
-            except ValueError:
-                continue
+    for value in found:
+        try:
+            replies.append(timing.parse_time(str(value or "")))
+        except ValueError:
+            continue
     return replies
 
 

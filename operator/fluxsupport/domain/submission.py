@@ -213,6 +213,11 @@ def update_text(update_id: str, text: str) -> str:
     return f"{update_marker(update_id)}\n\n{text}"
 
 
+def retry_delay(failures: int) -> datetime.timedelta:
+    """The wait after ``failures`` (at least 1) failed attempts in a row: RETRY_S."""
+    return datetime.timedelta(seconds=RETRY_S[min(max(failures, 1), len(RETRY_S)) - 1])
+
+
 def update_due(submission: Mapping[str, Any], now: datetime.datetime) -> datetime.datetime | None:
     """When to try posting a ticket's updates again after failed attempts (the same backoff
     as submissions: doubling from 5 s, at most every 5 minutes); None: now."""
@@ -220,7 +225,7 @@ def update_due(submission: Mapping[str, Any], now: datetime.datetime) -> datetim
     last = _time(submission.get("lastUpdateAttemptAt"))
     if not failures or last is None:
         return None
-    at = last + datetime.timedelta(seconds=RETRY_S[min(failures - 1, len(RETRY_S) - 1)])
+    at = last + retry_delay(failures)
     return at if at > now else None
 
 
@@ -346,8 +351,7 @@ def plan(submission: Mapping[str, Any], level: int, channels: Channels, closed: 
     last = _time(submission.get("lastAttemptAt"))
     at: datetime.datetime | None = None
     if backoff and attempts and last is not None:
-        delay = RETRY_S[min(attempts - 1, len(RETRY_S) - 1)]
-        at = last + datetime.timedelta(seconds=delay)
+        at = last + retry_delay(attempts)
         if may_email and first:
             # Wake for the fallback if it comes before the next portal attempt.
             at = min(at, first + datetime.timedelta(seconds=fallback.after))
@@ -371,8 +375,7 @@ def _email_plan(submission: Mapping[str, Any]) -> Plan:
     last = _time(submission.get("lastEmailAttemptAt"))
     if not failures or last is None:
         return Plan(Action.EMAIL)
-    return Plan(Action.EMAIL,
-                last + datetime.timedelta(seconds=RETRY_S[min(failures, len(RETRY_S)) - 1]))
+    return Plan(Action.EMAIL, last + retry_delay(failures))
 
 
 def condition(submission: Mapping[str, Any], level: int, channels: Channels, closed: bool,
