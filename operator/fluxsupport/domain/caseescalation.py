@@ -88,10 +88,10 @@ def evaluate(policy: policy_module.Policy, calendar: BusinessCalendar,
             first_response=facts.first_response, replies=facts.replies,
             closed_at=facts.closed_at, pauses=facts.pauses,
             other_severity1_openings=facts.other_severity1_openings, now=now)
-        block, fresh = _tiers(previous.get("escalation") or {}, result)
+        block, fresh = escalation.record(previous.get("escalation") or {}, result)
         blocks["escalation"] = block
         tier = int(block["tier"])
-        found.append(_escalated(block))
+        found.append(escalation.condition(block, TIER_REASONS))
         events += [evaluation.Event(
             "Warning", TIER_EVENTS[item["tier"]],
             f"Escalated to tier {item['tier']} ({item['contact']}) at {item['reachedAt']}: "
@@ -124,34 +124,6 @@ def evaluate(policy: policy_module.Policy, calendar: BusinessCalendar,
     elif previous.get("rootCauseAnalysis"):
         blocks["rootCauseAnalysis"] = None
     return Outcome(blocks, found, events, min(instants, default=None), tier, rca_due)
-
-
-def _tiers(stored: Mapping[str, Any], result: escalation.Escalation
-           ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The stored tiers, as first recorded, and the ones reached now that are new."""
-    kept = [dict(item) for item in stored.get("tiers") or []
-            if isinstance(item, Mapping) and item.get("tier") in escalation.ROLES]
-    known = {item["tier"] for item in kept}
-    fresh = [{"tier": reached.tier, "contact": escalation.ROLES[reached.tier],
-              "reachedAt": conditions.rfc3339(reached.at), "trigger": reached.trigger,
-              "detail": reached.detail}
-             for reached in result.reached if reached.tier not in known]
-    tiers = sorted(kept + fresh, key=lambda item: int(item["tier"]))
-    return {"tier": max((int(item["tier"]) for item in tiers), default=0),
-            "tiers": tiers}, fresh
-
-
-def _escalated(block: Mapping[str, Any]) -> conditions.Condition:
-    tiers = block["tiers"]
-    if not tiers:
-        return conditions.Condition(type="Escalated", status="False", reason="NotEscalated",
-                                    message="No escalation tier reached.")
-    top = tiers[-1]
-    reached = "; ".join(f"tier {item['tier']} ({item['contact']}) at {item['reachedAt']}"
-                        for item in tiers)
-    return conditions.Condition(type="Escalated", status="True",
-                                reason=TIER_REASONS[int(top["tier"])],
-                                message=f"Reached {reached}. Highest: {top['detail']}.")
 
 
 _RCA_MESSAGES = {

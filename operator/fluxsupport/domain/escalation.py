@@ -31,7 +31,7 @@ import bisect
 import dataclasses
 import datetime
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from fluxsupport.domain import conditions, pause, remediation
 from fluxsupport.domain.calendar import BusinessCalendar
@@ -77,6 +77,36 @@ class Escalation:
 
     def tier(self, tier: int) -> Reached | None:
         return next((reached for reached in self.reached if reached.tier == tier), None)
+
+
+def record(stored: Mapping[str, Any], result: Escalation
+           ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``status.escalation`` of a case or bulletin: the tiers stored, as first recorded, and
+    those reached now that are new (returned apart: each is owed its Event once)."""
+    kept = [dict(item) for item in stored.get("tiers") or []
+            if isinstance(item, Mapping) and item.get("tier") in ROLES]
+    known = {item["tier"] for item in kept}
+    fresh = [{"tier": reached.tier, "contact": ROLES[reached.tier],
+              "reachedAt": conditions.rfc3339(reached.at), "trigger": reached.trigger,
+              "detail": reached.detail}
+             for reached in result.reached if reached.tier not in known]
+    tiers = sorted(kept + fresh, key=lambda item: int(item["tier"]))
+    return {"tier": max((int(item["tier"]) for item in tiers), default=0),
+            "tiers": tiers}, fresh
+
+
+def condition(block: Mapping[str, Any], reasons: Mapping[int, str]) -> conditions.Condition:
+    """Escalated: False/NotEscalated, or True with ``reasons`` of the highest tier reached."""
+    tiers = block["tiers"]
+    if not tiers:
+        return conditions.Condition(type="Escalated", status="False", reason="NotEscalated",
+                                    message="No escalation tier reached.")
+    top = tiers[-1]
+    reached = "; ".join(f"tier {item['tier']} ({item['contact']}) at {item['reachedAt']}"
+                        for item in tiers)
+    return conditions.Condition(type="Escalated", status="True",
+                                reason=reasons[int(top["tier"])],
+                                message=f"Reached {reached}. Highest: {top['detail']}.")
 
 
 def _result(found: Iterable[Reached],
