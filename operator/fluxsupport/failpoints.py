@@ -9,10 +9,11 @@ reaches the step ``name``: the crashes the exactly-once design is about. The ste
 - ``after-email-send``: the SMTP server took it, status does not say so yet;
 - ``before-update-post`` and ``after-update-post``: around the comment of a ticket update
   (an escalation tier's comment is one);
-- ``before-escalation-email-send``: an escalation email's intent is recorded, it is not sent.
+- ``before-escalation-email-send``: an escalation email's intent is recorded, it is not sent
+  (a case's or a SecurityBulletin's).
 
-With ``FLUXSUPPORT_FAILPOINT_CASE=<namespace>/<name>`` as well, only that case's step counts:
-a test's operator also acts on the cases other tests left in the cluster.
+With ``FLUXSUPPORT_FAILPOINT_CASE=<namespace>/<name>`` (a bulletin: ``<name>``) as well, only
+that object's step counts: a test's operator also acts on the objects other tests left.
 
 Unset (always, outside the tests) it costs one dictionary lookup per step.
 """
@@ -28,9 +29,9 @@ VARIABLE = "FLUXSUPPORT_FAILPOINT"
 CASE_VARIABLE = "FLUXSUPPORT_FAILPOINT_CASE"
 
 
-def reach(step: str, case: tuple[str, str]) -> None:
+def reach(step: str, case: tuple[str, ...]) -> None:
     """Die here, at once and without cleanup, if the environment names ``step`` (and, if it
-    names one, ``case``)."""
+    names one, ``case``: namespace and name, or a cluster-scoped object's name)."""
     if os.environ.get(VARIABLE) != step:
         return
     only = os.environ.get(CASE_VARIABLE)

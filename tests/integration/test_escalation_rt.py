@@ -4,15 +4,18 @@ The operator runs with a policy that has escalation tiers and root-cause analyse
 calendar (24x7, Urgent due in 4 s with its warning point at 2 s: tier 1 within seconds). The
 tier's comment reaches the ticket once across a SIGKILL right after RT took it; a support
 reply marked "RCA:" delivers the RCA into the case. A tier's email the SMTP server refuses is
-sent again after its backoff and arrives once.
+sent again after its backoff and arrives once. A SecurityBulletin whose critical vulnerability
+passed the vendor's remediation deadline unmitigated reaches tier 3, whose email goes to the
+executive sponsor at most once.
 """
 
 from __future__ import annotations
 
 import collections
+import secrets
 from typing import Any
 
-from tests import harness
+from tests import fixtures, harness
 from tests.integration.test_channels import create, submission, tickets_for
 from tests.integration.test_channels_exactly_once import (  # noqa: F401
     Operators,
@@ -187,3 +190,87 @@ def test_a_tier_email_the_server_refused_is_sent_again_and_arrives_once(
         submission(api, namespace, "refused").get("updates") or []),
         timeout=90, what="the tier's ticket comment")
     assert tier_mails(gateway, uid) == [[ACCOUNT_MANAGER]]
+
+
+SPONSOR = "sponsor@vendor.example"
+
+
+def bulletin_policy(rt: RequestTracker, gateway: MailGateway) -> str:
+    """Tier 3 for bulletins: the vendor's remediation clock and an executive sponsor."""
+    rules = policy(rt, gateway).replace(
+        "contacts: {accountManager: [am@vendor.example]}",
+        f"contacts: {{accountManager: [am@vendor.example], executiveSponsor: [{SPONSOR}]}}")
+    assert SPONSOR in rules
+    return rules + "remediationFramework: standard\n"
+
+
+def unmitigated(name: str) -> dict[str, Any]:
+    """A critical vulnerability identified in June with no fixed digest listed: the standard
+    framework's 72 hours have long passed."""
+    body = fixtures.bulletin_for(name, "CVE-2026-47680", "source-controller",
+                                 fixtures.images(fixtures.FIX_V275)["source-controller"])
+    spec = body["spec"]
+    del spec["fixes"]
+    spec["affectedVersions"] = [{"component": "source-controller",
+                                 "ranges": [{"introduced": "v1.0.0", "fixed": "v1.7.5"}]}]
+    spec["vulnerabilities"][0].update(identifiedAt="2026-06-03T10:00:00Z", cvssScore=9.8)
+    return body
+
+
+def sponsor_mails(gateway: MailGateway, uid: str) -> list[list[str]]:
+    marker = f"<bulletin-{uid}-tier3@fluxsupport>".encode()
+    return [recipients for _, recipients, data in gateway.messages if marker in data]
+
+
+def bulletin_emails(api: harness.Api, name: str) -> list[dict[str, Any]]:
+    status = api.get_bulletin(name).get("status") or {}
+    return list((status.get("escalation") or {}).get("emails") or [])
+
+
+def test_a_bulletins_tier_3_email_goes_to_the_sponsor_at_most_once_across_a_sigkill(
+        operators: Operators,  # noqa: F811
+        rt: RequestTracker, gateway: MailGateway, api: harness.Api) -> None:
+    rules = bulletin_policy(rt, gateway)
+    killed_name, sent_name = f"esc-{secrets.token_hex(4)}", f"esc-{secrets.token_hex(4)}"
+    process = operators.start("killed", rules,
+                              FLUXSUPPORT_FAILPOINT="before-escalation-email-send",
+                              FLUXSUPPORT_FAILPOINT_CASE=killed_name)
+    killed = api.create_bulletin(unmitigated(killed_name))["metadata"]["uid"]
+    try:
+        harness.wait_for(lambda: not process.alive(), timeout=90,
+                         what="the operator killed right before the tier 3 email")
+        assert process.process is not None
+        assert process.process.returncode == -9
+        [intent] = bulletin_emails(api, killed_name)
+        assert (intent["tier"], intent["messageId"]) == (
+            3, f"<bulletin-{killed}-tier3@fluxsupport>")
+        assert "sentAt" not in intent
+        [tier] = api.get_bulletin(killed_name)["status"]["escalation"]["tiers"]
+        assert (tier["trigger"], tier["reachedAt"]) == ("UnmitigatedCriticalVulnerability",
+                                                        "2026-06-06T10:00:00Z")
+        restarted = operators.start("restarted", rules)
+        # The restarted operator evaluated the interrupted bulletin (its metric is out) ...
+        harness.wait_for(
+            lambda: f'fluxsupport_bulletin_escalation_tier{{bulletin="{killed_name}"}} 3.0'
+            in restarted.metrics(), timeout=60, what="the restarted operator's tier metric")
+        sent = api.create_bulletin(unmitigated(sent_name))["metadata"]["uid"]
+        record = harness.wait_for(
+            lambda: next((entry for entry in bulletin_emails(api, sent_name)
+                          if entry.get("sentAt")), None),
+            timeout=90, what="the tier 3 email of the second bulletin sent")
+        assert record["tier"] == 3
+        assert sponsor_mails(gateway, sent) == [[SPONSOR]]
+        # ... and did not send its email again: at most once.
+        assert sponsor_mails(gateway, killed) == []
+        assert bulletin_emails(api, killed_name) == [intent]
+        for name in (killed_name, sent_name):
+            harness.wait_for(lambda name=name: reasons(api, "default", name)["EscalatedTier3"],
+                             timeout=30, what=f"the EscalatedTier3 Event of {name}")
+            assert reasons(api, "default", name)["EscalatedTier3"] == 1
+            condition = harness.condition(api.get_bulletin(name), "Escalated")
+            assert condition is not None
+            assert (condition["status"], condition["reason"]) == (
+                "True", "Tier3UnmitigatedCriticalVulnerability")
+    finally:
+        for name in (killed_name, sent_name):
+            api.delete_bulletin(name)

@@ -47,6 +47,7 @@ KNOWN_METRICS = frozenset({
     "fluxsupport_bulletin_patch_overdue",
     "fluxsupport_bulletin_vendor_remediation_due_timestamp_seconds",
     "fluxsupport_bulletin_vendor_remediation_overdue",
+    "fluxsupport_bulletin_escalation_tier",
     "fluxsupport_flux_minors_behind",
     "fluxsupport_flux_supported",
     "fluxsupport_flux_component_newer_build",

@@ -13,6 +13,7 @@ import kopf
 
 from fluxsupport import __version__, lifecycle
 from fluxsupport.app import config
+from fluxsupport.channels import notices
 from fluxsupport.constants import PEERING_NAME
 from fluxsupport.controllers import advisories, bulletin, snapshots, submission, supportcase
 from fluxsupport.controllers import updates as updates_controller
@@ -76,7 +77,10 @@ def _components(operator_config: config.OperatorConfig, policy: policy_module.Po
         configmaps_changed, label_selector=f"{snapshots.LABEL}!=snapshot")
     bulletins = bulletin.BulletinController(client, flux, configmaps, operator_config.namespace,
                                             gate=gate.active, poster=poster,
-                                            clock=remediation.Clock.of(policy))
+                                            clock=remediation.Clock.of(policy),
+                                            escalation=policy.escalation,
+                                            notifier=notices.Notices(client, policy.channels,
+                                                                     operator_config.namespace))
     metrics.register_bulletins(bulletins)
     cases = supportcase.CaseController(
         policy, client, diagnostics=flux.diagnostics, gate=gate.active, poster=poster,

@@ -5,7 +5,8 @@ bulletin is re-checked when it changes, when the running components it concerns,
 ConfigMap or a bulletin whose fixes may count for it (the rebuild rule) change, and at its
 embargoUntil, patchBy and the vendor's remediation due times. domain/securitybulletin.py
 computes the status, Events and metric values; this module decides what to re-check and when,
-and writes.
+and writes. It also emails the escalation contacts of a tier the bulletin reached
+(channels/notices.py), at most once per tier.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from typing import Any
 
 import pydantic
 
-from fluxsupport import constants, lifecycle
+from fluxsupport import constants, failpoints, lifecycle
+from fluxsupport.channels import mail, notices
 from fluxsupport.controllers import scheduler, writes
-from fluxsupport.domain import bulletin, evaluation, remediation, securitybulletin
+from fluxsupport.domain import bulletin, conditions, evaluation, remediation, securitybulletin
 from fluxsupport.domain import inventory as inventory_module
+from fluxsupport.domain import policy as policy_module
 from fluxsupport.kube import api, events, objects, reflector
 from fluxsupport.sources import inventory as inventory_source
 from fluxsupport.sources import vexdocuments
@@ -40,6 +43,9 @@ COALESCE_S = 1.0
 PAGE_SIZE = 500
 #: How long the bulletins' first list waits for the inventory's and the ConfigMaps' first.
 FIRST_LISTS_S = 30.0
+#: Waits before each try to record how an escalation email ended, when the status changed
+#: under the write (the intent is recorded already: the email is never sent twice).
+EMAIL_END_RETRY_S = (0.0, 1.0, 5.0)
 
 
 @dataclasses.dataclass
@@ -125,11 +131,17 @@ class BulletinController:
                  configmaps: reflector.Watch, operator_namespace: str,
                  gate: asyncio.Event | None = None,
                  poster: events.EventPoster | None = None,
-                 clock: remediation.Clock | None = None) -> None:
+                 clock: remediation.Clock | None = None,
+                 escalation: policy_module.Escalation | None = None,
+                 notifier: notices.Notices | None = None) -> None:
         self.client = client
         self.inventory = inventory
         #: The vendor's remediation clock of the policy; None when it names no framework.
         self.clock = clock
+        #: The policy's escalation tiers (tier 3 needs the clock too) and who emails their
+        #: contacts; None: no tiers, no emails.
+        self.escalation = escalation
+        self.notifier = notifier if notifier is not None and notifier.enabled else None
         self.configmaps = configmaps
         self.operator_namespace = operator_namespace
         self.scheduler = scheduler.Scheduler(self._scheduled, gate=gate,
@@ -388,15 +400,98 @@ class BulletinController:
         if result.outcome is writes.Outcome.WRITTEN:
             self._stored(snapshot, result)
             logger.debug("SecurityBulletin %s: status written", name)
+        email_retry = await self._email_tiers(snapshot, now)
         if name in self._requested:
             # An input changed while the status write was in flight: the evaluation above may
             # have missed it (a bulletin published meanwhile, a new image). replace() would
             # drop the request reconcile_all_soon() queued; evaluate again instead.
             self.scheduler.schedule(name, time.time())
         else:
-            when = evaluated.next_transition
+            when = min(filter(None, (evaluated.next_transition, email_retry)), default=None)
             self.scheduler.replace(name, when.timestamp() if when else None)
         self.writer.clear_later(name)
+
+    async def _email_tiers(self, snapshot: BulletinSnapshot, now: datetime.datetime
+                           ) -> datetime.datetime | None:
+        """Email the contacts of each tier the stored status records, at most once: the
+        intent goes into status.escalation.emails by a write that carries the resourceVersion
+        read (of two replicas only one records it) before each send. A send the SMTP server
+        refused (nothing went out) is recorded with its backoff and tried again then; a tier
+        whose record says sent, or perhaps sent, is never sent again. Returns when the next
+        refused send is due."""
+        if self.notifier is None:
+            return None
+        retry: datetime.datetime | None = None
+        for notice in securitybulletin.tier_emails(
+                self.escalation, uid=snapshot.uid, name=snapshot.name,
+                cluster=self.notifier.cluster, status=snapshot.status,
+                embargoed=self._embargoed(snapshot, now)):
+            if notice.retry_at is not None and notice.retry_at > now:
+                retry = min(filter(None, (retry, notice.retry_at)))
+                continue
+            try:
+                message = self.notifier.build(notice.subject, notice.body, notice.message_id,
+                                              notice.recipients)
+            except (ValueError, TypeError) as error:
+                logger.error("SecurityBulletin %s: the tier %d email could not be built: %s",
+                             snapshot.name, notice.tier, error)
+                continue
+            intent = notice.intent(now)
+            if not await self._record_email(snapshot, intent, expect_unchanged=True):
+                logger.info("SecurityBulletin %s: not sending the tier %d email: the status "
+                            "changed since; the next reconcile decides", snapshot.name,
+                            notice.tier)
+                return None
+            failpoints.reach("before-escalation-email-send", (snapshot.name,))
+            end: dict[str, Any]
+            try:
+                await self.notifier.send(message, notice.recipients)
+            except mail.EmailError as error:
+                if error.uncertain:
+                    logger.warning("SecurityBulletin %s: the tier %d email may or may not have "
+                                   "arrived; it is not sent again: %s", snapshot.name,
+                                   notice.tier, error)
+                    end = {"error": f"email: {error}"[:1024]}
+                else:
+                    # Refused before the server took the message: nothing went out.
+                    refused_at = _now()
+                    end = notice.refused(f"email: {error}", refused_at)
+                    logger.warning("SecurityBulletin %s: the tier %d email failed (%d in a "
+                                   "row), tried again at %s: %s", snapshot.name, notice.tier,
+                                   end["attempts"], end["retryAt"], error)
+                    retry = min(filter(None, (retry, notice.next_try(refused_at))))
+            else:
+                end = {"sentAt": conditions.rfc3339(_now())}
+                logger.info("SecurityBulletin %s: tier %d escalation emailed to %s",
+                            snapshot.name, notice.tier, ", ".join(notice.recipients))
+            for delay in EMAIL_END_RETRY_S:
+                await asyncio.sleep(delay)
+                if await self._record_email(snapshot, {**intent, **end}):
+                    break
+        return retry
+
+    async def _record_email(self, snapshot: BulletinSnapshot, entry: Mapping[str, Any],
+                            expect_unchanged: bool = False) -> bool:
+        """Store ``entry`` as the record of its tier in status.escalation.emails; True once
+        stored. The write carries the resourceVersion of the status it changes: refused
+        (409) when another replica wrote since."""
+        held = self.bulletins.get(snapshot.name)
+        if held is not snapshot and expect_unchanged:
+            return False
+        current = (held or snapshot).status
+        block = dict(current.get("escalation") or {})
+        emails = [dict(item) for item in block.get("emails") or []
+                  if isinstance(item, Mapping) and item.get("tier") != entry["tier"]]
+        block["emails"] = sorted([*emails, dict(entry)], key=lambda item: int(item["tier"]))
+        desired = {key: value for key, value in current.items() if key != writes.PENDING}
+        desired["escalation"] = block
+        target = held or snapshot
+        result = await self.writer.write(snapshot.name, target.ref, current, desired,
+                                         target.resource_version, now=_now())
+        if result.outcome is not writes.Outcome.WRITTEN:
+            return False
+        self._stored(target, result)
+        return True
 
     def _too_large(self, name: str, error: api.ApiError) -> bool:
         """Retried as is, a status too large to store would fail for ever and the bulletin
@@ -422,4 +517,5 @@ class BulletinController:
             generation=snapshot.generation, previous=snapshot.status,
             components=self.inventory.components(), inventory_problems=self.inventory.problems(),
             namespaces=self.inventory.namespaces, fixes=self._fixes, cited=cited,
-            compact=snapshot.name in self._oversized, now=now, clock=self.clock)
+            compact=snapshot.name in self._oversized, now=now, clock=self.clock,
+            escalation_settings=self.escalation)

@@ -26,7 +26,14 @@ from typing import Any, Protocol
 from fluxsupport import constants, failpoints, lifecycle
 from fluxsupport.channels import mail, portal, portals
 from fluxsupport.controllers import scheduler
-from fluxsupport.domain import caseescalation, conditions, conversation, ticketrecord, ticketsla
+from fluxsupport.domain import (
+    caseescalation,
+    conditions,
+    conversation,
+    escalation,
+    ticketrecord,
+    ticketsla,
+)
 from fluxsupport.domain import policy as policy_module
 from fluxsupport.domain import submission as domain
 from fluxsupport.kube import api, secrets
@@ -529,7 +536,7 @@ class SubmissionController:
 
     # -- escalation emails -----------------------------------------------------------------
 
-    def _tier_emails(self, case: Case) -> list[caseescalation.TierEmail]:
+    def _tier_emails(self, case: Case) -> list[escalation.TierEmail]:
         if not self.channels.email.enabled:
             return []
         return caseescalation.tier_emails(self.escalation, uid=case.uid,

@@ -88,10 +88,10 @@ def evaluate(policy: policy_module.Policy, calendar: BusinessCalendar,
             first_response=facts.first_response, replies=facts.replies,
             closed_at=facts.closed_at, pauses=facts.pauses,
             other_severity1_openings=facts.other_severity1_openings, now=now)
-        block, fresh = _tiers(previous.get("escalation") or {}, result)
+        block, fresh = escalation.record(previous.get("escalation") or {}, result)
         blocks["escalation"] = block
         tier = int(block["tier"])
-        found.append(_escalated(block))
+        found.append(escalation.condition(block, TIER_REASONS))
         events += [evaluation.Event(
             "Warning", TIER_EVENTS[item["tier"]],
             f"Escalated to tier {item['tier']} ({item['contact']}) at {item['reachedAt']}: "
@@ -124,34 +124,6 @@ def evaluate(policy: policy_module.Policy, calendar: BusinessCalendar,
     elif previous.get("rootCauseAnalysis"):
         blocks["rootCauseAnalysis"] = None
     return Outcome(blocks, found, events, min(instants, default=None), tier, rca_due)
-
-
-def _tiers(stored: Mapping[str, Any], result: escalation.Escalation
-           ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The stored tiers, as first recorded, and the ones reached now that are new."""
-    kept = [dict(item) for item in stored.get("tiers") or []
-            if isinstance(item, Mapping) and item.get("tier") in escalation.ROLES]
-    known = {item["tier"] for item in kept}
-    fresh = [{"tier": reached.tier, "contact": escalation.ROLES[reached.tier],
-              "reachedAt": conditions.rfc3339(reached.at), "trigger": reached.trigger,
-              "detail": reached.detail}
-             for reached in result.reached if reached.tier not in known]
-    tiers = sorted(kept + fresh, key=lambda item: int(item["tier"]))
-    return {"tier": max((int(item["tier"]) for item in tiers), default=0),
-            "tiers": tiers}, fresh
-
-
-def _escalated(block: Mapping[str, Any]) -> conditions.Condition:
-    tiers = block["tiers"]
-    if not tiers:
-        return conditions.Condition(type="Escalated", status="False", reason="NotEscalated",
-                                    message="No escalation tier reached.")
-    top = tiers[-1]
-    reached = "; ".join(f"tier {item['tier']} ({item['contact']}) at {item['reachedAt']}"
-                        for item in tiers)
-    return conditions.Condition(type="Escalated", status="True",
-                                reason=TIER_REASONS[int(top["tier"])],
-                                message=f"Reached {reached}. Highest: {top['detail']}.")
 
 
 _RCA_MESSAGES = {
@@ -258,44 +230,8 @@ def _notice(item: Mapping[str, Any]) -> str:
             f"{item.get('reachedAt', '')}: {item.get('detail', '')}.")
 
 
-@dataclasses.dataclass(frozen=True)
-class TierEmail:
-    tier: int
-    #: From the case's uid and the tier: the same message however often it is tried.
-    message_id: str
-    recipients: tuple[str, ...]
-    subject: str
-    body: str
-    #: Sends of it the SMTP server refused so far (nothing went out), and the last refusal.
-    refusals: int = 0
-    last_error: str = ""
-    #: When it may be tried again after a refusal; None: now.
-    retry_at: datetime.datetime | None = None
-
-    def intent(self, now: datetime.datetime) -> dict[str, Any]:
-        """The tier's record in status.submission.escalationEmails, stored before each
-        send: from then on the email is not sent again unless a refusal is recorded."""
-        entry: dict[str, Any] = {"tier": self.tier, "messageId": self.message_id,
-                                 "attemptedAt": conditions.rfc3339(now)}
-        if self.refusals:
-            entry.update(attempts=self.refusals, lastError=self.last_error)
-        return entry
-
-    def next_try(self, refused_at: datetime.datetime) -> datetime.datetime:
-        """When to try again after a refusal at ``refused_at``: the backoff of the case's
-        own email (domain/submission.py), to the second, as status stores it."""
-        moment = refused_at + submission_module.retry_delay(self.refusals + 1)
-        return moment.replace(microsecond=0)
-
-    def refused(self, error: str, refused_at: datetime.datetime) -> dict[str, Any]:
-        """What a refused send adds to the record: the count, the error and when the next
-        try is due."""
-        return {"attempts": self.refusals + 1, "lastError": error[:1024],
-                "retryAt": conditions.rfc3339(self.next_try(refused_at))}
-
-
 def tier_emails(settings: policy_module.Escalation | None, *, uid: str, namespace: str,
-                name: str, cluster: str, status: Mapping[str, Any]) -> list[TierEmail]:
+                name: str, cluster: str, status: Mapping[str, Any]) -> list[escalation.TierEmail]:
     """The emails to the escalation contacts of the tiers recorded in ``status`` that have
     contacts and no record in ``status.submission.escalationEmails`` yet, or a record of a
     send the SMTP server refused (``retryAt``). A record without ``retryAt`` is never sent
@@ -308,33 +244,16 @@ def tier_emails(settings: policy_module.Escalation | None, *, uid: str, namespac
     emails = []
     for item in _recorded(status):
         tier = int(item["tier"])
-        recipients = settings.contacts.for_tier(tier)
-        entry = recorded.get(tier)
-        retry_at = _refused_until(entry)
-        if not recipients or (entry is not None and retry_at is None):
-            continue
         where = f"{namespace}/{name}" + (f" in {cluster}" if cluster else "")
         ticket = (status.get("submission") or {}).get("url") or ""
-        emails.append(TierEmail(
-            tier, f"<case-{uid}-tier{tier}@fluxsupport>", recipients,
-            submission_module.one_line(
-                f"[fluxsupport] Escalation tier {tier}: SupportCase {where}"),
+        email = escalation.tier_email(
+            tier, f"<case-{uid}-tier{tier}@fluxsupport>", settings.contacts.for_tier(tier),
+            f"[fluxsupport] Escalation tier {tier}: SupportCase {where}",
             f"SupportCase {where}.\n\n{_notice(item)}\n"
-            + (f"\nTicket: {ticket}\n" if ticket else ""),
-            refusals=int(entry.get("attempts") or 0) if entry else 0,
-            last_error=str(entry.get("lastError") or "") if entry else "",
-            retry_at=retry_at))
+            + (f"\nTicket: {ticket}\n" if ticket else ""), recorded.get(tier))
+        if email is not None:
+            emails.append(email)
     return emails
-
-
-def _refused_until(entry: Mapping[str, Any] | None) -> datetime.datetime | None:
-    """The retryAt of a record whose last send was refused; None for any other record."""
-    if entry is None or entry.get("sentAt") or entry.get("error"):
-        return None
-    try:
-        return timing.parse_time(str(entry.get("retryAt") or ""))
-    except ValueError:
-        return None
 
 
 def support_replies(submission: Mapping[str, Any]) -> list[datetime.datetime]:

@@ -31,9 +31,10 @@ import bisect
 import dataclasses
 import datetime
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
-from fluxsupport.domain import conditions, pause, remediation
+from fluxsupport.domain import conditions, pause, remediation, timing
+from fluxsupport.domain import submission as submission_module
 from fluxsupport.domain.calendar import BusinessCalendar
 from fluxsupport.domain.policy import Escalation as Settings
 from fluxsupport.domain.policy import Policy
@@ -77,6 +78,36 @@ class Escalation:
 
     def tier(self, tier: int) -> Reached | None:
         return next((reached for reached in self.reached if reached.tier == tier), None)
+
+
+def record(stored: Mapping[str, Any], result: Escalation
+           ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``status.escalation`` of a case or bulletin: the tiers stored, as first recorded, and
+    those reached now that are new (returned apart: each is owed its Event once)."""
+    kept = [dict(item) for item in stored.get("tiers") or []
+            if isinstance(item, Mapping) and item.get("tier") in ROLES]
+    known = {item["tier"] for item in kept}
+    fresh = [{"tier": reached.tier, "contact": ROLES[reached.tier],
+              "reachedAt": conditions.rfc3339(reached.at), "trigger": reached.trigger,
+              "detail": reached.detail}
+             for reached in result.reached if reached.tier not in known]
+    tiers = sorted(kept + fresh, key=lambda item: int(item["tier"]))
+    return {"tier": max((int(item["tier"]) for item in tiers), default=0),
+            "tiers": tiers}, fresh
+
+
+def condition(block: Mapping[str, Any], reasons: Mapping[int, str]) -> conditions.Condition:
+    """Escalated: False/NotEscalated, or True with ``reasons`` of the highest tier reached."""
+    tiers = block["tiers"]
+    if not tiers:
+        return conditions.Condition(type="Escalated", status="False", reason="NotEscalated",
+                                    message="No escalation tier reached.")
+    top = tiers[-1]
+    reached = "; ".join(f"tier {item['tier']} ({item['contact']}) at {item['reachedAt']}"
+                        for item in tiers)
+    return conditions.Condition(type="Escalated", status="True",
+                                reason=reasons[int(top["tier"])],
+                                message=f"Reached {reached}. Highest: {top['detail']}.")
 
 
 def _result(found: Iterable[Reached],
@@ -286,3 +317,69 @@ def for_bulletin(settings: Settings | None,
         elif fixed is None:
             upcoming.append((3, due.due_at))
     return _result(found, upcoming)
+
+
+# ---- emails to the contacts ------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class TierEmail:
+    """The email to a tier's contacts, of a case or a bulletin. Its record (a case's
+    status.submission.escalationEmails, a bulletin's status.escalation.emails) is stored
+    before each send, so that the email goes out at most once, and again only after the SMTP
+    server refused it (nothing went out)."""
+
+    tier: int
+    #: From the object's uid and the tier: the same message however often it is tried.
+    message_id: str
+    recipients: tuple[str, ...]
+    subject: str
+    body: str
+    #: Sends of it the SMTP server refused so far (nothing went out), and the last refusal.
+    refusals: int = 0
+    last_error: str = ""
+    #: When it may be tried again after a refusal; None: now.
+    retry_at: datetime.datetime | None = None
+
+    def intent(self, now: datetime.datetime) -> dict[str, Any]:
+        """The tier's record, stored before each send: from then on the email is not sent
+        again unless a refusal is recorded."""
+        entry: dict[str, Any] = {"tier": self.tier, "messageId": self.message_id,
+                                 "attemptedAt": conditions.rfc3339(now)}
+        if self.refusals:
+            entry.update(attempts=self.refusals, lastError=self.last_error)
+        return entry
+
+    def next_try(self, refused_at: datetime.datetime) -> datetime.datetime:
+        """When to try again after a refusal at ``refused_at``: the backoff of the case's
+        own email (domain/submission.py), to the second, as status stores it."""
+        moment = refused_at + submission_module.retry_delay(self.refusals + 1)
+        return moment.replace(microsecond=0)
+
+    def refused(self, error: str, refused_at: datetime.datetime) -> dict[str, Any]:
+        """What a refused send adds to the record: the count, the error and when the next
+        try is due."""
+        return {"attempts": self.refusals + 1, "lastError": error[:1024],
+                "retryAt": conditions.rfc3339(self.next_try(refused_at))}
+
+
+def tier_email(tier: int, message_id: str, recipients: tuple[str, ...], subject: str,
+               body: str, record: Mapping[str, Any] | None) -> TierEmail | None:
+    """The email of ``tier`` given its ``record``: None when it has no recipients or the
+    record says it was sent or may have been (a record without ``retryAt``)."""
+    retry_at = _refused_until(record)
+    if not recipients or (record is not None and retry_at is None):
+        return None
+    return TierEmail(tier, message_id, recipients, submission_module.one_line(subject), body,
+                     refusals=int(record.get("attempts") or 0) if record else 0,
+                     last_error=str(record.get("lastError") or "") if record else "",
+                     retry_at=retry_at)
+
+
+def _refused_until(record: Mapping[str, Any] | None) -> datetime.datetime | None:
+    """The retryAt of a record whose last send was refused; None for any other record."""
+    if record is None or record.get("sentAt") or record.get("error"):
+        return None
+    try:
+        return timing.parse_time(str(record.get("retryAt") or ""))
+    except ValueError:
+        return None

@@ -16,6 +16,11 @@ VendorRemediationOverdue condition) when the policy names a ``remediationFramewo
 (domain/remediation.py), and the Withdrawn condition when ``spec.withdrawnAt`` is set. A
 withdrawn advisory no longer stands: its verdicts are still shown, but it is Compliant, never
 PatchOverdue, and its alerting metrics count no component as vulnerable.
+
+With the vendor's clock and the policy's ``escalation`` section, a critical vulnerability whose
+remediation deadline passed with no fix listed reaches escalation tier 3
+(domain/escalation.py): ``status.escalation`` records it once, with its first instant, the
+Escalated condition shows it, and one Warning Event announces it.
 """
 
 from __future__ import annotations
@@ -30,12 +35,14 @@ import pydantic
 from fluxsupport.domain import (
     bulletin,
     conditions,
+    escalation,
     evaluation,
     inventory,
     remediation,
     timing,
     vex,
 )
+from fluxsupport.domain import policy as policy_module
 
 #: Ready when the full status does not fit (``compact``): the controller learns it from the
 #: API server's refusal.
@@ -63,6 +70,10 @@ WITHHELD = {
                             "status.vendorRemediation names it and since when.",
     "WithinRemediationTime": "No vulnerability of the bulletin is past its remediation due "
                              "time; status.vendorRemediation has the due times.",
+    "Tier3UnmitigatedCriticalVulnerability": "Escalated to tier 3 (executive sponsor): a "
+                                             "critical vulnerability of the bulletin passed "
+                                             "the vendor's remediation deadline with no fix "
+                                             "listed; status.escalation names it.",
 }
 #: For a reason not listed above (a condition added later, say).
 WITHHELD_DEFAULT = "The details are withheld while the bulletin is under embargo."
@@ -71,7 +82,15 @@ WITHHELD_DEFAULT = "The details are withheld while the bulletin is under embargo
 OWN_WORDS = frozenset({"Evaluated", "InventoryUnavailable", "NoFluxComponents",
                        "VulnerableComponents", "UnknownDigests", "NoVulnerableComponents",
                        "NoPatchBy", "StatusTooLarge", "AdvisoryWithdrawn", "FixesListed",
-                       "NoRemediationDeadline"})
+                       "NoRemediationDeadline", "NotEscalated"})
+
+#: Reasons of a bulletin's Escalated condition by the highest tier reached: only tier 3
+#: concerns bulletins.
+TIER_REASONS = {3: "Tier3UnmitigatedCriticalVulnerability"}
+#: The Event of a tier reached by a bulletin under embargo: fixed words only.
+EMBARGOED_TIER_EVENT = ("Escalated to tier 3 (executive sponsor): a critical vulnerability of "
+                        "the bulletin passed the vendor's remediation deadline with no fix "
+                        "listed. The details are withheld while the bulletin is under embargo.")
 
 #: status.counts keys by verdict.
 _COUNT_FIELDS = {"Vulnerable": "vulnerable", "NotAffected": "notAffected", "Fixed": "fixed",
@@ -91,6 +110,9 @@ class BulletinMetrics:
     vendor_due: float | None = None
     #: A vendor's fix past its due time; None when the policy names no framework.
     vendor_overdue: bool | None = None
+    #: The escalation tier in force: 3 while a critical vulnerability that reached it still
+    #: has no fix listed, else 0; None when the policy has no escalation or no framework.
+    escalation_tier: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,7 +187,8 @@ def evaluate(*, name: str, spec: Mapping[str, Any],
              previous: Mapping[str, Any], components: Sequence[inventory.RunningComponent],
              inventory_problems: Sequence[str], namespaces: Sequence[str],
              fixes: bulletin.FixIndex, cited: CitedVex, compact: bool,
-             now: datetime.datetime, clock: remediation.Clock | None = None
+             now: datetime.datetime, clock: remediation.Clock | None = None,
+             escalation_settings: policy_module.Escalation | None = None
              ) -> evaluation.Evaluation[BulletinMetrics]:
     """The whole status of the bulletin ``name``.
 
@@ -173,7 +196,8 @@ def evaluate(*, name: str, spec: Mapping[str, Any],
     ``previous`` the stored status; ``components``, ``inventory_problems`` and ``namespaces``
     what the inventory shows; ``fixes`` the fix digests of every valid bulletin (the rebuild
     rule); ``compact``: the full status did not fit, leave the per-CVE details out;
-    ``clock``: the vendor's remediation clock of the policy, None when it names no framework.
+    ``clock``: the vendor's remediation clock of the policy, None when it names no framework;
+    ``escalation_settings``: the policy's escalation section (tier 3 needs the clock too).
     """
     old_conditions = list(previous.get("conditions") or [])
     if isinstance(validated, pydantic.ValidationError):
@@ -209,6 +233,10 @@ def evaluate(*, name: str, spec: Mapping[str, Any],
             validated, clock, {str(item.get("id")): item for item in stored
                                if isinstance(item, Mapping)}, now)
         current.append(_vendor_overdue(tracked))
+    escalated = None
+    if tracked is not None and escalation_settings is not None and escalation_settings.enabled:
+        escalated = _escalation(escalation_settings, tracked, previous, now)
+        current.append(escalated.condition)
     if embargoed:
         current = [withheld(condition) for condition in current]
     items = [_component_status(v) for v in verdicts]
@@ -229,6 +257,14 @@ def evaluate(*, name: str, spec: Mapping[str, Any],
     }
     events = _events(previous, validated, items, current, embargoed)
     upcoming = [t for t in (validated.embargo_until, validated.patch_by) if t and t > now]
+    if escalated is not None:
+        status["escalation"] = escalated.block
+        events += [evaluation.Event(
+            "Warning", "EscalatedTier3", EMBARGOED_TIER_EVENT if embargoed else
+            f"Escalated to tier 3 (executive sponsor) at {item['reachedAt']}: "
+            f"{item['detail']}.") for item in escalated.fresh]
+        if escalated.next_at is not None:
+            upcoming.append(escalated.next_at)
     vendor_due = None
     if clock is not None and tracked is not None:
         status["vendorRemediation"] = vendor_status(clock.framework, tracked)
@@ -243,7 +279,8 @@ def evaluate(*, name: str, spec: Mapping[str, Any],
         patch_overdue=overdue,
         vendor_due=vendor_due.timestamp() if vendor_due is not None else None,
         vendor_overdue=(any(t.state == "Overdue" for t in tracked)
-                        if tracked is not None else None))
+                        if tracked is not None else None),
+        escalation_tier=escalated.in_force if escalated is not None else None)
     return evaluation.Evaluation(status, tuple(events), min(upcoming) if upcoming else None,
                                  metrics)
 
@@ -260,6 +297,70 @@ WITHDRAWN_COMPLIANT = conditions.Condition(
 WITHDRAWN_NOT_OVERDUE = conditions.Condition(
     type="PatchOverdue", status="False", reason="AdvisoryWithdrawn",
     message="The advisory was withdrawn: patchBy no longer applies.")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Escalated:
+    #: status.escalation: the tiers as first recorded, and the emails to their contacts.
+    block: dict[str, Any]
+    #: The tiers recorded by this evaluation: each is owed its Event.
+    fresh: list[dict[str, Any]]
+    condition: conditions.Condition
+    next_at: datetime.datetime | None
+    #: The tier the metric shows (BulletinMetrics.escalation_tier).
+    in_force: int
+
+
+def _escalation(settings: policy_module.Escalation, tracked: Sequence[remediation.Tracked],
+                previous: Mapping[str, Any], now: datetime.datetime) -> _Escalated:
+    """Tier 3 of a bulletin from its vulnerabilities' clocks. A fix listed when the operator
+    first saw the vulnerability (FixListed) has no known time and counts as in time: nothing
+    says the vulnerability was ever unmitigated past its deadline."""
+    counted = [entry for entry in tracked
+               if entry.due is not None and entry.state in ("Pending", "Overdue", "Met", "Late")]
+    result = escalation.for_bulletin(settings, {entry.id: entry.due for entry in counted},
+                                     {entry.id: entry.fix_listed_at for entry in counted},
+                                     now=now)
+    stored = previous.get("escalation") or {}
+    block, fresh = escalation.record(stored, result)
+    emails = [dict(item) for item in stored.get("emails") or [] if isinstance(item, Mapping)]
+    if emails:
+        block["emails"] = emails
+    unmitigated = any(entry.state == "Overdue" and entry.due is not None
+                      and entry.due.band == "critical" for entry in tracked)
+    return _Escalated(block, fresh, escalation.condition(block, TIER_REASONS), result.next_at,
+                      block["tier"] if unmitigated else 0)
+
+
+def tier_emails(settings: policy_module.Escalation | None, *, uid: str, name: str,
+                cluster: str, status: Mapping[str, Any], embargoed: bool
+                ) -> list[escalation.TierEmail]:
+    """The emails owed to the contacts of the tiers in ``status.escalation``: those with
+    no record in ``status.escalation.emails`` yet, or whose last send the SMTP server refused
+    (then ``retry_at`` says when). None while the bulletin is under embargo: the email names
+    the vulnerability, and goes out once the embargo lifts."""
+    if settings is None or not settings.enabled or embargoed:
+        return []
+    block = status.get("escalation") or {}
+    records = {entry.get("tier"): entry for entry in block.get("emails") or []
+               if isinstance(entry, Mapping)}
+    emails = []
+    for item in block.get("tiers") or []:
+        if not isinstance(item, Mapping) or item.get("tier") not in escalation.ROLES:
+            continue
+        tier = int(item["tier"])
+        where = name + (f" in {cluster}" if cluster else "")
+        email = escalation.tier_email(
+            tier, f"<bulletin-{uid}-tier{tier}@fluxsupport>", settings.contacts.for_tier(tier),
+            f"[fluxsupport] Escalation tier {tier}: SecurityBulletin {where}",
+            f"SecurityBulletin {where}.\n\nEscalated to tier {tier} "
+            f"({escalation.ROLES[tier]}) at {item.get('reachedAt', '')}: "
+            f"{item.get('detail', '')}.\n\nkubectl get securitybulletin {name} -o "
+            "jsonpath='{.status.vendorRemediation}' shows the vendor's due times.\n",
+            records.get(tier))
+        if email is not None:
+            emails.append(email)
+    return emails
 
 
 def vendor_status(framework: remediation.Framework,

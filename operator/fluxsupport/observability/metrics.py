@@ -367,6 +367,11 @@ class BulletinCollector(Collector):
             "1 when the vendor's fix for a vulnerability of the bulletin is past its due time "
             "and no fixed digest is listed (policy remediationFramework only).",
             labels=["bulletin"])
+        tier = GaugeMetricFamily(
+            "fluxsupport_bulletin_escalation_tier",
+            "3 while a critical vulnerability of the bulletin is past the vendor's remediation "
+            "deadline with no fix listed (escalation tier 3, the executive sponsor), else 0 "
+            "(policy escalation and remediationFramework only).", labels=["bulletin"])
         for name, view in list(self.bulletins.views.items()):
             for verdict, count in view.counts.items():
                 components.add_metric([name, verdict], count)
@@ -377,11 +382,14 @@ class BulletinCollector(Collector):
                 vendor_due.add_metric([name], view.vendor_due)
             if view.vendor_overdue is not None:
                 vendor_overdue.add_metric([name], 1 if view.vendor_overdue else 0)
+            if view.escalation_tier is not None:
+                tier.add_metric([name], view.escalation_tier)
         yield components
         yield vulnerable
         yield overdue
         yield vendor_due
         yield vendor_overdue
+        yield tier
 
 
 def register_bulletins(bulletins: Bulletins) -> None:
