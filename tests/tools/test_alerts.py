@@ -136,7 +136,7 @@ def test_every_alert_has_a_firing_and_a_quiet_case_in_tests_yaml() -> None:
         "FluxComponentNewerBuildAvailable", "FluxSupportAdvisoryFeedFailing",
         "SupportCaseWaitingOnCustomerLong",
         "SupportCaseEscalated", "SupportCaseRootCauseAnalysisOverdue",
-        "SecurityBulletinVendorRemediationOverdue"}
+        "SecurityBulletinVendorRemediationOverdue", "SecurityBulletinEscalated"}
     main_file = yaml.safe_load(TEST_FILES[0].read_text())
     cases = [case for test in main_file["tests"] for case in test.get("alert_rule_test") or []]
     firing = {case["alertname"] for case in cases if case.get("exp_alerts")}
